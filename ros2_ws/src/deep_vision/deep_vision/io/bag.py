@@ -1,0 +1,283 @@
+"""rosbag2 (sqlite3 or mcap) writing and lazy frame reading on the ``rosbags`` library.
+
+No ROS install is needed. Topic names default to the layout every deep_vision
+bag uses (synthetic world, KITTI and RobotCar converters):
+
+==========================  ==========================  =============================
+topic                       type                        content
+==========================  ==========================  =============================
+``/camera/image_raw``       sensor_msgs/Image           camera frames
+``/camera/camera_info``     sensor_msgs/CameraInfo      intrinsics, one per frame
+``/ground_truth/odometry``  nav_msgs/Odometry           base_link pose in ``map``
+``/tf_static``              tf2_msgs/TFMessage          base_link → camera frame
+==========================  ==========================  =============================
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+from rosbags.rosbag2 import CompressionFormat, CompressionMode, Reader, StoragePlugin, Writer
+
+from deep_vision.errors import BagError, ImageEncodingError
+from deep_vision.geometry.camera import PinholeCamera
+from deep_vision.geometry.transforms import invert_transform
+from deep_vision.io.image import image_to_numpy
+from deep_vision.io.rosmsg import camera_from_info, pose_to_matrix, stamp_to_ns, transform_to_matrix, typestore
+
+logger = logging.getLogger(__name__)
+
+IMAGE_TOPIC = "/camera/image_raw"
+CAMERA_INFO_TOPIC = "/camera/camera_info"
+GROUND_TRUTH_TOPIC = "/ground_truth/odometry"
+TF_STATIC_TOPIC = "/tf_static"
+
+_ZERO = QosTime(sec=0, nsec=0)
+_INFINITE = QosTime(sec=2147483647, nsec=4294967295)
+
+
+def _qos(durability: QosDurability, reliability: QosReliability = QosReliability.RELIABLE, depth: int = 10) -> Qos:
+    return Qos(
+        history=QosHistory.KEEP_LAST,
+        depth=depth,
+        reliability=reliability,
+        durability=durability,
+        deadline=_INFINITE,
+        lifespan=_INFINITE,
+        liveliness=QosLiveliness.AUTOMATIC,
+        liveliness_lease_duration=_INFINITE,
+        avoid_ros_namespace_conventions=False,
+    )
+
+
+# What publishers of these topics offer, recorded so that `ros2 bag play`
+# republishes /tf_static latched (transient local), as a robot would.
+QOS_DEFAULT = _qos(QosDurability.VOLATILE)
+QOS_LATCHED = _qos(QosDurability.TRANSIENT_LOCAL, depth=1)
+QOS_SENSOR = _qos(QosDurability.VOLATILE, QosReliability.BEST_EFFORT, depth=5)
+
+
+class BagWriter:
+    """Write messages (rosbags objects) to a new rosbag2 folder.
+
+    Example::
+
+        with BagWriter(out, storage="mcap") as bag:
+            bag.write("/camera/image_raw", "sensor_msgs/msg/Image", stamp_ns, msg)
+    """
+
+    def __init__(self, path: str | Path, storage: str = "mcap", compress: bool = False) -> None:
+        self.path = Path(path)
+        if self.path.exists():
+            raise BagError(f"bag output already exists: {self.path} (remove it or choose another --out)")
+        plugins = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+        if storage not in plugins:
+            raise BagError(f"unknown bag storage {storage!r}; choose one of {', '.join(plugins)}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = Writer(self.path, version=8, storage_plugin=plugins[storage])
+        if compress:
+            self._writer.set_compression(CompressionMode.MESSAGE if storage == "sqlite3" else CompressionMode.FILE,
+                                         CompressionFormat.ZSTD)
+        self._connections: dict[str, Any] = {}
+        self._store = typestore()
+        self.counts: dict[str, int] = {}
+
+    def __enter__(self) -> "BagWriter":
+        self._writer.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._writer.close()
+
+    def add_topic(self, topic: str, msgtype: str, qos: Qos = QOS_DEFAULT) -> None:
+        if topic in self._connections:
+            return
+        self._connections[topic] = self._writer.add_connection(
+            topic, msgtype, typestore=self._store, offered_qos_profiles=[qos]
+        )
+        self.counts[topic] = 0
+
+    def write(self, topic: str, msgtype: str, stamp_ns: int, msg: Any, qos: Qos = QOS_DEFAULT) -> None:
+        """Serialize ``msg`` (a rosbags message of ``msgtype``) and record it at ``stamp_ns``."""
+        if topic not in self._connections:
+            self.add_topic(topic, msgtype, qos)
+        data = self._store.serialize_cdr(msg, msgtype)
+        self._writer.write(self._connections[topic], int(stamp_ns), data)
+        self.counts[topic] += 1
+
+
+@dataclass
+class Frame:
+    """One camera frame read from a bag."""
+
+    index: int
+    stamp_ns: int
+    image: np.ndarray  # decoded pixels, [H x W] or [H x W x C], native byte order
+    encoding: str
+    frame_id: str
+    camera: PinholeCamera | None  # intrinsics from the latest CameraInfo at or before this frame
+    gt_pose: np.ndarray | None  # [4 x 4] ground-truth base_link pose (T_map_base) at this stamp
+
+
+class BagSequence:
+    """Lazy access to the camera frames and ground truth of a rosbag2 folder.
+
+    Small topics (camera info, ground truth, tf_static) are read at open; images
+    are decoded one at a time while iterating. A message that does not decode
+    (bad encoding, truncated data) is logged, counted in ``bad_frames`` and
+    skipped.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        image_topic: str = IMAGE_TOPIC,
+        camera_info_topic: str = CAMERA_INFO_TOPIC,
+        ground_truth_topic: str = GROUND_TRUTH_TOPIC,
+    ) -> None:
+        self.path = Path(path)
+        if not (self.path / "metadata.yaml").is_file() and not self.path.is_file():
+            raise BagError(f"not a rosbag2 folder (no metadata.yaml): {self.path}")
+        self.image_topic = image_topic
+        self.camera_info_topic = camera_info_topic
+        self.ground_truth_topic = ground_truth_topic
+        self._store = typestore()
+        self.bad_frames = 0
+        with Reader(self.path) as reader:
+            self.topics = {c.topic: c.msgtype for c in reader.connections}
+            self.message_counts = {t: sum(c.msgcount for c in reader.connections if c.topic == t) for t in self.topics}
+            if image_topic not in self.topics:
+                raise BagError(
+                    f"{self.path}: no topic {image_topic!r}; topics: {', '.join(sorted(self.topics)) or 'none'}"
+                )
+            self._camera_infos = self._read_all(reader, camera_info_topic, lambda m: camera_from_info(m))
+            self._gt = self._read_all(reader, ground_truth_topic, lambda m: pose_to_matrix(m.pose.pose))
+            self._gt_frames = self._read_gt_frames(reader, ground_truth_topic)
+            self.static_transforms = self._read_tf_static(reader)
+
+    def _read_all(self, reader: Reader, topic: str, convert: Any) -> tuple[np.ndarray, list[Any]]:
+        stamps: list[int] = []
+        values: list[Any] = []
+        conns = [c for c in reader.connections if c.topic == topic]
+        if conns:
+            for conn, _, raw in reader.messages(connections=conns):
+                msg = self._store.deserialize_cdr(raw, conn.msgtype)
+                stamps.append(stamp_to_ns(msg.header.stamp))
+                values.append(convert(msg))
+        order = np.argsort(np.asarray(stamps, dtype=np.int64), kind="stable")
+        return np.asarray(stamps, dtype=np.int64)[order], [values[i] for i in order]
+
+    def _read_gt_frames(self, reader: Reader, topic: str) -> tuple[str, str] | None:
+        conns = [c for c in reader.connections if c.topic == topic]
+        for conn, _, raw in reader.messages(connections=conns):
+            msg = self._store.deserialize_cdr(raw, conn.msgtype)
+            return str(msg.header.frame_id), str(msg.child_frame_id)
+        return None
+
+    def _read_tf_static(self, reader: Reader) -> dict[tuple[str, str], np.ndarray]:
+        out: dict[tuple[str, str], np.ndarray] = {}
+        conns = [c for c in reader.connections if c.topic == TF_STATIC_TOPIC]
+        for conn, _, raw in reader.messages(connections=conns):
+            msg = self._store.deserialize_cdr(raw, conn.msgtype)
+            for tf in msg.transforms:
+                out[(str(tf.header.frame_id), str(tf.child_frame_id))] = transform_to_matrix(tf.transform)
+        return out
+
+    def __len__(self) -> int:
+        return self.message_counts[self.image_topic]
+
+    @property
+    def camera(self) -> PinholeCamera | None:
+        """Intrinsics of the first CameraInfo, or None without camera info."""
+        return self._camera_infos[1][0] if self._camera_infos[1] else None
+
+    @property
+    def ground_truth(self) -> tuple[np.ndarray, np.ndarray]:
+        """All ground-truth poses: ([N] stamps in ns, [N x 4 x 4] T_map_base)."""
+        stamps, poses = self._gt
+        return stamps, (np.stack(poses) if poses else np.zeros((0, 4, 4)))
+
+    def ground_truth_at(self, stamp_ns: int, tolerance_ns: int = 1_000_000) -> np.ndarray | None:
+        """Ground-truth pose with a stamp within ``tolerance_ns`` of ``stamp_ns``, else None."""
+        stamps, poses = self._gt
+        if len(stamps) == 0:
+            return None
+        i = int(np.searchsorted(stamps, stamp_ns))
+        best = None
+        for j in (i - 1, i):
+            if 0 <= j < len(stamps) and abs(int(stamps[j]) - stamp_ns) <= tolerance_ns:
+                if best is None or abs(int(stamps[j]) - stamp_ns) < abs(int(stamps[best]) - stamp_ns):
+                    best = j
+        return None if best is None else poses[best]
+
+    def camera_at(self, stamp_ns: int) -> PinholeCamera | None:
+        stamps, cams = self._camera_infos
+        if len(stamps) == 0:
+            return None
+        i = int(np.searchsorted(stamps, stamp_ns, side="right")) - 1
+        return cams[max(i, 0)]
+
+    def extrinsic(self, camera_frame: str, base_frame: str = "base_link") -> np.ndarray | None:
+        """T_base_camera from /tf_static (a direct edge, either direction), or None."""
+        if (base_frame, camera_frame) in self.static_transforms:
+            return self.static_transforms[(base_frame, camera_frame)]
+        if (camera_frame, base_frame) in self.static_transforms:
+            return invert_transform(self.static_transforms[(camera_frame, base_frame)])
+        return None
+
+    def camera_poses_kitti(self, camera_frame: str) -> tuple[np.ndarray, np.ndarray]:
+        """Ground-truth camera poses in the KITTI convention (camera i in camera 0's frame).
+
+        Returns ([N] stamps, [N x 4 x 4] T_cam0_cami), using the /tf_static extrinsic.
+        """
+        T_base_cam = self.extrinsic(camera_frame)
+        if T_base_cam is None:
+            raise BagError(f"{self.path}: no base_link -> {camera_frame} transform on {TF_STATIC_TOPIC}")
+        stamps, T_map_base = self.ground_truth
+        if len(stamps) == 0:
+            raise BagError(f"{self.path}: no ground truth on {self.ground_truth_topic}")
+        T_map_cam = T_map_base @ T_base_cam
+        return stamps, invert_transform(T_map_cam[0]) @ T_map_cam
+
+    def messages(self, topics: Sequence[str] | None = None) -> Iterator[tuple[str, int, Any]]:
+        """Yield (topic, log time in ns, deserialized rosbags message) in log order."""
+        with Reader(self.path) as reader:
+            conns = [c for c in reader.connections if topics is None or c.topic in topics]
+            for conn, t, raw in reader.messages(connections=conns):
+                yield conn.topic, t, self._store.deserialize_cdr(raw, conn.msgtype)
+
+    def frames(self, start: int = 0, stop: int | None = None, stride: int = 1) -> Iterator[Frame]:
+        """Decode camera frames lazily, in log order (indices count every image message)."""
+        with Reader(self.path) as reader:
+            conns = [c for c in reader.connections if c.topic == self.image_topic]
+            for index, (conn, _, raw) in enumerate(reader.messages(connections=conns)):
+                if index < start or (index - start) % stride:
+                    continue
+                if stop is not None and index >= stop:
+                    break
+                msg = self._store.deserialize_cdr(raw, conn.msgtype)
+                stamp = stamp_to_ns(msg.header.stamp)
+                try:
+                    image = image_to_numpy(msg)
+                except ImageEncodingError as exc:
+                    self.bad_frames += 1
+                    logger.warning("%s: skipping frame %d at %d ns: %s", self.path, index, stamp, exc)
+                    continue
+                yield Frame(
+                    index=index,
+                    stamp_ns=stamp,
+                    image=image,
+                    encoding=str(msg.encoding),
+                    frame_id=str(msg.header.frame_id),
+                    camera=self.camera_at(stamp),
+                    gt_pose=self.ground_truth_at(stamp),
+                )
+
+    def __iter__(self) -> Iterator[Frame]:
+        return self.frames()

@@ -1,0 +1,175 @@
+"""Build ROS messages as rosbags objects, and our typestore.
+
+The typestore is ROS 2 Jazzy's plus ``deep_vision_msgs`` read from the ``.msg``
+files shipped in the package, so bags with our messages are written and read
+without a ROS install.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import numpy as np
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+from rosbags.typesys.store import Typestore
+
+from deep_vision.geometry.camera import PinholeCamera
+from deep_vision.geometry.transforms import quaternion_from_rotation
+from deep_vision.io.image import ImageFields
+
+OUR_MESSAGES = ("Homography", "LoopClosure", "LoopClosureArray")
+
+
+@lru_cache(maxsize=1)
+def typestore() -> Typestore:
+    """ROS 2 Jazzy types + ``deep_vision_msgs/msg/*``."""
+    store = get_typestore(Stores.ROS2_JAZZY)
+    types: dict[str, Any] = {}
+    msg_dir = resources.files("deep_vision") / "msg"
+    for name in OUR_MESSAGES:
+        text = (msg_dir / f"{name}.msg").read_text()
+        types.update(get_types_from_msg(text, f"deep_vision_msgs/msg/{name}"))
+    store.register(types)
+    return store
+
+
+def _cls(msgtype: str) -> Any:
+    return typestore().types[msgtype]
+
+
+def time_msg(stamp_ns: int) -> Any:
+    sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    return _cls("builtin_interfaces/msg/Time")(sec=sec, nanosec=nanosec)
+
+
+def stamp_to_ns(stamp: Any) -> int:
+    """Nanoseconds of a ``builtin_interfaces/Time`` (rosbags or rclpy)."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def header(stamp_ns: int, frame_id: str) -> Any:
+    return _cls("std_msgs/msg/Header")(stamp=time_msg(stamp_ns), frame_id=frame_id)
+
+
+def image_msg(fields: ImageFields, stamp_ns: int, frame_id: str) -> Any:
+    return _cls("sensor_msgs/msg/Image")(
+        header=header(stamp_ns, frame_id),
+        height=fields.height,
+        width=fields.width,
+        encoding=fields.encoding,
+        is_bigendian=fields.is_bigendian,
+        step=fields.step,
+        data=np.asarray(fields.data, dtype=np.uint8),
+    )
+
+
+def camera_info_msg(camera: PinholeCamera, stamp_ns: int, frame_id: str) -> Any:
+    """CameraInfo of an undistorted monocular camera (plumb_bob with zero distortion)."""
+    roi = _cls("sensor_msgs/msg/RegionOfInterest")(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+    return _cls("sensor_msgs/msg/CameraInfo")(
+        header=header(stamp_ns, frame_id),
+        height=camera.height,
+        width=camera.width,
+        distortion_model="plumb_bob",
+        d=np.zeros(5),
+        k=camera.K.reshape(9),
+        r=np.eye(3).reshape(9),
+        p=camera.P.reshape(12),
+        binning_x=0,
+        binning_y=0,
+        roi=roi,
+    )
+
+
+def camera_from_info(msg: Any) -> PinholeCamera:
+    """Intrinsics of a CameraInfo message (its K matrix)."""
+    return PinholeCamera.from_K(np.asarray(msg.k, dtype=np.float64), int(msg.width), int(msg.height))
+
+
+def _pose(T: np.ndarray) -> Any:
+    q = quaternion_from_rotation(T[:3, :3])
+    point = _cls("geometry_msgs/msg/Point")(x=float(T[0, 3]), y=float(T[1, 3]), z=float(T[2, 3]))
+    quat = _cls("geometry_msgs/msg/Quaternion")(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3]))
+    return _cls("geometry_msgs/msg/Pose")(position=point, orientation=quat)
+
+
+def _vector3(v: np.ndarray) -> Any:
+    return _cls("geometry_msgs/msg/Vector3")(x=float(v[0]), y=float(v[1]), z=float(v[2]))
+
+
+def odometry_msg(
+    T_parent_child: np.ndarray,
+    linear_velocity: np.ndarray,
+    angular_velocity: np.ndarray,
+    stamp_ns: int,
+    frame_id: str,
+    child_frame_id: str,
+    pose_covariance: np.ndarray | None = None,
+    twist_covariance: np.ndarray | None = None,
+) -> Any:
+    """nav_msgs/Odometry: pose of ``child`` in ``frame_id``; twist in the child frame (REP 105)."""
+    pose_cov = np.zeros(36) if pose_covariance is None else np.asarray(pose_covariance, np.float64).reshape(36)
+    twist_cov = np.zeros(36) if twist_covariance is None else np.asarray(twist_covariance, np.float64).reshape(36)
+    twist = _cls("geometry_msgs/msg/Twist")(linear=_vector3(linear_velocity), angular=_vector3(angular_velocity))
+    return _cls("nav_msgs/msg/Odometry")(
+        header=header(stamp_ns, frame_id),
+        child_frame_id=child_frame_id,
+        pose=_cls("geometry_msgs/msg/PoseWithCovariance")(pose=_pose(T_parent_child), covariance=pose_cov),
+        twist=_cls("geometry_msgs/msg/TwistWithCovariance")(twist=twist, covariance=twist_cov),
+    )
+
+
+def transform_stamped_msg(T_parent_child: np.ndarray, stamp_ns: int, frame_id: str, child_frame_id: str) -> Any:
+    q = quaternion_from_rotation(T_parent_child[:3, :3])
+    transform = _cls("geometry_msgs/msg/Transform")(
+        translation=_vector3(T_parent_child[:3, 3]),
+        rotation=_cls("geometry_msgs/msg/Quaternion")(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])),
+    )
+    return _cls("geometry_msgs/msg/TransformStamped")(
+        header=header(stamp_ns, frame_id), child_frame_id=child_frame_id, transform=transform
+    )
+
+
+def tf_message(transforms: list[Any]) -> Any:
+    return _cls("tf2_msgs/msg/TFMessage")(transforms=transforms)
+
+
+def homography_msg(
+    H: np.ndarray,
+    stamp_ns: int,
+    source_stamp_ns: int,
+    frame_id: str,
+    corner_uncertainty_px: float = float("nan"),
+    valid: bool = True,
+) -> Any:
+    return _cls("deep_vision_msgs/msg/Homography")(
+        header=header(stamp_ns, frame_id),
+        source_stamp=time_msg(source_stamp_ns),
+        matrix=np.asarray(H, dtype=np.float64).reshape(9),
+        corner_uncertainty_px=float(corner_uncertainty_px),
+        valid=bool(valid),
+    )
+
+
+def pose_to_matrix(pose: Any) -> np.ndarray:
+    """4×4 transform of a ``geometry_msgs/Pose`` (rosbags or rclpy)."""
+    from deep_vision.geometry.transforms import rotation_from_quaternion
+
+    q = pose.orientation
+    T = np.eye(4)
+    T[:3, :3] = rotation_from_quaternion([q.x, q.y, q.z, q.w])
+    T[:3, 3] = [pose.position.x, pose.position.y, pose.position.z]
+    return T
+
+
+def transform_to_matrix(transform: Any) -> np.ndarray:
+    """4×4 transform of a ``geometry_msgs/Transform``."""
+    from deep_vision.geometry.transforms import rotation_from_quaternion
+
+    q = transform.rotation
+    T = np.eye(4)
+    T[:3, :3] = rotation_from_quaternion([q.x, q.y, q.z, q.w])
+    T[:3, 3] = [transform.translation.x, transform.translation.y, transform.translation.z]
+    return T

@@ -1,0 +1,48 @@
+"""deep_vision: an ament_python package that is also a plain pip package.
+
+``colcon build`` installs it into a ROS 2 workspace (console scripts under
+``lib/deep_vision`` so ``ros2 run`` finds them, see setup.cfg); ``pip install``
+installs the same package and the ``deep-vision`` command into any environment.
+"""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+PACKAGE = "deep_vision"
+HERE = Path(__file__).resolve().parent
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="Real-time learned perception for ROS 2 (homography, place recognition, visual odometry)",
+    long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(exclude=["test", "tests"]),
+    package_data={PACKAGE: ["msg/*.msg", "config/*.yaml"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+    ],
+    # The message and ROS packages come from ROS (apt or wheels); see package.xml.
+    install_requires=[
+        "numpy",
+        "PyYAML",
+        "opencv-python-headless",
+        "rosbags>=0.10",
+        "scipy",
+        "matplotlib",
+        "tqdm",
+    ],
+    extras_require={
+        "ml": ["torch", "onnx", "onnxruntime"],
+        "test": ["pytest", "pytest-timeout"],
+    },
+    zip_safe=True,
+    entry_points={
+        "console_scripts": [
+            "deep-vision = deep_vision.cli.main:main",
+        ],
+    },
+)

@@ -47,8 +47,11 @@ def _synth_config(args: argparse.Namespace):
 def _record(config, out: Path, storage: str, compress: bool, workers: int):
     from tqdm import tqdm
 
+    from deep_vision.errors import BagError
     from deep_vision.synthetic.recording import record
 
+    if out.exists():  # fail before any work (and before the progress bar starts)
+        raise BagError(f"bag output already exists: {out} (remove it or choose another --out)")
     with tqdm(total=config.frames, unit="frame", desc="rendering", file=sys.stderr) as bar:
         def progress(n: int) -> None:
             bar.update(n - bar.n)

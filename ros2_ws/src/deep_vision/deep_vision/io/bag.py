@@ -158,7 +158,6 @@ class BagSequence:
                 )
             self._camera_infos = self._read_all(reader, camera_info_topic, lambda m: camera_from_info(m))
             self._gt = self._read_all(reader, ground_truth_topic, lambda m: pose_to_matrix(m.pose.pose))
-            self._gt_frames = self._read_gt_frames(reader, ground_truth_topic)
             self.static_transforms = self._read_tf_static(reader)
 
     def _read_all(self, reader: Reader, topic: str, convert: Any) -> tuple[np.ndarray, list[Any]]:
@@ -173,16 +172,11 @@ class BagSequence:
         order = np.argsort(np.asarray(stamps, dtype=np.int64), kind="stable")
         return np.asarray(stamps, dtype=np.int64)[order], [values[i] for i in order]
 
-    def _read_gt_frames(self, reader: Reader, topic: str) -> tuple[str, str] | None:
-        conns = [c for c in reader.connections if c.topic == topic]
-        for conn, _, raw in reader.messages(connections=conns):
-            msg = self._store.deserialize_cdr(raw, conn.msgtype)
-            return str(msg.header.frame_id), str(msg.child_frame_id)
-        return None
-
     def _read_tf_static(self, reader: Reader) -> dict[tuple[str, str], np.ndarray]:
         out: dict[tuple[str, str], np.ndarray] = {}
         conns = [c for c in reader.connections if c.topic == TF_STATIC_TOPIC]
+        if not conns:  # rosbags reads every topic when given no connection
+            return out
         for conn, _, raw in reader.messages(connections=conns):
             msg = self._store.deserialize_cdr(raw, conn.msgtype)
             for tf in msg.transforms:
@@ -249,6 +243,8 @@ class BagSequence:
         """Yield (topic, log time in ns, deserialized rosbags message) in log order."""
         with Reader(self.path) as reader:
             conns = [c for c in reader.connections if topics is None or c.topic in topics]
+            if not conns:  # rosbags reads every topic when given no connection
+                return
             for conn, t, raw in reader.messages(connections=conns):
                 yield conn.topic, t, self._store.deserialize_cdr(raw, conn.msgtype)
 

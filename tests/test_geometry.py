@@ -1,0 +1,113 @@
+"""Geometry: transforms, quaternions, camera, plane-induced homography, KITTI pose files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from deep_vision.errors import DatasetError
+from deep_vision.geometry import (
+    OPTICAL_FROM_BODY,
+    PinholeCamera,
+    apply_homography,
+    invert_transform,
+    make_transform,
+    plane_induced_homography,
+    quaternion_from_rotation,
+    read_kitti_poses,
+    rotation_from_quaternion,
+    transform_points,
+    write_kitti_poses,
+)
+
+RNG = np.random.default_rng(1)
+
+
+def random_transform() -> np.ndarray:
+    return make_transform(Rotation.random(random_state=RNG.integers(1 << 30)).as_matrix(), RNG.normal(size=3))
+
+
+def test_invert_transform_batched():
+    T = np.stack([random_transform() for _ in range(5)])
+    np.testing.assert_allclose(invert_transform(T) @ T, np.tile(np.eye(4), (5, 1, 1)), atol=1e-12)
+
+
+def test_quaternion_round_trip_ros_order():
+    np.testing.assert_allclose(quaternion_from_rotation(np.eye(3)), [0, 0, 0, 1])
+    R = random_transform()[:3, :3]
+    np.testing.assert_allclose(rotation_from_quaternion(quaternion_from_rotation(R)), R, atol=1e-12)
+
+
+def test_optical_from_body_axes():
+    # Body forward (x) is optical z; body left (y) is optical -x; body up (z) is optical -y.
+    np.testing.assert_allclose(OPTICAL_FROM_BODY @ [1, 0, 0], [0, 0, 1])
+    np.testing.assert_allclose(OPTICAL_FROM_BODY @ [0, 1, 0], [-1, 0, 0])
+    np.testing.assert_allclose(OPTICAL_FROM_BODY @ [0, 0, 1], [0, -1, 0])
+    assert np.isclose(np.linalg.det(OPTICAL_FROM_BODY), 1.0)
+
+
+def test_shape_errors_are_readable():
+    with pytest.raises(ValueError, match=r"expected shape \[... x 3 x 3\], got \[3, 4\]"):
+        make_transform(np.zeros((3, 4)), np.zeros(3))
+    with pytest.raises(ValueError, match=r"\[N x 2\]"):
+        apply_homography(np.eye(3), np.zeros((4, 3)))
+
+
+def test_camera_projection_and_scaling():
+    cam = PinholeCamera(640, 480, 500.0, 510.0, 319.5, 239.5)
+    uv, z = cam.project(np.array([[0.0, 0.0, 2.0], [1.0, -1.0, 4.0]]))
+    np.testing.assert_allclose(uv, [[319.5, 239.5], [444.5, 112.0]])
+    np.testing.assert_allclose(z, [2, 4])
+    half = cam.scaled(0.5)
+    assert (half.width, half.height) == (320, 240)
+    np.testing.assert_allclose([half.cx, half.cy], [159.5, 119.5])
+    with pytest.raises(ValueError):
+        PinholeCamera(0, 10, 1, 1, 0, 0)
+
+
+def test_plane_induced_homography_matches_projection():
+    cam = PinholeCamera(800, 600, 700.0, 700.0, 400.0, 300.0)
+    T_cur_prev = random_transform()
+    T_cur_prev[:3, :3] = Rotation.from_rotvec(RNG.normal(scale=0.1, size=3)).as_matrix()
+    n = RNG.normal(size=3)
+    n /= np.linalg.norm(n)
+    n *= np.sign(n[2])  # plane in front of the camera
+    d = 5.0
+    # Points on the plane nᵀX = d, in front of the previous camera.
+    uv_prev = RNG.uniform([0, 0], [800, 600], size=(50, 2))
+    rays = np.hstack([uv_prev, np.ones((50, 1))]) @ np.linalg.inv(cam.K).T
+    X_prev = rays * (d / (rays @ n))[:, None]
+    X_cur = transform_points(T_cur_prev, X_prev)
+    uv_cur, _ = cam.project(X_cur)
+    H = plane_induced_homography(cam.K, T_cur_prev, n, d)
+    np.testing.assert_allclose(apply_homography(H, uv_prev), uv_cur, atol=1e-6)
+
+
+def test_identity_motion_gives_identity():
+    K = np.diag([500.0, 500.0, 1.0])
+    np.testing.assert_allclose(plane_induced_homography(K, np.eye(4), [0, 0, 1], 3.0), np.eye(3))
+
+
+def test_kitti_poses_round_trip(tmp_path):
+    poses = np.stack([random_transform() for _ in range(4)])
+    path = write_kitti_poses(tmp_path / "p.txt", poses)
+    assert len(path.read_text().splitlines()) == 4
+    assert len(path.read_text().splitlines()[0].split()) == 12
+    np.testing.assert_allclose(read_kitti_poses(path), poses, atol=1e-8)
+
+
+def test_kitti_poses_errors(tmp_path):
+    with pytest.raises(DatasetError, match="not found"):
+        read_kitti_poses(tmp_path / "missing.txt")
+    (tmp_path / "bad.txt").write_text("1 2 3\n")
+    with pytest.raises(DatasetError, match="12 numbers"):
+        read_kitti_poses(tmp_path / "bad.txt")
+
+
+def test_real_kitti_poses_read(shared_data):
+    poses = read_kitti_poses(shared_data / "kitti" / "poses" / "00.txt")
+    assert poses.shape == (160, 4, 4)
+    np.testing.assert_allclose(poses[0], np.eye(4), atol=1e-6)
+    # The car drives forward (camera z) about 1 m per frame at the start of sequence 00.
+    assert 0.3 < np.linalg.norm(poses[10][:3, 3] - poses[9][:3, 3]) < 2.0

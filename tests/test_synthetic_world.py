@@ -154,3 +154,12 @@ def test_config_rejects_unknown_and_bad_values():
         SyntheticSequence(from_dict(SyntheticWorldConfig, {"route": {"corner_radius_m": 40.0}}))
     with pytest.raises(ConfigError, match="lap_offsets_m"):
         from_dict(SyntheticWorldConfig, {"route": {"lap_offsets_m": [0.0, 12.0]}})
+
+
+def test_shipped_config_file_equals_the_defaults():
+    from pathlib import Path
+
+    from deep_vision.config import load_yaml, to_dict
+
+    path = Path(__file__).resolve().parents[1] / "config" / "synthetic_world.yaml"
+    assert to_dict(from_dict(SyntheticWorldConfig, load_yaml(path))) == to_dict(SyntheticWorldConfig())

@@ -39,3 +39,83 @@ def apply_homography(H: np.ndarray, points: np.ndarray) -> np.ndarray:
         raise ValueError(f"points: expected shape [N x 2], got {list(points.shape)}")
     homog = np.hstack([points, np.ones((len(points), 1))]) @ np.asarray(H, dtype=np.float64).T
     return homog[:, :2] / homog[:, 2:3]
+
+
+def patch_corners(width: float, height: float | None = None) -> np.ndarray:
+    """[4 x 2] corners of a W×H image or patch (pixel centres): TL, TR, BR, BL."""
+    height = width if height is None else height
+    return np.array([[0.0, 0.0], [width - 1.0, 0.0], [width - 1.0, height - 1.0], [0.0, height - 1.0]])
+
+
+def four_point_to_homography(corners: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Homographies mapping ``corners`` to ``corners + offsets`` (the 4-point parameterisation).
+
+    Direct linear transform with h33 = 1 (Hartley & Zisserman (4.1)), solved as
+    one batched 8×8 system.
+
+    Args:
+        corners: [B x 4 x 2] or [4 x 2] source points (broadcast over the batch).
+        offsets: [B x 4 x 2] or [4 x 2] displacement of each corner.
+    Returns:
+        [B x 3 x 3] (or [3 x 3] for unbatched input) homographies.
+    """
+    corners = np.asarray(corners, dtype=np.float64)
+    offsets = np.asarray(offsets, dtype=np.float64)
+    single = corners.ndim == 2 and offsets.ndim == 2
+    if corners.shape[-2:] != (4, 2) or offsets.shape[-2:] != (4, 2):
+        raise ValueError(f"corners and offsets: expected shape [B x 4 x 2], got {list(corners.shape)} "
+                         f"and {list(offsets.shape)}")
+    src = np.broadcast_to(corners, np.broadcast_shapes(corners.shape, offsets.shape)).reshape(-1, 4, 2)
+    dst = src + np.broadcast_to(offsets, src.shape).reshape(-1, 4, 2)
+    B = len(src)
+    A = np.zeros((B, 8, 8))
+    b = np.zeros((B, 8))
+    x, y = src[..., 0], src[..., 1]
+    u, v = dst[..., 0], dst[..., 1]
+    A[:, 0::2, 0], A[:, 0::2, 1], A[:, 0::2, 2] = x, y, 1.0
+    A[:, 0::2, 6], A[:, 0::2, 7] = -u * x, -u * y
+    A[:, 1::2, 3], A[:, 1::2, 4], A[:, 1::2, 5] = x, y, 1.0
+    A[:, 1::2, 6], A[:, 1::2, 7] = -v * x, -v * y
+    b[:, 0::2], b[:, 1::2] = u, v
+    h = np.linalg.solve(A, b[..., None])[..., 0]
+    H = np.concatenate([h, np.ones((B, 1))], axis=1).reshape(B, 3, 3)
+    return H[0] if single else H
+
+
+def homography_to_four_point(H: np.ndarray, corners: np.ndarray) -> np.ndarray:
+    """Offsets [B x 4 x 2] (or [4 x 2]) that ``H`` [B x 3 x 3] (or [3 x 3]) moves ``corners`` [4 x 2] by."""
+    H = np.asarray(H, dtype=np.float64)
+    corners = np.asarray(corners, dtype=np.float64)
+    homog = np.concatenate([corners, np.ones((4, 1))], axis=1)
+    mapped = np.einsum("...ij,kj->...ki", H, homog)
+    return mapped[..., :2] / mapped[..., 2:3] - corners
+
+
+def resize_matrix(scale_x: float, scale_y: float) -> np.ndarray:
+    """3×3 map from full-resolution pixels to pixels of the image resized by (scale_x, scale_y).
+
+    Pixel-centre convention, as cv2.resize: ``x_small = (x_full + ½)·s − ½``.
+    """
+    return np.array([[scale_x, 0.0, 0.5 * scale_x - 0.5], [0.0, scale_y, 0.5 * scale_y - 0.5], [0.0, 0.0, 1.0]])
+
+
+def conjugate_homography(H: np.ndarray, S: np.ndarray) -> np.ndarray:
+    """``S⁻¹ H S``: a homography of coordinates ``S x`` expressed in coordinates ``x``.
+
+    With ``S = resize_matrix(s, s)`` this turns a homography estimated on a
+    resized (working-resolution) image into one at full resolution; with the
+    inverse of ``S`` it goes the other way. Normalised so ``H[2, 2] = 1``.
+    """
+    out = np.linalg.inv(S) @ np.asarray(H, dtype=np.float64) @ S
+    return out / out[..., 2:3, 2:3]
+
+
+def corner_error(H_est: np.ndarray, H_true: np.ndarray, corners: np.ndarray) -> np.ndarray:
+    """Mean distance (pixels) between ``corners`` mapped by ``H_est`` and by ``H_true``.
+
+    The mean average corner error (MACE) of DeTone et al. is the mean of this
+    over pairs. Accepts [3 x 3] or [B x 3 x 3]; returns a scalar or [B].
+    """
+    est = homography_to_four_point(H_est, corners) + corners
+    true = homography_to_four_point(H_true, corners) + corners
+    return np.linalg.norm(est - true, axis=-1).mean(axis=-1)

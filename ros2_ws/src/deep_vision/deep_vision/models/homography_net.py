@@ -1,0 +1,131 @@
+"""HomographyNet (DeTone, Malisiewicz, Rabinovich 2016, arXiv:1606.03798).
+
+A VGG-like regression network on two stacked grey patches that predicts the
+4-point parameterisation of the homography between them: the displacement of
+each patch corner. Two presets:
+
+- ``paper``: 8 conv 3×3 layers 64-64-64-64-128-128-128-128 with BatchNorm +
+  ReLU, max-pooling after each pair but the last, dropout 0.5 before and after
+  FC 1024, FC 8 — 34 M parameters (≈137 MB in FP32, over our 15 MB model limit).
+- ``compact``: the same structure with a strided first layer, narrower convs,
+  one more pooling and FC 256 — 2.5 M parameters (≈10 MB), about 7× fewer
+  multiply-adds, for real time on a CPU.
+
+Input ``patches``: [B x 2 x S x S] float32, channel 0 the previous (source)
+patch, channel 1 the current patch, grey levels mapped by ``(x / 255 − ½) / ½``
+(see :func:`normalize`). Output ``offsets``: [B x 4 x 2] float32 pixels; corner
+k of the source patch (TL, TR, BR, BL, pixel centres) maps to
+``corner_k + offsets[:, k]`` in the current patch.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from deep_vision.errors import ConfigError
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "channels": [64, 64, 64, 64, 128, 128, 128, 128],
+        "first_stride": 1,
+        "pool_after": [1, 3, 5],
+        "fc_dim": 1024,
+    },
+    "compact": {
+        "channels": [32, 32, 64, 64, 96, 96, 128, 128],
+        "first_stride": 2,
+        "pool_after": [1, 3, 5],
+        "fc_dim": 256,
+    },
+}
+
+
+class HomographyNet(nn.Module):
+    default_conf: dict[str, Any] = {
+        "preset": "compact",  # paper | compact: fills the architecture keys left at None
+        "patch_size": 128,  # input patch side S in pixels
+        "rho": 32.0,  # largest corner displacement trained for (pixels at S); outputs are scaled by it
+        "channels": None,  # output channels of the 8 conv layers
+        "first_stride": None,  # stride of the first conv (2 halves the work of the compact net)
+        "pool_after": None,  # indices of conv layers followed by 2x2 max-pooling
+        "fc_dim": None,  # width of the hidden fully connected layer
+        "dropout": 0.5,  # dropout after the last conv block and after the hidden FC layer (paper)
+    }
+
+    def __init__(self, conf: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.conf = conf = self.resolve_conf(conf)
+        layers: list[nn.Module] = []
+        c_in = 2
+        size = conf["patch_size"]
+        for i, c_out in enumerate(conf["channels"]):
+            stride = conf["first_stride"] if i == 0 else 1
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                       nn.ReLU(inplace=True)]
+            size = (size + stride - 1) // stride
+            if i in conf["pool_after"]:
+                layers.append(nn.MaxPool2d(2))
+                size //= 2
+            c_in = c_out
+        layers.append(nn.Dropout2d(conf["dropout"]) if conf["dropout"] else nn.Identity())
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(c_in * size * size, conf["fc_dim"]),
+            nn.ReLU(inplace=True),
+            nn.Dropout(conf["dropout"]) if conf["dropout"] else nn.Identity(),
+            nn.Linear(conf["fc_dim"], 8),
+        )
+        self.register_buffer("rho", torch.tensor(float(conf["rho"])), persistent=False)
+
+    @classmethod
+    def resolve_conf(cls, conf: dict[str, Any] | None) -> dict[str, Any]:
+        """Merge ``conf`` into the defaults and the chosen preset; unknown keys are an error."""
+        conf = dict(conf or {})
+        unknown = sorted(set(conf) - set(cls.default_conf))
+        if unknown:
+            raise ConfigError(f"HomographyNet: unknown conf key(s) {unknown}; known: {sorted(cls.default_conf)}")
+        merged = {**copy.deepcopy(cls.default_conf), **conf}
+        if merged["preset"] not in PRESETS:
+            raise ConfigError(f"HomographyNet: unknown preset {merged['preset']!r}; choose one of {sorted(PRESETS)}")
+        for key, value in PRESETS[merged["preset"]].items():
+            if merged[key] is None:
+                merged[key] = copy.deepcopy(value)
+        if len(merged["channels"]) != 8:
+            raise ConfigError(f"HomographyNet: channels needs 8 entries, got {len(merged['channels'])}")
+        return merged
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        """[B x 2 x S x S] normalised patches → [B x 4 x 2] corner offsets in pixels."""
+        if patches.dim() != 4 or patches.shape[1] != 2:
+            raise ValueError(f"patches: expected [B x 2 x S x S], got {list(patches.shape)}")
+        return (self.head(self.features(patches)) * self.rho).view(-1, 4, 2)
+
+    def input_spec(self) -> dict[str, Any]:
+        s = self.conf["patch_size"]
+        return {
+            "inputs": [{"name": "patches", "shape": [1, 2, s, s], "dtype": "float32",
+                        "meaning": "channel 0 previous patch, channel 1 current patch, grey",
+                        "normalization": "(x / 255 - 0.5) / 0.5"}],
+            "outputs": [{"name": "offsets", "shape": [1, 4, 2], "dtype": "float32",
+                         "meaning": "pixel displacement of the source patch corners TL, TR, BR, BL"}],
+        }
+
+
+def normalize(grey_uint8: np.ndarray) -> np.ndarray:
+    """uint8 grey levels → float32 in [-1, 1], the network's input scale."""
+    return (np.asarray(grey_uint8, dtype=np.float32) / 127.5) - 1.0
+
+
+def normalize_torch(grey: torch.Tensor) -> torch.Tensor:
+    """Same as :func:`normalize` for a tensor of grey levels in [0, 255]."""
+    return grey.float() / 127.5 - 1.0
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,75 @@
+"""HomographyNet: presets, shapes, conf checking, size limit, trainability on a tiny problem."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from deep_vision.errors import ConfigError
+from deep_vision.models.homography_net import HomographyNet, parameter_count
+
+
+def test_paper_preset_matches_the_paper():
+    net = HomographyNet({"preset": "paper"})
+    convs = [m for m in net.features if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 64, 64, 64, 128, 128, 128, 128]
+    assert all(c.kernel_size == (3, 3) for c in convs)
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in net.features) == 3
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.features) == 8
+    linears = [m for m in net.head if isinstance(m, torch.nn.Linear)]
+    assert [l.out_features for l in linears] == [1024, 8]
+    assert linears[0].in_features == 128 * 16 * 16
+
+
+def test_compact_preset_fits_the_model_size_limit():
+    net = HomographyNet({"preset": "compact"})
+    assert parameter_count(net) * 4 < 15e6
+    assert parameter_count(HomographyNet({"preset": "paper"})) * 4 > 15e6
+
+
+@pytest.mark.parametrize("preset", ["paper", "compact"])
+def test_forward_shape(preset):
+    net = HomographyNet({"preset": preset}).eval()
+    out = net(torch.zeros(3, 2, 128, 128))
+    assert out.shape == (3, 4, 2)
+
+
+def test_conf_errors():
+    with pytest.raises(ConfigError, match="unknown conf key"):
+        HomographyNet({"chanels": [1]})
+    with pytest.raises(ConfigError, match="unknown preset 'huge'"):
+        HomographyNet({"preset": "huge"})
+    with pytest.raises(ValueError, match=r"\[B x 2 x S x S\]"):
+        HomographyNet()(torch.zeros(1, 3, 128, 128))
+
+
+def test_learns_a_translation_quickly():
+    """A few dozen steps on translated copies of one texture reduce the corner error clearly."""
+    torch.manual_seed(0)
+    net = HomographyNet({"preset": "compact", "patch_size": 64, "dropout": 0.0, "fc_dim": 64,
+                         "channels": [8, 8, 16, 16, 16, 16, 32, 32]})
+    base = torch.rand(1, 1, 96, 96)
+    base = torch.nn.functional.avg_pool2d(base, 5, 1, 2)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+
+    def batch(n=16):
+        shifts = torch.randint(-8, 9, (n, 2))
+        prev = base[..., 16:80, 16:80].expand(n, 1, 64, 64)
+        curr = torch.stack([base[0, :, 16 - int(dy):80 - int(dy), 16 - int(dx):80 - int(dx)] for dx, dy in shifts])
+        x = torch.cat([prev, curr], 1) * 2 - 1
+        y = shifts.float()[:, None, :].expand(n, 4, 2)
+        return x, y
+
+    x_val, y_val = batch(32)
+    with torch.no_grad():
+        before = (net.eval()(x_val) - y_val).norm(dim=-1).mean()
+    net.train()
+    for _ in range(120):
+        x, y = batch()
+        loss = ((net(x) - y) / 32).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        after = (net.eval()(x_val) - y_val).norm(dim=-1).mean()
+    assert after < 0.6 * before, (before, after)

@@ -1,0 +1,1 @@
+"""Offline training scripts (not installed with the package; run from the repository root)."""

@@ -1,0 +1,154 @@
+"""Shared training plumbing: config + overrides, distributed set-up, checkpoints, logs.
+
+Every trainer merges a YAML config with ``key.sub=value`` command-line
+overrides, writes the final config beside its checkpoints (so each result can
+be reproduced), checkpoints atomically every few minutes and resumes from the
+latest checkpoint of its output folder. Under ``torchrun`` it trains with
+DistributedDataParallel (NCCL on GPUs, Gloo on CPUs); rank 0 logs and saves.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import yaml
+
+logger = logging.getLogger("training")
+
+
+# ---------------------------------------------------------------- config
+def _set_dotted(cfg: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = cfg
+    for k in keys[:-1]:
+        if k not in node or not isinstance(node[k], dict):
+            raise KeyError(f"override {dotted!r}: no section {k!r} in the config")
+        node = node[k]
+    if keys[-1] not in node:
+        raise KeyError(f"override {dotted!r}: unknown key {keys[-1]!r}; known: {sorted(node)}")
+    node[keys[-1]] = value
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """YAML config (safe_load) with ``a.b=value`` overrides (values parsed as YAML); unknown keys are an error."""
+    with Path(path).open() as f:
+        cfg = yaml.safe_load(f) or {}
+    cfg = copy.deepcopy(cfg)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ValueError(f"override must look like key.sub=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        _set_dotted(cfg, key.strip(), yaml.safe_load(raw))
+    return cfg
+
+
+# ---------------------------------------------------------------- distributed
+@dataclass
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str = "auto") -> DistInfo:
+    """Initialise DDP when launched by torchrun (WORLD_SIZE set); else a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    if use_cuda:
+        torch.cuda.set_device(local)
+        dev = torch.device("cuda", local)
+    else:
+        dev = torch.device("cpu")
+    return DistInfo(rank, world, local, dev)
+
+
+def cleanup_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------- checkpoints
+class Checkpointer:
+    """``out/checkpoints/step_XXXXXXX.pt`` + ``last.pt``, written atomically; loads with weights_only=True."""
+
+    def __init__(self, out: str | Path, keep: int = 3) -> None:
+        self.dir = Path(out) / "checkpoints"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.keep = keep
+
+    def save(self, state: dict[str, Any], step: int) -> Path:
+        path = self.dir / f"step_{step:07d}.pt"
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+        last_tmp = self.dir / "last.tmp"
+        torch.save(state, last_tmp)
+        os.replace(last_tmp, self.dir / "last.pt")
+        for old in sorted(self.dir.glob("step_*.pt"))[: -self.keep]:
+            old.unlink()
+        return path
+
+    def latest(self) -> Path | None:
+        last = self.dir / "last.pt"
+        return last if last.is_file() else None
+
+    @staticmethod
+    def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
+# ---------------------------------------------------------------- logging
+class MetricLog:
+    """Append-only CSV of metrics (+ TensorBoard when it is installed)."""
+
+    def __init__(self, out: str | Path, fields: list[str]) -> None:
+        self.path = Path(out) / "metrics.csv"
+        self.fields = ["step", "time", *fields]
+        self._writer = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(Path(out) / "tb"))
+        except Exception:  # noqa: BLE001 - tensorboard is optional
+            self._writer = None
+
+    def log(self, step: int, **metrics: float) -> None:
+        unknown = set(metrics) - set(self.fields)
+        if unknown:
+            raise KeyError(f"metrics {sorted(unknown)} not among the log's fields {self.fields}")
+        row = {"step": step, "time": round(time.time(), 1), **{k: float(v) for k, v in metrics.items()}}
+        new = not self.path.exists()
+        with self.path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.fields)
+            if new:
+                w.writeheader()
+            w.writerow(row)
+        if self._writer is not None:
+            for k, v in metrics.items():
+                self._writer.add_scalar(k, float(v), step)
+
+
+def save_config(cfg: dict[str, Any], out: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    path = Path(out) / "config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        yaml.safe_dump({**cfg, **(extra or {})}, f, sort_keys=False)
+    return path

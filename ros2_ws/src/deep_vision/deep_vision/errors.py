@@ -22,3 +22,11 @@ class BagError(DeepVisionError):
 
 class DatasetError(DeepVisionError):
     """A dataset folder or file is missing or not in the expected format."""
+
+
+class ModelError(DeepVisionError):
+    """A model file, checkpoint, model card or engine is missing, broken or inconsistent (the message names it)."""
+
+
+class BackendUnavailableError(DeepVisionError):
+    """An inference backend was asked for but cannot run here (the message says what is missing)."""

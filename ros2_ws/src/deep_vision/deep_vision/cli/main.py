@@ -1,7 +1,9 @@
 """``deep-vision``: command-line entry point.
 
 Subcommands (more arrive with the networks): ``synth`` renders the synthetic
-world to a rosbag2; ``demo`` runs the main job on the built-in synthetic stream.
+world to a rosbag2; ``demo`` runs the main job on the built-in synthetic stream;
+``export`` turns a PyTorch checkpoint into a checked ONNX file + model card;
+``build-engine`` builds and caches a TensorRT engine; ``bench`` times models and baselines.
 Known errors (:class:`~deep_vision.errors.DeepVisionError`) become one line on
 stderr and exit code 1.
 """
@@ -9,7 +11,9 @@ stderr and exit code 1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import os
 import shutil
 import sys
 import time
@@ -93,6 +97,136 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from deep_vision.config import load_yaml
+    from deep_vision.errors import ModelError
+    from deep_vision.inference.export import example_inputs_for, export_onnx
+    from deep_vision.inference.torch_backend import load_state_dict
+    from deep_vision.models import build_model
+
+    conf = load_yaml(args.config) if args.config else {}
+    model = build_model(args.model_class, conf)
+    if args.checkpoint:
+        try:
+            model.load_state_dict(load_state_dict(args.checkpoint), strict=True)
+        except RuntimeError as exc:
+            raise ModelError(f"checkpoint {args.checkpoint} does not fit {args.model_class}: {exc}") from exc
+    else:
+        logger.warning("no --checkpoint: exporting %s with random weights", args.model_class)
+    model.eval()
+    spec = model.input_spec()
+    out = Path(args.out)
+    real_inputs = _real_inputs(model, args.bag, args.real_samples) if args.bag else None
+    metrics = load_yaml(args.metrics) if args.metrics else {}
+    card = export_onnx(
+        model, example_inputs_for(model), out, output_names=[o["name"] for o in spec["outputs"]],
+        dynamic_axes=getattr(model, "dynamic_axes", None), opset=args.opset, real_inputs=real_inputs,
+        atol=args.atol, rtol=args.rtol,
+        card_fields={
+            "name": out.stem, "model_class": args.model_class, "model_config": getattr(model, "conf", conf),
+            "checkpoint": os.path.relpath(args.checkpoint, out.parent) if args.checkpoint else None,
+            "inputs": spec["inputs"], "outputs": spec["outputs"], "metrics": metrics,
+            "training": {"command": args.training_command, "data": args.training_data, "steps": args.training_steps},
+        },
+    )
+    parity = card.export["parity"]
+    print(f"onnx:  {out}  (opset {card.opset}, sha256 {card.sha256[:16]}…)")
+    print(f"card:  {out.with_suffix('.yaml')}")
+    print(f"check: onnx.checker ok, TensorRT 10 operators ok, ONNX Runtime vs PyTorch max |diff| "
+          f"{parity['max_abs_diff']:.3g} on {parity['random_inputs']} random + {parity['real_inputs']} real inputs")
+    return 0
+
+
+def _real_inputs(model, bag: str, samples: int) -> list:
+    """Feeds from ``samples`` frames of ``bag`` through the model's ``inputs_from_frames``."""
+    from deep_vision.io.bag import BagSequence
+
+    make = getattr(model, "inputs_from_frames", None)
+    if make is None:
+        raise ConfigError(f"--bag: {type(model).__name__} has no inputs_from_frames(); cannot use real frames")
+    window = int(getattr(model, "frames_per_sample", 1))
+    seq = BagSequence(bag)
+    stride = max(1, len(seq) // max(samples, 1))
+    feeds, history = [], []
+    for frame in seq.frames():
+        history = (history + [frame.image])[-window:]
+        if len(history) == window and frame.index % stride == 0:
+            result = make(list(history))
+            feeds += [result] if isinstance(result, dict) else list(result)
+            if len(feeds) >= samples:
+                break
+    if not feeds:
+        raise ConfigError(f"--bag {bag}: {type(model).__name__}.inputs_from_frames gave no inputs from windows of "
+                          f"{window} frame(s) (a network on frame pairs sets frames_per_sample = 2)")
+    return feeds[:samples]
+
+
+def cmd_build_engine(args: argparse.Namespace) -> int:
+    from deep_vision.errors import BackendUnavailableError
+    from deep_vision.inference.engine_cache import EngineCache
+    from deep_vision.inference.selection import static_input_shapes, resolve_model, why_unavailable
+
+    files = resolve_model(args.model)
+    missing = why_unavailable("tensorrt")
+    if missing:
+        raise BackendUnavailableError(f"build-engine: TensorRT cannot run here: {missing}")
+    if files.onnx is None:
+        raise ConfigError(f"build-engine needs an ONNX model or its card, got {args.model}")
+    from deep_vision.inference.tensorrt_backend import TensorRTBackend
+
+    cache = EngineCache(args.cache)
+    calibrator = None
+    if args.precision == "int8":
+        calibrator = _calibrator(files, args, cache)
+    backend = TensorRTBackend.from_onnx(files.onnx, precision=args.precision, input_shapes=static_input_shapes(files),
+                                        cache=cache, calibrator=calibrator,
+                                        onnx_sha256=files.card.sha256 if files.card else None)
+    print(f"engine: {backend.details['engine']}  ({backend.precision}, TensorRT {backend.details['tensorrt']})")
+    return 0
+
+
+def _calibrator(files, args: argparse.Namespace, cache):
+    from deep_vision.inference.calibration import BagCalibrationData, make_int8_calibrator
+    from deep_vision.models import build_model
+
+    if not args.calibration_bag:
+        raise ConfigError("--precision int8 needs --calibration-bag BAG (camera frames to calibrate on)")
+    if files.card is None or not files.card.model_class:
+        raise ConfigError(f"int8 calibration needs the model card of {files.path} with model_class "
+                          "(its inputs_from_frames preprocesses the frames)")
+    model = build_model(files.card.model_class, files.card.model_config)
+    data = BagCalibrationData(args.calibration_bag, model.inputs_from_frames, files.card.input_specs,
+                              window=int(getattr(model, "frames_per_sample", 1)))
+    cache_file = Path(args.calibration_cache or cache.folder / f"{files.onnx.stem}.int8.calib")
+    return make_int8_calibrator(data, cache_file)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from deep_vision.inference import bench
+    from deep_vision.inference.selection import why_unavailable
+    from deep_vision.models import TEST_NETWORKS
+
+    settings = bench.QUICK if args.quick else bench.FULL
+    if args.batches:
+        settings = dataclasses.replace(settings, batches=tuple(args.batches))
+    backends = args.backends or [b for b in ("tensorrt", "onnxruntime:cuda", "torch:cuda", "onnxruntime:cpu",
+                                             "torch:cpu") if not why_unavailable(b)]
+    command = "deep-vision bench" + "".join([
+        " --quick" if args.quick else "",
+        f" --models {' '.join(args.models)}" if args.models else "",
+        f" --backends {' '.join(args.backends)}" if args.backends else "",
+        f" --batches {' '.join(map(str, args.batches))}" if args.batches else "",
+        f" --threads {' '.join(map(str, args.threads))}" if args.threads else "",
+        " --no-baselines" if args.no_baselines else "",
+        f" --out {args.out}" if args.out != "bench/results" else "",
+    ])
+    report = bench.run_bench(args.models or list(TEST_NETWORKS), backends, settings, args.out,
+                             baselines=[] if args.no_baselines else None, threads=args.threads, command=command)
+    print(report.md_path.read_text())
+    print(f"results: {report.json_path}\n         {report.md_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deep-vision", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"deep_vision {__version__}")
@@ -115,6 +249,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo_output", help="output folder (default ./demo_output)")
     p.add_argument("--frames", type=int, default=600, help="frames to render (default 600)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("export", help="PyTorch checkpoint -> checked ONNX file + model card")
+    p.add_argument("--model-class", required=True,
+                   help="registered model name (deep_vision.models.MODEL_REGISTRY) or module:Class")
+    p.add_argument("--checkpoint", help="state dict (.pt) to load; without it the weights are random")
+    p.add_argument("--config", help="YAML file with the model's conf keys")
+    p.add_argument("--out", required=True, help="output ONNX path, e.g. models/<name>.onnx (card: <name>.yaml)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--bag", help="rosbag2 whose frames give real inputs for the parity check")
+    p.add_argument("--real-samples", type=int, default=4, help="real inputs taken from --bag (default 4)")
+    p.add_argument("--atol", type=float, default=1e-4, help="parity tolerance, absolute (default 1e-4)")
+    p.add_argument("--rtol", type=float, default=1e-3, help="parity tolerance, relative (default 1e-3)")
+    p.add_argument("--training-command", default="", help="command that trained the checkpoint (for the card)")
+    p.add_argument("--training-data", default="", help="training data (for the card)")
+    p.add_argument("--training-steps", type=int, help="optimizer steps (for the card)")
+    p.add_argument("--metrics", help="YAML/JSON mapping of held-out metrics (for the card)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("build-engine", help="build (or find in the cache) the TensorRT engine of a model")
+    p.add_argument("model", help="ONNX model or its .yaml model card")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16", help="default fp16")
+    p.add_argument("--cache", help="engine cache folder (default $DEEP_VISION_ENGINE_CACHE or "
+                                   "~/.cache/deep_vision/engines)")
+    p.add_argument("--calibration-bag", help="rosbag2 with camera frames for INT8 calibration")
+    p.add_argument("--calibration-cache", help="INT8 calibration cache file (default: in the engine cache)")
+    p.set_defaults(func=cmd_build_engine)
+
+    p = sub.add_parser("bench", help="latency/throughput of models per backend and of the classical baselines")
+    p.add_argument("--quick", action="store_true", help="short runs, batch 1 only (under a minute on 2 cores)")
+    p.add_argument("--models", nargs="+", help="registered model names (default: the test networks)")
+    p.add_argument("--backends", nargs="+", help="e.g. onnxruntime:cpu torch:cpu (default: all usable here)")
+    p.add_argument("--batches", nargs="+", type=int, help="batch sizes (default 1, and 8 without --quick)")
+    p.add_argument("--threads", type=int, nargs="+",
+                   help="CPU threads for ONNX Runtime, torch and OpenCV; several counts run each "
+                        "(default: one per core)")
+    p.add_argument("--no-baselines", action="store_true", help="skip the classical baselines")
+    p.add_argument("--out", default="bench/results", help="results folder (default bench/results)")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

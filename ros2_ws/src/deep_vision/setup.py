@@ -43,6 +43,7 @@ setup(
     entry_points={
         "console_scripts": [
             "deep-vision = deep_vision.cli.main:main",
+            "homography_node = deep_vision.nodes.homography_node:main",
         ],
     },
 )

@@ -56,7 +56,8 @@ def _record(config, out: Path, storage: str, compress: bool, workers: int):
 
     if out.exists():  # fail before any work (and before the progress bar starts)
         raise BagError(f"bag output already exists: {out} (remove it or choose another --out)")
-    with tqdm(total=config.frames, unit="frame", desc="rendering", file=sys.stderr) as bar:
+    with tqdm(total=config.frames, unit="frame", desc="rendering", file=sys.stderr,
+              mininterval=0.1 if sys.stderr.isatty() else 5.0) as bar:
         def progress(n: int) -> None:
             bar.update(n - bar.n)
 

@@ -46,6 +46,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 class HomographyNet(nn.Module):
+    frames_per_sample = 2  # inputs_from_frames pairs consecutive frames (export parity, INT8 calibration)
     default_conf: dict[str, Any] = {
         "preset": "compact",  # paper | compact: fills the architecture keys left at None
         "patch_size": 128,  # input patch side S in pixels
@@ -106,11 +107,27 @@ class HomographyNet(nn.Module):
             raise ValueError(f"patches: expected [B x 2 x S x S], got {list(patches.shape)}")
         return (self.head(self.features(patches)) * self.rho).view(-1, 4, 2)
 
+    @classmethod
+    def from_conf(cls, conf: dict[str, Any] | None) -> "HomographyNet":
+        return cls(conf)
+
+    def example_inputs(self, batch: int = 1) -> dict[str, torch.Tensor]:
+        s = self.conf["patch_size"]
+        return {"patches": torch.rand(batch, 2, s, s) * 2 - 1}
+
+    def inputs_from_frames(self, frames: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """Network feeds from consecutive [H x W] uint8 frames, resized as the estimator does."""
+        import cv2
+
+        s = self.conf["patch_size"]
+        small = [cv2.resize(f, (s, s), interpolation=cv2.INTER_AREA) for f in frames]
+        return [{"patches": np.stack([normalize(a), normalize(b)])[None]} for a, b in zip(small[:-1], small[1:])]
+
     def input_spec(self) -> dict[str, Any]:
         s = self.conf["patch_size"]
         return {
-            "inputs": [{"name": "patches", "shape": [1, 2, s, s], "dtype": "float32",
-                        "meaning": "channel 0 previous patch, channel 1 current patch, grey",
+            "inputs": [{"name": "patches", "shape": [1, 2, s, s], "dtype": "float32", "channel_order": "grey",
+                        "meaning": "channel 0 previous frame, channel 1 current frame, each resized to SxS",
                         "normalization": "(x / 255 - 0.5) / 0.5"}],
             "outputs": [{"name": "offsets", "shape": [1, 4, 2], "dtype": "float32",
                          "meaning": "pixel displacement of the source patch corners TL, TR, BR, BL"}],

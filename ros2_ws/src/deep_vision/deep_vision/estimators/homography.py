@@ -1,0 +1,248 @@
+"""Frame-to-frame homography: HomographyNet, optionally refined (second network pass + ECC).
+
+Pipeline for ``estimate(prev, curr)`` on full-resolution frames:
+
+1. **Network (raw)**: both frames to grey, resized to the network's S×S
+   input; one pass predicts the corner offsets → H at working resolution →
+   conjugated to full resolution (:func:`conjugate_homography`).
+2. **Refinement** (``refine=True``): ``network_passes − 1`` further passes on
+   the previous frame re-warped by the current estimate (a cascade: each
+   predicts the residual homography), then photometric refinement with
+   OpenCV's ECC (Evangelidis & Psarakis 2008, ``cv2.findTransformECC``,
+   homography motion) at ``refine_width``, initialised by the network. If ECC
+   does not converge, or its correlation stays below ``min_correlation``, the
+   network estimate is kept and the result is flagged by ``ecc_converged``.
+
+Validity: the estimate must keep the image's corners in the same order (no
+fold-over), not scale the area beyond ``max_area_change`` and, when refined,
+reach ``min_correlation``. ``corner_uncertainty_px`` is the expected mean
+corner error at full resolution: the model's held-out MACE (model card) for a
+raw estimate, and for a converged refinement the corner movement of ECC's
+final iterations, floored at ``min_uncertainty_px``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from deep_vision.errors import ConfigError, ImageEncodingError
+from deep_vision.geometry.homography import (
+    conjugate_homography,
+    four_point_to_homography,
+    homography_to_four_point,
+    patch_corners,
+    resize_matrix,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class HomographyResult:
+    """Homography mapping pixels of ``prev`` into ``curr`` (full resolution)."""
+
+    matrix: np.ndarray  # [3 x 3], H[2, 2] = 1
+    valid: bool
+    corner_uncertainty_px: float
+    raw_matrix: np.ndarray  # [3 x 3] the first network pass alone, full resolution
+    refined: bool  # refinement ran
+    ecc_converged: bool | None = None  # None when ECC did not run
+    ecc_correlation: float | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def to_grey(image: np.ndarray) -> np.ndarray:
+    """[H x W] uint8 grey from grey or RGB uint8 input."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ImageEncodingError(f"expected uint8 pixels, got {image.dtype}")
+    if image.ndim == 2:
+        return image
+    if image.ndim == 3 and image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    if image.ndim == 3 and image.shape[2] == 1:
+        return image[..., 0]
+    raise ImageEncodingError(f"expected an [H x W] grey or [H x W x 3] RGB image, got shape {list(image.shape)}")
+
+
+def homography_is_sane(H: np.ndarray, width: int, height: int, max_area_change: float) -> bool:
+    """True when H keeps the image corners in order (convex, same orientation) and the area within bounds."""
+    if not np.all(np.isfinite(H)):
+        return False
+    c = patch_corners(width, height)
+    m = homography_to_four_point(H, c) + c
+    homog = np.concatenate([c, np.ones((4, 1))], axis=1) @ H.T
+    if np.any(homog[:, 2] <= 0):  # a corner mapped through infinity
+        return False
+    cross = [np.cross(m[(i + 1) % 4] - m[i], m[(i + 2) % 4] - m[(i + 1) % 4]) for i in range(4)]
+    if not (all(x > 0 for x in cross) or all(x < 0 for x in cross)):
+        return False
+    area = 0.5 * abs(sum(m[i, 0] * m[(i + 1) % 4, 1] - m[(i + 1) % 4, 0] * m[i, 1] for i in range(4)))
+    ratio = area / float((width - 1) * (height - 1))
+    return 1.0 / max_area_change <= ratio <= max_area_change
+
+
+class HomographyEstimator:
+    """Homography between consecutive frames (see the module docstring)."""
+
+    def __init__(self, backend: Any, *, patch_size: int = 128, refine: bool = True, network_passes: int = 2,
+                 refine_width: int = 320, ecc_iterations: int = 30, ecc_epsilon: float = 1e-4, ecc_levels: int = 2,
+                 max_refine_shift: float = 0.25,
+                 min_correlation: float = 0.5, max_area_change: float = 4.0, raw_uncertainty_px: float = 10.0,
+                 min_uncertainty_px: float = 0.5, input_name: str = "patches", output_name: str = "offsets") -> None:
+        if network_passes < 1:
+            raise ConfigError(f"network_passes must be at least 1, got {network_passes}")
+        if refine_width < 32:
+            raise ConfigError(f"refine_width must be at least 32 pixels, got {refine_width}")
+        self.backend = backend
+        self.patch_size = int(patch_size)
+        self.refine = bool(refine)
+        self.network_passes = int(network_passes)
+        self.refine_width = int(refine_width)
+        self.ecc_criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, int(ecc_iterations), float(ecc_epsilon))
+        self.ecc_levels = max(1, int(ecc_levels))
+        self.max_refine_shift = float(max_refine_shift)
+        self.min_correlation = float(min_correlation)
+        self.max_area_change = float(max_area_change)
+        self.raw_uncertainty_px = float(raw_uncertainty_px)  # held-out MACE at S×S
+        self.min_uncertainty_px = float(min_uncertainty_px)
+        self.input_name = input_name
+        self.output_name = output_name
+        self._corners = patch_corners(self.patch_size)
+
+    @classmethod
+    def from_model(cls, path: str | Path, backend: str = "auto", refine: bool = True, **kwargs: Any) -> "HomographyEstimator":
+        """Load a HomographyNet (ONNX + model card, or a PyTorch checkpoint) on ``backend``.
+
+        The patch size, input/output names and the raw uncertainty come from the
+        model card when it has them.
+        """
+        from deep_vision.inference import load_backend
+        from deep_vision.inference.modelcard import ModelCard, card_path_for
+
+        net = load_backend(path, backend, threads=kwargs.pop("threads", None))
+        defaults: dict[str, Any] = {}
+        card_path = card_path_for(Path(path))
+        if card_path.is_file():
+            card = ModelCard.load(card_path)
+            spec = card.inputs[0]
+            defaults["patch_size"] = int(spec.shape[-1])
+            defaults["input_name"] = spec.name
+            defaults["output_name"] = card.outputs[0].name
+            mace = (card.metrics or {}).get("validation_mace_px")
+            if mace:
+                defaults["raw_uncertainty_px"] = float(mace)
+        elif net.inputs:
+            defaults["patch_size"] = int(net.inputs[0].shape[-1])
+            defaults["input_name"] = net.inputs[0].name
+            defaults["output_name"] = net.outputs[0].name
+        defaults.update(kwargs)
+        logger.info("homography estimator: %s, refine=%s", net.describe(), refine)
+        return cls(net, refine=refine, **defaults)
+
+    # ------------------------------------------------------------------ network
+    def _offsets(self, prev_small: np.ndarray, curr_small: np.ndarray) -> np.ndarray:
+        x = np.stack([prev_small, curr_small]).astype(np.float32)[None] / np.float32(127.5) - np.float32(1.0)
+        out = self.backend.run({self.input_name: x})[self.output_name]
+        return np.asarray(out, dtype=np.float64).reshape(4, 2)
+
+    def network_homography(self, prev: np.ndarray, curr: np.ndarray, passes: int = 1) -> np.ndarray:
+        """H (full resolution) from ``passes`` cascaded network passes on grey frames."""
+        h, w = prev.shape
+        S = self.patch_size
+        interp = cv2.INTER_AREA if (w > S or h > S) else cv2.INTER_LINEAR
+        prev_s = cv2.resize(prev, (S, S), interpolation=interp)
+        curr_s = cv2.resize(curr, (S, S), interpolation=interp)
+        H_s = four_point_to_homography(self._corners, self._offsets(prev_s, curr_s))
+        for _ in range(passes - 1):
+            # Re-warp the previous patch by the estimate; the network then sees the residual motion.
+            warped = cv2.warpPerspective(prev_s, H_s, (S, S), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+            H_res = four_point_to_homography(self._corners, self._offsets(warped, curr_s))
+            H_s = H_res @ H_s
+            H_s /= H_s[2, 2]
+        return conjugate_homography(H_s, resize_matrix(S / w, S / h))
+
+    # ------------------------------------------------------------------ ECC
+    def ecc_refine(self, prev: np.ndarray, curr: np.ndarray, H_init: np.ndarray) -> tuple[np.ndarray, bool, float, float]:
+        """Coarse-to-fine ECC at ``refine_width``: (H full-res, converged, correlation, last-level corner move px).
+
+        Each pyramid level halves the resolution; ECC runs from the coarsest level
+        to the finest, each initialised by the previous one. If a level fails, or
+        the corners end further than ``max_refine_shift`` (fraction of the image
+        diagonal) from the network's estimate, the refinement is rejected.
+        """
+        h, w = prev.shape
+        scale = min(1.0, self.refine_width / w)
+        base = resize_matrix(scale, scale)
+        if scale < 1.0:
+            size = (max(8, round(w * scale)), max(8, round(h * scale)))
+            prev_r = cv2.resize(prev, size, interpolation=cv2.INTER_AREA)
+            curr_r = cv2.resize(curr, size, interpolation=cv2.INTER_AREA)
+        else:
+            prev_r, curr_r = prev, curr
+        pyramid = [(prev_r, curr_r)]
+        for _ in range(self.ecc_levels - 1):
+            a, b = pyramid[-1]
+            if min(a.shape) < 32:
+                break
+            pyramid.append((cv2.pyrDown(a), cv2.pyrDown(b)))
+        c_r = patch_corners(prev_r.shape[1], prev_r.shape[0])
+        H_r0 = conjugate_homography(H_init, np.linalg.inv(base))  # full -> refine resolution
+        H_r = H_r0
+        corr = float("nan")
+        move = float("inf")
+        for level in range(len(pyramid) - 1, -1, -1):
+            a, b = pyramid[level]
+            f = 0.5**level
+            S_l = np.array([[f, 0.0, 0.5 * f - 0.5], [0.0, f, 0.5 * f - 0.5], [0.0, 0.0, 1.0]])
+            H_l = conjugate_homography(H_r, np.linalg.inv(S_l))
+            try:
+                # ECC finds W with curr(W x) ≈ prev(x): W maps prev pixels into curr, our H.
+                corr, warp = cv2.findTransformECC(a, b, H_l.astype(np.float32), cv2.MOTION_HOMOGRAPHY,
+                                                  self.ecc_criteria, None, 3)
+            except cv2.error:
+                return H_init, False, float("nan"), float("inf")
+            H_new = conjugate_homography(warp.astype(np.float64), S_l)
+            if not np.all(np.isfinite(H_new)):
+                return H_init, False, float("nan"), float("inf")
+            move = float(np.linalg.norm(homography_to_four_point(H_new, c_r) - homography_to_four_point(H_r, c_r),
+                                        axis=1).mean())
+            H_r = H_new
+        shift = np.linalg.norm(homography_to_four_point(H_r, c_r) - homography_to_four_point(H_r0, c_r), axis=1).max()
+        if shift > self.max_refine_shift * np.hypot(*prev_r.shape):
+            return H_init, False, float(corr), float("inf")
+        return conjugate_homography(H_r, base), True, float(corr), move / scale
+
+    # ------------------------------------------------------------------ public
+    def estimate(self, prev: np.ndarray, curr: np.ndarray) -> HomographyResult:
+        """Homography mapping pixels of ``prev`` into ``curr`` (both full-resolution, grey or RGB uint8)."""
+        t0 = time.perf_counter()
+        prev_g, curr_g = to_grey(prev), to_grey(curr)
+        if prev_g.shape != curr_g.shape:
+            raise ImageEncodingError(f"frames differ in size: {prev_g.shape[::-1]} vs {curr_g.shape[::-1]}")
+        h, w = prev_g.shape
+        raw = self.network_homography(prev_g, curr_g, passes=1)
+        t1 = time.perf_counter()
+        timings = {"network_ms": (t1 - t0) * 1e3}
+        scale_to_full = float(np.hypot(w, h) / np.hypot(self.patch_size, self.patch_size))
+        if not self.refine:
+            valid = homography_is_sane(raw, w, h, self.max_area_change)
+            timings["total_ms"] = timings["network_ms"]
+            return HomographyResult(raw, valid, self.raw_uncertainty_px * scale_to_full, raw, False, timings_ms=timings)
+        H = self.network_homography(prev_g, curr_g, passes=self.network_passes) if self.network_passes > 1 else raw
+        t2 = time.perf_counter()
+        H_ref, converged, corr, move = self.ecc_refine(prev_g, curr_g, H)
+        t3 = time.perf_counter()
+        timings.update(cascade_ms=(t2 - t1) * 1e3, ecc_ms=(t3 - t2) * 1e3, total_ms=(t3 - t0) * 1e3)
+        ok = converged and corr >= self.min_correlation
+        final = H_ref if ok else H
+        uncertainty = max(self.min_uncertainty_px, move) if ok else self.raw_uncertainty_px * scale_to_full
+        valid = ok and homography_is_sane(final, w, h, self.max_area_change)
+        return HomographyResult(final, valid, float(uncertainty), raw, True, converged, corr if converged else None, timings)

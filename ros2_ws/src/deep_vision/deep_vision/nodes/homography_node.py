@@ -1,0 +1,129 @@
+"""``homography_node``: publishes the homography between consecutive camera frames.
+
+Subscribes ``image`` (sensor_msgs/Image); publishes ``homography``
+(deep_vision_msgs/Homography: current frame's header, previous frame's stamp,
+H mapping previous-frame pixels into the current frame at full resolution) and
+``/diagnostics``. A resolution change or a time jump backwards restarts the
+pairing; undecodable images are counted and skipped.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import rclpy
+from builtin_interfaces.msg import Time
+from deep_vision_msgs.msg import Homography
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+
+from deep_vision.errors import ConfigError, DeepVisionError, ImageEncodingError
+from deep_vision.estimators.homography import HomographyEstimator
+from deep_vision.estimators.stream import FramePairer
+from deep_vision.io.image import message_to_mono8
+from deep_vision.nodes.common import QOS_PARAMS, NodeDiagnostics, Param, declare, image_qos, stamp_ns
+
+PARAMS = [
+    Param("model_path", "", "HomographyNet model (.onnx with its model card, or a .pt checkpoint); empty: the "
+          "shipped models/homography.onnx."),
+    Param("backend", "auto", "Inference backend.", choices=("auto", "tensorrt", "onnxruntime", "onnxruntime-cuda",
+                                                             "onnxruntime-cpu", "torch", "torch-cuda", "torch-cpu")),
+    Param("threads", 0, "CPU threads for inference (0: the library default).", range=(0, 64)),
+    Param("refine", True, "Refine the network estimate (second network pass + ECC)."),
+    Param("network_passes", 2, "Cascaded network passes when refining (1: ECC only).", range=(1, 4)),
+    Param("refine_width", 320, "Image width at which ECC refines (pixels).", range=(32, 4096)),
+    Param("ecc_iterations", 40, "Maximum ECC iterations.", range=(1, 500)),
+    Param("min_correlation", 0.5, "ECC correlation below which the refined estimate is rejected.", range=(0.0, 1.0)),
+    Param("max_gap_s", 1.0, "Longest gap between frames that still forms a pair (0: any).", range=(0.0, 3600.0)),
+    *QOS_PARAMS,
+]
+
+
+class HomographyNode(Node):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("homography_node", **kwargs)
+        p = declare(self, PARAMS)
+        path = p["model_path"]
+        try:
+            if not path:
+                from deep_vision.resources import default_model_path
+
+                path = str(default_model_path("homography"))
+            self.estimator = HomographyEstimator.from_model(
+                path, backend=p["backend"], refine=p["refine"], threads=p["threads"] or None,
+                network_passes=p["network_passes"], refine_width=p["refine_width"],
+                ecc_iterations=p["ecc_iterations"], min_correlation=p["min_correlation"])
+        except DeepVisionError as exc:
+            raise ConfigError(f"homography_node: parameter 'model_path' ({path or 'default'}): {exc}") from exc
+        self.pairer = FramePairer(max_gap_s=p["max_gap_s"])
+        backend = self.estimator.backend
+        self.diag = NodeDiagnostics(self, "homography", {
+            "backend": getattr(backend, "label", str(backend)), "precision": getattr(backend, "precision", "?"),
+            "model_sha256": _card_sha(path), "refine": str(p["refine"])})
+        self.pub = self.create_publisher(Homography, "homography", 10)
+        self.sub = self.create_subscription(Image, "image", self.on_image, image_qos(p["image_qos"], p["queue_depth"]))
+        self.get_logger().info(f"estimating homographies with {getattr(backend, 'describe', lambda: backend)()}")
+
+    def on_image(self, msg: Image) -> None:
+        self.diag.frame_in()
+        t0 = time.perf_counter()
+        try:
+            grey = message_to_mono8(msg)
+        except ImageEncodingError as exc:
+            self.diag.bad("image")
+            self.get_logger().warning(f"image skipped: {exc}", throttle_duration_sec=5.0)
+            return
+        stamp = stamp_ns(msg.header.stamp)
+        pair = self.pairer.push(grey, stamp)
+        for reason, n in self.pairer.resets.items():
+            self.diag.counters[f"reset_{reason}"] = n
+        if pair is None:
+            return
+        result = self.estimator.estimate(pair.prev, pair.curr)
+        out = Homography()
+        out.header = msg.header
+        out.source_stamp = Time(sec=pair.prev_stamp_ns // 1_000_000_000, nanosec=pair.prev_stamp_ns % 1_000_000_000)
+        out.matrix = [float(v) for v in result.matrix.reshape(9)]
+        out.corner_uncertainty_px = float(result.corner_uncertainty_px)
+        out.valid = bool(result.valid)
+        self.pub.publish(out)
+        if not result.valid:
+            self.diag.counters["invalid_estimates"] += 1
+        now = self.get_clock().now().nanoseconds
+        self.diag.processed((time.perf_counter() - t0) * 1e3, (now - stamp) / 1e6 if now else None)
+
+
+def _card_sha(path: str) -> str:
+    try:
+        from deep_vision.inference.modelcard import ModelCard, card_path_for
+        from pathlib import Path
+
+        card = card_path_for(Path(path))
+        return ModelCard.load(card).sha256 if card.is_file() else "unknown"
+    except Exception:  # noqa: BLE001 - diagnostics only
+        return "unknown"
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = HomographyNode()
+    except ConfigError as exc:
+        print(f"homography_node: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 1
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -33,7 +33,8 @@ def test_quick_bench_writes_results(tmp_path, monkeypatch):
     assert data["machine"]["cores"] >= 1 and data["settings"]["threads"] == 1
     rows = {(r["case"], r["backend"]): r for r in data["results"]}
     assert set(rows) == {("testnet_linear", "onnxruntime:cpu"), ("testnet_linear", "torch:cpu"),
-                         ("orb_ransac_homography", "opencv:cpu"), ("counting_baseline", "opencv:cpu")}
+                         ("orb_ransac_homography", "opencv:cpu"), ("sift_ransac_homography", "opencv:cpu"),
+                         ("counting_baseline", "opencv:cpu")}
     for r in data["results"]:
         assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] and r["runs"] >= bench.QUICK.min_runs
         assert r["throughput_per_s"] > 0 and r["batch"] == 1

@@ -228,6 +228,42 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.target != "homography":
+        raise ConfigError(f"evaluate: unknown target {args.target!r}; available: homography")
+    from tqdm import tqdm
+
+    from deep_vision.estimators.homography import HomographyEstimator
+    from deep_vision.eval.homography_eval import evaluate, update_card
+
+    model = args.model
+    if model is None:
+        from deep_vision.resources import default_model_path
+
+        model = default_model_path("homography")
+    estimator = HomographyEstimator.from_model(model, backend=args.backend, refine=True,
+                                               threads=args.threads or None)
+    bars: list = []
+
+    def progress_factory(total: int, desc: str):
+        bar = tqdm(total=total, desc=desc, unit="pair", file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 10)
+        bars.append(bar)
+        return lambda n: bar.update(n - bar.n)
+
+    command = "deep-vision " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("deep-vision") else \
+        "deep-vision evaluate " + " ".join(a for a in sys.argv[2:])
+    md = evaluate(estimator, Path(args.data), Path(args.out), pairs=args.pairs, seed=args.seed, command=command,
+                  progress_factory=progress_factory)
+    for bar in bars:
+        bar.close()
+    print(md.read_text())
+    print(f"report: {md}")
+    if args.update_card:
+        card = update_card(Path(model), md.with_suffix(".json"))
+        print(f"model card updated: {card}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deep-vision", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"deep_vision {__version__}")
@@ -288,6 +324,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-baselines", action="store_true", help="skip the classical baselines")
     p.add_argument("--out", default="bench/results", help="results folder (default bench/results)")
     p.set_defaults(func=cmd_bench)
+    p = sub.add_parser("evaluate", help="measure an estimator on held-out data against classical baselines")
+    p.add_argument("target", help="what to evaluate: homography")
+    p.add_argument("--model", help="model (.onnx + card, or .pt); default: the shipped one")
+    p.add_argument("--backend", default="auto", help="inference backend (default auto)")
+    p.add_argument("--threads", type=int, default=0, help="inference CPU threads (0: library default)")
+    p.add_argument("--pairs", type=int, default=1000, help="protocol (a): number of patch pairs (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="protocol (a): pair seed (default 0)")
+    p.add_argument("--data", default=str(Path(__file__).resolve().parents[5] / ".." / "shared" / "data"),
+                   help="real data folder (default ../shared/data beside the repository)")
+    p.add_argument("--out", default="bench/results", help="report folder (default bench/results)")
+    p.add_argument("--update-card", action="store_true", help="write the held-out metrics into the model card")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

@@ -204,3 +204,26 @@ def evaluate(estimator, data_root: Path, out: Path, pairs: int = 1000, seed: int
     header = {"date": date.today().isoformat(), "command": command, "backend": backend, "pairs": pairs, "seed": seed,
               "patch_size": S, "rho": 32.0, "images": f"{len(files)} held-out images under {data_root}"}
     return write_report(out, stem, header, scores_a, scores_b, hist)
+
+
+def update_card(model_path: Path, report_json: Path) -> Path:
+    """Copy the held-out metrics of a report into the model card beside ``model_path``."""
+    from deep_vision.inference.modelcard import ModelCard, card_path_for
+
+    card_path = card_path_for(Path(model_path))
+    card = ModelCard.load(card_path)
+    report = json.loads(Path(report_json).read_text())
+    a = report["protocol_a"]
+    metrics = dict(card.metrics or {})
+    metrics["held_out_protocol_a"] = {
+        "description": f"{report['header']['pairs']} pairs of {report['header']['patch_size']}px patches, rho=32, "
+                       f"seed {report['header']['seed']}, {report['header']['images']}",
+        **{name: {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()} for name, m in a.items()},
+    }
+    if report.get("protocol_b"):
+        metrics["held_out_oxford_graf_corner_error_px"] = {
+            name: dict(zip(r["pairs"], [round(e, 2) for e in r["errors"]])) for name, r in report["protocol_b"].items()}
+    metrics["report"] = Path(report_json).with_suffix(".md").name
+    card.metrics = metrics
+    card.save(card_path)
+    return card_path

@@ -247,6 +247,31 @@ register_baseline("orb_ransac_homography", _orb_ransac_setup,
                   "OpenCV ORB (1000) + Hamming cross-check matching + RANSAC homography, two 1241x376 frames")
 
 
+def _sift_ransac_setup() -> Callable[[], Any]:
+    """SIFT + ratio test + RANSAC (deep_vision.estimators.classical) on two consecutive 1241x376 synthetic frames."""
+    from deep_vision.estimators.classical import FeatureHomography
+    from deep_vision.synthetic import SyntheticSequence, SyntheticWorldConfig
+    from deep_vision.synthetic.config import SceneConfig
+
+    config = SyntheticWorldConfig(frames=2, scene=SceneConfig(ground_texel_m=0.08, facade_texel_m=0.08,
+                                                               margin_m=25.0))
+    seq = SyntheticSequence(config)
+    prev, cur = seq.image(0), seq.image(1)
+    sift = FeatureHomography("sift")
+
+    def sift_ransac_homography() -> np.ndarray | None:
+        return sift.estimate(prev, cur)
+
+    sift_ransac_homography()
+    sift_ransac_homography.extra = {"image": f"{prev.shape[1]}x{prev.shape[0]} grey", "features": sift.max_features,
+                                    "inliers": sift.last_inliers}
+    return sift_ransac_homography
+
+
+register_baseline("sift_ransac_homography", _sift_ransac_setup,
+                  "OpenCV SIFT (2000) + ratio test + RANSAC homography, two 1241x376 frames")
+
+
 def bench_baselines(names: Sequence[str], settings: BenchSettings, threads: int | None = None) -> list[Timing]:
     """Time the registered baselines ``names``; ``threads`` caps OpenCV's threads (restored afterwards)."""
     import cv2

@@ -32,14 +32,14 @@ FROM base-${TARGET} AS final
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN apt-get update && apt-get install -y --no-install-recommends \
        python3-venv python3-dev python3-pip build-essential cmake \
-       ros-${ROS_DISTRO}-rosidl-default-generators ros-${ROS_DISTRO}-tf2-ros ros-${ROS_DISTRO}-cv-bridge \
-       ros-${ROS_DISTRO}-rosbag2-storage-mcap \
+       "ros-${ROS_DISTRO}-rosidl-default-generators" "ros-${ROS_DISTRO}-tf2-ros" "ros-${ROS_DISTRO}-cv-bridge" \
+       "ros-${ROS_DISTRO}-rosbag2-storage-mcap" \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/deep_vision
 COPY . .
 # setup.sh sees the sourced ROS (ROS_DISTRO) and builds deep_vision_msgs against it.
-RUN source /opt/ros/${ROS_DISTRO}/setup.bash && bash scripts/setup.sh \
-    && source /opt/ros/${ROS_DISTRO}/setup.bash \
+RUN source "/opt/ros/${ROS_DISTRO}/setup.bash" && bash scripts/setup.sh \
+    && source "/opt/ros/${ROS_DISTRO}/setup.bash" \
     && colcon build --base-paths ros2_ws/src --install-base /opt/deep_vision/install
 ENV PATH=/opt/deep_vision/.venv/bin:${PATH}
 RUN printf 'source /opt/ros/%s/setup.bash\nsource /opt/deep_vision/install/setup.bash\n' "${ROS_DISTRO}" >> /etc/bash.bashrc

@@ -25,6 +25,33 @@ from deep_vision.inference.export import export_onnx  # noqa: E402
 from deep_vision.models.homography_net import HomographyNet, parameter_count  # noqa: E402
 
 
+def plot_training(metrics_csv: Path, png: Path) -> Path:
+    """Loss and validation MACE against the step, from the run's metrics.csv."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(metrics_csv.open()))
+    train = [(int(r["step"]), float(r["train_mace"])) for r in rows if r.get("train_mace")]
+    val = [(int(r["step"]), float(r["val_mace"])) for r in rows if r.get("val_mace")]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot(*zip(*train), lw=0.8, alpha=0.6, label="training batch MACE (augmented)")
+    if val:
+        ax.plot(*zip(*val), "o-", label="validation MACE (synthetic, held-out seeds)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("mean corner error (px, 128x128 patches)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    return png
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="training output folder (config.yaml, final.pt or checkpoints/)")
@@ -64,6 +91,8 @@ def main() -> int:
             "metrics": {"validation_mace_px": float(state["val_mace"])} if "val_mace" in state else {},
             "inputs": spec["inputs"], "outputs": spec["outputs"],
         })
+    curve = plot_training(run / "metrics.csv", out.with_name(out.stem + "-training.png"))
+    print(f"training curve: {curve}")
     print(f"exported {out} ({out.stat().st_size / 1e6:.1f} MB, sha256 {card.sha256[:12]}...) and {state_path}")
     return 0
 

@@ -72,3 +72,33 @@ def quaternion_from_rotation(R: np.ndarray) -> np.ndarray:
 def rotation_from_quaternion(q: np.ndarray) -> np.ndarray:
     """[3 x 3] (or [N x 3 x 3]) rotation of quaternion(s) [x, y, z, w]; normalises first."""
     return Rotation.from_quat(np.asarray(q, dtype=np.float64)).as_matrix()
+
+
+def euler_zyx_from_rotation(R: np.ndarray) -> np.ndarray:
+    """[..., 3] Euler angles (rz, ry, rx) in radians, intrinsic Z-Y-X (yaw, pitch, roll), of [... x 3 x 3]."""
+    return Rotation.from_matrix(np.asarray(R, dtype=np.float64)).as_euler("ZYX")
+
+
+def rotation_from_euler_zyx(angles: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`euler_zyx_from_rotation`."""
+    return Rotation.from_euler("ZYX", np.asarray(angles, dtype=np.float64)).as_matrix()
+
+
+def skew(v: np.ndarray) -> np.ndarray:
+    """[3 x 3] cross-product matrix of a [3] vector."""
+    x, y, z = np.asarray(v, dtype=np.float64)
+    return np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
+
+
+def adjoint(T: np.ndarray) -> np.ndarray:
+    """[6 x 6] adjoint of an SE(3) transform for twists ordered (translation, rotation).
+
+    Maps a perturbation in the frame of ``T``'s child into its parent frame:
+    ``T exp(ξ) = exp(Ad(T) ξ) T`` (Barfoot, State Estimation for Robotics, (7.46)).
+    """
+    R, t = T[:3, :3], T[:3, 3]
+    A = np.zeros((6, 6))
+    A[:3, :3] = R
+    A[:3, 3:] = skew(t) @ R
+    A[3:, 3:] = R
+    return A

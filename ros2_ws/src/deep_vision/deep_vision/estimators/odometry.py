@@ -1,0 +1,197 @@
+"""Monocular visual odometry: DeepVO-style network, optionally hybrid with two-view geometry.
+
+``VisualOdometry.process(image, stamp)`` integrates the motion between
+consecutive frames into the camera trajectory (KITTI convention: camera i's
+pose in the first camera's frame) with a 6×6 covariance.
+
+Modes:
+
+- ``network``: the network's 6-DoF motion (its LSTM state carried across frames).
+- ``hybrid``: rotation and translation direction from the essential matrix of
+  tracked features (needs intrinsics), translation length from the network;
+  falls back to the network for a frame whose two-view geometry is not determined
+  (too few inliers, too little parallax).
+
+Metric scale: the network regresses metres, learned from training data with a
+fixed camera height (KITTI: 1.65 m); ``scale_source="network"``. For a camera
+mounted very differently, pass ``scale_source="external"`` and give
+``process(..., scale=metres)`` per frame (wheel odometry, speed), or rescale.
+
+Covariance: each step adds an independent noise of std
+``trans_rel·|t| + trans_abs`` (metres) and ``rot_rel·|angle| + rot_abs``
+(radians), divided by the frame's quality in (0, 1] — low image contrast, a
+failed two-view check or an implausible motion lower it — and is propagated on
+SE(3) (right perturbation, Barfoot (7.46)), so the covariance grows with the
+distance travelled and jumps where the images are poor. Reported in the first
+camera's frame, ordered (x, y, z, rot x, rot y, rot z) like ROS messages.
+
+A time jump backwards or a change of image size resets the trajectory (new
+origin, LSTM state zeroed) and the result says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from deep_vision.errors import ConfigError, ImageEncodingError
+from deep_vision.estimators.homography import to_grey
+from deep_vision.estimators.two_view import FeatureTracker
+from deep_vision.geometry.camera import PinholeCamera
+from deep_vision.geometry.transforms import adjoint, rotation_from_euler_zyx
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class OdometryResult:
+    stamp_ns: int
+    pose: np.ndarray  # [4 x 4] camera pose in the first camera's frame (T_c0_ci)
+    covariance: np.ndarray  # [6 x 6] of pose, in the first camera's frame: x y z rot_x rot_y rot_z
+    relative: np.ndarray  # [4 x 4] T_prev_curr (identity on the first frame of a trajectory)
+    valid: bool  # a motion was estimated for this frame (False on the first frame)
+    reset: str | None = None  # why this frame started a new trajectory
+    mode: str = "network"  # network | hybrid | none (what produced this frame's motion)
+    quality: float = 1.0  # in (0, 1]: low values inflate the covariance
+    distance_m: float = 0.0  # travelled along the trajectory
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def image_quality(grey: np.ndarray, reference_contrast: float = 25.0) -> float:
+    """(0, 1]: RMS contrast of the image's Laplacian relative to a well-textured frame."""
+    lap = cv2.Laplacian(cv2.resize(grey, (320, max(8, grey.shape[0] * 320 // grey.shape[1]))), cv2.CV_32F)
+    return float(np.clip(np.sqrt(np.mean(lap * lap)) / reference_contrast, 0.05, 1.0))
+
+
+class VisualOdometry:
+    """Frame-by-frame monocular VO (see the module docstring)."""
+
+    def __init__(self, backend: Any, conf: dict[str, Any], *, camera: PinholeCamera | None = None,
+                 mode: str = "network", scale_source: str = "network", trans_rel: float = 0.03,
+                 trans_abs: float = 0.01, rot_rel: float = 0.05, rot_abs: float = 0.002,
+                 max_speed_mps: float = 40.0, tracker: FeatureTracker | None = None) -> None:
+        if mode not in ("network", "hybrid"):
+            raise ConfigError(f"VO mode must be network or hybrid, got {mode!r}")
+        if mode == "hybrid" and camera is None:
+            raise ConfigError("VO mode hybrid needs the camera intrinsics (camera=PinholeCamera or camera_info)")
+        if scale_source not in ("network", "external"):
+            raise ConfigError(f"scale_source must be network or external, got {scale_source!r}")
+        self.backend = backend
+        self.conf = conf
+        self.camera = camera
+        self.mode = mode
+        self.scale_source = scale_source
+        self.noise = (trans_rel, trans_abs, rot_rel, rot_abs)
+        self.max_speed_mps = max_speed_mps
+        self.tracker = tracker or FeatureTracker()
+        self.resets = 0
+        self._start_new(None)
+
+    @classmethod
+    def from_model(cls, path: str | Path, backend: str = "auto", camera: PinholeCamera | None = None,
+                   **kwargs: Any) -> "VisualOdometry":
+        """Load a DeepVO model (.onnx + card, or .pt) on ``backend``; ``camera`` enables the hybrid mode."""
+        from deep_vision.inference import load_backend
+        from deep_vision.inference.modelcard import ModelCard, card_path_for
+        from deep_vision.models.deepvo import DeepVO
+
+        net = load_backend(path, backend, threads=kwargs.pop("threads", None))
+        card_path = card_path_for(Path(path))
+        conf = ModelCard.load(card_path).model_config if card_path.is_file() else {}
+        conf = DeepVO.resolve_conf(conf or None)
+        return cls(net, conf, camera=camera, **kwargs)
+
+    # ------------------------------------------------------------------ state
+    def _start_new(self, reason: str | None) -> None:
+        L, U = self.conf["lstm_layers"], self.conf["lstm_hidden"]
+        self._h = np.zeros((L, 1, U), np.float32)
+        self._c = np.zeros((L, 1, U), np.float32)
+        self._prev: tuple[np.ndarray, np.ndarray, int] | None = None  # (grey, network input, stamp)
+        self.pose = np.eye(4)
+        self._cov_local = np.zeros((6, 6))
+        self.distance = 0.0
+        self._pending_reset = reason
+
+    def reset(self, reason: str = "requested") -> None:
+        self.resets += 1
+        self._start_new(reason)
+
+    def _network_input(self, grey: np.ndarray) -> np.ndarray:
+        from deep_vision.models.deepvo import preprocess
+
+        return preprocess(grey, self.conf)
+
+    # ------------------------------------------------------------------ main
+    def process(self, image: np.ndarray, stamp_ns: int, scale: float | None = None) -> OdometryResult:
+        """Add a frame (full-resolution grey or RGB uint8) taken at ``stamp_ns``; returns the new pose."""
+        t0 = time.perf_counter()
+        grey = to_grey(image)
+        if self._prev is not None:
+            prev_grey, _, prev_stamp = self._prev
+            if stamp_ns <= prev_stamp:
+                logger.warning("VO: stamp %d ns not after %d ns: new trajectory", stamp_ns, prev_stamp)
+                self.reset("time_backwards" if stamp_ns < prev_stamp else "repeated_stamp")
+            elif grey.shape != prev_grey.shape:
+                logger.warning("VO: image size changed %s -> %s: new trajectory", prev_grey.shape[::-1], grey.shape[::-1])
+                self.reset("size_change")
+        x = self._network_input(grey)
+        if self._prev is None:
+            self._prev = (grey, x, stamp_ns)
+            reason, self._pending_reset = self._pending_reset, None
+            return OdometryResult(stamp_ns, self.pose.copy(), self._covariance_world(), np.eye(4), False, reason,
+                                  "none", 1.0, self.distance, {"total_ms": (time.perf_counter() - t0) * 1e3})
+        prev_grey, prev_x, prev_stamp = self._prev
+        out = self.backend.run({"pair": np.concatenate([prev_x, x])[None], "h0": self._h, "c0": self._c})
+        self._h, self._c = out["h1"].astype(np.float32), out["c1"].astype(np.float32)
+        motion = np.asarray(out["motion"], dtype=np.float64).reshape(6)
+        t1 = time.perf_counter()
+        t_net, R_net = motion[:3], rotation_from_euler_zyx(motion[3:])
+        quality = image_quality(grey)
+        mode = "network"
+        t_step, R_step = t_net, R_net
+        if self.mode == "hybrid":
+            tv = self.tracker.motion(prev_grey, grey, self.camera.K)
+            if tv is not None and tv.parallax_px >= 1.0:
+                length = np.linalg.norm(t_net)
+                t_dir = tv.t_dir if tv.t_dir @ t_net >= 0 else -tv.t_dir
+                t_step, R_step, mode = t_dir * length, tv.R, "hybrid"
+            else:
+                quality *= 0.5  # geometry not confirmed: trust the step less
+        if self.scale_source == "external":
+            if scale is None:
+                raise ConfigError("scale_source is external: pass scale= (metres of this step) to process()")
+            n = np.linalg.norm(t_step)
+            t_step = t_step / n * scale if n > 0 else t_step
+        dt = (stamp_ns - prev_stamp) / 1e9
+        if np.linalg.norm(t_step) > self.max_speed_mps * max(dt, 1e-3):
+            quality *= 0.2  # implausible speed
+        T_step = np.eye(4)
+        T_step[:3, :3], T_step[:3, 3] = R_step, t_step
+        self._propagate(T_step, quality)
+        self.pose = self.pose @ T_step
+        self.distance += float(np.linalg.norm(t_step))
+        self._prev = (grey, x, stamp_ns)
+        reason, self._pending_reset = self._pending_reset, None
+        t2 = time.perf_counter()
+        return OdometryResult(stamp_ns, self.pose.copy(), self._covariance_world(), T_step, True, reason, mode,
+                              quality, self.distance, {"network_ms": (t1 - t0) * 1e3, "total_ms": (t2 - t0) * 1e3})
+
+    def _propagate(self, T_step: np.ndarray, quality: float) -> None:
+        trans_rel, trans_abs, rot_rel, rot_abs = self.noise
+        angle = np.arccos(np.clip((np.trace(T_step[:3, :3]) - 1) / 2, -1.0, 1.0))
+        s_t = (trans_rel * np.linalg.norm(T_step[:3, 3]) + trans_abs) / quality
+        s_r = (rot_rel * angle + rot_abs) / quality
+        step = np.diag([s_t**2] * 3 + [s_r**2] * 3)
+        A = adjoint(np.linalg.inv(T_step))
+        self._cov_local = A @ self._cov_local @ A.T + step
+
+    def _covariance_world(self) -> np.ndarray:
+        A = adjoint(self.pose)
+        cov = A @ self._cov_local @ A.T
+        return 0.5 * (cov + cov.T)

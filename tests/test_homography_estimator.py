@@ -1,0 +1,93 @@
+"""The shipped homography model through the public API: accuracy thresholds, validity, inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import REPO, small_world_config
+
+from deep_vision.errors import ImageEncodingError
+from deep_vision.estimators import HomographyEstimator
+from deep_vision.eval.homography_pairs import sample_pair
+from deep_vision.geometry.homography import corner_error, patch_corners
+
+MODEL = REPO / "models" / "homography.onnx"
+
+
+@pytest.fixture(scope="module")
+def estimator():
+    return HomographyEstimator.from_model(MODEL, backend="onnxruntime", refine=True)
+
+
+@pytest.fixture(scope="module")
+def raw_estimator():
+    return HomographyEstimator.from_model(MODEL, backend="onnxruntime", refine=False)
+
+
+@pytest.fixture(scope="module")
+def synthetic_pairs():
+    """Protocol-(a) pairs cut from synthetic frames of an evaluation seed (never used in training)."""
+    from deep_vision.synthetic import SyntheticSequence
+
+    seq = SyntheticSequence(small_world_config(frames=200, seed=9100, width=620, height=376))
+    rng = np.random.default_rng(1)
+    frames = [seq.image(i) for i in range(0, 200, 25)]
+    return [sample_pair(frames[i % len(frames)], rng) for i in range(40)]
+
+
+def test_card_matches_the_model(estimator):
+    assert estimator.patch_size == 128
+    assert estimator.backend.name == "onnxruntime"
+
+
+def test_refined_accuracy_on_synthetic_pairs(estimator, raw_estimator, synthetic_pairs):
+    C = patch_corners(128)
+    raw = np.array([corner_error(raw_estimator.estimate(p.prev, p.curr).matrix, p.H, C) for p in synthetic_pairs])
+    refined = np.array([corner_error(estimator.estimate(p.prev, p.curr).matrix, p.H, C) for p in synthetic_pairs])
+    identity = np.array([corner_error(np.eye(3), p.H, C) for p in synthetic_pairs])
+    assert raw.mean() < 0.7 * identity.mean(), (raw.mean(), identity.mean())
+    assert np.median(refined) < 0.5, np.median(refined)
+    assert (refined < 1.0).mean() >= 0.9, refined
+
+
+def test_refined_accuracy_on_held_out_real_pairs(estimator, shared_data):
+    from deep_vision.eval.homography_eval import held_out_images, make_pairs
+
+    pairs = make_pairs(held_out_images(shared_data), 40, seed=7)
+    C = patch_corners(128)
+    refined = np.array([corner_error(estimator.estimate(p.prev, p.curr).matrix, p.H, C) for p in pairs])
+    assert np.median(refined) < 0.5 and (refined < 1.0).mean() >= 0.85, refined
+
+
+def test_result_fields_and_validity(estimator, raw_estimator, synthetic_pairs):
+    p = synthetic_pairs[0]
+    r = estimator.estimate(p.prev, p.curr)
+    assert r.matrix.shape == (3, 3) and r.matrix[2, 2] == pytest.approx(1.0)
+    assert r.refined and r.ecc_converged and r.valid
+    assert 0 < r.corner_uncertainty_px < 5
+    assert {"network_ms", "ecc_ms", "total_ms"} <= set(r.timings_ms)
+    raw = raw_estimator.estimate(p.prev, p.curr)
+    assert not raw.refined and raw.corner_uncertainty_px > r.corner_uncertainty_px
+    np.testing.assert_allclose(raw.matrix, r.raw_matrix)
+
+
+def test_rgb_and_full_resolution_inputs(estimator):
+    from deep_vision.synthetic import SyntheticSequence
+
+    seq = SyntheticSequence(small_world_config(frames=3, encoding="rgb8", width=620, height=188))
+    r = estimator.estimate(seq.image(1), seq.image(2))
+    assert r.matrix.shape == (3, 3) and np.all(np.isfinite(r.matrix))
+
+
+def test_unrelated_images_are_not_valid(estimator):
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 255, (120, 160), dtype=np.uint8)
+    b = rng.integers(0, 255, (120, 160), dtype=np.uint8)
+    assert not estimator.estimate(a, b).valid
+
+
+def test_bad_inputs(estimator):
+    with pytest.raises(ImageEncodingError, match="differ in size"):
+        estimator.estimate(np.zeros((10, 20), np.uint8), np.zeros((10, 21), np.uint8))
+    with pytest.raises(ImageEncodingError, match="uint8"):
+        estimator.estimate(np.zeros((10, 20), np.float32), np.zeros((10, 20), np.float32))

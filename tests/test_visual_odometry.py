@@ -1,0 +1,149 @@
+"""DeepVO model and the VisualOdometry estimator: shapes, state export, integration, covariance, resets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import small_world_config
+
+from deep_vision.errors import ConfigError
+from deep_vision.estimators.odometry import VisualOdometry
+from deep_vision.estimators.two_view import FeatureTracker
+from deep_vision.geometry.transforms import euler_zyx_from_rotation, invert_transform, rotation_from_euler_zyx
+from deep_vision.models.deepvo import DeepVO, parameter_count
+
+
+def test_presets():
+    compact = DeepVO()
+    assert parameter_count(compact) * 4 < 15e6
+    paper = DeepVO({"preset": "paper"})
+    assert [m.out_channels for m in paper.encoder if isinstance(m, torch.nn.Conv2d)] == \
+        [64, 128, 256, 256, 512, 512, 512, 512, 1024]
+    assert paper.lstm.num_layers == 2 and paper.lstm.hidden_size == 1000
+    with pytest.raises(ConfigError, match="unknown conf key"):
+        DeepVO({"hidden": 3})
+
+
+def test_step_and_sequence_agree():
+    """Running pairs one at a time with the carried state equals the sequence forward."""
+    torch.manual_seed(0)
+    model = DeepVO().eval()
+    frames = torch.rand(1, 4, 1, 96, 320) * 2 - 1
+    seq_out, _ = model.forward_sequence(frames)
+    h, c = model.initial_state(1)
+    for t in range(3):
+        out, h, c = model(torch.cat([frames[:, t], frames[:, t + 1]], 1), h, c)
+        torch.testing.assert_close(out, seq_out[:, t], rtol=1e-4, atol=1e-5)
+
+
+def test_euler_round_trip():
+    angles = np.array([0.3, -0.1, 0.05])
+    np.testing.assert_allclose(euler_zyx_from_rotation(rotation_from_euler_zyx(angles)), angles, atol=1e-12)
+
+
+class GroundTruthBackend:
+    """A backend that returns the true motion: checks integration, frames and covariance logic exactly."""
+
+    def __init__(self, motions: list[np.ndarray], conf: dict):
+        self.motions = motions
+        self.calls = 0
+        self.conf = conf
+
+    def run(self, feeds):
+        assert feeds["pair"].shape == (1, 2, 96, 320)
+        m = self.motions[self.calls]
+        self.calls += 1
+        return {"motion": m[None].astype(np.float32), "h1": feeds["h0"] + 1, "c1": feeds["c0"]}
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    from deep_vision.synthetic import SyntheticSequence
+
+    return SyntheticSequence(small_world_config(frames=30, width=620, height=188))
+
+
+def _true_motions(poses: np.ndarray) -> list[np.ndarray]:
+    rel = invert_transform(poses[:-1]) @ poses[1:]
+    return [np.concatenate([r[:3, 3], euler_zyx_from_rotation(r[:3, :3])]) for r in rel]
+
+
+@pytest.mark.parametrize("mode", ["network", "hybrid"])
+def test_integration_follows_the_motions(synthetic, mode):
+    conf = DeepVO.resolve_conf(None)
+    backend = GroundTruthBackend(_true_motions(synthetic.kitti_poses), conf)
+    vo = VisualOdometry(backend, conf, camera=synthetic.camera, mode=mode)
+    results = [vo.process(synthetic.image(i), int(synthetic.stamps_ns[i])) for i in range(len(synthetic))]
+    assert not results[0].valid and results[0].mode == "none"
+    np.testing.assert_allclose(results[0].pose, np.eye(4))
+    final = results[-1].pose
+    err = np.linalg.norm(final[:3, 3] - synthetic.kitti_poses[-1][:3, 3])
+    travelled = results[-1].distance_m
+    assert travelled == pytest.approx(np.linalg.norm(np.diff(synthetic.kitti_poses[:, :3, 3], axis=0), axis=1).sum(),
+                                      rel=1e-6)
+    if mode == "network":
+        assert err < 1e-4
+    else:  # two-view directions on rendered frames: close to the truth, not exact
+        assert sum(r.mode == "hybrid" for r in results) > 0.8 * len(results)
+        assert err < 0.02 * travelled, err
+    # The LSTM state is carried: the fake backend increments h each call.
+    assert vo._h.flat[0] == len(synthetic) - 1
+    # Covariance: symmetric, positive, growing with distance.
+    traces = [np.trace(r.covariance[:3, :3]) for r in results]
+    assert all(b >= a for a, b in zip(traces[1:], traces[2:]))
+    assert traces[-1] > 0
+    assert np.all(np.linalg.eigvalsh(results[-1].covariance) > 0)
+
+
+def test_resets_on_time_backwards_and_size_change(synthetic):
+    conf = DeepVO.resolve_conf(None)
+    backend = GroundTruthBackend(_true_motions(synthetic.kitti_poses) * 2, conf)
+    vo = VisualOdometry(backend, conf)
+    s = synthetic.stamps_ns
+    for i in range(5):
+        vo.process(synthetic.image(i), int(s[i]))
+    r = vo.process(synthetic.image(5), int(s[2]))  # backwards
+    assert r.reset == "time_backwards" and not r.valid
+    np.testing.assert_allclose(r.pose, np.eye(4))
+    assert np.all(vo._h == 0)
+    r = vo.process(synthetic.image(6)[:100, :300], int(s[3]))
+    assert r.reset == "size_change"
+    r = vo.process(synthetic.image(7)[:100, :300], int(s[4]))
+    assert r.valid and r.reset is None
+
+
+def test_poor_images_inflate_the_covariance(synthetic):
+    conf = DeepVO.resolve_conf(None)
+    motions = _true_motions(synthetic.kitti_poses)
+    good = VisualOdometry(GroundTruthBackend(motions, conf), conf)
+    poor = VisualOdometry(GroundTruthBackend(motions, conf), conf)
+    for i in range(6):
+        img = synthetic.image(i)
+        a = good.process(img, int(synthetic.stamps_ns[i]))
+        b = poor.process((img // 16 + 100).astype(np.uint8), int(synthetic.stamps_ns[i]))
+    assert b.quality < a.quality
+    assert np.trace(b.covariance) > 2 * np.trace(a.covariance)
+
+
+def test_hybrid_needs_intrinsics_and_external_scale_needs_scale():
+    conf = DeepVO.resolve_conf(None)
+    with pytest.raises(ConfigError, match="intrinsics"):
+        VisualOdometry(None, conf, mode="hybrid")
+    vo = VisualOdometry(GroundTruthBackend([np.ones(6) * 0.01] * 3, conf), conf, scale_source="external")
+    img = np.random.default_rng(0).integers(0, 255, (96, 320), dtype=np.uint8)
+    vo.process(img, 1)
+    with pytest.raises(ConfigError, match="pass scale"):
+        vo.process(img, 2)
+    r = vo.process(img, 3, scale=2.0)
+    assert np.linalg.norm(r.relative[:3, 3]) == pytest.approx(2.0)
+
+
+def test_two_view_motion_on_rendered_frames(synthetic):
+    tracker = FeatureTracker()
+    m = tracker.motion(synthetic.image(3), synthetic.image(4), synthetic.camera.K)
+    rel = invert_transform(synthetic.kitti_poses[3]) @ synthetic.kitti_poses[4]
+    true_dir = rel[:3, 3] / np.linalg.norm(rel[:3, 3])
+    assert m is not None and m.inliers > 50
+    assert np.degrees(np.arccos(np.clip(m.t_dir @ true_dir, -1, 1))) < 5
+    assert np.degrees(np.linalg.norm(euler_zyx_from_rotation(m.R.T @ rel[:3, :3]))) < 0.5

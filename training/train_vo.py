@@ -1,0 +1,211 @@
+"""Train DeepVO on sequences of frames with poses (synthetic world, KITTI, RobotCar).
+
+Usage (repository root):
+    .venv/bin/python training/train_vo.py --config training/configs/vo.yaml [key.sub=value ...]
+    torchrun --nproc_per_node=4 training/train_vo.py --config ...      # multi-GPU (DDP)
+
+Data: folders of ``.npz`` sequences (``frames`` [N x H x W] uint8 at the network
+size, ``poses`` [N x 4 x 4] camera poses, KITTI convention) made by
+``training/make_vo_sequences.py``. Each sample is a run of 4-10 frame pairs at a
+random stride; the label of each pair is the current camera's pose in the
+previous camera's frame as (t, Euler ZYX). Loss (DeepVO):
+``mean ‖t̂ − t‖² + κ · mean ‖φ̂ − φ‖²``. Resumable; writes config.yaml,
+metrics.csv and final.pt in ``out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from deep_vision.errors import DatasetError  # noqa: E402
+from deep_vision.eval.homography_pairs import photometric  # noqa: E402
+from deep_vision.geometry.transforms import euler_zyx_from_rotation, invert_transform  # noqa: E402
+from deep_vision.models.deepvo import DeepVO  # noqa: E402
+from training.common import (  # noqa: E402
+    Checkpointer,
+    MetricLog,
+    cleanup_distributed,
+    load_config,
+    save_config,
+    setup_distributed,
+)
+from training.train_homography import learning_rate, make_optimizer, resolve  # noqa: E402
+
+logger = logging.getLogger("train_vo")
+
+
+def load_sequences(folders: list[str]) -> list[dict[str, np.ndarray]]:
+    seqs = []
+    for folder in folders:
+        files = sorted(resolve(folder).glob("*.npz"))
+        if not files:
+            raise DatasetError(f"Could not find any .npz sequence in root: {resolve(folder)}")
+        for f in files:
+            with np.load(f) as z:
+                seqs.append({"frames": z["frames"], "poses": z["poses"], "name": f.stem})
+    return seqs
+
+
+def motion_labels(poses: np.ndarray) -> np.ndarray:
+    """[N-1 x 6] (t, Euler ZYX) of each camera in the previous camera's frame."""
+    rel = invert_transform(poses[:-1]) @ poses[1:]
+    return np.concatenate([rel[:, :3, 3], euler_zyx_from_rotation(rel[:, :3, :3])], axis=1)
+
+
+def normalise(frames: np.ndarray) -> np.ndarray:
+    return frames.astype(np.float32)[:, None] / np.float32(127.5) - np.float32(1.0)
+
+
+class SequenceStream(IterableDataset):
+    """Endless (frames [T+1 x 1 x H x W], labels [T x 6]) samples of a fixed length per batch."""
+
+    def __init__(self, seqs, data_conf: dict, batch_size: int, seed: int, rank: int) -> None:
+        self.seqs, self.conf, self.batch_size, self.seed, self.rank = seqs, data_conf, batch_size, seed, rank
+
+    def __iter__(self):
+        info = get_worker_info()
+        rng = np.random.default_rng([self.seed, self.rank, info.id if info else 0, int(time.time() * 1e3) % 10**6])
+        c = self.conf
+        while True:
+            length = int(rng.integers(c["min_pairs"], c["max_pairs"] + 1))  # one length per batch
+            xs, ys = [], []
+            for _ in range(self.batch_size):
+                seq = self.seqs[int(rng.integers(len(self.seqs)))]
+                stride = int(rng.choice(c["strides"]))
+                span = length * stride
+                if len(seq["frames"]) <= span:
+                    stride, span = 1, min(length, len(seq["frames"]) - 1)
+                start = int(rng.integers(0, len(seq["frames"]) - span))
+                idx = np.arange(start, start + span + 1, stride)
+                frames = np.stack([photometric(f, rng, **c["photometric"]) for f in seq["frames"][idx]])
+                xs.append(normalise(frames))
+                ys.append(motion_labels(seq["poses"][idx]).astype(np.float32))
+            n = min(len(y) for y in ys)
+            yield torch.from_numpy(np.stack([x[: n + 1] for x in xs])), torch.from_numpy(np.stack([y[:n] for y in ys]))
+
+
+def vo_loss(pred: torch.Tensor, target: torch.Tensor, kappa: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    lt = (pred[..., :3] - target[..., :3]).pow(2).sum(-1).mean()
+    lr = (pred[..., 3:] - target[..., 3:]).pow(2).sum(-1).mean()
+    return lt + kappa * lr, lt, lr
+
+
+@torch.no_grad()
+def validate(model: DeepVO, seqs, device: torch.device, window: int = 50) -> dict[str, float]:
+    """Mean translation error (m/frame) and rotation error (deg/frame) over validation windows."""
+    model.eval()
+    et, er = [], []
+    for seq in seqs:
+        for s in range(0, len(seq["frames"]) - window, window):
+            frames = torch.from_numpy(normalise(seq["frames"][s : s + window + 1]))[None].to(device)
+            pred, _ = model.forward_sequence(frames)
+            target = torch.from_numpy(motion_labels(seq["poses"][s : s + window + 1]))
+            et.append((pred[0, :, :3].cpu() - target[:, :3]).norm(dim=-1).mean().item())
+            er.append(np.rad2deg((pred[0, :, 3:].cpu() - target[:, 3:]).norm(dim=-1).mean().item()))
+    model.train()
+    return {"val_trans_m": float(np.mean(et)), "val_rot_deg": float(np.mean(er))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=str(ROOT / "training/configs/vo.yaml"))
+    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    cfg = load_config(args.config, args.overrides)
+    dist_info = setup_distributed(cfg["train"]["device"])
+    tcfg, dcfg, ocfg = cfg["train"], cfg["data"], cfg["optim"]
+    if tcfg["threads"]:
+        torch.set_num_threads(int(tcfg["threads"]))
+    torch.manual_seed(tcfg["seed"] + dist_info.rank)
+    out = resolve(cfg["out"])
+    device = dist_info.device
+    model = DeepVO(cfg["model"]).to(device)
+    ddp_model = model
+    if dist_info.world_size > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dist_info.local_rank] if device.type == "cuda" else None)
+    optimizer = make_optimizer(model.parameters(), {"momentum": 0.9, **ocfg})
+    step = 0
+    ckpt = Checkpointer(out)
+    if (last := ckpt.latest()) is not None:
+        state = Checkpointer.load(last, device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        logger.info("resumed from %s at step %d", last, step)
+    train_seqs = load_sequences(dcfg["train"])
+    val_seqs = load_sequences(dcfg["val"])
+    if dist_info.is_main:
+        save_config(cfg, out, {"resolved_model_conf": model.conf, "command": " ".join(sys.argv),
+                               "train_sequences": [s["name"] for s in train_seqs],
+                               "val_sequences": [s["name"] for s in val_seqs]})
+        logger.info("%d training sequences, %d validation, %d parameters, device %s",
+                    len(train_seqs), len(val_seqs), sum(p.numel() for p in model.parameters()), device)
+    for s in train_seqs + val_seqs:
+        if s["frames"].shape[1:] != (model.conf["height"], model.conf["width"]):
+            raise DatasetError(f"sequence {s['name']}: frames are {s['frames'].shape[2]}x{s['frames'].shape[1]}, "
+                               f"the model takes {model.conf['width']}x{model.conf['height']}")
+    loader = DataLoader(SequenceStream(train_seqs, dcfg, tcfg["batch_size"], tcfg["seed"] + step, dist_info.rank),
+                        batch_size=None, num_workers=dcfg["workers"], persistent_workers=dcfg["workers"] > 0)
+    log = MetricLog(out, ["loss", "trans_mse", "rot_mse", "lr", "val_trans_m", "val_rot_deg"]) if dist_info.is_main else None
+    total = tcfg["steps"]
+    last_save = time.monotonic()
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, initial=step, unit="step", disable=not dist_info.is_main, mininterval=10, file=sys.stderr)
+    running: list[tuple[float, float, float]] = []
+    model.train()
+    for x, y in loader:
+        if step >= total:
+            break
+        lr = learning_rate(step, total, ocfg)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        x, y = x.to(device), y.to(device)
+        pred, _ = ddp_model.forward_sequence(x) if dist_info.world_size == 1 else ddp_model.module.forward_sequence(x)
+        loss, lt, lrot = vo_loss(pred, y, cfg["loss"]["kappa"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if ocfg.get("grad_clip"):
+            torch.nn.utils.clip_grad_norm_(model.parameters(), ocfg["grad_clip"])
+        optimizer.step()
+        step += 1
+        running.append((loss.item(), lt.item(), lrot.item()))
+        bar.update(1)
+        if dist_info.is_main:
+            if step % tcfg["log_every"] == 0:
+                m = np.mean(running, axis=0)
+                log.log(step, loss=m[0], trans_mse=m[1], rot_mse=m[2], lr=lr)
+                bar.set_postfix(loss=f"{m[0]:.4f}")
+                running.clear()
+            if step % tcfg["val_every"] == 0 or step == total:
+                v = validate(model, val_seqs, device)
+                log.log(step, **v)
+                logger.info("step %d: validation %s", step, v)
+            if time.monotonic() - last_save > tcfg["checkpoint_every_s"] or step == total:
+                ckpt.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                           "conf": model.conf}, step)
+                last_save = time.monotonic()
+    bar.close()
+    if dist_info.is_main:
+        v = validate(model, val_seqs, device)
+        torch.save({"model": model.state_dict(), "conf": model.conf, "step": step, **v}, out / "final.pt")
+        logger.info("saved %s (%s)", out / "final.pt", v)
+    cleanup_distributed()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -229,8 +229,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.target == "place":
+        from deep_vision.eval.place_eval import evaluate_from_cli
+
+        return evaluate_from_cli(args)
     if args.target != "homography":
-        raise ConfigError(f"evaluate: unknown target {args.target!r}; available: homography")
+        raise ConfigError(f"evaluate: unknown target {args.target!r}; available: homography, place")
     from tqdm import tqdm
 
     from deep_vision.estimators.homography import HomographyEstimator
@@ -325,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="bench/results", help="results folder (default bench/results)")
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("evaluate", help="measure an estimator on held-out data against classical baselines")
-    p.add_argument("target", help="what to evaluate: homography")
+    p.add_argument("target", help="what to evaluate: homography | place")
     p.add_argument("--model", help="model (.onnx + card, or .pt); default: the shipped one")
     p.add_argument("--backend", default="auto", help="inference backend (default auto)")
     p.add_argument("--threads", type=int, default=0, help="inference CPU threads (0: library default)")
@@ -335,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="real data folder (default ../shared/data beside the repository)")
     p.add_argument("--out", default="bench/results", help="report folder (default bench/results)")
     p.add_argument("--update-card", action="store_true", help="write the held-out metrics into the model card")
+    p.add_argument("--quick", action="store_true", help="place: one short route, database sizes up to 100k "
+                                                        "(about two minutes on two cores)")
     p.set_defaults(func=cmd_evaluate)
     return parser
 

@@ -1,5 +1,15 @@
 """ROS-free estimators the nodes wrap: numpy images and stamps in, plain dataclasses out."""
 
 from deep_vision.estimators.homography import HomographyEstimator, HomographyResult
+from deep_vision.estimators.loop_closure import (
+    GeometricVerifier,
+    KeyframeDatabase,
+    KeyframeSelector,
+    LoopCandidate,
+    LoopClosureDetector,
+    QueryResult,
+)
+from deep_vision.estimators.place import PlaceRecognizer
 
-__all__ = ["HomographyEstimator", "HomographyResult"]
+__all__ = ["GeometricVerifier", "HomographyEstimator", "HomographyResult", "KeyframeDatabase", "KeyframeSelector",
+           "LoopCandidate", "LoopClosureDetector", "PlaceRecognizer", "QueryResult"]

@@ -30,6 +30,7 @@ from deep_vision.errors import ConfigError
 #: Registered model names → "module:Class". The CLI's ``--model-class`` takes these or a dotted path.
 MODEL_REGISTRY: dict[str, str] = {
     "homography_net": "deep_vision.models.homography_net:HomographyNet",
+    "place_net": "deep_vision.models.place_net:PlaceNet",
     "testnet_conv": "deep_vision.models.testnets:TinyConvNet",
     "testnet_lstm": "deep_vision.models.testnets:TinyLSTMNet",
     "testnet_linear": "deep_vision.models.testnets:TinyLinearNet",

@@ -1,0 +1,244 @@
+"""Global place descriptors: PlaceNet (NetVLAD / GeM) or the classical patch-normalised thumbnail.
+
+.. code-block:: python
+
+    from deep_vision.estimators import PlaceRecognizer
+
+    rec = PlaceRecognizer.from_model("models/place.onnx", backend="auto")
+    d = rec.describe(frame)            # [D] float32, unit L2 norm; similarity = d1 @ d2
+    sad = PlaceRecognizer.classical()  # no network: SeqSLAM's patch-normalised thumbnail
+
+Two descriptors:
+
+- ``network``: PlaceNet run by any inference backend on the frame resized to
+  the network's input (size and channels from the model card or the graph).
+- ``sad``: the image representation of SeqSLAM's single-image matcher
+  (Milford & Wyeth 2012): the grey frame resized to ``sad_size`` (INTER_AREA)
+  and patch-normalised (every ``sad_patch``×``sad_patch`` block to zero mean,
+  unit standard deviation; flat blocks to zero). SeqSLAM compares such
+  thumbnails by the sum of absolute differences; as a database descriptor the
+  vector is L2-normalised, so the inner product is their normalised
+  correlation. It needs no training, which makes it the baseline and a
+  working descriptor for tests before a network is trained.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from deep_vision.errors import ConfigError, ImageEncodingError, ModelError
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTORS = ("network", "sad")
+
+
+def to_grey(image: np.ndarray) -> np.ndarray:
+    """[H x W] uint8 grey from a grey or RGB uint8 image."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ImageEncodingError(f"expected uint8 pixels, got {image.dtype}")
+    if image.ndim == 2:
+        return image
+    if image.ndim == 3 and image.shape[2] == 1:
+        return image[..., 0]
+    if image.ndim == 3 and image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    raise ImageEncodingError(f"expected an [H x W] grey or [H x W x 3] RGB image, got shape {list(image.shape)}")
+
+
+def patch_normalize(grey: np.ndarray, patch: int) -> np.ndarray:
+    """Float32 image with every ``patch``×``patch`` block at zero mean and unit std (flat blocks: 0).
+
+    The image sides must be multiples of ``patch`` (SeqSLAM's patch normalisation).
+    """
+    h, w = grey.shape
+    if h % patch or w % patch:
+        raise ConfigError(f"patch normalisation: image {w}x{h} is not a multiple of the patch size {patch}")
+    blocks = grey.astype(np.float32).reshape(h // patch, patch, w // patch, patch)
+    mean = blocks.mean(axis=(1, 3), keepdims=True)
+    std = blocks.std(axis=(1, 3), keepdims=True)
+    out = np.where(std > 1e-3, (blocks - mean) / np.maximum(std, 1e-3), 0.0)
+    return out.reshape(h, w).astype(np.float32)
+
+
+def thumbnail(image: np.ndarray, size: tuple[int, int] = (64, 32), patch: int = 8) -> np.ndarray:
+    """SeqSLAM's image representation: grey, resized to ``size`` (W, H), patch-normalised; [H x W] float32."""
+    grey = to_grey(image)
+    w, h = int(size[0]), int(size[1])
+    if grey.shape != (h, w):
+        shrink = grey.shape[1] > w or grey.shape[0] > h
+        grey = cv2.resize(grey, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return patch_normalize(grey, patch)
+
+
+class PlaceRecognizer:
+    """Global descriptor of a full-resolution grey or RGB frame (see the module docstring)."""
+
+    def __init__(self, backend: Any = None, *, descriptor: str = "network", image_size: tuple[int, int] = (256, 128),
+                 in_channels: int = 1, input_name: str = "image", output_name: str = "descriptor",
+                 sad_size: tuple[int, int] = (64, 32), sad_patch: int = 8) -> None:
+        if descriptor not in DESCRIPTORS:
+            raise ConfigError(f"descriptor must be one of {', '.join(DESCRIPTORS)}, got {descriptor!r}")
+        if descriptor == "network" and backend is None:
+            raise ConfigError("descriptor 'network' needs an inference backend (use PlaceRecognizer.from_model)")
+        if in_channels not in (1, 3):
+            raise ConfigError(f"in_channels must be 1 (grey) or 3 (RGB), got {in_channels}")
+        if descriptor == "sad" and (sad_size[0] % sad_patch or sad_size[1] % sad_patch):
+            raise ConfigError(f"sad_size {tuple(sad_size)} must be a multiple of sad_patch {sad_patch}")
+        self.backend = backend
+        self.descriptor = descriptor
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.in_channels = int(in_channels)
+        self.input_name = input_name
+        self.output_name = output_name
+        self.sad_size = (int(sad_size[0]), int(sad_size[1]))
+        self.sad_patch = int(sad_patch)
+        self._dim: int | None = None
+        self.last_time_ms = 0.0
+        #: What identifies the network's descriptors (the ONNX sha256 of its card, else of the file).
+        self.model_id = ""
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_model(cls, path: str | Path, backend: str = "auto", threads: int | None = None,
+                   **kwargs: Any) -> "PlaceRecognizer":
+        """Load a PlaceNet: ONNX file (+ model card), or a PyTorch checkpoint (``final.pt`` of training).
+
+        The input size, channels and tensor names come from the model card, else
+        from the graph (ONNX) or the checkpoint's ``conf`` (PyTorch).
+        """
+        from deep_vision.inference import load_backend
+
+        path = Path(path)
+        factory = None
+        if path.suffix.lower() in (".pt", ".pth"):
+            factory = _checkpoint_factory(path)
+        net = load_backend(path, backend, threads=threads, torch_module_factory=factory)
+        if not net.inputs or not net.outputs:
+            raise ModelError(f"{path}: the model declares no inputs or outputs")
+        spec = net.inputs[0]
+        shape = list(spec.shape)
+        if len(shape) != 4 or not isinstance(shape[1], int) or shape[1] not in (1, 3):
+            raise ModelError(f"{path}: input {spec.name!r} has shape {shape}; a PlaceNet takes [B x C x H x W] "
+                             "with C 1 or 3")
+        defaults: dict[str, Any] = {"image_size": (int(shape[3]), int(shape[2])), "in_channels": int(shape[1]),
+                                    "input_name": spec.name, "output_name": net.outputs[0].name}
+        defaults.update(kwargs)
+        logger.info("place recognizer: %s", net.describe())
+        rec = cls(net, descriptor="network", **defaults)
+        rec.model_id = _model_id(path)
+        return rec
+
+    @classmethod
+    def classical(cls, descriptor: str = "sad", **kwargs: Any) -> "PlaceRecognizer":
+        """A recognizer without a network (``descriptor="sad"``)."""
+        if descriptor == "network":
+            raise ConfigError("PlaceRecognizer.classical: 'network' needs a model (use from_model)")
+        return cls(None, descriptor=descriptor, **kwargs)
+
+    @classmethod
+    def create(cls, descriptor: str, model_path: str | Path | None = None, backend: str = "auto",
+               threads: int | None = None, **kwargs: Any) -> "PlaceRecognizer":
+        """``from_model`` for ``descriptor="network"``, ``classical`` otherwise."""
+        if descriptor == "network":
+            if not model_path:
+                raise ConfigError("descriptor 'network' needs a model path")
+            return cls.from_model(model_path, backend=backend, threads=threads)
+        return cls.classical(descriptor, **kwargs)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def wants_rgb(self) -> bool:
+        """True when the descriptor uses colour (an RGB network); grey input is then replicated."""
+        return self.descriptor == "network" and self.in_channels == 3
+
+    @property
+    def dim(self) -> int:
+        """Descriptor length."""
+        if self._dim is None:
+            if self.descriptor == "sad":
+                self._dim = self.sad_size[0] * self.sad_size[1]
+            else:
+                shape = self.backend.outputs[0].shape
+                if isinstance(shape[-1], int):
+                    self._dim = int(shape[-1])
+                else:
+                    self._dim = int(self.describe(np.zeros((self.image_size[1], self.image_size[0]), np.uint8)).size)
+        return self._dim
+
+    @property
+    def label(self) -> str:
+        """Short description for logs and reports."""
+        if self.descriptor == "sad":
+            return f"sad {self.sad_size[0]}x{self.sad_size[1]} patch {self.sad_patch}"
+        return f"network {self.image_size[0]}x{self.image_size[1]}x{self.in_channels} on " + \
+            getattr(self.backend, "label", str(self.backend))
+
+    # ------------------------------------------------------------------ descriptors
+    def describe(self, image: np.ndarray) -> np.ndarray:
+        """[D] float32 unit-norm descriptor of a full-resolution [H x W] grey or [H x W x 3] RGB uint8 frame.
+
+        A frame without any texture (all flat) gives the zero vector under ``sad``.
+        """
+        t0 = time.perf_counter()
+        image = np.asarray(image)
+        if image.dtype != np.uint8:
+            raise ImageEncodingError(f"expected uint8 pixels, got {image.dtype}")
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3)) or min(image.shape[:2]) < 1:
+            raise ImageEncodingError(f"expected an [H x W] grey or [H x W x 3] RGB image, "
+                                     f"got shape {list(image.shape)}")
+        if self.descriptor == "sad":
+            d = thumbnail(image, self.sad_size, self.sad_patch).reshape(-1)
+        else:
+            from deep_vision.models.place_net import preprocess
+
+            x = preprocess(image, self.image_size, self.in_channels)
+            d = np.asarray(self.backend.run({self.input_name: x})[self.output_name], dtype=np.float32).reshape(-1)
+        norm = float(np.linalg.norm(d))
+        out = (d / norm if norm > 1e-12 else np.zeros_like(d)).astype(np.float32)
+        self.last_time_ms = (time.perf_counter() - t0) * 1e3
+        return out
+
+    def describe_many(self, images: Iterable[np.ndarray]) -> np.ndarray:
+        """[N x D] descriptors of ``images`` (one at a time: the exported network has batch 1)."""
+        rows = [self.describe(im) for im in images]
+        if not rows:
+            return np.zeros((0, self.dim), np.float32)
+        return np.stack(rows)
+
+
+def _model_id(path: Path) -> str:
+    from deep_vision.inference.modelcard import ModelCard, card_path_for, file_sha256
+
+    card = card_path_for(path)
+    if card.is_file():
+        return ModelCard.load(card).sha256
+    return file_sha256(path)
+
+
+def _checkpoint_factory(path: Path):
+    """Module factory for a training checkpoint that stores the PlaceNet ``conf`` beside its weights."""
+    import torch
+
+    from deep_vision.models.place_net import PlaceNet
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises pickle, zip and runtime errors alike
+        raise ModelError(f"cannot read PyTorch checkpoint {path}: {exc}") from exc
+    conf = state.get("conf") if isinstance(state, dict) else None
+    if not isinstance(conf, dict):
+        return None  # a bare state dict: the model card must say what to build
+
+    def factory() -> PlaceNet:
+        return PlaceNet(conf)
+
+    return factory

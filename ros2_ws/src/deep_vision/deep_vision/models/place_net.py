@@ -1,0 +1,323 @@
+"""PlaceNet: a real-time CNN global descriptor for place recognition.
+
+A small VGG-style backbone (3×3 conv + BatchNorm + ReLU, stride-2 stages) and
+one of two aggregation heads:
+
+- ``netvlad`` (Arandjelović et al. 2016, arXiv:1511.07247): the local features
+  (L2-normalised) are softly assigned to K cluster centres by a 1×1 conv;
+  the residuals to each centre are summed, each cluster's sum is L2-normalised
+  (intra-normalisation), the K×D vector is L2-normalised, and an optional
+  learned linear projection (PCA-whitening-initialised) reduces it to ``dim``
+  and is L2-normalised again. The centres start from k-means on backbone
+  features (:meth:`PlaceNet.init_netvlad`), the assignment weights from the
+  centres as in the paper (``w_k = 2αc_k``, ``b_k = −α‖c_k‖²``).
+- ``gem``: generalised-mean pooling (Radenović et al. 2018) with a learnable
+  exponent p, then the projection and L2 normalisation.
+
+Presets: ``compact`` (7 conv layers 32-64-64-128-128-192-192 at total stride
+16, NetVLAD head with 32 clusters, 256-d output; 2.4 M parameters ≈ 10 MB in
+FP32, a few ms per frame with ONNX Runtime on one CPU core) and ``gem`` (same
+backbone, GeM head, 256-d).
+
+Input ``image``: [B x C x H x W] float32, C = 1 (grey) or 3 (RGB, in that
+order), the frame resized to ``image_size`` (W, H) with ``cv2.INTER_AREA`` and
+mapped by ``(x / 255 − ½) / ½`` (see :func:`preprocess`). Output
+``descriptor``: [B x dim] float32, unit L2 norm; the cosine similarity of two
+places is the inner product of their descriptors.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deep_vision.errors import ConfigError
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "compact": {
+        "channels": [32, 64, 64, 128, 128, 192, 192],
+        "strides": [2, 2, 1, 2, 1, 2, 1],
+        "head": "netvlad",
+        "clusters": 32,
+        "dim": 256,
+    },
+    "gem": {
+        "channels": [32, 64, 64, 128, 128, 192, 192],
+        "strides": [2, 2, 1, 2, 1, 2, 1],
+        "head": "gem",
+        "clusters": 32,
+        "dim": 256,
+    },
+}
+
+
+class NetVLAD(nn.Module):
+    """NetVLAD aggregation: [B x D x H x W] local features → [B x K·D] (intra- and L2-normalised)."""
+
+    def __init__(self, clusters: int, dim: int, alpha: float = 100.0) -> None:
+        super().__init__()
+        self.clusters = clusters
+        self.dim = dim
+        self.alpha = alpha
+        self.assign = nn.Conv2d(dim, clusters, 1, bias=True)
+        self.centroids = nn.Parameter(torch.rand(clusters, dim))
+        self._init_assignment_from_centroids()
+
+    @torch.no_grad()
+    def _init_assignment_from_centroids(self) -> None:
+        c = self.centroids.data
+        self.assign.weight.copy_((2.0 * self.alpha * c)[:, :, None, None])
+        self.assign.bias.copy_(-self.alpha * c.pow(2).sum(dim=1))
+
+    @torch.no_grad()
+    def set_centroids(self, centroids: torch.Tensor, alpha: float) -> None:
+        """Centres [K x D] (unit vectors) and the assignment sharpness α (paper, Sec. 3.1)."""
+        self.centroids.data.copy_(centroids)
+        self.alpha = float(alpha)
+        self._init_assignment_from_centroids()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B x D x H x W] → [B x K·D]."""
+        x = F.normalize(x, p=2.0, dim=1)
+        soft = torch.softmax(self.assign(x), dim=1).flatten(2)  # [B x K x N]
+        feats = x.flatten(2)  # [B x D x N]
+        vlad = torch.matmul(soft, feats.transpose(1, 2))  # [B x K x D]: Σ_n a_k(x_n) x_n
+        vlad = vlad - soft.sum(dim=2, keepdim=True) * self.centroids[None]  # − Σ_n a_k(x_n) c_k
+        vlad = F.normalize(vlad, p=2.0, dim=2)  # intra-normalisation
+        return F.normalize(vlad.flatten(1), p=2.0, dim=1)
+
+
+class GeM(nn.Module):
+    """Generalised-mean pooling: [B x D x H x W] → [B x D], ``(mean x^p)^(1/p)`` with learnable p."""
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.p = nn.Parameter(torch.tensor(float(p)))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.p.clamp(min=1.0)
+        pooled = x.clamp(min=self.eps).pow(p).mean(dim=(2, 3))
+        return F.normalize(pooled.pow(1.0 / p), p=2.0, dim=1)
+
+
+class PlaceNet(nn.Module):
+    frames_per_sample = 1  # one frame per descriptor (export parity, INT8 calibration)
+    default_conf: dict[str, Any] = {
+        "preset": "compact",  # compact (NetVLAD) | gem: fills the architecture keys left at None
+        "image_size": [256, 128],  # network input (W, H) in pixels; frames are resized to it
+        "in_channels": 1,  # 1: grey, 3: RGB
+        "channels": None,  # output channels of the backbone's 3x3 conv layers
+        "strides": None,  # stride of each conv layer (one entry per channel entry)
+        "head": None,  # netvlad | gem
+        "clusters": None,  # NetVLAD cluster count K
+        "dim": None,  # output descriptor size after the learned projection (0: no projection)
+        "gem_p": 3.0,  # initial GeM exponent
+        "netvlad_alpha": 100.0,  # initial NetVLAD assignment sharpness before k-means initialisation
+        "dynamic_batch": False,  # export with a dynamic batch axis (the runtime feeds one frame)
+    }
+
+    def __init__(self, conf: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.conf = conf = self.resolve_conf(conf)
+        layers: list[nn.Module] = []
+        c_in = conf["in_channels"]
+        for c_out, stride in zip(conf["channels"], conf["strides"]):
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                       nn.ReLU(inplace=True)]
+            c_in = c_out
+        self.backbone = nn.Sequential(*layers)
+        self.feature_dim = c_in
+        if conf["head"] == "netvlad":
+            self.pool: nn.Module = NetVLAD(conf["clusters"], c_in, conf["netvlad_alpha"])
+            pooled = conf["clusters"] * c_in
+        else:
+            self.pool = GeM(conf["gem_p"])
+            pooled = c_in
+        self.projection = nn.Linear(pooled, conf["dim"]) if conf["dim"] else None
+        self.out_dim = conf["dim"] or pooled
+        if conf["dynamic_batch"]:
+            self.dynamic_axes = {"image": {0: "batch"}, "descriptor": {0: "batch"}}
+
+    @classmethod
+    def resolve_conf(cls, conf: dict[str, Any] | None) -> dict[str, Any]:
+        """Merge ``conf`` into the defaults and the chosen preset; unknown keys are an error."""
+        conf = dict(conf or {})
+        unknown = sorted(set(conf) - set(cls.default_conf))
+        if unknown:
+            raise ConfigError(f"PlaceNet: unknown conf key(s) {unknown}; known: {sorted(cls.default_conf)}")
+        merged = {**copy.deepcopy(cls.default_conf), **conf}
+        if merged["preset"] not in PRESETS:
+            raise ConfigError(f"PlaceNet: unknown preset {merged['preset']!r}; choose one of {sorted(PRESETS)}")
+        for key, value in PRESETS[merged["preset"]].items():
+            if merged[key] is None:
+                merged[key] = copy.deepcopy(value)
+        if merged["head"] not in ("netvlad", "gem"):
+            raise ConfigError(f"PlaceNet: head must be netvlad or gem, got {merged['head']!r}")
+        if merged["in_channels"] not in (1, 3):
+            raise ConfigError(f"PlaceNet: in_channels must be 1 (grey) or 3 (RGB), got {merged['in_channels']}")
+        if len(merged["channels"]) != len(merged["strides"]) or not merged["channels"]:
+            raise ConfigError(f"PlaceNet: channels ({len(merged['channels'])}) and strides "
+                              f"({len(merged['strides'])}) need the same, non-zero number of entries")
+        size = merged["image_size"]
+        stride = math.prod(merged["strides"])
+        if len(size) != 2 or min(size) < stride:
+            raise ConfigError(f"PlaceNet: image_size must be [W, H], each at least the total stride {stride}, "
+                              f"got {size}")
+        merged["image_size"] = [int(v) for v in size]
+        return merged
+
+    @classmethod
+    def from_conf(cls, conf: dict[str, Any] | None) -> "PlaceNet":
+        return cls(conf)
+
+    # ------------------------------------------------------------------ forward
+    def features(self, image: torch.Tensor) -> torch.Tensor:
+        """[B x C x H x W] normalised image → [B x D x H/s x W/s] local features (s: total stride)."""
+        return self.backbone(image)
+
+    def aggregate(self, feats: torch.Tensor) -> torch.Tensor:
+        """Local features → the head's pooled vector before the projection (L2-normalised)."""
+        return self.pool(feats)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """[B x C x H x W] normalised image → [B x dim] unit-norm descriptor."""
+        if image.dim() != 4 or image.shape[1] != self.conf["in_channels"]:
+            raise ValueError(f"image: expected [B x {self.conf['in_channels']} x H x W], got {list(image.shape)}")
+        pooled = self.aggregate(self.features(image))
+        if self.projection is None:
+            return pooled
+        return F.normalize(self.projection(pooled), p=2.0, dim=1)
+
+    # ------------------------------------------------------------------ initialisation
+    @torch.no_grad()
+    def init_netvlad(self, features: np.ndarray | torch.Tensor, seed: int = 0, iterations: int = 25) -> float:
+        """Initialise the NetVLAD centres by k-means (FAISS) on local features; returns α.
+
+        k-means (FAISS, spherical) starts from k-means++ seeds (Arthur & Vassilvitskii 2007).
+
+        Args:
+            features: [N x D] backbone features (rows, not yet normalised), N ≥ K; typically
+                a few thousand sampled from :meth:`features` over training images.
+
+        As in the paper, α is chosen so that a feature's soft assignment to its
+        nearest centre is 100× that to the second nearest on average:
+        ``α = −log(0.01) / mean(s₁ − s₂)`` with ``s`` the sorted inner products.
+        """
+        if self.conf["head"] != "netvlad":
+            raise ConfigError("PlaceNet.init_netvlad: the model's head is gem, not netvlad")
+        import faiss
+
+        x = np.ascontiguousarray(torch.as_tensor(features).float().cpu().numpy())
+        if x.ndim != 2 or x.shape[1] != self.feature_dim:
+            raise ValueError(f"features: expected [N x {self.feature_dim}], got {list(x.shape)}")
+        K = self.conf["clusters"]
+        if len(x) < K:
+            raise ValueError(f"init_netvlad needs at least {K} features (one per cluster), got {len(x)}")
+        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        km = faiss.Kmeans(x.shape[1], K, niter=iterations, seed=seed, spherical=True, verbose=False)
+        km.train(x, init_centroids=kmeans_plus_plus(x, K, np.random.default_rng(seed)))
+        c = km.centroids / np.maximum(np.linalg.norm(km.centroids, axis=1, keepdims=True), 1e-12)
+        sims = np.sort(x @ c.T, axis=1)[:, ::-1]
+        gap = float(np.mean(sims[:, 0] - sims[:, 1])) if K > 1 else 1.0
+        alpha = -math.log(0.01) / max(gap, 1e-6)
+        self.pool.set_centroids(torch.from_numpy(c).to(self.pool.centroids), alpha)
+        return alpha
+
+    @torch.no_grad()
+    def init_projection_pca(self, pooled: np.ndarray | torch.Tensor, whiten: bool = True) -> None:
+        """Set the projection to PCA (+ whitening) of pooled vectors [N x K·D] (or [N x D] for GeM).
+
+        NetVLAD's own dimensionality reduction; a good starting point for
+        training and a usable descriptor before any training.
+        """
+        if self.projection is None:
+            raise ConfigError("PlaceNet.init_projection_pca: the model has no projection (dim 0)")
+        x = torch.as_tensor(pooled).double().cpu()
+        mean = x.mean(dim=0)
+        xc = x - mean
+        n = min(self.conf["dim"], min(xc.shape))
+        # Principal directions from the SVD of the centred data.
+        _, s, vh = torch.linalg.svd(xc, full_matrices=False)
+        comps = vh[:n]  # [n x P]
+        if whiten:
+            comps = comps / (s[:n, None] / math.sqrt(max(len(x) - 1, 1)) + 1e-6)
+        weight = torch.zeros(self.conf["dim"], x.shape[1], dtype=torch.float64)
+        weight[:n] = comps
+        self.projection.weight.copy_(weight.float())
+        self.projection.bias.copy_((-weight @ mean).float())
+
+    # ------------------------------------------------------------------ model protocol
+    def example_inputs(self, batch: int = 1) -> dict[str, torch.Tensor]:
+        w, h = self.conf["image_size"]
+        gen = torch.Generator().manual_seed(0)
+        return {"image": torch.rand(batch, self.conf["in_channels"], h, w, generator=gen) * 2 - 1}
+
+    def inputs_from_frames(self, frames: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """Network feeds from [H x W] grey or [H x W x 3] RGB uint8 frames, one feed per frame."""
+        return [{"image": preprocess(f, self.conf["image_size"], self.conf["in_channels"])} for f in frames]
+
+    def input_spec(self) -> dict[str, Any]:
+        w, h = self.conf["image_size"]
+        c = self.conf["in_channels"]
+        batch: int | str = "batch" if self.conf["dynamic_batch"] else 1
+        return {
+            "inputs": [{"name": "image", "shape": [batch, c, h, w], "dtype": "float32",
+                        "channel_order": "grey" if c == 1 else "RGB",
+                        "meaning": f"the camera frame resized to {w}x{h} (cv2.INTER_AREA)",
+                        "normalization": "(x / 255 - 0.5) / 0.5"}],
+            "outputs": [{"name": "descriptor", "shape": [batch, self.out_dim], "dtype": "float32",
+                         "meaning": "global place descriptor, unit L2 norm; cosine similarity = inner product"}],
+        }
+
+
+def preprocess(image: np.ndarray, image_size: list[int] | tuple[int, int], in_channels: int) -> np.ndarray:
+    """A uint8 frame ([H x W] grey or [H x W x 3] RGB) → [1 x C x H' x W'] float32 network input.
+
+    Grey frames are replicated for an RGB network; RGB frames are converted to
+    grey for a grey one. Resizing uses ``INTER_AREA`` when shrinking.
+    """
+    import cv2
+
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected uint8 pixels, got {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+        raise ValueError(f"expected an [H x W] grey or [H x W x 3] RGB image, got shape {list(image.shape)}")
+    if in_channels == 1 and image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    elif in_channels == 3 and image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    w, h = int(image_size[0]), int(image_size[1])
+    if image.shape[1] != w or image.shape[0] != h:
+        shrink = image.shape[1] > w or image.shape[0] > h
+        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    x = image.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+    x = x[None, None] if x.ndim == 2 else x.transpose(2, 0, 1)[None]
+    return np.ascontiguousarray(x)
+
+
+def kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator, max_points: int = 20_000) -> np.ndarray:
+    """k-means++ seeds [k x D] float32 from rows of ``x`` (a random subset of ``max_points`` at most)."""
+    if len(x) > max_points:
+        x = x[rng.choice(len(x), max_points, replace=False)]
+    seeds = [x[int(rng.integers(len(x)))]]
+    d2 = ((x - seeds[0]) ** 2).sum(axis=1)
+    for _ in range(k - 1):
+        total = float(d2.sum())
+        i = int(rng.choice(len(x), p=d2 / total)) if total > 0 else int(rng.integers(len(x)))
+        seeds.append(x[i])
+        d2 = np.minimum(d2, ((x - x[i]) ** 2).sum(axis=1))
+    return np.ascontiguousarray(np.stack(seeds), dtype=np.float32)
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,148 @@
+"""Keyframe selection, the FAISS keyframe database (exact/HNSW, recency limit, save/load without pickle) and the
+loop-closure detector's bookkeeping (recency window, sessions after a time jump, map reuse)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from deep_vision.errors import ConfigError, DatasetError
+from deep_vision.estimators.loop_closure import (
+    KeyframeDatabase,
+    KeyframeSelector,
+    LocalFeatures,
+    LoopClosureDetector,
+)
+from deep_vision.estimators.place import PlaceRecognizer
+
+S = 1_000_000_000
+T0 = 1_700_000_000 * S
+
+
+def unit_rows(n, dim=32, seed=0):
+    x = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_keyframe_selector_criteria():
+    sel = KeyframeSelector(interval_s=1.0)
+    assert sel.is_keyframe(T0)
+    sel.accept(T0)
+    assert not sel.is_keyframe(T0 + S // 2) and sel.is_keyframe(T0 + S)
+    assert not sel.is_keyframe(T0 - S)  # never backwards
+    dist = KeyframeSelector(interval_s=0.0, distance_m=5.0)
+    dist.accept(T0, position=np.zeros(3))
+    assert not dist.is_keyframe(T0 + S, position=[3.0, 0, 0]) and dist.is_keyframe(T0 + S, position=[4.0, 3.0, 0])
+    look = KeyframeSelector(interval_s=0.0, max_similarity=0.9, min_interval_s=0.2)
+    d = unit_rows(2)
+    look.accept(T0, descriptor=d[0])
+    assert look.needs_descriptor
+    assert not look.is_keyframe(T0 + S, descriptor=d[0]) and look.is_keyframe(T0 + S, descriptor=d[1])
+    assert not look.is_keyframe(T0 + S // 10, descriptor=d[1])  # closer than min_interval_s
+    every = KeyframeSelector(interval_s=0.0)
+    every.accept(T0)
+    assert every.is_keyframe(T0 + 1)
+    with pytest.raises(ConfigError, match="interval_s"):
+        KeyframeSelector(interval_s=-1.0)
+
+
+def test_exact_search_limit_and_hnsw_switch():
+    x = unit_rows(300)
+    db = KeyframeDatabase(32, approximate_above=200)
+    for i in range(150):
+        assert db.add(x[i], T0 + i * S) == i
+    assert db.index_kind == "exact"
+    sims, ids = db.search(x[42], 3)
+    assert ids[0] == 42 and sims[0] == pytest.approx(1.0, abs=1e-5) and np.all(np.diff(sims) <= 0)
+    sims, ids = db.search(x[42], 3, limit=40)  # only ids 0..39 are searchable
+    assert len(ids) == 3 and ids.max() < 40
+    assert len(db.search(x[0], 5, limit=0)[1]) == 0
+    db.add_batch(x[150:], T0 + np.arange(150, 300) * S)
+    assert len(db) == 300 and db.index_kind == "hnsw"
+    agree = [db.search(x[i], 1)[1][0] == i for i in range(0, 300, 7)]
+    assert np.mean(agree) > 0.95
+    _, ids = db.search(x[250], 5, limit=100)
+    assert ids.max() < 100
+    with pytest.raises(ValueError, match="length 32"):
+        db.add(np.zeros(8, np.float32), T0)
+
+
+def test_save_load_round_trip_without_pickle(tmp_path):
+    x = unit_rows(60)
+    db = KeyframeDatabase(32, descriptor="test 32", approximate_above=50)
+    feats = LocalFeatures(np.random.rand(7, 2).astype(np.float32), np.random.randint(0, 255, (7, 32), np.uint8),
+                          (320, 120))
+    K = np.array([[100.0, 0, 160], [0, 100, 60], [0, 0, 1]])
+    for i in range(60):
+        db.add(x[i], T0 + i * S, session=i // 30, gps=(51.75 + i * 1e-5, -1.25, 60.0) if i % 2 else None,
+               K=K if i < 10 else None, features=feats if i == 3 else None)
+    assert db.index_kind == "hnsw"
+    db.save(tmp_path / "map")
+    meta = json.loads((tmp_path / "map" / "database.json").read_text())
+    assert meta["keyframes"] == 60 and meta["sessions"] == 2 and meta["keyframes_with_gps"] == 30
+    with np.load(tmp_path / "map" / "keyframes.npz", allow_pickle=False) as data:  # no object arrays inside
+        assert data["descriptors"].shape == (60, 32)
+    back = KeyframeDatabase.load(tmp_path / "map", descriptor="test 32")
+    assert len(back) == 60 and back.index_kind == "hnsw"
+    assert np.array_equal(back.descriptors, db.descriptors) and np.array_equal(back.stamps_ns, db.stamps_ns)
+    kf = back.keyframe(5)
+    assert kf.session == 0 and kf.has_gps and kf.latitude == pytest.approx(51.75005) and np.allclose(kf.K, K)
+    assert not back.keyframe(4).has_gps and back.keyframe(12).K is None and back.keyframe(40).session == 1
+    f = back.features(3)
+    assert np.array_equal(f.keypoints, feats.keypoints) and np.array_equal(f.descriptors, feats.descriptors)
+    assert f.image_size == (320, 120) and back.features(4) is None
+    assert back.search(x[17], 1)[1][0] == 17
+    with pytest.raises(ConfigError, match="cannot be searched"):
+        KeyframeDatabase.load(tmp_path / "map", descriptor="another descriptor")
+    with pytest.raises(DatasetError, match="no database.json"):
+        KeyframeDatabase.load(tmp_path / "nothing")
+
+
+class FakeRecognizer(PlaceRecognizer):
+    """Descriptors looked up by the frame's first pixel value (image i shows place i)."""
+
+    def __init__(self, table):
+        super().__init__(None, descriptor="sad", sad_size=(8, 8))
+        self.table = table
+        self._dim = table.shape[1]
+
+    def describe(self, image):
+        return self.table[int(image[0, 0])]
+
+
+def frame(i):
+    return np.full((8, 8), i, np.uint8)
+
+
+def test_detector_recency_window_sessions_and_map_reuse(tmp_path):
+    table = unit_rows(50)
+    table[30] = table[2]  # place 30 looks exactly like place 2 (a revisit)
+    table[31] = table[29]  # ... and 31 like 29, only 2 s earlier (not a loop)
+    det = LoopClosureDetector(FakeRecognizer(table), exclude_recent_s=5.0, top_k=1,
+                              keyframes=KeyframeSelector(interval_s=0.0))
+    results = {}
+    for i in range(32):
+        results[i] = det.process(frame(i), T0 + i * S)
+    assert all(r is not None for r in results.values()) and len(det.db) == 32
+    assert results[30].candidates[0].match_id == 2 and results[30].candidates[0].similarity == pytest.approx(1.0)
+    assert results[31].candidates[0].match_id != 29  # within the 5 s window: excluded
+    assert det.searchable_limit(T0 + 31 * S) == 27  # keyframes up to 26 s
+    # Repeated stamp: skipped. Time jump backwards: a new session, the database is kept.
+    assert det.process(frame(5), T0 + 31 * S) is None and det.counters["repeated_stamp"] == 1
+    replay = det.process(frame(2), T0 + 2 * S)
+    assert det.session == 1 and det.counters["new_session_time_backwards"] == 1
+    assert replay.query_id == 32 and replay.candidates[0].match_id in (2, 30)  # the first pass is searchable
+    after = det.process(frame(3), T0 + 3 * S)
+    assert after.query_id == 33 and after.candidates[0].match_id == 3
+    assert det.db.stamps_ns[32] == T0 + 2 * S and list(det.db.sessions[31:]) == [0, 1, 1]
+    # Save, load into a new detector: earlier sessions are never excluded.
+    det.save(tmp_path / "map")
+    db = LoopClosureDetector.load_database(tmp_path / "map", det.recognizer)
+    det2 = LoopClosureDetector(FakeRecognizer(table), database=db, exclude_recent_s=5.0, top_k=1)
+    assert det2.session == 2 and len(det2.db) == 34
+    r = det2.process(frame(10), T0 + 10 * S + 1)
+    assert r.query_id == 34 and r.candidates[0].match_id == 10
+    with pytest.raises(ConfigError, match="holds"):
+        LoopClosureDetector.load_database(tmp_path / "map", PlaceRecognizer.classical("sad", sad_size=(16, 8)))

@@ -1,0 +1,111 @@
+"""Place-recognition evaluation: VPR folder readers and splits, recall@N / PR metrics, the classical baselines on
+real Corridor images, database scaling, the report (with PR-curve PNG) and ``deep-vision evaluate place``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from deep_vision.eval import place_eval
+from deep_vision.eval.place_eval import (
+    LoopScores,
+    OrbVladMatcher,
+    PlaceEvalSettings,
+    SadMatcher,
+    precision_recall,
+    recall_at_full_precision,
+    recall_at_n,
+    run_scaling,
+    run_vpr,
+)
+from deep_vision.io.vpr import NORDLAND_EVAL_PLACES, load_corridor, load_nordland
+
+
+def test_recall_at_n():
+    ranked = np.array([[3, 1, 2], [0, 2, 1], [2, 0, 1]])
+    positives = [np.array([3]), np.array([1]), np.array([7])]
+    assert recall_at_n(ranked, positives, (1, 2, 3)) == {1: pytest.approx(1 / 3), 2: pytest.approx(1 / 3),
+                                                         3: pytest.approx(2 / 3)}
+
+
+def test_precision_recall_and_recall_at_full_precision():
+    scores = [0.9, 0.8, 0.7, 0.6, 0.5]
+    correct = [True, True, False, True, False]
+    p, r, t = precision_recall(scores, correct, n_loops=4)
+    assert np.allclose(p, [1, 1, 2 / 3, 3 / 4, 3 / 5]) and np.allclose(r, [0.25, 0.5, 0.5, 0.75, 0.75])
+    assert list(t) == scores
+    assert recall_at_full_precision(p, r) == 0.5
+    assert recall_at_full_precision(*precision_recall([0.9], [False], 3)[:2]) == 0.0
+    s = LoopScores(loops=2, queries=3, raw=[(0.9, True), (0.5, False)], verified=[(0.9, True)])
+    summary = s.summary()
+    assert summary["with_verification"]["recall_at_100_precision"] == 0.5
+    assert summary["without_verification"]["precision_all"] == 0.5
+
+
+def test_vpr_readers_and_split(shared_data):
+    corridor = load_corridor(shared_data / "vpr_corridor")
+    assert len(corridor.queries) == len(corridor.references) == 111
+    assert list(corridor.positives[0]) == [0, 1, 2] and list(corridor.positives[50]) == [48, 49, 50, 51, 52]
+    nordland = load_nordland(shared_data / "vpr_nordland")
+    assert max(nordland.reference_places) < NORDLAND_EVAL_PLACES[1] and min(nordland.reference_places) >= 17
+    # Ground truth: the same file name in both seasons.
+    for q, pos in zip(nordland.queries[:50], nordland.positives[:50]):
+        assert nordland.references[int(pos[0])].name == q.name
+    excluded = (shared_data / "vpr_nordland" / "DERIVED_dark_or_blank_frames.csv").read_text()
+    assert not any(p.name in excluded for p in nordland.references)
+    train = load_nordland(shared_data / "vpr_nordland", (900, 10**6))
+    assert min(train.query_places) >= 900 and not set(train.reference_places) & set(nordland.reference_places)
+    # The last 15 winter frames (the train standing still) are not queries.
+    n = len(list((shared_data / "vpr_nordland" / "winter").glob("*.png")))
+    assert max(train.query_places) < n - 15 <= max(train.reference_places)
+
+
+def test_classical_baselines_on_corridor(shared_data):
+    """Patch-normalised SAD reproduces the R@1 of 0.432 documented in vpr_corridor/GT.md."""
+    bench = load_corridor(shared_data / "vpr_corridor")
+    scores = run_vpr(bench, [SadMatcher((64, 48)), OrbVladMatcher()])
+    sad = scores[SadMatcher.name]
+    assert sad.recall[1] == pytest.approx(0.432, abs=0.01)
+    assert sad.recall[1] <= sad.recall[5] <= sad.recall[10]
+    assert 0.2 < scores[OrbVladMatcher.name].recall[1] < 0.7 and sad.query_ms_p50 < 50
+
+
+def test_scaling_exact_and_hnsw():
+    rows = run_scaling([500, 2000], dim=32, queries=20)
+    assert [r["size"] for r in rows] == [500, 2000]
+    for r in rows:
+        assert r["exact"]["index"] == "exact" and r["hnsw"]["index"] == "hnsw"
+        assert r["hnsw"]["top1_agrees_with_exact"] > 0.9 and r["exact"]["query_ms_p50"] > 0
+
+
+def test_report_and_cli(tmp_path, shared_data, monkeypatch, capsys):
+    from deep_vision.cli.main import main
+
+    # A 12-place corridor-format folder (links to the real images) keeps the run short.
+    data = tmp_path / "data"
+    src = shared_data / "vpr_corridor"
+    for sub in ("query", "ref"):
+        (data / "vpr_corridor" / sub).mkdir(parents=True)
+        for i in range(12):
+            (data / "vpr_corridor" / sub / f"{i:07d}.jpg").symlink_to(src / sub / f"{i:07d}.jpg")
+    rows = [f"{i},query/{i:07d}.jpg," + " ".join(str(j) for j in range(max(0, i - 2), min(11, i + 2) + 1))
+            for i in range(12)]
+    (data / "vpr_corridor" / "DERIVED_ground_truth.csv").write_text("query_index,query_file,refs\n" +
+                                                                   "\n".join(rows) + "\n")
+    tiny = PlaceEvalSettings(routes=(), sizes=(500,), scaling_queries=10)
+    monkeypatch.setattr(place_eval, "QUICK", tiny)
+    assert main(["evaluate", "place", "--model", "none", "--data", str(data), "--out", str(tmp_path / "out"),
+                 "--quick"]) == 0
+    md = next((tmp_path / "out").glob("place-*.md"))
+    text = md.read_text()
+    assert "## (a) VPR benchmarks" in text and "corridor" in text and "## (c)" in text
+    report = json.loads(md.with_suffix(".json").read_text())
+    assert report["vpr"] and report["scaling"][0]["size"] == 500
+    assert "report:" in capsys.readouterr().out
+    # The PR-curve plot of (b).
+    curves = {"SAD": LoopScores(loops=3, raw=[(0.9, True), (0.2, False)], verified=[(0.9, True)]).curves()}
+    png = place_eval.pr_png(curves, tmp_path / "pr.png", "test")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["evaluate", "nothing"]) == 1

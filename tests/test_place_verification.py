@@ -1,0 +1,141 @@
+"""Geometric verification (essential matrix + pose + covariance, uncalibrated fallback) on exact correspondences,
+a synthetic revisit and a real EuRoC loop pair; the loop-closure detector on a synthetic route with revisits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import small_world_config
+from scipy.spatial.transform import Rotation
+
+from deep_vision.estimators.loop_closure import (
+    GeometricVerifier,
+    KeyframeSelector,
+    LoopClosureDetector,
+    undistort_points,
+)
+from deep_vision.estimators.place import PlaceRecognizer
+
+
+def angle_deg(R):
+    return float(np.degrees(np.linalg.norm(Rotation.from_matrix(R).as_rotvec())))
+
+
+def small_route(frames=170, seed=0):
+    """A 116 m loop at 10 m/s: frames from ~116 on revisit the first lap (1 m lateral offset)."""
+    config = small_world_config(frames=frames, seed=seed, width=320, height=120)
+    config.route.corners = [[0.0, 0.0], [40.0, 0.0], [40.0, 25.0], [0.0, 25.0]]
+    config.route.corner_radius_m = 8.0
+    config.revisits.min_separation_s = 6.0
+    return config
+
+
+@pytest.fixture(scope="module")
+def route():
+    from deep_vision.synthetic import SyntheticSequence
+
+    seq = SyntheticSequence(small_route())
+    return seq, [seq.image(i) for i in range(len(seq))]
+
+
+def test_essential_pose_and_covariance_on_exact_correspondences():
+    rng = np.random.default_rng(0)
+    K = np.array([[300.0, 0, 160], [0, 300, 120], [0, 0, 1]])
+    R_mq = Rotation.from_rotvec([0.02, 0.3, -0.05]).as_matrix()  # query camera in the match frame
+    c = np.array([1.0, 0.1, 0.5])
+    X = np.c_[rng.uniform(-5, 5, 200), rng.uniform(-2, 2, 200), rng.uniform(5, 20, 200)]
+
+    def project(P):
+        x = P @ K.T
+        return (x[:, :2] / x[:, 2:]).astype(np.float32)
+
+    pm = project(X)
+    pq = project((X - c) @ R_mq) + rng.normal(0, 0.3, (200, 2)).astype(np.float32)
+    v = GeometricVerifier(min_inliers=10)._essential(pq, pm, K, K)
+    assert v.verified and v.model == "essential" and v.inliers > 180
+    assert angle_deg(v.rotation.T @ R_mq) < 0.3
+    assert np.degrees(np.arccos(v.translation @ (c / np.linalg.norm(c)))) < 2.0
+    assert abs(np.linalg.norm(v.translation) - 1) < 1e-9
+    cov = v.covariance
+    assert cov.shape == (6, 6) and np.allclose(cov, cov.T) and np.all(np.linalg.eigvalsh(cov) > 0)
+    assert 0 < cov[3:, 3:].trace() < np.radians(1.0) ** 2  # sub-degree rotation uncertainty from 200 points
+
+
+def test_undistort_points_inverts_opencv_projection():
+    K = np.array([[458.654, 0, 367.215], [0, 457.296, 248.375], [0, 0, 1]])
+    D = np.array([-0.28340811, 0.07395907, 0.00019359, 1.76187114e-05])
+    ideal = np.array([[100.0, 80.0], [367.0, 248.0], [650.0, 420.0]])
+    rays = np.c_[(ideal - K[:2, 2]) / np.diag(K)[:2], np.ones(3)]
+    import cv2
+
+    distorted, _ = cv2.projectPoints(rays, np.zeros(3), np.zeros(3), K, D)
+    assert np.allclose(undistort_points(distorted.reshape(-1, 2), K, D), ideal, atol=0.05)
+    assert np.array_equal(undistort_points(ideal, K, None), ideal.astype(np.float32))
+
+
+def test_synthetic_revisits_are_verified_with_the_true_rotation(route):
+    seq, images = route
+    v = GeometricVerifier()
+    K = seq.camera.K
+    errors, pairs = [], seq.revisits[::15]
+    for r in pairs:  # revisits 0-4 m and 0-30° apart
+        res = v.verify(v.extract(images[r.query]), v.extract(images[r.match]), K, K)
+        if res.verified:
+            assert res.inliers >= 25 and res.has_pose
+            T_mq = np.linalg.inv(seq.T_world_cam[r.match]) @ seq.T_world_cam[r.query]
+            errors.append(angle_deg(res.rotation.T @ T_mq[:3, :3]))
+    # 320x120 frames of a nearly planar scene, 1-4 m apart: a few degrees (see bench/results/place-*.md).
+    assert len(errors) >= 0.8 * len(pairs) and np.median(errors) < 3.0 and max(errors) < 20.0, errors
+    r = next(r for r in seq.revisits if r.query > 140)
+    # Uncalibrated: verified by F or H, no pose.
+    res = v.verify(v.extract(images[r.query]), v.extract(images[r.match]))
+    assert res.verified and res.model in ("fundamental", "homography") and not res.has_pose
+    # A different place of the same world is rejected.
+    far = int(np.argmax(np.linalg.norm(seq.T_world_cam[:100, :3, 3] - seq.T_world_cam[r.query, :3, 3], axis=1)))
+    assert not v.verify(v.extract(images[r.query]), v.extract(images[far]), K, K).verified
+
+
+def test_real_euroc_loop_pair(shared_data):
+    """EuRoC V1_01: img_1 revisits img_0 98 s later (37.5° rotation, 0.45 m); img_0 and img_2 are other places."""
+    import cv2
+
+    folder = shared_data / "euroc_loop_pairs"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is absent")
+    K = np.array([[458.654, 0, 367.215], [0, 457.296, 248.375], [0, 0, 1]])  # sensorLeft.yaml
+    D = np.array([-0.28340811, 0.07395907, 0.00019359, 1.76187114e-05])
+    images = [cv2.imread(str(folder / f"left_img_{i}.png"), cv2.IMREAD_GRAYSCALE) for i in range(3)]
+    v = GeometricVerifier(max_features=1500)
+    f = [v.extract(im, K, D) for im in images]
+    res = v.verify(f[1], f[0], K, K)
+    assert res.verified and res.inliers > 100
+    assert abs(angle_deg(res.rotation) - 37.5) < 3.0
+    assert not v.verify(f[2], f[0], K, K).verified
+
+
+def test_detector_finds_the_revisits_of_a_synthetic_route(route):
+    """SAD thumbnails + verification: every verified loop is a true one, and nearly all loops are found."""
+    seq, images = route
+    K = seq.camera.K
+    det = LoopClosureDetector(PlaceRecognizer.classical("sad", sad_size=(64, 24)), exclude_recent_s=6.0, top_k=3,
+                              verifier=GeometricVerifier(), keyframes=KeyframeSelector(interval_s=0.3))
+    frame_of, loops, found, wrong = [], 0, 0, 0
+    centres = seq.T_world_cam[:, :2, 3]
+    for i, image in enumerate(images):
+        limit = det.searchable_limit(int(seq.stamps_ns[i])) if frame_of else 0
+        result = det.process(image, int(seq.stamps_ns[i]), K=K)
+        if result is None:
+            continue
+        assert result.query_id == len(frame_of)
+        frame_of.append(i)
+        searchable = np.asarray(frame_of[:limit], int)
+        has_loop = searchable.size and np.linalg.norm(centres[searchable] - centres[i], axis=1).min() <= 4.0
+        loops += bool(has_loop)
+        for c in result.verified[:1]:
+            ok = np.linalg.norm(centres[frame_of[c.match_id]] - centres[i]) <= 10.0
+            found += ok and bool(has_loop)
+            wrong += not ok
+            assert c.has_relative_pose and c.verification.covariance is not None
+    assert loops >= 10
+    assert wrong == 0
+    assert found >= 0.9 * loops, (found, loops)

@@ -1,0 +1,80 @@
+"""Export a trained PlaceNet to models/<name>.onnx with its model card (+ the state dict).
+
+Usage (repository root):
+    .venv/bin/python training/export_place.py --run runs/place [--checkpoint PT] [--out models/place.onnx]
+
+The card records the training command, the training data (from the run's
+``config.yaml``) and what is held out. The parity check (ONNX Runtime vs
+PyTorch) uses random inputs and KITTI 00 frames 100-119 (not trained on).
+Held-out metrics are added by ``deep-vision evaluate place --model ... --update-card``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from deep_vision.eval.homography_pairs import list_images, load_grey  # noqa: E402
+from deep_vision.inference.export import export_onnx  # noqa: E402
+from deep_vision.models.place_net import PlaceNet, parameter_count  # noqa: E402
+
+HELD_OUT = ("Nordland places 0-899, the Corridor benchmark and synthetic worlds from seed 9001 on are never "
+            "trained on (deep-vision evaluate place)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", required=True, help="training output folder (config.yaml, final.pt or checkpoints/)")
+    parser.add_argument("--checkpoint", help="state dict to export (default: <run>/final.pt, else checkpoints/last.pt)")
+    parser.add_argument("--out", default=str(ROOT / "models" / "place.onnx"))
+    parser.add_argument("--kitti", default=str(ROOT.parent / "shared/data/kitti/sequences/00/image_0"))
+    args = parser.parse_args(argv)
+    run = Path(args.run)
+    ckpt = Path(args.checkpoint) if args.checkpoint else (run / "final.pt" if (run / "final.pt").is_file()
+                                                           else run / "checkpoints" / "last.pt")
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    model = PlaceNet(state["conf"])
+    model.load_state_dict(state["model"])
+    model.eval()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict(), "conf": model.conf}, out.with_suffix(".pt"))
+
+    real = None
+    if Path(args.kitti).is_dir():
+        real = model.inputs_from_frames([load_grey(p) for p in list_images(Path(args.kitti), "*.png", 100, 119)])
+    spec = model.input_spec()
+    metrics = {f"validation_{k}": round(float(v), 4) for k, v in (state.get("val") or {}).items()}
+    card = export_onnx(
+        model, model.example_inputs(), out, output_names=["descriptor"], real_inputs=real,
+        dynamic_axes=getattr(model, "dynamic_axes", None),
+        card_fields={
+            "name": out.stem,
+            "description": (f"PlaceNet ({model.conf['preset']} preset, {model.conf['head']} head, "
+                            f"{parameter_count(model)} parameters): {model.out_dim}-d global place descriptor "
+                            f"of a {model.conf['image_size'][0]}x{model.conf['image_size'][1]} "
+                            f"{'grey' if model.conf['in_channels'] == 1 else 'RGB'} frame. {HELD_OUT}."),
+            "model_class": "place_net",
+            "model_config": model.conf,
+            "checkpoint": out.with_suffix(".pt").name,
+            "inputs": spec["inputs"],
+            "outputs": spec["outputs"],
+            "metrics": metrics,
+            "training": {"command": cfg.get("command", ""), "data": cfg.get("training_data_summary", ""),
+                         "steps": int(state.get("step", 0))},
+        },
+    )
+    print(f"onnx: {out} (sha256 {card.sha256[:16]}…), card: {out.with_suffix('.yaml')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

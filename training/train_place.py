@@ -1,0 +1,584 @@
+"""Train PlaceNet (NetVLAD / GeM global descriptor) with a triplet loss and hard-negative mining.
+
+Usage (repository root):
+    .venv/bin/python training/train_place.py --config training/configs/place.yaml [key.sub=value ...]
+    torchrun --nproc_per_node=4 training/train_place.py --config ...      # multi-GPU / multi-process (DDP)
+
+Supervision comes from metric positions (Arandjelović et al.'s weak
+supervision from GPS): every training image has a position in a *group* (one
+synthetic world, one KITTI sequence, one RobotCar route, one VPR folder);
+two images are *positives* when they are in the same group within
+``pos_radius_m`` (headings within 30° where known) and taken at different
+times (another traversal, or at least ``min_gap_s`` apart), *negatives* when
+they are in different groups or farther apart than ``neg_radius_m``.
+Sources (``data.train`` / ``data.val`` entries, by ``type``):
+
+- ``synthetic``: the built-in world, rendered once into ``cache`` (seeds below
+  9001 only: from 9001 on the worlds are the loop-closure evaluation's;
+  ``world`` may set further SyntheticWorldConfig keys); positions and
+  headings from the ground truth, laps as traversals;
+- ``kitti``: an odometry sequence with its poses file (frames ``first``–``last``);
+- ``robotcar``: RobotCar runs (camera folder of ``<timestamp>.png`` Bayer
+  frames + ``gps.csv``/``ins.csv``), latitude/longitude → local metres; the
+  runs of one entry share a group and are each other's traversals;
+- ``nordland``: the VPR folder's summer/winter pairs (the same place index is
+  the same place), places ``first``–``last``, which must lie in the training
+  part (≥ 900; places below 900 are the evaluation part);
+- ``vpr_csv``: a query/ref folder with a ``DERIVED_ground_truth.csv`` like
+  Corridor's (Corridor itself is refused: it is the held-out benchmark).
+
+Each step takes ``batch_size`` queries; the positive is the most similar of
+the query's positives and the negatives are drawn from the ``hard_pool`` most
+similar negatives, both by a descriptor cache of ``cache_size`` training images
+recomputed every ``refresh_every`` steps. Loss (``loss.name``): ``triplet``,
+``max(0, λ + ‖F(q) − F(p)‖ − ‖F(q) − F(n)‖)`` averaged over the negatives, or
+``margin`` (Wu et al. 2017: ``max(0, α + y(‖F(q) − F(x)‖ − β))``).
+Augmentation imitates illumination and season change (gain, contrast, gamma,
+colour cast, haze, blur, noise) and small viewpoint changes (random crops).
+At a fresh start the NetVLAD centres come from k-means on backbone features and
+the projection from PCA-whitening of VLAD vectors (the paper's recipe).
+Validation: Recall@1/5 per ``data.val`` source. Resumes from
+``<out>/checkpoints/last.pt``; writes ``<out>/config.yaml``, ``metrics.csv``
+and ``final.pt`` (state dict + conf + validation recall).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.distributed as dist
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from deep_vision.eval.place_eval import SYNTHETIC_EVAL_FIRST_SEED  # noqa: E402
+from deep_vision.estimators.geolocation import LocalTangentPlane  # noqa: E402
+from deep_vision.geometry.kitti import read_kitti_poses  # noqa: E402
+from deep_vision.io import vpr  # noqa: E402
+from deep_vision.models.place_net import PlaceNet, parameter_count, preprocess  # noqa: E402
+from training.common import (  # noqa: E402
+    Checkpointer,
+    MetricLog,
+    cleanup_distributed,
+    load_config,
+    save_config,
+    setup_distributed,
+)
+
+logger = logging.getLogger("train_place")
+HEADING_LIMIT_DEG = 30.0
+
+
+def resolve(path: str | Path) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else (ROOT / p)
+
+
+# ============================================================================ data
+@dataclass
+class PlaceSet:
+    """Images with metric positions; the unit of positive/negative mining."""
+
+    files: list[str] = field(default_factory=list)
+    loaders: list[str] = field(default_factory=list)  # "file" or "robotcar:<pattern>"
+    group: list[int] = field(default_factory=list)
+    source: list[int] = field(default_factory=list)  # index of the config entry
+    pos: list[np.ndarray] = field(default_factory=list)  # [3] metres
+    heading: list[float] = field(default_factory=list)  # radians, NaN when unknown
+    traversal: list[int] = field(default_factory=list)
+    time_s: list[float] = field(default_factory=list)
+    pos_r: list[float] = field(default_factory=list)
+    neg_r: list[float] = field(default_factory=list)
+    gap_s: list[float] = field(default_factory=list)
+    source_names: list[str] = field(default_factory=list)
+    groups: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def add(self, file: str, *, group: str, pos, heading: float = math.nan, traversal: int = 0, time_s: float = 0.0,
+            pos_r: float, neg_r: float, gap_s: float, loader: str = "file") -> None:
+        self.files.append(str(file))
+        self.loaders.append(loader)
+        self.group.append(self.groups.setdefault(group, len(self.groups)))
+        self.source.append(len(self.source_names) - 1)
+        self.pos.append(np.asarray(pos, np.float64).reshape(3))
+        self.heading.append(float(heading))
+        self.traversal.append(int(traversal))
+        self.time_s.append(float(time_s))
+        self.pos_r.append(float(pos_r))
+        self.neg_r.append(float(neg_r))
+        self.gap_s.append(float(gap_s))
+
+    def freeze(self) -> None:
+        """Lists → numpy arrays (after all sources are added)."""
+        for name in ("group", "source", "traversal"):
+            setattr(self, name, np.asarray(getattr(self, name), np.int64))
+        for name in ("heading", "time_s", "pos_r", "neg_r", "gap_s"):
+            setattr(self, name, np.asarray(getattr(self, name), np.float64))
+        self.pos = np.stack(self.pos) if self.pos else np.zeros((0, 3))
+
+    def relations(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(positive, negative) boolean matrices [len(a) x len(b)] (see the module docstring)."""
+        same = self.group[a][:, None] == self.group[b][None]
+        d = np.linalg.norm(self.pos[a][:, None, :] - self.pos[b][None, :, :], axis=2)
+        dh = np.abs(np.angle(np.exp(1j * (self.heading[a][:, None] - self.heading[b][None]))))
+        heading_ok = np.isnan(dh) | (np.degrees(np.nan_to_num(dh)) <= HEADING_LIMIT_DEG)
+        time_ok = (self.traversal[a][:, None] != self.traversal[b][None]) | \
+                  (np.abs(self.time_s[a][:, None] - self.time_s[b][None]) >= self.gap_s[a][:, None])
+        positive = same & (d <= self.pos_r[a][:, None]) & heading_ok & time_ok & (a[:, None] != b[None])
+        negative = ~same | (d >= self.neg_r[a][:, None])
+        return positive, negative
+
+
+def _radii(entry: dict, dcfg: dict) -> dict[str, float]:
+    return {"pos_r": float(entry.get("pos_radius_m", dcfg["pos_radius_m"])),
+            "neg_r": float(entry.get("neg_radius_m", dcfg["neg_radius_m"])),
+            "gap_s": float(entry.get("min_gap_s", dcfg["min_gap_s"]))}
+
+
+def _seeds(spec: Any) -> list[int]:
+    if isinstance(spec, int):
+        return [spec]
+    if isinstance(spec, str) and ":" in spec:
+        a, b = (int(v) for v in spec.split(":"))
+        return list(range(a, b))
+    return [int(s) for s in spec]
+
+
+def render_synthetic(seed: int, frames: int, size: list[int], encoding: str, cache: Path,
+                     world: dict | None = None) -> Path:
+    """Render world ``seed`` once into ``cache/seed_XXXX_...`` (PNG frames + poses.csv); returns the folder.
+
+    ``world``: further SyntheticWorldConfig keys (``route``, ``scene``, ...), part of the cache key.
+    """
+    import hashlib
+    import json
+
+    from deep_vision.config import from_dict
+    from deep_vision.synthetic import SyntheticSequence
+    from deep_vision.synthetic.config import SyntheticWorldConfig
+
+    key = hashlib.sha256(json.dumps(world or {}, sort_keys=True).encode()).hexdigest()[:8] if world else "default"
+    folder = cache / f"seed_{seed:04d}_{frames}_{size[0]}x{size[1]}_{encoding}_{key}"
+    if (folder / "poses.csv").is_file():
+        return folder
+    config = from_dict(SyntheticWorldConfig, {**(world or {}), "seed": seed, "frames": frames})
+    config.camera.width, config.camera.height, config.camera.encoding = int(size[0]), int(size[1]), encoding
+    seq = SyntheticSequence(config)
+    tmp = folder.with_name(folder.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    axis = seq.T_world_cam[:, :3, 2]
+    rows = []
+    for i in range(len(seq)):
+        image = seq.image(i)
+        cv2.imwrite(str(tmp / f"{i:06d}.png"), image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        x, y, z = seq.T_world_cam[i, :3, 3]
+        rows.append(f"{i:06d}.png,{x:.4f},{y:.4f},{z:.4f},{math.atan2(axis[i, 1], axis[i, 0]):.6f},"
+                    f"{int(seq.trajectory.lap[i])},{seq.trajectory.times[i]:.4f}")
+    (tmp / "poses.csv").write_text("file,x,y,z,heading,lap,time_s\n" + "\n".join(rows) + "\n")
+    if folder.exists():  # another rank finished first
+        import shutil
+
+        shutil.rmtree(tmp)
+    else:
+        tmp.rename(folder)
+    return folder
+
+
+def build_set(entries: list[dict], dcfg: dict, is_main: bool, role: str) -> PlaceSet:
+    """A :class:`PlaceSet` from config entries (rank 0 renders synthetic caches; others wait)."""
+    s = PlaceSet()
+    for k, e in enumerate(entries):
+        kind = e["type"]
+        r = _radii(e, dcfg)
+        s.source_names.append(e.get("name") or f"{kind}{k}")
+        if kind == "synthetic":
+            cache = resolve(e.get("cache", "training_data/place_synthetic"))
+            for seed in _seeds(e["seeds"]):
+                if seed >= SYNTHETIC_EVAL_FIRST_SEED:
+                    raise ValueError(f"{role} source {k}: synthetic seed {seed} is reserved for evaluation "
+                                     f"(seeds from {SYNTHETIC_EVAL_FIRST_SEED} on)")
+                args = (seed, int(e["frames"]), e["size"], e.get("encoding", "mono8"), cache, e.get("world"))
+                if is_main:
+                    render_synthetic(*args)
+                if dist.is_initialized():
+                    dist.barrier()
+                folder = render_synthetic(*args)
+                lines = (folder / "poses.csv").read_text().split("\n")[1:]
+                for line in filter(None, lines):
+                    f, x, y, z, h, lap, t = line.split(",")
+                    s.add(folder / f, group=f"synthetic:{seed}", pos=[float(x), float(y), float(z)], heading=float(h),
+                          traversal=int(lap), time_s=float(t), **r)
+        elif kind == "kitti":
+            files = sorted(resolve(e["images"]).glob("*.png"))
+            poses = read_kitti_poses(resolve(e["poses"]))
+            first, last = int(e.get("first", 0)), int(e.get("last", len(files) - 1))
+            for i in range(first, min(last, len(files) - 1, len(poses) - 1) + 1):
+                T = poses[i]
+                # KITTI camera: x right, y down, z forward; the ground plane is x-z.
+                heading = math.atan2(T[0, 2], T[2, 2])
+                s.add(files[i], group=f"kitti:{e['images']}", pos=[T[0, 3], T[2, 3], 0.0], heading=heading,
+                      time_s=i / 10.0, **r)
+        elif kind == "robotcar":
+            plane = None
+            for t_idx, run in enumerate(e["runs"]):
+                files, stamps = vpr.robotcar_images(resolve(run["images"]))
+                track = vpr.read_robotcar_gps(resolve(run["gps"]))
+                lat, lon, alt = track.interpolate(stamps)
+                if plane is None:
+                    plane = LocalTangentPlane(float(lat[0]), float(lon[0]), float(alt[0]))
+                enu = plane.to_enu(lat, lon, alt)
+                heading = np.arctan2(np.gradient(enu[:, 1]), np.gradient(enu[:, 0])) if len(enu) > 1 else [math.nan]
+                for i, f in enumerate(files):
+                    s.add(f, group=f"robotcar:{e.get('name', k)}", pos=[enu[i, 0], enu[i, 1], 0.0],
+                          heading=float(heading[i]), traversal=t_idx, time_s=(stamps[i] - stamps[0]) / 1e9,
+                          loader=f"robotcar:{run.get('pattern', 'gbrg')}", **r)
+        elif kind == "nordland":
+            first, last = int(e["first"]), int(e["last"])
+            if first < vpr.NORDLAND_TRAIN_PLACES[0] and not e.get("allow_eval_places", False):
+                raise ValueError(f"{role} source {k}: Nordland places below {vpr.NORDLAND_TRAIN_PLACES[0]} are the "
+                                 "evaluation part; train on places from 900 on")
+            bench = vpr.load_nordland(resolve(e["root"]), (first, last + 1))
+            spacing = float(e.get("place_spacing_m", 50.0))
+            for f, place in zip(bench.references, bench.reference_places):
+                s.add(f, group="nordland", pos=[place * spacing, 0.0, 0.0], traversal=0, **r)
+            for f, place in zip(bench.queries, bench.query_places):
+                s.add(f, group="nordland", pos=[place * spacing, 0.0, 0.0], traversal=1, **r)
+        elif kind == "vpr_csv":
+            root = resolve(e["root"])
+            if root.resolve().name == "vpr_corridor":
+                raise ValueError(f"{role} source {k}: {root} is the held-out Corridor benchmark; never train on it")
+            bench = vpr.load_corridor(root)
+            for j, f in enumerate(bench.references):
+                s.add(f, group=f"vpr:{root}", pos=[float(j), 0.0, 0.0], traversal=0, **r)
+            for i, f in enumerate(bench.queries):
+                s.add(f, group=f"vpr:{root}", pos=[float(np.median(bench.positives[i])), 0.0, 0.0], traversal=1, **r)
+        else:
+            raise ValueError(f"{role} source {k}: unknown type {kind!r} "
+                             "(synthetic, kitti, robotcar, nordland, vpr_csv)")
+    s.freeze()
+    if not len(s):
+        raise ValueError(f"{role}: no images in the configured sources")
+    return s
+
+
+class ImageStore:
+    """Images of a :class:`PlaceSet`, loaded on first use and kept resized to ``size`` (W, H)."""
+
+    def __init__(self, places: PlaceSet, size: list[int], rgb: bool) -> None:
+        self.places, self.size, self.rgb = places, (int(size[0]), int(size[1])), rgb
+        self._cache: dict[int, np.ndarray] = {}
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        image = self._cache.get(i)
+        if image is None:
+            loader = self.places.loaders[i]
+            if loader.startswith("robotcar:"):
+                image = vpr.read_robotcar_image(self.places.files[i], loader.split(":", 1)[1], rgb=self.rgb)
+            else:
+                image = vpr.read_image(self.places.files[i], rgb=self.rgb)
+            shrink = image.shape[1] > self.size[0]
+            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+            self._cache[i] = image
+        return image
+
+
+def augment(image: np.ndarray, rng: np.random.Generator, a: dict) -> np.ndarray:
+    """Illumination / season / viewpoint changes of a uint8 grey or RGB image (same size out)."""
+    h, w = image.shape[:2]
+    # Viewpoint: a random crop of at least crop_min of each side, resized back.
+    s = rng.uniform(a["crop_min"], 1.0)
+    cw, ch = max(8, int(w * s * rng.uniform(0.95, 1.05))), max(8, int(h * s))
+    cw = min(cw, w)
+    x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    image = cv2.resize(image[y0 : y0 + ch, x0 : x0 + cw], (w, h), interpolation=cv2.INTER_LINEAR)
+    x = image.astype(np.float32) / 255.0
+    x = np.clip(x, 0, 1) ** np.float32(math.exp(rng.uniform(-a["gamma"], a["gamma"])))
+    x = (x - 0.5) * np.float32(1 + rng.uniform(-a["contrast"], a["contrast"])) + 0.5 + \
+        np.float32(rng.uniform(-a["brightness"], a["brightness"]))
+    if x.ndim == 3 and a["colour"] > 0:  # colour cast (white balance, season)
+        x = x * rng.uniform(1 - a["colour"], 1 + a["colour"], 3).astype(np.float32)
+    if rng.random() < a["haze_prob"]:  # fog / snow glare: blend towards a bright flat level
+        k = np.float32(rng.uniform(0.1, 0.5))
+        x = (1 - k) * x + k * np.float32(rng.uniform(0.6, 1.0))
+    if rng.random() < a["blur_prob"]:
+        x = cv2.GaussianBlur(x, (0, 0), float(rng.uniform(0.5, 1.5)))
+    x = x * 255.0 + rng.normal(0.0, rng.uniform(0, a["noise"]), x.shape).astype(np.float32)
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+# ============================================================================ model helpers
+def batch_tensor(images: list[np.ndarray], model: PlaceNet, device: torch.device) -> torch.Tensor:
+    x = np.concatenate([preprocess(im, model.conf["image_size"], model.conf["in_channels"]) for im in images])
+    return torch.from_numpy(x).to(device, non_blocking=True)
+
+
+@torch.no_grad()
+def describe(model: PlaceNet, store: ImageStore, indices: np.ndarray, device: torch.device,
+             batch: int = 64) -> np.ndarray:
+    """[len(indices) x D] descriptors (eval mode, no augmentation)."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for k in range(0, len(indices), batch):
+        out.append(model(batch_tensor([store[int(i)] for i in indices[k : k + batch]], model, device)).cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros((0, model.out_dim), np.float32)
+
+
+def describe_distributed(model: PlaceNet, store: ImageStore, indices: np.ndarray, device: torch.device,
+                         info) -> np.ndarray:
+    """Like :func:`describe`, each rank describing a share and all ranks receiving all rows."""
+    if info.world_size == 1:
+        return describe(model, store, indices, device)
+    share = -(-len(indices) // info.world_size)
+    mine = indices[info.rank * share : (info.rank + 1) * share]
+    local = torch.zeros(share, model.out_dim, device=device)
+    if len(mine):
+        local[: len(mine)] = torch.from_numpy(describe(model, store, mine, device)).to(device)
+    gathered = [torch.zeros_like(local) for _ in range(info.world_size)]
+    dist.all_gather(gathered, local)
+    return torch.cat(gathered).cpu().numpy()[: len(indices)]
+
+
+@torch.no_grad()
+def initialise(model: PlaceNet, store: ImageStore, places: PlaceSet, icfg: dict, device: torch.device,
+               rng: np.random.Generator) -> None:
+    """NetVLAD centres by k-means on backbone features, projection by PCA-whitening (the paper's recipe)."""
+    model.eval()
+    n_img = min(len(places), int(icfg["images"]))
+    idx = rng.choice(len(places), n_img, replace=False)
+    if model.conf["head"] == "netvlad":
+        feats = []
+        for k in range(0, n_img, 32):
+            f = model.features(batch_tensor([store[int(i)] for i in idx[k : k + 32]], model, device))
+            f = f.flatten(2).transpose(1, 2).reshape(-1, f.shape[1]).cpu().numpy()
+            pick = rng.choice(len(f), min(len(f), int(icfg["features_per_image"]) * min(32, n_img - k)), replace=False)
+            feats.append(f[pick])
+        alpha = model.init_netvlad(np.concatenate(feats), seed=int(rng.integers(1 << 30)))
+        logger.info("NetVLAD: %d centres by k-means on %d features of %d images (alpha %.1f)",
+                    model.conf["clusters"], sum(len(f) for f in feats), n_img, alpha)
+    if model.projection is not None:
+        pooled = [model.aggregate(model.features(batch_tensor([store[int(i)] for i in idx[k : k + 32]], model,
+                                                               device))).cpu() for k in range(0, n_img, 32)]
+        pooled_t = torch.cat(pooled)
+        model.init_projection_pca(pooled_t, whiten=bool(icfg.get("whiten", True)))
+        logger.info("projection: PCA%s of %d pooled vectors to %d-d", "-whitening" if icfg.get("whiten", True) else "",
+                    len(pooled_t), model.conf["dim"])
+    model.train()
+
+
+# ============================================================================ mining, loss, validation
+class Miner:
+    """Hard positives and negatives from a periodically refreshed descriptor cache."""
+
+    def __init__(self, places: PlaceSet, mcfg: dict) -> None:
+        self.places, self.cfg = places, mcfg
+        self.cache_idx = np.zeros(0, np.int64)
+        self.desc = np.zeros((0, 1), np.float32)
+        self.positive = self.negative = np.zeros((0, 0), bool)
+        self.eligible = np.zeros(0, np.int64)
+
+    def refresh(self, model, store, device, info, rng: np.random.Generator) -> None:
+        n = len(self.places)
+        self.cache_idx = np.sort(rng.choice(n, min(n, int(self.cfg["cache_size"])), replace=False))
+        self.desc = describe_distributed(model, store, self.cache_idx, device, info)
+        self.positive, self.negative = self.places.relations(self.cache_idx, self.cache_idx)
+        self.eligible = np.flatnonzero(self.positive.any(axis=1) & self.negative.any(axis=1))
+        if not len(self.eligible):
+            raise ValueError(f"no training image among the {len(self.cache_idx)} cached has both a positive and a "
+                             "negative: check data.pos_radius_m / neg_radius_m / min_gap_s and mining.cache_size")
+
+    def triplets(self, batch: int, rng: np.random.Generator) -> list[tuple[int, int, list[int]]]:
+        out = []
+        n_neg, pool = int(self.cfg["negatives"]), int(self.cfg["hard_pool"])
+        for q in rng.choice(self.eligible, batch, replace=len(self.eligible) < batch):
+            sims = self.desc @ self.desc[q]
+            pos = np.flatnonzero(self.positive[q])
+            p = pos[np.argmax(sims[pos])]  # best positive (weak supervision)
+            neg = np.flatnonzero(self.negative[q])
+            hard = neg[np.argsort(-sims[neg])[:pool]]
+            chosen = rng.choice(hard, n_neg, replace=len(hard) < n_neg)
+            out.append((int(self.cache_idx[q]), int(self.cache_idx[p]), [int(self.cache_idx[c]) for c in chosen]))
+        return out
+
+
+def place_loss(desc: torch.Tensor, n_neg: int, lcfg: dict) -> tuple[torch.Tensor, dict[str, float]]:
+    """desc: [B·(2+n) x D] ordered (q, p, n₁…nₙ) per triplet → loss and statistics."""
+    d = desc.view(-1, 2 + n_neg, desc.shape[-1])
+    q, p, n = d[:, 0], d[:, 1], d[:, 2:]
+    dp = (q - p).norm(dim=-1)  # [B]
+    dn = (q[:, None] - n).norm(dim=-1)  # [B x n]
+    if lcfg["name"] == "triplet":
+        per = torch.relu(lcfg["margin"] + dp[:, None] - dn)
+        loss = per.mean()
+        active = float((per.detach() > 0).float().mean())
+    elif lcfg["name"] == "margin":
+        beta, alpha = lcfg["boundary"], lcfg["margin"]
+        lp = torch.relu(alpha + dp - beta)
+        ln = torch.relu(alpha - (dn - beta))
+        loss = 0.5 * (lp.mean() + ln.mean())
+        active = float(((lp.detach() > 0).float().mean() + (ln.detach() > 0).float().mean()) / 2)
+    else:
+        raise ValueError(f"loss.name must be triplet or margin, got {lcfg['name']!r}")
+    return loss, {"active": active, "pos_dist": float(dp.detach().mean()), "neg_dist": float(dn.detach().mean())}
+
+
+@torch.no_grad()
+def validate(model, store: ImageStore, places: PlaceSet, device, max_per_source: int) -> dict[str, float]:
+    """Recall@1/5 per source: each image with a positive queries all others (ignoring the grey zone)."""
+    out = {}
+    rng = np.random.default_rng(12345)
+    for k, name in enumerate(places.source_names):
+        idx = np.flatnonzero(places.source == k)
+        if len(idx) > max_per_source:
+            idx = np.sort(rng.choice(idx, max_per_source, replace=False))
+        desc = describe(model, store, idx, device)
+        pos, neg = places.relations(idx, idx)
+        sims = desc @ desc.T
+        sims[~(pos | neg)] = -np.inf  # itself and near, same-traversal images: neither right nor wrong
+        queries = np.flatnonzero(pos.any(axis=1))
+        if not len(queries):
+            continue
+        top = np.argsort(-sims[queries], axis=1)[:, :5]
+        hit = np.take_along_axis(pos[queries], top, axis=1)
+        out[f"{name}_r1"] = float(hit[:, 0].mean())
+        out[f"{name}_r5"] = float(hit.any(axis=1).mean())
+    return out
+
+
+def learning_rate(step: int, total: int, conf: dict) -> float:
+    warm = min(int(conf.get("warmup", 200)), total // 10)
+    if step < warm:
+        return conf["lr"] * (step + 1) / warm
+    if conf["schedule"] == "cosine":
+        return 0.5 * conf["lr"] * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+    return conf["lr"]
+
+
+def data_summary(entries: list[dict]) -> str:
+    parts = []
+    for e in entries:
+        e = dict(e)
+        kind = e.pop("type")
+        parts.append(f"{kind}(" + ", ".join(f"{k}={v}" for k, v in e.items() if k not in ("cache",)) + ")")
+    return "; ".join(parts)
+
+
+# ============================================================================ main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=str(ROOT / "training/configs/place.yaml"))
+    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    cfg = load_config(args.config, args.overrides)
+    info = setup_distributed(cfg["train"]["device"])
+    tcfg, dcfg, ocfg, mcfg = cfg["train"], cfg["data"], cfg["optim"], cfg["mining"]
+    if tcfg["threads"]:
+        torch.set_num_threads(int(tcfg["threads"]))
+    torch.manual_seed(tcfg["seed"] + info.rank)
+    out = resolve(cfg["out"])
+    device = info.device
+
+    model = PlaceNet(cfg["model"]).to(device)
+    rgb = model.conf["in_channels"] == 3
+    train_set = build_set(dcfg["train"], dcfg, info.is_main, "data.train")
+    val_set = build_set(dcfg["val"], dcfg, info.is_main, "data.val") if dcfg.get("val") else None
+    store = ImageStore(train_set, dcfg["store_size"], rgb)
+    val_store = ImageStore(val_set, dcfg["store_size"], rgb) if val_set is not None else None
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=ocfg["lr"], weight_decay=ocfg["weight_decay"])
+    step = 0
+    ckpt = Checkpointer(out)
+    if (last := ckpt.latest()) is not None:
+        state = Checkpointer.load(last, device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        logger.info("resumed from %s at step %d", last, step)
+    elif cfg["init"]["enabled"] and (info.is_main or info.world_size == 1):
+        initialise(model, store, train_set, cfg["init"], device, np.random.default_rng(tcfg["seed"]))
+    ddp_model = model
+    if info.world_size > 1:  # DDP broadcasts rank 0's (initialised) weights
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[info.local_rank] if device.type == "cuda" else None)
+
+    if info.is_main:
+        save_config(cfg, out, {"resolved_model_conf": model.conf, "train_images": len(train_set),
+                               "val_images": len(val_set) if val_set is not None else 0,
+                               "training_data_summary": data_summary(dcfg["train"]),
+                               "command": " ".join(sys.argv)})
+        logger.info("%d training images in %d groups, %d validation images, %d parameters, device %s, world size %d",
+                    len(train_set), len(train_set.groups), len(val_set) if val_set is not None else 0,
+                    parameter_count(model), device, info.world_size)
+    val_names = [f"{n}_r{k}" for n in (val_set.source_names if val_set is not None else []) for k in (1, 5)]
+    log = MetricLog(out, ["loss", "active", "pos_dist", "neg_dist", "lr", *val_names]) if info.is_main else None
+    miner = Miner(train_set, mcfg)
+    total = int(tcfg["steps"])
+    n_neg = int(mcfg["negatives"])
+    rng = np.random.default_rng([tcfg["seed"], info.rank, step])
+    acfg = dcfg["augment"]
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, initial=step, unit="step", disable=not info.is_main, mininterval=10, file=sys.stderr)
+    last_save = time.monotonic()
+    running: list[dict[str, float]] = []
+    model.train()
+    while step < total:
+        if step % int(mcfg["refresh_every"]) == 0 or not len(miner.eligible):
+            # Every rank refreshes the same cache (same seed), so all mine from the same descriptors.
+            miner.refresh(model, store, device, info, np.random.default_rng([tcfg["seed"], step]))
+        lr = learning_rate(step, total, ocfg)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        images = []
+        for q, p, negs in miner.triplets(int(tcfg["batch_size"]), rng):
+            images += [augment(store[i], rng, acfg) for i in (q, p, *negs)]
+        desc = ddp_model(batch_tensor(images, model, device))
+        loss, stats = place_loss(desc, n_neg, cfg["loss"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if ocfg.get("grad_clip"):
+            torch.nn.utils.clip_grad_norm_(model.parameters(), ocfg["grad_clip"])
+        optimizer.step()
+        step += 1
+        running.append({"loss": float(loss.item()), **stats})
+        bar.update(1)
+        if info.is_main:
+            if step % int(tcfg["log_every"]) == 0 or step == total:
+                mean = {k: float(np.mean([r[k] for r in running])) for k in running[0]}
+                log.log(step, lr=lr, **mean)
+                bar.set_postfix(loss=f"{mean['loss']:.4f}", active=f"{mean['active']:.2f}")
+                running.clear()
+            if val_set is not None and (step % int(tcfg["val_every"]) == 0 or step == total):
+                metrics = validate(model, val_store, val_set, device, int(tcfg["val_max_images"]))
+                log.log(step, **metrics)
+                logger.info("step %d: validation %s", step, ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+            if time.monotonic() - last_save > tcfg["checkpoint_every_s"] or step == total:
+                ckpt.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                           "conf": model.conf}, step)
+                last_save = time.monotonic()
+    bar.close()
+    if info.is_main:
+        final = out / "final.pt"
+        metrics = validate(model, val_store, val_set, device, int(tcfg["val_max_images"])) if val_set else {}
+        torch.save({"model": model.state_dict(), "conf": model.conf, "step": step, "val": metrics}, final)
+        logger.info("saved %s (validation %s)", final, metrics)
+    cleanup_distributed()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

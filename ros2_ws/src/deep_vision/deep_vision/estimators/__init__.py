@@ -9,7 +9,9 @@ from deep_vision.estimators.loop_closure import (
     LoopClosureDetector,
     QueryResult,
 )
+from deep_vision.estimators.odometry import OdometryResult, VisualOdometry
 from deep_vision.estimators.place import PlaceRecognizer
 
 __all__ = ["GeometricVerifier", "HomographyEstimator", "HomographyResult", "KeyframeDatabase", "KeyframeSelector",
-           "LoopCandidate", "LoopClosureDetector", "PlaceRecognizer", "QueryResult"]
+           "LoopCandidate", "LoopClosureDetector", "OdometryResult", "PlaceRecognizer", "QueryResult",
+           "VisualOdometry"]

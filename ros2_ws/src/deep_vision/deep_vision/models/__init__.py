@@ -31,6 +31,7 @@ from deep_vision.errors import ConfigError
 MODEL_REGISTRY: dict[str, str] = {
     "homography_net": "deep_vision.models.homography_net:HomographyNet",
     "place_net": "deep_vision.models.place_net:PlaceNet",
+    "deepvo": "deep_vision.models.deepvo:DeepVO",
     "testnet_conv": "deep_vision.models.testnets:TinyConvNet",
     "testnet_lstm": "deep_vision.models.testnets:TinyLSTMNet",
     "testnet_linear": "deep_vision.models.testnets:TinyLinearNet",

@@ -45,6 +45,14 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
+class _Frame:
+    grey: np.ndarray  # [H x W] uint8, full resolution
+    small: np.ndarray  # [S x S] network input size
+    pyramid: list[np.ndarray]  # ECC levels: refine_width, then halvings
+    scale: float  # refine_width / W (at most 1)
+
+
+@dataclass
 class HomographyResult:
     """Homography mapping pixels of ``prev`` into ``curr`` (full resolution)."""
 
@@ -81,7 +89,10 @@ def homography_is_sane(H: np.ndarray, width: int, height: int, max_area_change: 
     homog = np.concatenate([c, np.ones((4, 1))], axis=1) @ H.T
     if np.any(homog[:, 2] <= 0):  # a corner mapped through infinity
         return False
-    cross = [np.cross(m[(i + 1) % 4] - m[i], m[(i + 2) % 4] - m[(i + 1) % 4]) for i in range(4)]
+    def cross(u: np.ndarray, v: np.ndarray) -> float:
+        return float(u[0] * v[1] - u[1] * v[0])
+
+    cross = [cross(m[(i + 1) % 4] - m[i], m[(i + 2) % 4] - m[(i + 1) % 4]) for i in range(4)]
     if not (all(x > 0 for x in cross) or all(x < 0 for x in cross)):
         return False
     area = 0.5 * abs(sum(m[i, 0] * m[(i + 1) % 4, 1] - m[(i + 1) % 4, 0] * m[i, 1] for i in range(4)))
@@ -92,10 +103,10 @@ def homography_is_sane(H: np.ndarray, width: int, height: int, max_area_change: 
 class HomographyEstimator:
     """Homography between consecutive frames (see the module docstring)."""
 
-    def __init__(self, backend: Any, *, patch_size: int = 128, refine: bool = True, network_passes: int = 2,
-                 refine_width: int = 320, ecc_iterations: int = 30, ecc_epsilon: float = 1e-4, ecc_levels: int = 2,
-                 max_refine_shift: float = 0.25,
-                 min_correlation: float = 0.5, max_area_change: float = 4.0, raw_uncertainty_px: float = 10.0,
+    def __init__(self, backend: Any, *, patch_size: int = 128, refine: bool = True, network_passes: int = 1,
+                 refine_width: int = 256, ecc_iterations: int = 30, ecc_epsilon: float = 1e-4, ecc_levels: int = 3,
+                 max_refine_shift: float = 0.25, fallback_identity: bool = True,
+                 min_correlation: float = 0.6, max_area_change: float = 4.0, raw_uncertainty_px: float = 10.0,
                  min_uncertainty_px: float = 0.5, input_name: str = "patches", output_name: str = "offsets") -> None:
         if network_passes < 1:
             raise ConfigError(f"network_passes must be at least 1, got {network_passes}")
@@ -108,6 +119,7 @@ class HomographyEstimator:
         self.refine_width = int(refine_width)
         self.ecc_criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, int(ecc_iterations), float(ecc_epsilon))
         self.ecc_levels = max(1, int(ecc_levels))
+        self.fallback_identity = bool(fallback_identity)
         self.max_refine_shift = float(max_refine_shift)
         self.min_correlation = float(min_correlation)
         self.max_area_change = float(max_area_change)
@@ -116,6 +128,7 @@ class HomographyEstimator:
         self.input_name = input_name
         self.output_name = output_name
         self._corners = patch_corners(self.patch_size)
+        self._cache: list[tuple[np.ndarray, _Frame]] = []
 
     @classmethod
     def from_model(cls, path: str | Path, backend: str = "auto", refine: bool = True, **kwargs: Any) -> "HomographyEstimator":
@@ -147,6 +160,33 @@ class HomographyEstimator:
         logger.info("homography estimator: %s, refine=%s", net.describe(), refine)
         return cls(net, refine=refine, **defaults)
 
+    # ------------------------------------------------------------------ frames
+    def _frame(self, image: np.ndarray) -> _Frame:
+        """Grey frame, its network-size copy and its ECC pyramid; the last two frames are cached.
+
+        The cache is keyed by the array object itself (kept referenced, so its id cannot
+        be reused): in a stream, the previous frame of a pair is the current frame of the
+        pair before, and is not resized twice. Arrays must not be modified in place after use.
+        """
+        for key, frame in self._cache:
+            if key is image:
+                return frame
+        grey = to_grey(image)
+        h, w = grey.shape
+        S = self.patch_size
+        small = cv2.resize(grey, (S, S), interpolation=cv2.INTER_AREA if (w > S or h > S) else cv2.INTER_LINEAR)
+        scale = min(1.0, self.refine_width / w)
+        base = grey if scale >= 1.0 else cv2.resize(grey, (max(8, round(w * scale)), max(8, round(h * scale))),
+                                                    interpolation=cv2.INTER_AREA)
+        pyramid = [base]
+        for _ in range(self.ecc_levels - 1):
+            if min(pyramid[-1].shape) < 32:
+                break
+            pyramid.append(cv2.pyrDown(pyramid[-1]))
+        frame = _Frame(grey, small, pyramid, scale)
+        self._cache = [(image, frame)] + self._cache[:1]
+        return frame
+
     # ------------------------------------------------------------------ network
     def _offsets(self, prev_small: np.ndarray, curr_small: np.ndarray) -> np.ndarray:
         x = np.stack([prev_small, curr_small]).astype(np.float32)[None] / np.float32(127.5) - np.float32(1.0)
@@ -154,17 +194,18 @@ class HomographyEstimator:
         return np.asarray(out, dtype=np.float64).reshape(4, 2)
 
     def network_homography(self, prev: np.ndarray, curr: np.ndarray, passes: int = 1) -> np.ndarray:
-        """H (full resolution) from ``passes`` cascaded network passes on grey frames."""
-        h, w = prev.shape
+        """H (full resolution) from ``passes`` cascaded network passes (grey or RGB uint8 frames)."""
+        return self._network(self._frame(prev), self._frame(curr), passes)
+
+    def _network(self, prev: _Frame, curr: _Frame, passes: int) -> np.ndarray:
+        h, w = prev.grey.shape
         S = self.patch_size
-        interp = cv2.INTER_AREA if (w > S or h > S) else cv2.INTER_LINEAR
-        prev_s = cv2.resize(prev, (S, S), interpolation=interp)
-        curr_s = cv2.resize(curr, (S, S), interpolation=interp)
-        H_s = four_point_to_homography(self._corners, self._offsets(prev_s, curr_s))
+        H_s = four_point_to_homography(self._corners, self._offsets(prev.small, curr.small))
         for _ in range(passes - 1):
             # Re-warp the previous patch by the estimate; the network then sees the residual motion.
-            warped = cv2.warpPerspective(prev_s, H_s, (S, S), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-            H_res = four_point_to_homography(self._corners, self._offsets(warped, curr_s))
+            warped = cv2.warpPerspective(prev.small, H_s, (S, S), flags=cv2.INTER_LINEAR,
+                                         borderMode=cv2.BORDER_REFLECT_101)
+            H_res = four_point_to_homography(self._corners, self._offsets(warped, curr.small))
             H_s = H_res @ H_s
             H_s /= H_s[2, 2]
         return conjugate_homography(H_s, resize_matrix(S / w, S / h))
@@ -176,30 +217,20 @@ class HomographyEstimator:
         Each pyramid level halves the resolution; ECC runs from the coarsest level
         to the finest, each initialised by the previous one. If a level fails, or
         the corners end further than ``max_refine_shift`` (fraction of the image
-        diagonal) from the network's estimate, the refinement is rejected.
+        diagonal) from the initial estimate, the refinement is rejected.
         """
-        h, w = prev.shape
-        scale = min(1.0, self.refine_width / w)
-        base = resize_matrix(scale, scale)
-        if scale < 1.0:
-            size = (max(8, round(w * scale)), max(8, round(h * scale)))
-            prev_r = cv2.resize(prev, size, interpolation=cv2.INTER_AREA)
-            curr_r = cv2.resize(curr, size, interpolation=cv2.INTER_AREA)
-        else:
-            prev_r, curr_r = prev, curr
-        pyramid = [(prev_r, curr_r)]
-        for _ in range(self.ecc_levels - 1):
-            a, b = pyramid[-1]
-            if min(a.shape) < 32:
-                break
-            pyramid.append((cv2.pyrDown(a), cv2.pyrDown(b)))
-        c_r = patch_corners(prev_r.shape[1], prev_r.shape[0])
+        return self._ecc(self._frame(prev), self._frame(curr), H_init)
+
+    def _ecc(self, prev: _Frame, curr: _Frame, H_init: np.ndarray) -> tuple[np.ndarray, bool, float, float]:
+        base = resize_matrix(prev.scale, prev.scale)
+        fine = prev.pyramid[0]
+        c_r = patch_corners(fine.shape[1], fine.shape[0])
         H_r0 = conjugate_homography(H_init, np.linalg.inv(base))  # full -> refine resolution
         H_r = H_r0
         corr = float("nan")
         move = float("inf")
-        for level in range(len(pyramid) - 1, -1, -1):
-            a, b = pyramid[level]
+        for level in range(len(prev.pyramid) - 1, -1, -1):
+            a, b = prev.pyramid[level], curr.pyramid[level]
             f = 0.5**level
             S_l = np.array([[f, 0.0, 0.5 * f - 0.5], [0.0, f, 0.5 * f - 0.5], [0.0, 0.0, 1.0]])
             H_l = conjugate_homography(H_r, np.linalg.inv(S_l))
@@ -216,19 +247,19 @@ class HomographyEstimator:
                                         axis=1).mean())
             H_r = H_new
         shift = np.linalg.norm(homography_to_four_point(H_r, c_r) - homography_to_four_point(H_r0, c_r), axis=1).max()
-        if shift > self.max_refine_shift * np.hypot(*prev_r.shape):
+        if shift > self.max_refine_shift * np.hypot(*fine.shape):
             return H_init, False, float(corr), float("inf")
-        return conjugate_homography(H_r, base), True, float(corr), move / scale
+        return conjugate_homography(H_r, base), True, float(corr), move / prev.scale
 
     # ------------------------------------------------------------------ public
     def estimate(self, prev: np.ndarray, curr: np.ndarray) -> HomographyResult:
         """Homography mapping pixels of ``prev`` into ``curr`` (both full-resolution, grey or RGB uint8)."""
         t0 = time.perf_counter()
-        prev_g, curr_g = to_grey(prev), to_grey(curr)
-        if prev_g.shape != curr_g.shape:
-            raise ImageEncodingError(f"frames differ in size: {prev_g.shape[::-1]} vs {curr_g.shape[::-1]}")
-        h, w = prev_g.shape
-        raw = self.network_homography(prev_g, curr_g, passes=1)
+        a, b = self._frame(prev), self._frame(curr)
+        if a.grey.shape != b.grey.shape:
+            raise ImageEncodingError(f"frames differ in size: {a.grey.shape[::-1]} vs {b.grey.shape[::-1]}")
+        h, w = a.grey.shape
+        raw = self._network(a, b, 1)
         t1 = time.perf_counter()
         timings = {"network_ms": (t1 - t0) * 1e3}
         scale_to_full = float(np.hypot(w, h) / np.hypot(self.patch_size, self.patch_size))
@@ -236,9 +267,14 @@ class HomographyEstimator:
             valid = homography_is_sane(raw, w, h, self.max_area_change)
             timings["total_ms"] = timings["network_ms"]
             return HomographyResult(raw, valid, self.raw_uncertainty_px * scale_to_full, raw, False, timings_ms=timings)
-        H = self.network_homography(prev_g, curr_g, passes=self.network_passes) if self.network_passes > 1 else raw
+        H = self._network(a, b, self.network_passes) if self.network_passes > 1 else raw
         t2 = time.perf_counter()
-        H_ref, converged, corr, move = self.ecc_refine(prev_g, curr_g, H)
+        H_ref, converged, corr, move = self._ecc(a, b, H)
+        if self.fallback_identity and not (converged and corr >= self.min_correlation):
+            # The network can be far off on unusual content: ECC from "no motion" is the other natural start.
+            H_id, conv_id, corr_id, move_id = self._ecc(a, b, np.eye(3))
+            if conv_id and corr_id > (corr if converged else -1.0):
+                H_ref, converged, corr, move = H_id, conv_id, corr_id, move_id
         t3 = time.perf_counter()
         timings.update(cascade_ms=(t2 - t1) * 1e3, ecc_ms=(t3 - t2) * 1e3, total_ms=(t3 - t0) * 1e3)
         ok = converged and corr >= self.min_correlation

@@ -33,10 +33,12 @@ PARAMS = [
                                                              "onnxruntime-cpu", "torch", "torch-cuda", "torch-cpu")),
     Param("threads", 0, "CPU threads for inference (0: the library default).", range=(0, 64)),
     Param("refine", True, "Refine the network estimate (second network pass + ECC)."),
-    Param("network_passes", 2, "Cascaded network passes when refining (1: ECC only).", range=(1, 4)),
-    Param("refine_width", 320, "Image width at which ECC refines (pixels).", range=(32, 4096)),
-    Param("ecc_iterations", 40, "Maximum ECC iterations.", range=(1, 500)),
-    Param("min_correlation", 0.5, "ECC correlation below which the refined estimate is rejected.", range=(0.0, 1.0)),
+    Param("network_passes", 1, "Network passes when refining: 2+ re-runs the network on the re-warped frame (cascade).",
+          range=(1, 4)),
+    Param("refine_width", 256, "Image width at which ECC refines (pixels).", range=(32, 4096)),
+    Param("ecc_iterations", 30, "Maximum ECC iterations per pyramid level.", range=(1, 500)),
+    Param("ecc_levels", 3, "ECC pyramid levels (coarse to fine).", range=(1, 6)),
+    Param("min_correlation", 0.6, "ECC correlation below which the refined estimate is rejected.", range=(0.0, 1.0)),
     Param("max_gap_s", 1.0, "Longest gap between frames that still forms a pair (0: any).", range=(0.0, 3600.0)),
     *QOS_PARAMS,
 ]
@@ -55,7 +57,7 @@ class HomographyNode(Node):
             self.estimator = HomographyEstimator.from_model(
                 path, backend=p["backend"], refine=p["refine"], threads=p["threads"] or None,
                 network_passes=p["network_passes"], refine_width=p["refine_width"],
-                ecc_iterations=p["ecc_iterations"], min_correlation=p["min_correlation"])
+                ecc_iterations=p["ecc_iterations"], ecc_levels=p["ecc_levels"], min_correlation=p["min_correlation"])
         except DeepVisionError as exc:
             raise ConfigError(f"homography_node: parameter 'model_path' ({path or 'default'}): {exc}") from exc
         self.pairer = FramePairer(max_gap_s=p["max_gap_s"])

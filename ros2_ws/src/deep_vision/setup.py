@@ -44,6 +44,7 @@ setup(
         "console_scripts": [
             "deep-vision = deep_vision.cli.main:main",
             "homography_node = deep_vision.nodes.homography_node:main",
+            "odometry_node = deep_vision.nodes.odometry_node:main",
             "place_recognition_node = deep_vision.nodes.place_recognition_node:main",
         ],
     },

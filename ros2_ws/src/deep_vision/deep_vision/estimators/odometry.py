@@ -118,6 +118,10 @@ class VisualOdometry:
         self.distance = 0.0
         self._pending_reset = reason
 
+    def set_camera(self, camera: PinholeCamera) -> None:
+        """Intrinsics for the hybrid mode (e.g. from the first camera_info)."""
+        self.camera = camera
+
     def reset(self, reason: str = "requested") -> None:
         self.resets += 1
         self._start_new(reason)

@@ -1,0 +1,206 @@
+"""``odometry_node``: monocular visual odometry as ``nav_msgs/Odometry`` and ``odom → base_link``.
+
+Subscribes ``image`` (+ ``camera_info``: intrinsics for the hybrid mode);
+publishes ``odometry`` (header.frame_id ``odom``, child_frame_id ``base_link``,
+stamp = image stamp, pose and its covariance in ``odom``, twist in
+``base_link``) and, when ``publish_tf`` is on and tf2_ros is available, the
+``odom → base_link`` transform. The camera's pose on the robot comes from
+``/tf_static`` (``base_link → <image frame>``, when tf2_ros is available and
+``use_tf_static`` is on) or from the ``camera_pose`` parameter. The ``odom``
+frame is ``base_link`` at the first frame (REP 105). A time jump backwards or
+a resolution change starts a new trajectory from the identity; undecodable
+images are counted and skipped.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import TransformStamped
+from nav_msgs.msg import Odometry
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from scipy.spatial.transform import Rotation
+from sensor_msgs.msg import CameraInfo, Image
+
+from deep_vision.errors import ConfigError, DeepVisionError, ImageEncodingError
+from deep_vision.estimators.odometry import VisualOdometry
+from deep_vision.geometry.camera import PinholeCamera
+from deep_vision.geometry.transforms import adjoint, invert_transform, make_transform, quaternion_from_rotation
+from deep_vision.inference.selection import BACKENDS
+from deep_vision.io.image import message_to_mono8
+from deep_vision.nodes.common import QOS_PARAMS, NodeDiagnostics, Param, declare, image_qos, stamp_ns
+
+# Camera optical frame on a KITTI-like car: 1.65 m above base_link, looking forward.
+DEFAULT_CAMERA_POSE = [0.0, 0.0, 1.65, 0.5, -0.5, 0.5, -0.5]
+
+PARAMS = [
+    Param("model_path", "", "DeepVO model (.onnx with its model card, or a .pt checkpoint); empty: the shipped "
+          "models/vo.onnx."),
+    Param("backend", "auto", "Inference backend.", choices=BACKENDS),
+    Param("threads", 0, "CPU threads for inference (0: the library default).", range=(0, 64)),
+    Param("mode", "network", "network: the network's 6-DoF motion; hybrid: rotation and direction from the "
+          "essential matrix (needs camera_info), length from the network.", choices=("network", "hybrid")),
+    Param("odom_frame", "odom", "Frame of the published pose (REP 105)."),
+    Param("base_frame", "base_link", "Robot body frame (child frame of the odometry)."),
+    Param("publish_tf", True, "Broadcast odom -> base_link (needs tf2_ros)."),
+    Param("use_tf_static", True, "Take the camera pose on the robot from /tf_static when tf2_ros is available."),
+    Param("camera_pose", DEFAULT_CAMERA_POSE, "Camera optical frame in base_frame: x y z qx qy qz qw (used when "
+          "/tf_static has no transform)."),
+    Param("trans_noise_rel", 0.03, "Translation noise per step, fraction of the step length.", range=(0.0, 10.0)),
+    Param("trans_noise_abs", 0.01, "Translation noise per step, metres.", range=(0.0, 10.0)),
+    Param("rot_noise_rel", 0.05, "Rotation noise per step, fraction of the step angle.", range=(0.0, 10.0)),
+    Param("rot_noise_abs", 0.002, "Rotation noise per step, radians.", range=(0.0, 10.0)),
+    *QOS_PARAMS,
+]
+
+
+class OdometryNode(Node):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("odometry_node", **kwargs)
+        p = declare(self, PARAMS)
+        self.params = p
+        pose = list(p["camera_pose"])
+        if len(pose) != 7 or not np.isclose(np.linalg.norm(pose[3:]), 1.0, atol=1e-3):
+            raise ConfigError("odometry_node: parameter 'camera_pose' must be x y z qx qy qz qw with a unit quaternion")
+        self.T_base_cam = make_transform(Rotation.from_quat(pose[3:]).as_matrix(), pose[:3])
+        path = p["model_path"]
+        try:
+            if not path:
+                from deep_vision.resources import default_model_path
+
+                path = str(default_model_path("vo"))
+            self.vo = VisualOdometry.from_model(
+                path, backend=p["backend"], threads=p["threads"] or None, mode="network",
+                trans_rel=p["trans_noise_rel"], trans_abs=p["trans_noise_abs"], rot_rel=p["rot_noise_rel"],
+                rot_abs=p["rot_noise_abs"])
+        except DeepVisionError as exc:
+            raise ConfigError(f"odometry_node: parameter 'model_path' ({path or 'default'}): {exc}") from exc
+        self.want_hybrid = p["mode"] == "hybrid"
+        self.tf_broadcaster = None
+        self.tf_buffer = None
+        try:
+            import tf2_ros
+
+            if p["publish_tf"]:
+                self.tf_broadcaster = tf2_ros.TransformBroadcaster(self)
+            if p["use_tf_static"]:
+                self.tf_buffer = tf2_ros.Buffer()
+                self.tf_listener = tf2_ros.TransformListener(self.tf_buffer, self)
+        except ImportError:
+            self.get_logger().warning("tf2_ros is not available: odom -> base_link is not broadcast and the camera "
+                                      "pose comes from the 'camera_pose' parameter")
+        self.extrinsic_from_tf = False
+        backend = self.vo.backend
+        self.diag = NodeDiagnostics(self, "visual odometry", {
+            "backend": getattr(backend, "label", str(backend)), "precision": getattr(backend, "precision", "?"),
+            "mode": p["mode"]})
+        self.pub = self.create_publisher(Odometry, "odometry", 10)
+        qos = image_qos(p["image_qos"], p["queue_depth"])
+        self.sub = self.create_subscription(Image, "image", self.on_image, qos)
+        self.info_sub = self.create_subscription(CameraInfo, "camera_info", self.on_camera_info, qos)
+        self._last_stamp: int | None = None
+
+    def on_camera_info(self, msg: CameraInfo) -> None:
+        K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+        if K[0, 0] <= 0 or K[1, 1] <= 0:
+            self.diag.counters["bad_camera_info"] += 1
+            return
+        if self.vo.camera is None and self.want_hybrid:
+            self.get_logger().info("camera_info received: hybrid mode on")
+        self.vo.set_camera(PinholeCamera.from_K(K, msg.width, msg.height))
+        if self.want_hybrid:
+            self.vo.mode = "hybrid"
+
+    def _lookup_extrinsic(self, camera_frame: str) -> None:
+        if self.tf_buffer is None or self.extrinsic_from_tf or not camera_frame:
+            return
+        try:
+            tf = self.tf_buffer.lookup_transform(self.params["base_frame"], camera_frame, rclpy.time.Time())
+        except Exception:  # noqa: BLE001 - tf2 raises several lookup exceptions; keep the parameter value
+            return
+        t, q = tf.transform.translation, tf.transform.rotation
+        self.T_base_cam = make_transform(Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix(), [t.x, t.y, t.z])
+        self.extrinsic_from_tf = True
+        self.get_logger().info(f"camera pose from /tf_static: {self.params['base_frame']} -> {camera_frame}")
+
+    def on_image(self, msg: Image) -> None:
+        self.diag.frame_in()
+        t0 = time.perf_counter()
+        try:
+            grey = message_to_mono8(msg)
+        except ImageEncodingError as exc:
+            self.diag.bad("image")
+            self.get_logger().warning(f"image skipped: {exc}", throttle_duration_sec=5.0)
+            return
+        self._lookup_extrinsic(msg.header.frame_id)
+        stamp = stamp_ns(msg.header.stamp)
+        result = self.vo.process(grey, stamp)
+        if result.reset:
+            self.diag.counters[f"reset_{result.reset}"] += 1
+        # The odom frame is base_link at the trajectory's first frame: T_odom_base = X T_c0_ci X⁻¹, X = T_base_cam.
+        X, X_inv = self.T_base_cam, invert_transform(self.T_base_cam)
+        T_odom_base = X @ result.pose @ X_inv
+        A = adjoint(X)
+        pose_cov = A @ result.covariance @ A.T
+        out = Odometry()
+        out.header.stamp = msg.header.stamp
+        out.header.frame_id = self.params["odom_frame"]
+        out.child_frame_id = self.params["base_frame"]
+        q = quaternion_from_rotation(T_odom_base[:3, :3])
+        out.pose.pose.position.x, out.pose.pose.position.y, out.pose.pose.position.z = (float(v) for v in T_odom_base[:3, 3])
+        out.pose.pose.orientation.x, out.pose.pose.orientation.y, out.pose.pose.orientation.z, \
+            out.pose.pose.orientation.w = (float(v) for v in q)
+        out.pose.covariance = [float(v) for v in pose_cov.reshape(36)]
+        if result.valid and self._last_stamp is not None:
+            dt = max((stamp - self._last_stamp) / 1e9, 1e-6)
+            step = X @ result.relative @ X_inv  # base_link motion over the step, in base_link
+            lin = step[:3, 3] / dt
+            ang = Rotation.from_matrix(step[:3, :3]).as_rotvec() / dt
+            out.twist.twist.linear.x, out.twist.twist.linear.y, out.twist.twist.linear.z = (float(v) for v in lin)
+            out.twist.twist.angular.x, out.twist.twist.angular.y, out.twist.twist.angular.z = (float(v) for v in ang)
+            p = self.params
+            s_t = (p["trans_noise_rel"] * np.linalg.norm(step[:3, 3]) + p["trans_noise_abs"]) / result.quality / dt
+            s_r = (p["rot_noise_rel"] * np.linalg.norm(Rotation.from_matrix(step[:3, :3]).as_rotvec())
+                   + p["rot_noise_abs"]) / result.quality / dt
+            out.twist.covariance = [float(v) for v in np.diag([s_t**2] * 3 + [s_r**2] * 3).reshape(36)]
+        else:
+            out.twist.covariance = [float(v) for v in np.diag([1e3] * 6).reshape(36)]  # unknown
+        self._last_stamp = stamp
+        self.pub.publish(out)
+        if self.tf_broadcaster is not None:
+            tf = TransformStamped()
+            tf.header = out.header
+            tf.child_frame_id = out.child_frame_id
+            tf.transform.translation.x, tf.transform.translation.y, tf.transform.translation.z = \
+                out.pose.pose.position.x, out.pose.pose.position.y, out.pose.pose.position.z
+            tf.transform.rotation = out.pose.pose.orientation
+            self.tf_broadcaster.sendTransform(tf)
+        now = self.get_clock().now().nanoseconds
+        self.diag.processed((time.perf_counter() - t0) * 1e3, (now - stamp) / 1e6 if now else None)
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = OdometryNode()
+    except ConfigError as exc:
+        print(f"odometry_node: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 1
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

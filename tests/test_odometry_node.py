@@ -1,0 +1,157 @@
+"""odometry_node: frames, stamps and camera -> base_link conversion (exact with a ground-truth motion source),
+covariance, resets and bad input; the model is loaded through the real path at start-up."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import require_ros, small_world_config
+
+from deep_vision.geometry.transforms import euler_zyx_from_rotation, invert_transform, rotation_from_quaternion
+
+FRAMES = 10
+
+
+@pytest.fixture(scope="module")
+def vo_model(tmp_path_factory):
+    """A randomly initialised DeepVO exported with its card (start-up path; its motions are replaced below)."""
+    from deep_vision.inference.export import export_onnx
+    from deep_vision.models.deepvo import DeepVO
+
+    model = DeepVO().eval()
+    spec = model.input_spec()
+    path = tmp_path_factory.mktemp("vo") / "vo.onnx"
+    export_onnx(model, model.example_inputs(), path, output_names=["motion", "h1", "c1"], random_trials=1,
+                card_fields={"model_class": "deepvo", "model_config": model.conf, "inputs": spec["inputs"],
+                             "outputs": spec["outputs"]})
+    return path
+
+
+@pytest.fixture(scope="module")
+def drive(tmp_path_factory):
+    from deep_vision.synthetic import SyntheticSequence
+    from deep_vision.synthetic.recording import record
+
+    config = small_world_config(frames=FRAMES, width=320, height=120)
+    out = tmp_path_factory.mktemp("drive") / "bag"
+    record(config, out, workers=1)
+    return out, SyntheticSequence(config)
+
+
+class TruthBackend:
+    """Replaces the network's output with the true camera motion (and counts calls)."""
+
+    def __init__(self, inner, poses):
+        self.inner, self.poses, self.k = inner, poses, 0
+        self.label, self.precision = inner.label, inner.precision
+
+    def run(self, feeds):
+        out = self.inner.run(feeds)  # the real network runs: shapes and state are real
+        rel = invert_transform(self.poses[self.k]) @ self.poses[self.k + 1]
+        self.k += 1
+        out["motion"] = np.concatenate([rel[:3, 3], euler_zyx_from_rotation(rel[:3, :3])])[None].astype(np.float32)
+        return out
+
+
+def _factory(vo_model, seq=None, **overrides):
+    from rclpy.parameter import Parameter
+
+    from deep_vision.nodes.odometry_node import OdometryNode
+
+    T = seq.T_base_cam if seq is not None else np.eye(4)
+    from deep_vision.geometry.transforms import quaternion_from_rotation
+
+    pose = [float(v) for v in T[:3, 3]] + [float(v) for v in quaternion_from_rotation(T[:3, :3])]
+    params = {"model_path": str(vo_model), "backend": "onnxruntime", "image_qos": "reliable", "camera_pose": pose,
+              **overrides}
+
+    def make(context):
+        node = OdometryNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+        if seq is not None:
+            node.vo.backend = TruthBackend(node.vo.backend, seq.kitti_poses)
+        return node
+
+    return make
+
+
+def test_odometry_matches_ground_truth_in_base_link(ros_harness, vo_model, drive):
+    from nav_msgs.msg import Odometry
+    from sensor_msgs.msg import Image
+
+    bag, seq = drive
+    h = ros_harness
+    h.add_node(_factory(vo_model, seq))
+    out = h.collect("odometry", Odometry)
+    probe = h.publisher("image", Image)
+    h.wait_for_subscribers(probe)
+    h.publish_bag(bag, {"/camera/image_raw": "image"}, between=lambda: h.spin_for(0.05))
+    h.wait_for(out, FRAMES, timeout=30.0)
+    traces = []
+    for i, msg in enumerate(out):
+        assert msg.header.frame_id == "odom" and msg.child_frame_id == "base_link"
+        assert msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec == seq.stamps_ns[i]
+        p, q = msg.pose.pose.position, msg.pose.pose.orientation
+        np.testing.assert_allclose([p.x, p.y, p.z], seq.T_map_base[i][:3, 3], atol=1e-4)
+        np.testing.assert_allclose(rotation_from_quaternion([q.x, q.y, q.z, q.w]), seq.T_map_base[i][:3, :3], atol=1e-4)
+        cov = np.asarray(msg.pose.covariance).reshape(6, 6)
+        np.testing.assert_allclose(cov, cov.T, atol=1e-12)
+        traces.append(np.trace(cov))
+    assert traces[0] == 0 and all(b > a for a, b in zip(traces[1:], traces[2:]))
+    # Twist in base_link: forward at the route's speed, no sideways motion.
+    tw = out[5].twist.twist.linear
+    assert tw.x == pytest.approx(seq.config.route.speed_mps, rel=0.05) and abs(tw.y) < 0.3
+    assert np.all(np.diag(np.asarray(out[5].twist.covariance).reshape(6, 6)) > 0)
+
+
+def test_reset_and_bad_frames(ros_harness, vo_model, drive):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from nav_msgs.msg import Odometry
+    from sensor_msgs.msg import Image
+
+    from deep_vision.io.image import numpy_to_image_fields
+
+    _, seq = drive
+    h = ros_harness
+    h.add_node(_factory(vo_model))
+    out = h.collect("odometry", Odometry)
+    diags = h.collect("/diagnostics", DiagnosticArray)
+    pub = h.publisher("image", Image)
+    h.wait_for_subscribers(pub)
+
+    def msg(i, stamp, truncate=False):
+        f = numpy_to_image_fields(seq.image(i), "mono8")
+        m = Image(height=f.height, width=f.width, encoding=f.encoding, step=f.step,
+                  data=f.data.tobytes()[: -5 if truncate else None])
+        m.header.stamp.sec, m.header.stamp.nanosec = divmod(int(stamp), 10**9)
+        m.header.frame_id = "camera_optical_frame"
+        return m
+
+    s = seq.stamps_ns
+    for m in (msg(0, s[0]), msg(1, s[1]), msg(2, s[2], truncate=True), msg(3, s[3]), msg(4, s[1])):
+        pub.publish(m)
+        h.spin_for(0.1)
+    h.wait_for(out, 4, timeout=20.0)
+    h.spin_for(1.2)
+    assert len(out) == 4
+    last = out[-1].pose.pose.position
+    assert (last.x, last.y, last.z) == (0.0, 0.0, 0.0)  # time went backwards: a new trajectory
+    assert np.trace(np.asarray(out[-1].pose.covariance).reshape(6, 6)) == 0
+    values = {kv.key: kv.value for kv in diags[-1].status[0].values}
+    assert values["bad_frames"] == "1" and values["reset_time_backwards"] == "1"
+
+
+def test_bad_parameters_fail_at_start(vo_model):
+    require_ros()
+    import rclpy
+
+    from deep_vision.errors import ConfigError
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        with pytest.raises(ConfigError, match="parameter 'model_path'.*missing.onnx"):
+            _factory("/missing.onnx")(context)
+        with pytest.raises(ConfigError, match="camera_pose"):
+            _factory(vo_model, camera_pose=[0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 2.0])(context)
+    finally:
+        rclpy.shutdown(context=context)

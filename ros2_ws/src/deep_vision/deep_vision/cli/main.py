@@ -233,8 +233,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from deep_vision.eval.place_eval import evaluate_from_cli
 
         return evaluate_from_cli(args)
+    if args.target == "vo":
+        from deep_vision.eval.vo_eval import evaluate_from_cli as evaluate_vo
+
+        return evaluate_vo(args)
     if args.target != "homography":
-        raise ConfigError(f"evaluate: unknown target {args.target!r}; available: homography, place")
+        raise ConfigError(f"evaluate: unknown target {args.target!r}; available: homography, place, vo")
     from tqdm import tqdm
 
     from deep_vision.estimators.homography import HomographyEstimator
@@ -329,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="bench/results", help="results folder (default bench/results)")
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("evaluate", help="measure an estimator on held-out data against classical baselines")
-    p.add_argument("target", help="what to evaluate: homography | place")
+    p.add_argument("target", help="what to evaluate: homography | place | vo")
     p.add_argument("--model", help="model (.onnx + card, or .pt); default: the shipped one")
     p.add_argument("--backend", default="auto", help="inference backend (default auto)")
     p.add_argument("--threads", type=int, default=0, help="inference CPU threads (0: library default)")
@@ -341,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--update-card", action="store_true", help="write the held-out metrics into the model card")
     p.add_argument("--quick", action="store_true", help="place: one short route, database sizes up to 100k "
                                                         "(about two minutes on two cores)")
+    p.add_argument("--kitti-frames", default="100:159", help="vo: KITTI 00 frames FIRST:LAST (default 100:159)")
+    p.add_argument("--synthetic-seeds", default="9001,9002", help="vo: held-out synthetic routes (default 9001,9002)")
+    p.add_argument("--synthetic-frames", type=int, default=300, help="vo: frames per synthetic route (default 300)")
     p.set_defaults(func=cmd_evaluate)
     return parser
 

@@ -1,0 +1,225 @@
+"""``deep-vision evaluate vo``: the VO network against a classical monocular baseline, same frames, same run.
+
+Methods, per sequence:
+
+- ``network``: :class:`~deep_vision.estimators.odometry.VisualOdometry`, network mode, its own (learned) scale;
+- ``network, GT scale``: the same motions with each step's length set to the ground truth's;
+- ``hybrid, GT scale``: two-view rotation/direction + GT step length (the network's role is only the scale,
+  so with GT scale this isolates the geometry; reported for completeness);
+- ``classical, GT scale``: Shi–Tomasi + LK tracking + essential matrix RANSAC (no network), GT step length,
+  the usual monocular evaluation; a frame whose geometry fails repeats the previous motion.
+
+Metrics: ATE (evo, SE(3) Umeyama alignment), RPE per frame (evo), KITTI t_rel/r_rel
+(:mod:`deep_vision.eval.trajectory_metrics`, lengths scaled for short snippets), time per frame.
+Trajectories are written in KITTI and TUM formats with a top-view plot per sequence.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from deep_vision.estimators.two_view import FeatureTracker
+from deep_vision.eval.trajectory_metrics import ate_rpe, kitti_relative_errors, write_tum
+from deep_vision.geometry.camera import PinholeCamera
+from deep_vision.geometry.kitti import write_kitti_poses
+from deep_vision.geometry.transforms import invert_transform
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class VOSequence:
+    name: str
+    frames: Callable[[], Iterable[np.ndarray]]  # fresh iterator of grey uint8 frames
+    stamps_ns: np.ndarray
+    poses_gt: np.ndarray  # [N x 4 x 4] KITTI convention
+    camera: PinholeCamera
+
+
+def integrate(relatives: list[np.ndarray]) -> np.ndarray:
+    poses = [np.eye(4)]
+    for T in relatives:
+        poses.append(poses[-1] @ T)
+    return np.stack(poses)
+
+
+def with_gt_scale(relatives: list[np.ndarray], poses_gt: np.ndarray) -> list[np.ndarray]:
+    """Each step's translation rescaled to the ground-truth step length (direction kept)."""
+    out = []
+    for k, T in enumerate(relatives):
+        gt_len = np.linalg.norm((invert_transform(poses_gt[k]) @ poses_gt[k + 1])[:3, 3])
+        n = np.linalg.norm(T[:3, 3])
+        S = T.copy()
+        S[:3, 3] = T[:3, 3] / n * gt_len if n > 1e-9 else 0.0
+        out.append(S)
+    return out
+
+
+def run_vo(vo, seq: VOSequence) -> tuple[list[np.ndarray], list[np.ndarray], list[float]]:
+    """(network relatives, hybrid relatives or [], time per frame ms) — ``vo`` is a fresh VisualOdometry."""
+    rel, times = [], []
+    for k, frame in enumerate(seq.frames()):
+        t0 = time.perf_counter()
+        r = vo.process(frame, int(seq.stamps_ns[k]))
+        times.append((time.perf_counter() - t0) * 1e3)
+        if k > 0:
+            rel.append(r.relative)
+    return rel, times
+
+
+def run_classical(seq: VOSequence, tracker: FeatureTracker | None = None) -> tuple[list[np.ndarray], list[float], int]:
+    tracker = tracker or FeatureTracker()
+    rel, times, failures = [], [], 0
+    prev = None
+    last = np.eye(4)
+    for k, frame in enumerate(seq.frames()):
+        t0 = time.perf_counter()
+        if prev is not None:
+            m = tracker.motion(prev, frame, seq.camera.K)
+            if m is None:
+                failures += 1
+                T = last.copy()
+            else:
+                T = np.eye(4)
+                T[:3, :3], T[:3, 3] = m.R, m.t_dir
+            rel.append(T)
+            last = T
+        times.append((time.perf_counter() - t0) * 1e3)
+        prev = frame
+    return rel, times, failures
+
+
+def trajectory_plot(seq: VOSequence, trajectories: dict[str, np.ndarray], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    ax.plot(seq.poses_gt[:, 0, 3], seq.poses_gt[:, 2, 3], "k-", lw=2.5, label="ground truth")
+    for name, poses in trajectories.items():
+        ax.plot(poses[:, 0, 3], poses[:, 2, 3], lw=1.3, label=name)
+    ax.set_xlabel("x (m, camera 0 right)")
+    ax.set_ylabel("z (m, camera 0 forward)")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(seq.name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def evaluate(vo_factory: Callable[[PinholeCamera, str], object] | None, sequences: list[VOSequence], out: Path,
+             command: str = "", model_label: str = "") -> Path:
+    """Run every method on every sequence; write trajectories, plots and ``vo-<date>.md/json``; return the md."""
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"vo-{date.today().isoformat()}"
+    traj_dir = out / f"{stem}-trajectories"
+    report: dict[str, dict] = {}
+    lines = [f"# Visual odometry evaluation ({date.today().isoformat()})", "", f"- command: {command}",
+             f"- model: {model_label or 'none (classical only)'}", ""]
+    for seq in sequences:
+        stamps_s = (seq.stamps_ns - seq.stamps_ns[0]) / 1e9
+        methods: dict[str, tuple[np.ndarray, list[float]]] = {}
+        if vo_factory is not None:
+            rel, t = run_vo(vo_factory(seq.camera, "network"), seq)
+            methods["network"] = (integrate(rel), t)
+            methods["network, GT scale"] = (integrate(with_gt_scale(rel, seq.poses_gt)), t)
+            rel_h, t_h = run_vo(vo_factory(seq.camera, "hybrid"), seq)
+            methods["hybrid, GT scale"] = (integrate(with_gt_scale(rel_h, seq.poses_gt)), t_h)
+        rel_c, t_c, failures = run_classical(seq)
+        methods["classical, GT scale"] = (integrate(with_gt_scale(rel_c, seq.poses_gt)), t_c)
+        rows = {}
+        for name, (poses, times) in methods.items():
+            m = {**ate_rpe(seq.poses_gt, poses, stamps_s), **kitti_relative_errors(seq.poses_gt, poses),
+                 "time_ms_p50": float(np.median(times[1:])) if len(times) > 1 else float("nan")}
+            if name.startswith("classical"):
+                m["geometry_failures"] = failures
+            rows[name] = m
+            slug = name.replace(", ", "_").replace(" ", "_")
+            write_kitti_poses(traj_dir / f"{seq.name}_{slug}.txt", poses)
+            write_tum(traj_dir / f"{seq.name}_{slug}.tum", stamps_s + seq.stamps_ns[0] / 1e9, poses)
+        write_kitti_poses(traj_dir / f"{seq.name}_ground_truth.txt", seq.poses_gt)
+        write_tum(traj_dir / f"{seq.name}_ground_truth.tum", stamps_s + seq.stamps_ns[0] / 1e9, seq.poses_gt)
+        png = trajectory_plot(seq, {k: v[0] for k, v in methods.items()}, out / f"{stem}-{seq.name}.png")
+        length = float(np.linalg.norm(np.diff(seq.poses_gt[:, :3, 3], axis=0), axis=1).sum())
+        lines += [f"## {seq.name}: {len(seq.stamps_ns)} frames, {length:.0f} m, "
+                  f"segment lengths {rows[next(iter(rows))]['lengths_m']} m", "",
+                  "| method | t_rel % | r_rel °/100 m | ATE m | RPE m/frame | RPE °/frame | time/frame ms |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, m in rows.items():
+            lines.append(f"| {name} | {m['t_rel_pct']:.2f} | {m['r_rel_deg_per_100m']:.2f} | {m['ate_m']:.2f} | "
+                         f"{m['rpe_trans_m']:.3f} | {m['rpe_rot_deg']:.3f} | {m['time_ms_p50']:.1f} |")
+        lines += ["", f"![{seq.name}]({png.name})", ""]
+        report[seq.name] = {"frames": len(seq.stamps_ns), "length_m": length, "methods": rows}
+    lines += [f"Trajectories (KITTI and TUM formats): `{traj_dir.name}/`.", ""]
+    md = out / f"{stem}.md"
+    md.write_text("\n".join(lines))
+    (out / f"{stem}.json").write_text(json.dumps({"command": command, "model": model_label, "sequences": report},
+                                                 indent=2) + "\n")
+    return md
+
+
+def kitti_sequence(seq_dir: Path, first: int, last: int) -> VOSequence:
+    from deep_vision.io.kitti import KittiSequence
+
+    k = KittiSequence(seq_dir)
+    if k.poses is None:
+        raise ValueError(f"{seq_dir}: no ground-truth poses")
+    idx = list(range(first, min(last, len(k) - 1) + 1))
+    poses = invert_transform(k.poses[idx[0]]) @ k.poses[idx]
+    return VOSequence(f"kitti_{seq_dir.name}_{first}-{idx[-1]}", lambda: (k.image(i) for i in idx),
+                      np.round(k.times[idx] * 1e9).astype(np.int64), poses, k.camera)
+
+
+def synthetic_sequence(seed: int, frames: int) -> VOSequence:
+    from deep_vision.synthetic import SyntheticSequence, SyntheticWorldConfig
+
+    s = SyntheticSequence(SyntheticWorldConfig(seed=seed, frames=frames))
+    return VOSequence(f"synthetic_seed{seed}", s.images, s.stamps_ns, s.kitti_poses, s.camera)
+
+
+def evaluate_from_cli(args) -> int:
+    """``deep-vision evaluate vo``: the model (``--model``, or ``none`` for the classical baseline only)."""
+    import sys
+
+    from deep_vision.estimators.odometry import VisualOdometry
+
+    sequences: list[VOSequence] = []
+    kitti = Path(args.data) / "kitti" / "sequences" / "00"
+    if kitti.is_dir():
+        first, last = (int(v) for v in args.kitti_frames.split(":"))
+        sequences.append(kitti_sequence(kitti, first, last))
+    else:
+        logger.warning("no KITTI frames under %s: synthetic routes only", kitti)
+    for seed in (int(s) for s in args.synthetic_seeds.split(",") if s):
+        sequences.append(synthetic_sequence(seed, args.synthetic_frames))
+    factory = None
+    label = ""
+    if args.model != "none":
+        model = args.model
+        if model is None:
+            from deep_vision.resources import default_model_path
+
+            model = str(default_model_path("vo"))
+        label = model
+
+        def factory(camera: PinholeCamera, mode: str):
+            return VisualOdometry.from_model(model, backend=args.backend, camera=camera, mode=mode,
+                                             threads=args.threads or None)
+
+    md = evaluate(factory, sequences, Path(args.out), command="deep-vision " + " ".join(sys.argv[1:]),
+                  model_label=label)
+    print(md.read_text())
+    print(f"report: {md}")
+    return 0

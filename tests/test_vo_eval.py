@@ -1,0 +1,59 @@
+"""VO metrics (KITTI t_rel/r_rel, ATE/RPE via evo) on known trajectories, and the evaluation run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deep_vision.eval.trajectory_metrics import ate_rpe, kitti_relative_errors, segment_lengths, write_tum
+from deep_vision.eval.vo_eval import evaluate, synthetic_sequence, with_gt_scale
+from deep_vision.geometry.transforms import invert_transform, make_transform, rotation_z
+
+
+def straight(n=101, step=1.0, yaw_rate=0.0):
+    poses = [np.eye(4)]
+    for _ in range(n - 1):
+        poses.append(poses[-1] @ make_transform(rotation_z(yaw_rate), [0.0, 0.0, step]))
+    return np.stack(poses)
+
+
+def test_perfect_trajectory_has_zero_errors():
+    gt = straight(yaw_rate=0.01)
+    e = kitti_relative_errors(gt, gt)
+    assert e["t_rel_pct"] == pytest.approx(0.0, abs=1e-9) and e["r_rel_deg_per_100m"] == pytest.approx(0.0, abs=1e-6)
+    m = ate_rpe(gt, gt, np.arange(len(gt)) * 0.1)
+    assert m["ate_m"] < 1e-9 and m["rpe_trans_m"] < 1e-9
+
+
+def test_scale_error_gives_its_percentage():
+    gt = straight()
+    est = straight(step=1.05)  # 5 % too long
+    assert kitti_relative_errors(gt, est)["t_rel_pct"] == pytest.approx(5.0, rel=1e-3)
+    # Ground-truth scaling removes it.
+    rel = [invert_transform(est[k]) @ est[k + 1] for k in range(len(est) - 1)]
+    fixed = [np.eye(4)]
+    for T in with_gt_scale(rel, gt):
+        fixed.append(fixed[-1] @ T)
+    assert kitti_relative_errors(gt, np.stack(fixed))["t_rel_pct"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_segment_lengths():
+    assert segment_lengths(straight(n=2001)) == (100, 200, 300, 400, 500, 600, 700, 800)
+    short = segment_lengths(straight(n=101))
+    assert short[0] == pytest.approx(10.0) and short[-1] == pytest.approx(80.0)
+
+
+def test_tum_file(tmp_path):
+    gt = straight(n=3)
+    path = write_tum(tmp_path / "t.tum", np.array([1.0, 1.1, 1.2]), gt)
+    rows = np.loadtxt(path)
+    assert rows.shape == (3, 8) and rows[2, 3] == pytest.approx(2.0) and rows[0, 7] == pytest.approx(1.0)
+
+
+def test_classical_evaluation_run(tmp_path):
+    seq = synthetic_sequence(9005, 25)
+    md = evaluate(None, [seq], tmp_path)
+    text = md.read_text()
+    assert "classical, GT scale" in text and "t_rel" in text
+    assert (tmp_path / f"{md.stem}-{seq.name}.png").is_file()
+    assert (tmp_path / f"{md.stem}-trajectories" / f"{seq.name}_ground_truth.tum").is_file()

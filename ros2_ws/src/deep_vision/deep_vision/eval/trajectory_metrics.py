@@ -68,11 +68,16 @@ def ate_rpe(poses_gt: np.ndarray, poses_est: np.ndarray, stamps_s: np.ndarray, c
     import copy
 
     from evo.core import metrics
+    from evo.core.geometry import GeometryException
 
     ref = _evo_trajectory(poses_gt, stamps_s)
     est = _evo_trajectory(poses_est, stamps_s)
     est_aligned = copy.deepcopy(est)
-    est_aligned.align(ref, correct_scale=correct_scale)
+    try:
+        est_aligned.align(ref, correct_scale=correct_scale)
+    except GeometryException:
+        # Degenerate (e.g. perfectly planar or straight) paths: both start at the identity, keep that alignment.
+        est_aligned = copy.deepcopy(est)
     ape = metrics.APE(metrics.PoseRelation.translation_part)
     ape.process_data((ref, est_aligned))
     rpe_t = metrics.RPE(metrics.PoseRelation.translation_part, delta=1, delta_unit=metrics.Unit.frames, all_pairs=False)

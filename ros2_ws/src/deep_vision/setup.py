@@ -12,6 +12,11 @@ from setuptools import find_packages, setup
 PACKAGE = "deep_vision"
 HERE = Path(__file__).resolve().parent
 
+
+def _files(folder: str, pattern: str) -> list[str]:
+    """Files of ``folder`` (relative to this file, as setuptools wants) matching ``pattern``."""
+    return sorted(str(p.relative_to(HERE)) for p in (HERE / folder).glob(pattern))
+
 setup(
     name=PACKAGE,
     version="0.1.0",
@@ -20,10 +25,14 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(exclude=["test", "tests"]),
-    package_data={PACKAGE: ["msg/*.msg", "config/*.yaml"]},
+    package_data={PACKAGE: ["msg/*.msg"]},
+    # launch/, config/ and models/ are links to the repository's top-level folders.
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", _files("launch", "*.launch.py")),
+        (f"share/{PACKAGE}/config", _files("config", "*.yaml")),
+        (f"share/{PACKAGE}/models", _files("models", "*.onnx") + _files("models", "*.yaml") + _files("models", "*.pt")),
     ],
     # The message and ROS packages come from ROS (apt or wheels); see package.xml.
     install_requires=[

@@ -272,6 +272,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from deep_vision.nodes.runner import run
+
+    keys = [k.strip() for k in args.nodes.split(",") if k.strip()]
+    print(f"starting {', '.join(keys)} with {args.params}" + (f", playing {args.bag}" if args.bag else ""))
+    summary = run(args.params, keys, bag=args.bag, rate=args.rate, use_sim_time=args.use_sim_time,
+                  backend=args.backend, image_topic=args.image, camera_info_topic=args.camera_info,
+                  duration_s=args.duration)
+    for kind in ("played", "published"):
+        for topic, n in sorted(summary[kind].items()):
+            print(f"{kind:>9} {topic:<28} {n}")
+    return 0
+
+
+def cmd_play(args: argparse.Namespace) -> int:
+    from deep_vision.nodes.runner import play
+
+    sent = play(args.bag, rate=args.rate, clock=args.clock, loop=args.loop, topics=args.topics)
+    for topic, n in sorted(sent.items()):
+        print(f"played {topic:<28} {n}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deep-vision", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"deep_vision {__version__}")
@@ -332,6 +355,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-baselines", action="store_true", help="skip the classical baselines")
     p.add_argument("--out", default="bench/results", help="results folder (default bench/results)")
     p.set_defaults(func=cmd_bench)
+    from deep_vision.nodes.registry import DEFAULT_NODES, NODES
+
+    p = sub.add_parser("run", help="start the nodes in one process (no ros2 launch), optionally playing a bag")
+    p.add_argument("--params", default="config/perception.yaml", help="ROS 2 parameter file (default config/perception.yaml)")
+    p.add_argument("--nodes", default=",".join(DEFAULT_NODES), help=f"comma-separated, of: {', '.join(NODES)}")
+    p.add_argument("--bag", help="rosbag2 folder to play into the nodes")
+    p.add_argument("--rate", type=float, default=1.0, help="playback rate (default 1)")
+    p.add_argument("--use-sim-time", action="store_true", help="publish /clock from the bag and use it")
+    p.add_argument("--backend", help="inference backend for every node (overrides the parameter file)")
+    p.add_argument("--image", default="/camera/image_raw", help="image topic (default /camera/image_raw)")
+    p.add_argument("--camera-info", default="/camera/camera_info", help="camera info topic")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("play", help="play a rosbag2 with rclpy (where ros2 bag is not installed)")
+    p.add_argument("bag", help="rosbag2 folder")
+    p.add_argument("--rate", type=float, default=1.0, help="playback rate (default 1)")
+    p.add_argument("--clock", action="store_true", help="publish /clock from the bag's time")
+    p.add_argument("--loop", action="store_true", help="play again from the start when it ends")
+    p.add_argument("--topics", nargs="+", help="only these topics")
+    p.set_defaults(func=cmd_play)
+
     p = sub.add_parser("evaluate", help="measure an estimator on held-out data against classical baselines")
     p.add_argument("target", help="what to evaluate: homography | place | vo")
     p.add_argument("--model", help="model (.onnx + card, or .pt); default: the shipped one")

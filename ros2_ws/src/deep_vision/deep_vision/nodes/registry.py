@@ -1,0 +1,36 @@
+"""The node list shared by the launch file and ``deep-vision run``, so the two cannot drift apart.
+
+Each entry: console-script executable (``ros2 run deep_vision <executable>``),
+the node class (importable, so nodes compose in one process) and the node name
+under which ``config/perception.yaml`` holds its parameters.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class NodeEntry:
+    executable: str
+    module: str
+    cls: str
+    name: str  # node name (and parameter-file key)
+
+    def load(self) -> type:
+        return getattr(importlib.import_module(self.module), self.cls)
+
+
+NODES: dict[str, NodeEntry] = {
+    "homography": NodeEntry("homography_node", "deep_vision.nodes.homography_node", "HomographyNode", "homography_node"),
+    "place_recognition": NodeEntry("place_recognition_node", "deep_vision.nodes.place_recognition_node",
+                                   "PlaceRecognitionNode", "place_recognition_node"),
+    "odometry": NodeEntry("odometry_node", "deep_vision.nodes.odometry_node", "OdometryNode", "odometry_node"),
+}
+
+#: Nodes started when the launch argument / ``--nodes`` is not given: those whose model ships.
+DEFAULT_NODES: tuple[str, ...] = ("homography", "place_recognition")
+
+#: Input topics every node subscribes (relative names, remapped by the launch file and the runner).
+INPUT_TOPICS = ("image", "camera_info")

@@ -1,0 +1,221 @@
+"""Run the nodes in one process (no ``ros2 launch`` needed) and play bags with rclpy (no ``ros2 bag``).
+
+``deep-vision run --params config/perception.yaml [--nodes ...] [--bag BAG]`` starts the
+node classes of :mod:`deep_vision.nodes.registry` with the parameter file's values
+(the same file and node list as ``launch/perception.launch.py``) in one
+multi-threaded executor; with ``--bag`` a :class:`BagPlayer` feeds them.
+``deep-vision play BAG`` only plays.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import rclpy
+import yaml
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+from deep_vision.errors import BagError, ConfigError, DeepVisionError
+from deep_vision.nodes.registry import DEFAULT_NODES, NODES
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_TOPICS = {"homography": "deep_vision_msgs/msg/Homography",
+                 "loop_closures": "deep_vision_msgs/msg/LoopClosureArray",
+                 "geolocation": "sensor_msgs/msg/NavSatFix",
+                 "odometry": "nav_msgs/msg/Odometry"}
+
+
+def load_params_file(path: str | Path) -> dict[str, dict[str, Any]]:
+    """``{node name: {parameter: value}}`` of a ROS 2 parameter file (``node: ros__parameters: {...}``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"parameter file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    out: dict[str, dict[str, Any]] = {}
+    for node, section in data.items():
+        name = node.strip("/").split("/")[-1]
+        if not isinstance(section, dict) or "ros__parameters" not in section:
+            raise ConfigError(f"{path}: section {node!r} has no ros__parameters")
+        out[name] = dict(section["ros__parameters"] or {})
+    return out
+
+
+def start_nodes(context: Any, keys: Sequence[str], params_file: str | Path, *, use_sim_time: bool = False,
+                backend: str | None = None, image_topic: str = "/camera/image_raw",
+                camera_info_topic: str = "/camera/camera_info", namespace: str = "") -> list[Node]:
+    """Instantiate the registered nodes ``keys`` with their parameters from ``params_file``."""
+    params = load_params_file(params_file)
+    unknown = sorted(set(keys) - set(NODES))
+    if unknown:
+        raise ConfigError(f"--nodes: unknown {unknown}; known: {', '.join(NODES)}")
+    remap = ["--ros-args", "-r", f"image:={image_topic}", "-r", f"camera_info:={camera_info_topic}"]
+    nodes = []
+    for key in keys:
+        entry = NODES[key]
+        values = dict(params.get(entry.name, {}))
+        values["use_sim_time"] = use_sim_time
+        if backend:
+            values["backend"] = backend
+        overrides = [Parameter(k, value=v) for k, v in values.items()]
+        nodes.append(entry.load()(context=context, parameter_overrides=overrides, cli_args=remap,
+                                  namespace=namespace))
+    return nodes
+
+
+class BagPlayer(Node):
+    """Publishes a bag's messages at their recorded pace (× ``rate``), optionally with ``/clock``."""
+
+    def __init__(self, bag: str | Path, *, rate: float = 1.0, clock: bool = False, loop: bool = False,
+                 topics: Sequence[str] | None = None, start_delay_s: float = 1.0, **kwargs: Any) -> None:
+        super().__init__("deep_vision_player", **kwargs)
+        from rosbags.rosbag2 import Reader
+
+        from deep_vision.nodes.bridge import rclpy_type
+
+        self.bag = Path(bag)
+        if not (self.bag / "metadata.yaml").is_file():
+            raise BagError(f"not a rosbag2 folder (no metadata.yaml): {self.bag}")
+        if rate <= 0:
+            raise ConfigError(f"--rate must be positive, got {rate}")
+        self.rate, self.loop, self.clock = rate, loop, clock
+        self.publishers_: dict[str, Any] = {}
+        with Reader(self.bag) as reader:
+            conns = [c for c in reader.connections if topics is None or c.topic in topics]
+            for c in conns:
+                try:
+                    msg_cls = rclpy_type(c.msgtype)
+                except DeepVisionError as exc:
+                    self.get_logger().warning(f"not playing {c.topic}: {exc}")
+                    continue
+                latched = c.topic == "/tf_static"
+                qos = QoSProfile(depth=100 if not latched else 1,
+                                 durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE,
+                                 reliability=ReliabilityPolicy.RELIABLE)
+                self.publishers_[c.topic] = (self.create_publisher(msg_cls, c.topic, qos), c.msgtype)
+        if clock:
+            from rosgraph_msgs.msg import Clock
+
+            self.clock_pub = self.create_publisher(Clock, "/clock", 10)
+        self.sent: Counter[str] = Counter()
+        self.done = threading.Event()
+        self._thread = threading.Thread(target=self._play, args=(start_delay_s,), daemon=True)
+        self._thread.start()
+
+    def _play(self, delay: float) -> None:
+        from rosbags.rosbag2 import Reader
+
+        from deep_vision.nodes.bridge import cdr_to_rclpy
+
+        time.sleep(delay)  # let subscriptions match
+        try:
+            while rclpy.ok(context=self.context):
+                with Reader(self.bag) as reader:
+                    conns = [c for c in reader.connections if c.topic in self.publishers_]
+                    t_wall0 = time.monotonic()
+                    t_bag0 = None
+                    for conn, t_ns, raw in reader.messages(connections=conns):
+                        if not rclpy.ok(context=self.context):
+                            return
+                        t_bag0 = t_ns if t_bag0 is None else t_bag0
+                        wait = (t_ns - t_bag0) / 1e9 / self.rate - (time.monotonic() - t_wall0)
+                        if wait > 0:
+                            time.sleep(wait)
+                        if self.clock:
+                            from rosgraph_msgs.msg import Clock
+
+                            c = Clock()
+                            c.clock.sec, c.clock.nanosec = divmod(int(t_ns), 1_000_000_000)
+                            self.clock_pub.publish(c)
+                        pub, msgtype = self.publishers_[conn.topic]
+                        pub.publish(cdr_to_rclpy(raw, msgtype))
+                        self.sent[conn.topic] += 1
+                if not self.loop:
+                    break
+        finally:
+            self.done.set()
+
+
+class OutputCounter(Node):
+    """Counts what the pipeline publishes on its output topics (for the run summary)."""
+
+    def __init__(self, namespace: str = "", **kwargs: Any) -> None:
+        super().__init__("deep_vision_output_counter", namespace=namespace, **kwargs)
+        from deep_vision.nodes.bridge import rclpy_type
+
+        self.counts: Counter[str] = Counter()
+        for topic, msgtype in OUTPUT_TOPICS.items():
+            self.create_subscription(rclpy_type(msgtype), topic, lambda _m, t=topic: self.counts.update([t]), 100)
+
+
+def run(params_file: str | Path, keys: Sequence[str] = DEFAULT_NODES, *, bag: str | Path | None = None,
+        rate: float = 1.0, use_sim_time: bool = False, backend: str | None = None,
+        image_topic: str = "/camera/image_raw", camera_info_topic: str = "/camera/camera_info",
+        drain_s: float = 3.0, duration_s: float | None = None) -> dict[str, Any]:
+    """Start ``keys`` (and play ``bag``); returns message counts when the bag ends (or on Ctrl-C / duration)."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    nodes: list[Node] = []
+    player = None
+    try:
+        nodes = start_nodes(context, keys, params_file, use_sim_time=use_sim_time, backend=backend,
+                            image_topic=image_topic, camera_info_topic=camera_info_topic)
+        counter = OutputCounter(context=context)
+        nodes.append(counter)
+        if bag is not None:
+            player = BagPlayer(bag, rate=rate, clock=use_sim_time, context=context)
+            nodes.append(player)
+        for n in nodes:
+            executor.add_node(n)
+        t0 = time.monotonic()
+        while rclpy.ok(context=context):
+            executor.spin_once(timeout_sec=0.1)
+            if player is not None and player.done.is_set():
+                end = time.monotonic() + drain_s
+                while time.monotonic() < end:
+                    executor.spin_once(timeout_sec=0.05)
+                break
+            if duration_s is not None and time.monotonic() - t0 > duration_s:
+                break
+        return {"played": dict(player.sent) if player else {}, "published": dict(counter.counts)}
+    except (KeyboardInterrupt, ExternalShutdownException):
+        return {"played": dict(player.sent) if player else {}, "published": {}}
+    finally:
+        for n in nodes:
+            executor.remove_node(n)
+            n.destroy_node()
+        executor.shutdown()
+        if context.ok():
+            rclpy.shutdown(context=context)
+
+
+def play(bag: str | Path, rate: float = 1.0, clock: bool = False, loop: bool = False,
+         topics: Sequence[str] | None = None) -> dict[str, int]:
+    """Play ``bag`` until it ends (or forever with ``loop``); returns messages sent per topic."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    player = BagPlayer(bag, rate=rate, clock=clock, loop=loop, topics=topics, context=context)
+    executor = MultiThreadedExecutor(context=context)
+    executor.add_node(player)
+    try:
+        while rclpy.ok(context=context) and not player.done.is_set():
+            executor.spin_once(timeout_sec=0.1)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        sent = dict(player.sent)
+        player.destroy_node()
+        executor.shutdown()
+        if context.ok():
+            rclpy.shutdown(context=context)
+    return sent

@@ -1,0 +1,67 @@
+"""Launch file, runner and parameter file agree; the one-process runner plays a bag through the nodes."""
+
+from __future__ import annotations
+
+import ast
+import re
+
+import pytest
+from conftest import REPO, require_ros, small_world_config
+
+from deep_vision.nodes.registry import DEFAULT_NODES, NODES
+
+SETUP = (REPO / "ros2_ws" / "src" / "deep_vision" / "setup.py").read_text()
+LAUNCH = (REPO / "launch" / "perception.launch.py").read_text()
+
+
+def test_every_executable_is_a_console_script():
+    scripts = dict(re.findall(r'"([\w-]+) = (deep_vision[\w.]+:main)"', SETUP))
+    for entry in NODES.values():
+        assert scripts.get(entry.executable) == f"{entry.module}:main", entry
+
+
+def test_launch_file_uses_the_registry_and_declares_its_arguments():
+    tree = ast.parse(LAUNCH)
+    imports = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "deep_vision.nodes.registry"]
+    assert imports, "the launch file must take its node list from deep_vision.nodes.registry"
+    args = re.findall(r'DeclareLaunchArgument\("(\w+)"', LAUNCH)
+    assert set(args) == {"image", "camera_info", "params_file", "use_sim_time", "backend", "nodes", "namespace",
+                         "log_level"}
+    assert "description=" in LAUNCH
+
+
+def test_every_parameter_in_the_file_is_declared_by_its_node():
+    require_ros()
+    import importlib
+
+    from deep_vision.nodes.runner import load_params_file
+
+    params = load_params_file(REPO / "config" / "perception.yaml")
+    for entry in NODES.values():
+        declared = {p.name for p in importlib.import_module(entry.module).PARAMS}
+        assert entry.name in params, f"{entry.name} has no section in perception.yaml"
+        assert set(params[entry.name]) <= declared, set(params[entry.name]) - declared
+    assert set(DEFAULT_NODES) <= set(NODES)
+
+
+def test_runner_plays_a_bag_through_the_nodes(tmp_path):
+    require_ros()
+    from deep_vision.nodes.runner import run
+    from deep_vision.synthetic.recording import record
+
+    rec = record(small_world_config(frames=12), tmp_path / "bag", workers=1)
+    summary = run(REPO / "config" / "perception.yaml", ["homography", "place_recognition"], bag=rec.bag,
+                  rate=5.0, drain_s=3.0, duration_s=60.0)
+    assert summary["played"]["/camera/image_raw"] == 12
+    assert summary["published"].get("homography", 0) >= 10
+
+
+def test_unknown_node_and_missing_file_are_named(tmp_path):
+    require_ros()
+    from deep_vision.errors import ConfigError
+    from deep_vision.nodes.runner import load_params_file, run
+
+    with pytest.raises(ConfigError, match="not found"):
+        load_params_file(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="unknown \\['lidar'\\]"):
+        run(REPO / "config" / "perception.yaml", ["lidar"], duration_s=1.0)

@@ -272,6 +272,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    if args.dataset != "kitti":
+        raise ConfigError(f"convert: unknown dataset {args.dataset!r}; available: kitti")
+    from tqdm import tqdm
+
+    from deep_vision.io.convert import kitti_to_bag
+
+    out = Path(args.out)
+    if out.exists():
+        raise DeepVisionError(f"bag output already exists: {out} (remove it or choose another --out)")
+    bar = tqdm(unit="frame", desc="converting", file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 10)
+
+    def progress(n: int, total: int) -> None:
+        bar.total = total
+        bar.update(n - bar.n)
+
+    counts = kitti_to_bag(args.source, out, poses=args.poses, camera_index=args.camera, start=args.start,
+                          end=args.end, stride=args.stride, storage=args.storage, progress=progress)
+    bar.close()
+    print(f"bag: {out}")
+    for topic, n in sorted(counts.items()):
+        print(f"  {topic:<28} {n} messages")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from deep_vision.nodes.runner import run
 
@@ -368,6 +393,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--camera-info", default="/camera/camera_info", help="camera info topic")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("convert", help="dataset -> rosbag2 (deep_vision's topic layout)")
+    p.add_argument("dataset", help="kitti")
+    p.add_argument("source", help="kitti: the .../sequences/XX folder")
+    p.add_argument("--out", required=True, help="output rosbag2 folder (must not exist)")
+    p.add_argument("--poses", help="kitti: ground-truth poses file (default .../poses/XX.txt when it exists)")
+    p.add_argument("--camera", type=int, default=0, help="kitti: camera index 0-3 (default 0, left grey)")
+    p.add_argument("--start", type=int, default=0, help="first frame")
+    p.add_argument("--end", type=int, help="stop before this frame")
+    p.add_argument("--stride", type=int, default=1, help="keep every n-th frame")
+    p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="rosbag2 storage plugin")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("play", help="play a rosbag2 with rclpy (where ros2 bag is not installed)")
     p.add_argument("bag", help="rosbag2 folder")

@@ -1,0 +1,82 @@
+"""Dataset → rosbag2 converters (deep_vision's bag layout, see :mod:`deep_vision.io.bag`).
+
+KITTI odometry: ``deep-vision convert kitti …/sequences/XX --out BAG [--poses …/poses/XX.txt]``.
+Images keep their encoding (mono8 for image_0/1, rgb8 for image_2/3); CameraInfo
+comes from ``calib.txt``; ground truth (when poses exist) becomes
+``nav_msgs/Odometry`` of ``base_link`` in ``map``; ``/tf_static`` carries
+``base_link → camera_optical_frame``. KITTI odometry has no vehicle frame: base_link
+is put on the ground 1.65 m under camera 0 (KITTI's camera height), axes per
+REP 103. Stamps are ``--start-time`` plus ``times.txt`` (KITTI gives no absolute time).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from deep_vision.errors import DatasetError
+from deep_vision.geometry.transforms import OPTICAL_FROM_BODY, invert_transform, make_transform
+from deep_vision.io import bag as bagio
+from deep_vision.io import rosmsg
+from deep_vision.io.image import numpy_to_image_fields
+from deep_vision.io.kitti import KittiSequence
+
+logger = logging.getLogger(__name__)
+
+KITTI_CAMERA_HEIGHT_M = 1.65
+KITTI_START_TIME_S = 1_317_000_000.0  # late September 2011, when KITTI was recorded
+
+
+def kitti_to_bag(sequence_dir: str | Path, out: str | Path, *, poses: str | Path | None = None,
+                 camera_index: int = 0, start: int = 0, end: int | None = None, stride: int = 1,
+                 storage: str = "mcap", start_time_s: float = KITTI_START_TIME_S,
+                 frame_id: str = "camera_optical_frame",
+                 progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
+    """Write a KITTI odometry sequence (``…/sequences/XX``) to a rosbag2; returns messages per topic."""
+    seq = KittiSequence(Path(sequence_dir), camera_index=camera_index, poses_path=Path(poses) if poses else None)
+    if stride < 1:
+        raise DatasetError(f"--stride must be at least 1, got {stride}")
+    idx = list(range(start, len(seq) if end is None else min(end, len(seq)), stride))
+    if not idx:
+        raise DatasetError(f"{sequence_dir}: no frame in [{start}, {end}) with stride {stride}")
+    camera = seq.camera
+    T_base_cam = make_transform(OPTICAL_FROM_BODY.T, [0.0, 0.0, KITTI_CAMERA_HEIGHT_M])
+    stamps = (np.round((start_time_s + seq.times[idx]) * 1e9)).astype(np.int64)
+    T_map_base = None
+    if seq.poses is not None:
+        cam = invert_transform(seq.poses[idx[0]]) @ seq.poses[idx]
+        T_map_base = T_base_cam @ cam @ invert_transform(T_base_cam)
+    with bagio.BagWriter(out, storage=storage) as bag:
+        tf = rosmsg.transform_stamped_msg(T_base_cam, int(stamps[0]), "base_link", frame_id)
+        bag.write(bagio.TF_STATIC_TOPIC, "tf2_msgs/msg/TFMessage", int(stamps[0]), rosmsg.tf_message([tf]),
+                  qos=bagio.QOS_LATCHED)
+        for k, i in enumerate(idx):
+            image = seq.image(i)
+            encoding = "mono8" if image.ndim == 2 else "rgb8"
+            stamp = int(stamps[k])
+            bag.write(bagio.IMAGE_TOPIC, "sensor_msgs/msg/Image", stamp,
+                      rosmsg.image_msg(numpy_to_image_fields(image, encoding), stamp, frame_id), qos=bagio.QOS_SENSOR)
+            bag.write(bagio.CAMERA_INFO_TOPIC, "sensor_msgs/msg/CameraInfo", stamp,
+                      rosmsg.camera_info_msg(camera, stamp, frame_id), qos=bagio.QOS_SENSOR)
+            if T_map_base is not None:
+                lin, ang = _velocity(T_map_base, stamps, k)
+                bag.write(bagio.GROUND_TRUTH_TOPIC, "nav_msgs/msg/Odometry", stamp,
+                          rosmsg.odometry_msg(T_map_base[k], lin, ang, stamp, "map", "base_link"))
+            if progress:
+                progress(k + 1, len(idx))
+        return dict(bag.counts)
+
+
+def _velocity(T: np.ndarray, stamps: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    from scipy.spatial.transform import Rotation
+
+    if len(T) < 2:
+        return np.zeros(3), np.zeros(3)
+    a, b = max(k - 1, 0), min(k + 1, len(T) - 1)
+    dt = (stamps[b] - stamps[a]) / 1e9
+    lin = T[k][:3, :3].T @ (T[b][:3, 3] - T[a][:3, 3]) / dt
+    ang = Rotation.from_matrix(T[a][:3, :3].T @ T[b][:3, :3]).as_rotvec() / dt
+    return lin, ang

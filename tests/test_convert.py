@@ -1,0 +1,60 @@
+"""KITTI → rosbag2: a fabricated sequence folder in the official layout, and the real frames when present."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from deep_vision.cli.main import main
+from deep_vision.geometry import write_kitti_poses
+from deep_vision.geometry.transforms import make_transform, rotation_z
+from deep_vision.io.bag import BagSequence
+from deep_vision.io.convert import kitti_to_bag
+
+P0 = "7.188560e+02 0 6.071928e+02 0 0 7.188560e+02 1.852157e+02 0 0 0 1 0"
+
+
+@pytest.fixture
+def fake_kitti(tmp_path):
+    seq = tmp_path / "sequences" / "07"
+    (seq / "image_0").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        cv2.imwrite(str(seq / "image_0" / f"{i:06d}.png"), rng.integers(0, 255, (40, 64), dtype=np.uint8))
+    (seq / "times.txt").write_text("\n".join(f"{0.1 * i:.6e}" for i in range(6)) + "\n")
+    (seq / "calib.txt").write_text(f"P0: {P0}\nP1: {P0}\n")
+    poses = np.stack([make_transform(rotation_z(0.0), [0.0, 0.0, 1.0 * i]) for i in range(6)])
+    (tmp_path / "poses").mkdir()
+    write_kitti_poses(tmp_path / "poses" / "07.txt", poses)
+    return seq
+
+
+def test_fabricated_sequence(fake_kitti, tmp_path):
+    counts = kitti_to_bag(fake_kitti, tmp_path / "bag", start=1, stride=2)
+    assert counts["/camera/image_raw"] == 3 and counts["/ground_truth/odometry"] == 3
+    bag = BagSequence(tmp_path / "bag")
+    frames = list(bag)
+    assert [f.image.shape for f in frames] == [(40, 64)] * 3 and frames[0].encoding == "mono8"
+    assert frames[0].camera.fx == pytest.approx(718.856)
+    np.testing.assert_allclose(np.diff([f.stamp_ns for f in frames]), 200_000_000)
+    # The camera moves 1 m forward per frame: base_link moves 2 m along +x per kept frame.
+    np.testing.assert_allclose(frames[2].gt_pose[:3, 3], [4.0, 0.0, 0.0], atol=1e-9)
+    _, kitti = bag.camera_poses_kitti("camera_optical_frame")
+    np.testing.assert_allclose(kitti[2][:3, 3], [0.0, 0.0, 4.0], atol=1e-9)
+
+
+def test_unlabelled_calibration_and_cli(fake_kitti, tmp_path, capsys):
+    (fake_kitti / "calib.txt").write_text(f"{P0}\n{P0}\n")
+    assert main(["convert", "kitti", str(fake_kitti), "--out", str(tmp_path / "b2"), "--storage", "sqlite3"]) == 0
+    assert "/camera/image_raw" in capsys.readouterr().out
+    assert len(BagSequence(tmp_path / "b2")) == 6
+
+
+def test_real_kitti_frames(shared_data, tmp_path):
+    seq = shared_data / "kitti" / "sequences" / "00"
+    counts = kitti_to_bag(seq, tmp_path / "bag", end=20)
+    assert counts["/camera/image_raw"] == 20 and counts["/ground_truth/odometry"] == 20
+    bag = BagSequence(tmp_path / "bag")
+    f = next(iter(bag))
+    assert f.image.shape == (376, 1241) and f.camera.cx == pytest.approx(607.1928)

@@ -65,3 +65,44 @@ def test_unknown_node_and_missing_file_are_named(tmp_path):
         load_params_file(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="unknown \\['lidar'\\]"):
         run(REPO / "config" / "perception.yaml", ["lidar"], duration_s=1.0)
+
+
+def test_readme_parameter_table_is_in_sync():
+    require_ros()
+    from deep_vision.nodes.registry import parameter_table
+
+    readme = (REPO / "README.md").read_text()
+    begin = readme.index("<!-- parameters:begin")
+    start = readme.index("\n", begin) + 1
+    end = readme.index("<!-- parameters:end -->")
+    assert readme[start:end].strip() == parameter_table().strip(), \
+        "README parameter table is stale: regenerate it with deep_vision.nodes.registry.parameter_table()"
+
+
+@pytest.mark.parametrize("reliability", ["best_effort", "reliable"])
+def test_best_effort_and_reliable_publishers_reach_the_node(ros_harness, reliability):
+    """Image subscriptions are SensorData (best effort) by default: both kinds of camera driver reach them."""
+    import numpy as np
+    from deep_vision_msgs.msg import Homography
+    from rclpy.parameter import Parameter
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from deep_vision.nodes.homography_node import HomographyNode
+
+    h = ros_harness
+    h.add_node(lambda context: HomographyNode(context=context, parameter_overrides=[
+        Parameter("model_path", value=str(REPO / "models" / "homography.onnx")),
+        Parameter("backend", value="onnxruntime"), Parameter("refine", value=False)]))
+    out = h.collect("homography", Homography)
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT if reliability == "best_effort"
+                     else ReliabilityPolicy.RELIABLE)
+    pub = h.publisher("image", Image, qos)
+    h.wait_for_subscribers(pub)
+    img = np.random.default_rng(0).integers(0, 255, (60, 80), dtype=np.uint8)
+    for k in range(3):
+        msg = Image(height=60, width=80, encoding="mono8", step=80, data=img.tobytes())
+        msg.header.stamp.sec = 100 + k
+        pub.publish(msg)
+        h.spin_for(0.2)
+    h.wait_for(out, 2, timeout=10.0)

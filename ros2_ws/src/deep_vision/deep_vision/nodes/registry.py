@@ -34,3 +34,18 @@ DEFAULT_NODES: tuple[str, ...] = ("homography", "place_recognition")
 
 #: Input topics every node subscribes (relative names, remapped by the launch file and the runner).
 INPUT_TOPICS = ("image", "camera_info")
+
+
+def parameter_table() -> str:
+    """Markdown table of every node's parameters (from their declarations; the README embeds it)."""
+    rows = ["| node | parameter | default | description |", "|---|---|---|---|"]
+    for entry in NODES.values():
+        module = importlib.import_module(entry.module)
+        for p in module.PARAMS:
+            default = "''" if p.default == "" else str(p.default).replace("|", "\\|")
+            desc = p.description + (f" One of: {', '.join(p.choices)}." if p.choices else "")
+            if p.range is not None:
+                desc += f" Range {p.range[0]:g}–{p.range[1]:g}."
+            desc = desc.replace("|", "\\|")
+            rows.append(f"| `{entry.name}` | `{p.name}` | `{default}` | {desc} |")
+    return "\n".join(rows)

@@ -28,7 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from deep_vision.eval.homography_pairs import list_images, load_grey, photometric, sample_pair  # noqa: E402
-from deep_vision.geometry.homography import patch_corners  # noqa: E402
 from deep_vision.models.homography_net import HomographyNet, normalize  # noqa: E402
 from training.common import (  # noqa: E402
     Checkpointer,

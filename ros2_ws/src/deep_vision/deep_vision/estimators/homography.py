@@ -32,6 +32,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from deep_vision.io.image import as_grey as to_grey
 from deep_vision.errors import ConfigError, ImageEncodingError
 from deep_vision.geometry.homography import (
     conjugate_homography,
@@ -64,20 +65,6 @@ class HomographyResult:
     ecc_converged: bool | None = None  # None when ECC did not run
     ecc_correlation: float | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
-
-
-def to_grey(image: np.ndarray) -> np.ndarray:
-    """[H x W] uint8 grey from grey or RGB uint8 input."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise ImageEncodingError(f"expected uint8 pixels, got {image.dtype}")
-    if image.ndim == 2:
-        return image
-    if image.ndim == 3 and image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    if image.ndim == 3 and image.shape[2] == 1:
-        return image[..., 0]
-    raise ImageEncodingError(f"expected an [H x W] grey or [H x W x 3] RGB image, got shape {list(image.shape)}")
 
 
 def homography_is_sane(H: np.ndarray, width: int, height: int, max_area_change: float) -> bool:

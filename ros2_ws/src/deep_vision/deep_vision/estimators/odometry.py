@@ -40,7 +40,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from deep_vision.errors import ConfigError, ImageEncodingError
+from deep_vision.errors import ConfigError
 from deep_vision.estimators.homography import to_grey
 from deep_vision.estimators.two_view import FeatureTracker
 from deep_vision.geometry.camera import PinholeCamera

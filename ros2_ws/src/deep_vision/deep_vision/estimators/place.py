@@ -33,25 +33,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+from deep_vision.io.image import as_grey as to_grey
 from deep_vision.errors import ConfigError, ImageEncodingError, ModelError
 
 logger = logging.getLogger(__name__)
 
 DESCRIPTORS = ("network", "sad")
-
-
-def to_grey(image: np.ndarray) -> np.ndarray:
-    """[H x W] uint8 grey from a grey or RGB uint8 image."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise ImageEncodingError(f"expected uint8 pixels, got {image.dtype}")
-    if image.ndim == 2:
-        return image
-    if image.ndim == 3 and image.shape[2] == 1:
-        return image[..., 0]
-    if image.ndim == 3 and image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    raise ImageEncodingError(f"expected an [H x W] grey or [H x W x 3] RGB image, got shape {list(image.shape)}")
 
 
 def patch_normalize(grey: np.ndarray, patch: int) -> np.ndarray:

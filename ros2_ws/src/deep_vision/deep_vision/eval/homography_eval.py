@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from deep_vision.errors import DatasetError

@@ -205,3 +205,17 @@ def message_to_mono8(msg: Any) -> np.ndarray:
 def message_to_rgb8(msg: Any) -> np.ndarray:
     """Decode an Image message straight to [H x W x 3] uint8 RGB."""
     return to_rgb8(image_to_numpy(msg), str(msg.encoding))
+
+
+def as_grey(image: np.ndarray) -> np.ndarray:
+    """[H x W] uint8 grey of a decoded grey ([H x W] or [H x W x 1]) or RGB ([H x W x 3]) uint8 image."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ImageEncodingError(f"expected uint8 pixels, got {image.dtype}")
+    if image.ndim == 2:
+        return image
+    if image.ndim == 3 and image.shape[2] == 1:
+        return image[..., 0]
+    if image.ndim == 3 and image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    raise ImageEncodingError(f"expected an [H x W] grey or [H x W x 3] RGB image, got shape {list(image.shape)}")

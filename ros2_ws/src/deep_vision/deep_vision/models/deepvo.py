@@ -21,7 +21,6 @@ the state across frames.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
@@ -29,6 +28,7 @@ import torch
 from torch import nn
 
 from deep_vision.errors import ConfigError
+from deep_vision.models.conf import merge_conf
 
 # (out channels, kernel, stride) per conv layer
 _FLOWNET_S = [(64, 7, 2), (128, 5, 2), (256, 5, 2), (256, 3, 1), (512, 3, 2), (512, 3, 1), (512, 3, 2),
@@ -84,16 +84,7 @@ class DeepVO(nn.Module):
 
     @classmethod
     def resolve_conf(cls, conf: dict[str, Any] | None) -> dict[str, Any]:
-        conf = dict(conf or {})
-        unknown = sorted(set(conf) - set(cls.default_conf))
-        if unknown:
-            raise ConfigError(f"DeepVO: unknown conf key(s) {unknown}; known: {sorted(cls.default_conf)}")
-        merged = {**copy.deepcopy(cls.default_conf), **conf}
-        if merged["preset"] not in PRESETS:
-            raise ConfigError(f"DeepVO: unknown preset {merged['preset']!r}; choose one of {sorted(PRESETS)}")
-        for key, value in PRESETS[merged["preset"]].items():
-            if merged[key] is None and value is not None:
-                merged[key] = copy.deepcopy(value)
+        merged = merge_conf("DeepVO", cls.default_conf, PRESETS, conf)
         merged["encoder"] = [list(map(int, layer)) for layer in merged["encoder"]]
         if merged["channels"] not in (1, 3):
             raise ConfigError(f"DeepVO: channels must be 1 or 3, got {merged['channels']}")

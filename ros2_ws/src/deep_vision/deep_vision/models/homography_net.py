@@ -20,7 +20,6 @@ k of the source patch (TL, TR, BR, BL, pixel centres) maps to
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 
 from deep_vision.errors import ConfigError
+from deep_vision.models.conf import merge_conf
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
@@ -87,16 +87,7 @@ class HomographyNet(nn.Module):
     @classmethod
     def resolve_conf(cls, conf: dict[str, Any] | None) -> dict[str, Any]:
         """Merge ``conf`` into the defaults and the chosen preset; unknown keys are an error."""
-        conf = dict(conf or {})
-        unknown = sorted(set(conf) - set(cls.default_conf))
-        if unknown:
-            raise ConfigError(f"HomographyNet: unknown conf key(s) {unknown}; known: {sorted(cls.default_conf)}")
-        merged = {**copy.deepcopy(cls.default_conf), **conf}
-        if merged["preset"] not in PRESETS:
-            raise ConfigError(f"HomographyNet: unknown preset {merged['preset']!r}; choose one of {sorted(PRESETS)}")
-        for key, value in PRESETS[merged["preset"]].items():
-            if merged[key] is None:
-                merged[key] = copy.deepcopy(value)
+        merged = merge_conf("HomographyNet", cls.default_conf, PRESETS, conf)
         if len(merged["channels"]) != 8:
             raise ConfigError(f"HomographyNet: channels needs 8 entries, got {len(merged['channels'])}")
         return merged

@@ -28,7 +28,6 @@ places is the inner product of their descriptors.
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
@@ -38,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deep_vision.errors import ConfigError
+from deep_vision.models.conf import merge_conf
 
 PRESETS: dict[str, dict[str, Any]] = {
     "compact": {
@@ -148,16 +148,7 @@ class PlaceNet(nn.Module):
     @classmethod
     def resolve_conf(cls, conf: dict[str, Any] | None) -> dict[str, Any]:
         """Merge ``conf`` into the defaults and the chosen preset; unknown keys are an error."""
-        conf = dict(conf or {})
-        unknown = sorted(set(conf) - set(cls.default_conf))
-        if unknown:
-            raise ConfigError(f"PlaceNet: unknown conf key(s) {unknown}; known: {sorted(cls.default_conf)}")
-        merged = {**copy.deepcopy(cls.default_conf), **conf}
-        if merged["preset"] not in PRESETS:
-            raise ConfigError(f"PlaceNet: unknown preset {merged['preset']!r}; choose one of {sorted(PRESETS)}")
-        for key, value in PRESETS[merged["preset"]].items():
-            if merged[key] is None:
-                merged[key] = copy.deepcopy(value)
+        merged = merge_conf("PlaceNet", cls.default_conf, PRESETS, conf)
         if merged["head"] not in ("netvlad", "gem"):
             raise ConfigError(f"PlaceNet: head must be netvlad or gem, got {merged['head']!r}")
         if merged["in_channels"] not in (1, 3):

@@ -7,6 +7,7 @@ and converts messages; everything else lives here.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.qos import QoSReliabilityPolicy as Reliability
@@ -124,3 +126,24 @@ class NodeDiagnostics:
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.node.get_clock().now().to_msg()
         self.pub.publish(msg)
+
+
+def spin_node(node_cls: type[Node], name: str, args: list[str] | None = None) -> int:
+    """``main()`` of a node executable: init, build (a bad parameter exits 1 with one line), spin, shut down."""
+    import rclpy
+
+    rclpy.init(args=args)
+    try:
+        node = node_cls()
+    except ConfigError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 1
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

@@ -13,10 +13,8 @@ import sys
 import time
 from typing import Any
 
-import rclpy
 from builtin_interfaces.msg import Time
 from deep_vision_msgs.msg import Homography
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
@@ -25,7 +23,7 @@ from deep_vision.estimators.homography import HomographyEstimator
 from deep_vision.estimators.stream import FramePairer
 from deep_vision.inference.selection import BACKENDS
 from deep_vision.io.image import message_to_mono8
-from deep_vision.nodes.common import QOS_PARAMS, NodeDiagnostics, Param, declare, image_qos, stamp_ns
+from deep_vision.nodes.common import QOS_PARAMS, NodeDiagnostics, Param, declare, image_qos, spin_node, stamp_ns
 
 PARAMS = [
     Param("model_path", "", "HomographyNet model (.onnx with its model card, or a .pt checkpoint); empty: the "
@@ -110,21 +108,7 @@ def _card_sha(path: str) -> str:
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = HomographyNode()
-    except ConfigError as exc:
-        print(f"homography_node: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 1
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return spin_node(HomographyNode, "homography_node", args)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ import numpy as np
 import rclpy
 from geometry_msgs.msg import TransformStamped
 from nav_msgs.msg import Odometry
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, Image
@@ -33,7 +32,7 @@ from deep_vision.geometry.camera import PinholeCamera
 from deep_vision.geometry.transforms import adjoint, invert_transform, make_transform, quaternion_from_rotation
 from deep_vision.inference.selection import BACKENDS
 from deep_vision.io.image import message_to_mono8
-from deep_vision.nodes.common import QOS_PARAMS, NodeDiagnostics, Param, declare, image_qos, stamp_ns
+from deep_vision.nodes.common import QOS_PARAMS, NodeDiagnostics, Param, declare, image_qos, spin_node, stamp_ns
 
 # Camera optical frame on a KITTI-like car: 1.65 m above base_link, looking forward.
 DEFAULT_CAMERA_POSE = [0.0, 0.0, 1.65, 0.5, -0.5, 0.5, -0.5]
@@ -185,21 +184,7 @@ class OdometryNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = OdometryNode()
-    except ConfigError as exc:
-        print(f"odometry_node: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 1
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return spin_node(OdometryNode, "odometry_node", args)
 
 
 if __name__ == "__main__":

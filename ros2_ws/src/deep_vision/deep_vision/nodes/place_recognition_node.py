@@ -28,10 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
 from builtin_interfaces.msg import Time
 from deep_vision_msgs.msg import LoopClosure, LoopClosureArray
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, NavSatFix, NavSatStatus
 
@@ -47,7 +45,7 @@ from deep_vision.estimators.place import PlaceRecognizer
 from deep_vision.geometry.transforms import quaternion_from_rotation
 from deep_vision.inference.selection import BACKENDS
 from deep_vision.io.image import message_to_mono8, message_to_rgb8
-from deep_vision.nodes.common import QOS_PARAMS, NodeDiagnostics, Param, declare, image_qos, stamp_ns
+from deep_vision.nodes.common import QOS_PARAMS, NodeDiagnostics, Param, declare, image_qos, spin_node, stamp_ns
 
 PARAMS = [
     Param("descriptor", "network", "Global descriptor: network (PlaceNet, model_path) or sad (SeqSLAM's "
@@ -288,21 +286,7 @@ def _time(ns: int) -> Time:
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = PlaceRecognitionNode()
-    except ConfigError as exc:
-        print(f"place_recognition_node: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 1
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return spin_node(PlaceRecognitionNode, "place_recognition_node", args)
 
 
 if __name__ == "__main__":

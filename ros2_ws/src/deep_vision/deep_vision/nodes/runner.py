@@ -76,7 +76,8 @@ class BagPlayer(Node):
     """Publishes a bag's messages at their recorded pace (× ``rate``), optionally with ``/clock``."""
 
     def __init__(self, bag: str | Path, *, rate: float = 1.0, clock: bool = False, loop: bool = False,
-                 topics: Sequence[str] | None = None, start_delay_s: float = 1.0, **kwargs: Any) -> None:
+                 topics: Sequence[str] | None = None, start_delay_s: float = 1.0,
+                 expected_subscribed: Sequence[str] = (), **kwargs: Any) -> None:
         super().__init__("deep_vision_player", **kwargs)
         from rosbags.rosbag2 import Reader
 
@@ -88,6 +89,7 @@ class BagPlayer(Node):
         if rate <= 0:
             raise ConfigError(f"--rate must be positive, got {rate}")
         self.rate, self.loop, self.clock = rate, loop, clock
+        self.expected_subscribed = set(expected_subscribed)  # topics to wait for a subscriber on before playing
         self.publishers_: dict[str, Any] = {}
         with Reader(self.bag) as reader:
             conns = [c for c in reader.connections if topics is None or c.topic in topics]
@@ -116,7 +118,16 @@ class BagPlayer(Node):
 
         from deep_vision.nodes.bridge import cdr_to_rclpy
 
-        time.sleep(delay)  # let subscriptions match
+        # Let discovery match the subscribers (nodes, output counter) before the first message:
+        # wait until every topic someone subscribes to is matched, at least ``delay`` seconds.
+        deadline = time.monotonic() + max(delay, 0.0) + 5.0
+        t_start = time.monotonic()
+        while time.monotonic() < deadline:
+            matched = all(pub.get_subscription_count() > 0 for topic, (pub, _) in self.publishers_.items()
+                          if topic in self.expected_subscribed)
+            if matched and time.monotonic() - t_start >= delay:
+                break
+            time.sleep(0.05)
         try:
             while rclpy.ok(context=self.context):
                 with Reader(self.bag) as reader:
@@ -173,7 +184,8 @@ def run(params_file: str | Path, keys: Sequence[str] = DEFAULT_NODES, *, bag: st
         counter = OutputCounter(context=context)
         nodes.append(counter)
         if bag is not None:
-            player = BagPlayer(bag, rate=rate, clock=use_sim_time, context=context)
+            player = BagPlayer(bag, rate=rate, clock=use_sim_time, context=context,
+                               expected_subscribed=[image_topic])
             nodes.append(player)
         for n in nodes:
             executor.add_node(n)

@@ -63,8 +63,7 @@ class Renderer:
 
     def render(self, T_world_cam: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
         """Render the view of a camera at ``T_world_cam`` (optical frame); [H x W] or [H x W x 3] uint8."""
-        cam = self.camera
-        H, W, C = cam.height, cam.width, self.world.channels
+        C = self.world.channels
         T_cam_world = invert_transform(T_world_cam)
         R_cw, t_cw = T_cam_world[:3, :3], T_cam_world[:3, 3]
         R_wc = T_world_cam[:3, :3]

@@ -32,7 +32,6 @@ from typing import Any
 import cv2
 import numpy as np
 
-from deep_vision.io.image import as_grey as to_grey
 from deep_vision.errors import ConfigError, ImageEncodingError
 from deep_vision.geometry.homography import (
     conjugate_homography,
@@ -41,6 +40,7 @@ from deep_vision.geometry.homography import (
     patch_corners,
     resize_matrix,
 )
+from deep_vision.io.image import as_grey as to_grey
 
 logger = logging.getLogger(__name__)
 

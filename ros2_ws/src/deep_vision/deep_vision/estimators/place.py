@@ -33,8 +33,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from deep_vision.io.image import as_grey as to_grey
 from deep_vision.errors import ConfigError, ImageEncodingError, ModelError
+from deep_vision.io.image import as_grey as to_grey
 
 logger = logging.getLogger(__name__)
 

@@ -273,11 +273,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    if args.dataset != "kitti":
-        raise ConfigError(f"convert: unknown dataset {args.dataset!r}; available: kitti")
+    if args.dataset not in ("kitti", "robotcar"):
+        raise ConfigError(f"convert: unknown dataset {args.dataset!r}; available: kitti, robotcar")
     from tqdm import tqdm
 
-    from deep_vision.io.convert import kitti_to_bag
+    from deep_vision.io.convert import kitti_to_bag, robotcar_to_bag
 
     out = Path(args.out)
     if out.exists():
@@ -288,8 +288,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
         bar.total = total
         bar.update(n - bar.n)
 
-    counts = kitti_to_bag(args.source, out, poses=args.poses, camera_index=args.camera, start=args.start,
-                          end=args.end, stride=args.stride, storage=args.storage, progress=progress)
+    if args.dataset == "kitti":
+        counts = kitti_to_bag(args.source, out, poses=args.poses, camera_index=int(args.camera or 0),
+                              start=args.start, end=args.end, stride=args.stride, storage=args.storage,
+                              progress=progress)
+    else:
+        counts = robotcar_to_bag(args.source, out, camera=args.camera or "stereo/centre", models_dir=args.models,
+                                 extrinsics_dir=args.extrinsics, ground_truth=args.ground_truth,
+                                 debayer=args.debayer, start=args.start, end=args.end, stride=args.stride,
+                                 storage=args.storage, progress=progress)
     bar.close()
     print(f"bag: {out}")
     for topic, n in sorted(counts.items()):
@@ -395,11 +402,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("convert", help="dataset -> rosbag2 (deep_vision's topic layout)")
-    p.add_argument("dataset", help="kitti")
-    p.add_argument("source", help="kitti: the .../sequences/XX folder")
+    p.add_argument("dataset", help="kitti | robotcar")
+    p.add_argument("source", help="kitti: the .../sequences/XX folder; robotcar: the run folder")
     p.add_argument("--out", required=True, help="output rosbag2 folder (must not exist)")
     p.add_argument("--poses", help="kitti: ground-truth poses file (default .../poses/XX.txt when it exists)")
-    p.add_argument("--camera", type=int, default=0, help="kitti: camera index 0-3 (default 0, left grey)")
+    p.add_argument("--camera", help="kitti: camera index 0-3 (default 0, left grey); robotcar: stereo/centre "
+                                    "(default), stereo/left, stereo/right, mono_left, mono_right, mono_rear")
+    p.add_argument("--models", help="robotcar: SDK camera models folder (default <run>/models or <run>/../models)")
+    p.add_argument("--extrinsics", help="robotcar: SDK extrinsics folder (default <run>/extrinsics or <run>/../extrinsics)")
+    p.add_argument("--ground-truth", default="auto", choices=("auto", "ins", "vo", "none"),
+                   help="robotcar: ground truth from gps/ins.csv or vo/vo.csv (default: the first present)")
+    p.add_argument("--debayer", action="store_true", help="robotcar: store rgb8 instead of the Bayer images")
     p.add_argument("--start", type=int, default=0, help="first frame")
     p.add_argument("--end", type=int, help="stop before this frame")
     p.add_argument("--stride", type=int, default=1, help="keep every n-th frame")

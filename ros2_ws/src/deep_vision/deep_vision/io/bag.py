@@ -22,14 +22,33 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
-from rosbags.rosbag2 import CompressionFormat, CompressionMode, Reader, StoragePlugin, Writer
+from rosbags.interfaces import (
+    Qos,
+    QosDurability,
+    QosHistory,
+    QosLiveliness,
+    QosReliability,
+    QosTime,
+)
+from rosbags.rosbag2 import (
+    CompressionFormat,
+    CompressionMode,
+    Reader,
+    StoragePlugin,
+    Writer,
+)
 
 from deep_vision.errors import BagError, ImageEncodingError
 from deep_vision.geometry.camera import PinholeCamera
 from deep_vision.geometry.transforms import invert_transform
 from deep_vision.io.image import image_to_numpy
-from deep_vision.io.rosmsg import camera_from_info, pose_to_matrix, stamp_to_ns, transform_to_matrix, typestore
+from deep_vision.io.rosmsg import (
+    camera_from_info,
+    pose_to_matrix,
+    stamp_to_ns,
+    transform_to_matrix,
+    typestore,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from deep_vision.errors import DatasetError
-from deep_vision.geometry.transforms import OPTICAL_FROM_BODY, invert_transform, make_transform
+from deep_vision.geometry.transforms import (
+    OPTICAL_FROM_BODY,
+    invert_transform,
+    make_transform,
+)
 from deep_vision.io import bag as bagio
 from deep_vision.io import rosmsg
 from deep_vision.io.image import numpy_to_image_fields
@@ -80,3 +84,89 @@ def _velocity(T: np.ndarray, stamps: np.ndarray, k: int) -> tuple[np.ndarray, np
     lin = T[k][:3, :3].T @ (T[b][:3, 3] - T[a][:3, 3]) / dt
     ang = Rotation.from_matrix(T[a][:3, :3].T @ T[b][:3, :3]).as_rotvec() / dt
     return lin, ang
+
+
+GPS_TOPIC = "/gps/fix"
+# base_link (REP 103: x forward, y left, z up) from RobotCar's vehicle frame (x forward, y right, z down).
+T_BASE_VEHICLE = np.diag([1.0, -1.0, -1.0, 1.0])
+
+
+def robotcar_to_bag(run_dir: str | Path, out: str | Path, *, camera: str = "stereo/centre",
+                    models_dir: str | Path | None = None, extrinsics_dir: str | Path | None = None,
+                    ground_truth: str = "auto", debayer: bool = False, start: int = 0, end: int | None = None,
+                    stride: int = 1, storage: str = "mcap", frame_id: str = "camera_optical_frame",
+                    progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
+    """Write one camera of an Oxford RobotCar run to a rosbag2; returns messages per topic.
+
+    Images stay Bayer (``bayer_gbrg8``) unless ``debayer``; ground truth from ``gps/ins.csv``
+    (``ground_truth="ins"``), ``vo/vo.csv`` (``"vo"``), the first that exists (``"auto"``) or none;
+    INS fixes become ``sensor_msgs/NavSatFix`` on ``/gps/fix``. base_link is the vehicle (stereo
+    camera) frame turned to REP 103 axes.
+    """
+    from deep_vision.io.image import to_rgb8
+    from deep_vision.io.robotcar import (
+        BAYER_ENCODING,
+        RobotCarRun,
+        read_extrinsics,
+        read_ins,
+        read_vo,
+    )
+
+    run = RobotCarRun(Path(run_dir), camera, Path(models_dir) if models_dir else None,
+                      Path(extrinsics_dir) if extrinsics_dir else None)
+    if stride < 1:
+        raise DatasetError(f"--stride must be at least 1, got {stride}")
+    idx = list(range(start, len(run) if end is None else min(end, len(run)), stride))
+    if not idx:
+        raise DatasetError(f"{run_dir}: no frame in [{start}, {end}) with stride {stride}")
+    cam, _ = run.camera_model()
+    stamps_us = run.stamps_us[idx]
+    stamps_ns = stamps_us * 1000
+    T_base_optical = T_BASE_VEHICLE @ run.T_vehicle_optical()
+    root = Path(run_dir)
+    source = ground_truth
+    if source == "auto":
+        source = "ins" if (root / "gps" / "ins.csv").is_file() else "vo" if (root / "vo" / "vo.csv").is_file() else "none"
+    T_map_base = None
+    ins = None
+    if source == "ins":
+        ins = read_ins(root / "gps" / "ins.csv")
+        T_world_ins, _ = ins.interpolate(stamps_us)
+        T_vehicle_ins = read_extrinsics(run.extrinsics_dir / "ins.txt")
+        T_world_base = T_world_ins @ invert_transform(T_vehicle_ins) @ invert_transform(T_BASE_VEHICLE)
+        T_map_base = invert_transform(T_world_base[0]) @ T_world_base
+    elif source == "vo":
+        vo_stamps, vo_poses = read_vo(root / "vo" / "vo.csv")
+        from deep_vision.io.robotcar import InsTrack
+
+        track = InsTrack(vo_stamps, vo_poses, np.zeros((len(vo_stamps), 3)))
+        T_v0_v, _ = track.interpolate(stamps_us)
+        T_world_base = T_BASE_VEHICLE @ T_v0_v @ invert_transform(T_BASE_VEHICLE)
+        T_map_base = invert_transform(T_world_base[0]) @ T_world_base
+    elif source != "none":
+        raise DatasetError(f"ground truth must be auto, ins, vo or none, got {ground_truth!r}")
+    with bagio.BagWriter(out, storage=storage) as bag:
+        tf = rosmsg.transform_stamped_msg(T_base_optical, int(stamps_ns[0]), "base_link", frame_id)
+        bag.write(bagio.TF_STATIC_TOPIC, "tf2_msgs/msg/TFMessage", int(stamps_ns[0]), rosmsg.tf_message([tf]),
+                  qos=bagio.QOS_LATCHED)
+        if ins is not None:
+            lo, hi = stamps_us[0] - 500_000, stamps_us[-1] + 500_000
+            for t, (lat, lon, alt) in zip(ins.stamps_us, ins.lla):
+                if lo <= t <= hi:
+                    bag.write(GPS_TOPIC, "sensor_msgs/msg/NavSatFix", int(t) * 1000,
+                              rosmsg.navsatfix_msg(lat, lon, alt, int(t) * 1000, "gps"))
+        for k, i in enumerate(idx):
+            raw = run.raw(i)
+            image, encoding = (to_rgb8(raw, BAYER_ENCODING), "rgb8") if debayer else (raw, BAYER_ENCODING)
+            stamp = int(stamps_ns[k])
+            bag.write(bagio.IMAGE_TOPIC, "sensor_msgs/msg/Image", stamp,
+                      rosmsg.image_msg(numpy_to_image_fields(image, encoding), stamp, frame_id), qos=bagio.QOS_SENSOR)
+            bag.write(bagio.CAMERA_INFO_TOPIC, "sensor_msgs/msg/CameraInfo", stamp,
+                      rosmsg.camera_info_msg(cam, stamp, frame_id), qos=bagio.QOS_SENSOR)
+            if T_map_base is not None:
+                lin, ang = _velocity(T_map_base, stamps_ns, k)
+                bag.write(bagio.GROUND_TRUTH_TOPIC, "nav_msgs/msg/Odometry", stamp,
+                          rosmsg.odometry_msg(T_map_base[k], lin, ang, stamp, "map", "base_link"))
+            if progress:
+                progress(k + 1, len(idx))
+        return dict(bag.counts)

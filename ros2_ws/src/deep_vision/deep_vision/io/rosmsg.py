@@ -173,3 +173,14 @@ def transform_to_matrix(transform: Any) -> np.ndarray:
     T[:3, :3] = rotation_from_quaternion([q.x, q.y, q.z, q.w])
     T[:3, 3] = [transform.translation.x, transform.translation.y, transform.translation.z]
     return T
+
+
+def navsatfix_msg(latitude: float, longitude: float, altitude: float, stamp_ns: int, frame_id: str,
+                  position_covariance: np.ndarray | None = None) -> Any:
+    """sensor_msgs/NavSatFix with a fix (GPS service); covariance unknown unless given (diagonal, m²)."""
+    status = _cls("sensor_msgs/msg/NavSatStatus")(status=0, service=1)
+    cov = np.zeros(9) if position_covariance is None else np.asarray(position_covariance, np.float64).reshape(9)
+    return _cls("sensor_msgs/msg/NavSatFix")(
+        header=header(stamp_ns, frame_id), status=status, latitude=float(latitude), longitude=float(longitude),
+        altitude=float(altitude), position_covariance=cov,
+        position_covariance_type=0 if position_covariance is None else 2)

@@ -9,9 +9,11 @@ DistributedDataParallel (NCCL on GPUs, Gloo on CPUs); rank 0 logs and saves.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import csv
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -23,6 +25,14 @@ import torch.distributed as dist
 import yaml
 
 logger = logging.getLogger("training")
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository
+
+
+def resolve(path: str | Path) -> Path:
+    """A config path: absolute as given, relative to the repository root otherwise."""
+    p = Path(path)
+    return p if p.is_absolute() else (ROOT / p)
 
 
 # ---------------------------------------------------------------- config
@@ -85,6 +95,50 @@ def cleanup_distributed() -> None:
         dist.destroy_process_group()
 
 
+def start_run(description: str, default_config: str, argv: list[str] | None) -> tuple[dict[str, Any], "DistInfo", Path]:
+    """The start of every trainer: ``--config`` + ``key=value`` overrides, logging, distributed set-up,
+    CPU threads (``train.threads``) and seed (``train.seed`` + rank). Returns (config, dist info, output folder)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", default=str(ROOT / default_config))
+    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    cfg = load_config(args.config, args.overrides)
+    info = setup_distributed(cfg["train"]["device"])
+    if cfg["train"]["threads"]:
+        torch.set_num_threads(int(cfg["train"]["threads"]))
+    torch.manual_seed(cfg["train"]["seed"] + info.rank)
+    return cfg, info, resolve(cfg["out"])
+
+
+# ---------------------------------------------------------------- optimisation
+def learning_rate(step: int, total: int, conf: dict) -> float:
+    """``cosine`` (linear warm-up over min(500, 5 %) steps) or ``step`` (×0.1 at each ``decay_at`` fraction)."""
+    if conf["schedule"] == "cosine":
+        warm = min(500, total // 20)
+        if step < warm:
+            return conf["lr"] * (step + 1) / warm
+        return 0.5 * conf["lr"] * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+    drops = sum(step >= f * total for f in conf["decay_at"])
+    return conf["lr"] * (0.1**drops)
+
+
+def make_optimizer(params, conf: dict) -> torch.optim.Optimizer:
+    if conf["name"] == "sgd":
+        return torch.optim.SGD(params, lr=conf["lr"], momentum=conf["momentum"], weight_decay=conf["weight_decay"])
+    if conf["name"] == "adam":
+        return torch.optim.AdamW(params, lr=conf["lr"], weight_decay=conf["weight_decay"])
+    raise ValueError(f"optim.name must be sgd or adam, got {conf['name']!r}")
+
+
+def wrap_ddp(model: torch.nn.Module, info: "DistInfo") -> torch.nn.Module:
+    """``model`` inside DistributedDataParallel when there are several ranks, else ``model`` itself."""
+    if info.world_size == 1:
+        return model
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
+
+
 # ---------------------------------------------------------------- checkpoints
 class Checkpointer:
     """``out/checkpoints/step_XXXXXXX.pt`` + ``last.pt``, written atomically; loads with weights_only=True."""
@@ -113,6 +167,17 @@ class Checkpointer:
     @staticmethod
     def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
         return torch.load(path, map_location=map_location, weights_only=True)
+
+    def resume(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device) -> int | None:
+        """Load ``last.pt`` into ``model`` and ``optimizer``; its step, or None when there is nothing to resume."""
+        last = self.latest()
+        if last is None:
+            return None
+        state = self.load(last, device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        logger.info("resumed from %s at step %d", last, int(state["step"]))
+        return int(state["step"])
 
 
 # ---------------------------------------------------------------- logging

@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from deep_vision.io.kitti import KittiSequence  # noqa: E402
 from deep_vision.synthetic import SyntheticSequence, SyntheticWorldConfig  # noqa: E402
+
 from training.make_synthetic_images import parse_seeds  # noqa: E402
 
 

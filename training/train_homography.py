@@ -13,9 +13,7 @@ and ``final.pt`` (the model's state dict + conf).
 
 from __future__ import annotations
 
-import argparse
 import logging
-import math
 import sys
 import time
 from pathlib import Path
@@ -24,26 +22,29 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deep_vision.eval.homography_pairs import list_images, load_grey, photometric, sample_pair  # noqa: E402
+from deep_vision.eval.homography_pairs import (  # noqa: E402
+    list_images,
+    load_grey,
+    photometric,
+    sample_pair,
+)
 from deep_vision.models.homography_net import HomographyNet, normalize  # noqa: E402
+
 from training.common import (  # noqa: E402
     Checkpointer,
     MetricLog,
     cleanup_distributed,
-    load_config,
+    learning_rate,
+    make_optimizer,
+    resolve,
     save_config,
-    setup_distributed,
+    start_run,
+    wrap_ddp,
 )
 
 logger = logging.getLogger("train_homography")
-
-
-def resolve(path: str) -> Path:
-    p = Path(path)
-    return p if p.is_absolute() else (ROOT / p)
 
 
 def collect_files(entries: list[dict]) -> list[Path]:
@@ -104,55 +105,18 @@ def evaluate_mace(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, devi
     return float(torch.cat(errs).mean())
 
 
-def learning_rate(step: int, total: int, conf: dict) -> float:
-    if conf["schedule"] == "cosine":
-        warm = min(500, total // 20)
-        if step < warm:
-            return conf["lr"] * (step + 1) / warm
-        return 0.5 * conf["lr"] * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
-    drops = sum(step >= f * total for f in conf["decay_at"])
-    return conf["lr"] * (0.1**drops)
-
-
-def make_optimizer(params, conf: dict) -> torch.optim.Optimizer:
-    if conf["name"] == "sgd":
-        return torch.optim.SGD(params, lr=conf["lr"], momentum=conf["momentum"], weight_decay=conf["weight_decay"])
-    if conf["name"] == "adam":
-        return torch.optim.AdamW(params, lr=conf["lr"], weight_decay=conf["weight_decay"])
-    raise ValueError(f"optim.name must be sgd or adam, got {conf['name']!r}")
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=str(ROOT / "training/configs/homography.yaml"))
-    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    cfg = load_config(args.config, args.overrides)
-    dist_info = setup_distributed(cfg["train"]["device"])
+    cfg, dist_info, out = start_run(__doc__.split("\n\n")[0], "training/configs/homography.yaml", argv)
     tcfg, dcfg, ocfg = cfg["train"], cfg["data"], cfg["optim"]
-    if tcfg["threads"]:
-        torch.set_num_threads(int(tcfg["threads"]))
-    torch.manual_seed(tcfg["seed"] + dist_info.rank)
-    out = resolve(cfg["out"])
     device = dist_info.device
 
     model = HomographyNet(cfg["model"]).to(device)
     patch = model.conf["patch_size"]
     rho = float(model.conf["rho"])
-    ddp_model = model
-    if dist_info.world_size > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[dist_info.local_rank] if device.type == "cuda" else None)
+    ddp_model = wrap_ddp(model, dist_info)
     optimizer = make_optimizer(model.parameters(), ocfg)
-    step = 0
     ckpt = Checkpointer(out)
-    if (last := ckpt.latest()) is not None:
-        state = Checkpointer.load(last, device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step = int(state["step"])
-        logger.info("resumed from %s at step %d", last, step)
+    step = ckpt.resume(model, optimizer, device) or 0
 
     train_files = collect_files(dcfg["train"])
     val_files = collect_files(dcfg["val"])

@@ -44,7 +44,6 @@ and ``final.pt`` (state dict + conf + validation recall).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import sys
@@ -58,30 +57,26 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deep_vision.eval.place_eval import SYNTHETIC_EVAL_FIRST_SEED  # noqa: E402
 from deep_vision.estimators.geolocation import LocalTangentPlane  # noqa: E402
+from deep_vision.eval.place_eval import SYNTHETIC_EVAL_FIRST_SEED  # noqa: E402
 from deep_vision.geometry.kitti import read_kitti_poses  # noqa: E402
 from deep_vision.io import vpr  # noqa: E402
 from deep_vision.models.place_net import PlaceNet, parameter_count, preprocess  # noqa: E402
+
 from training.common import (  # noqa: E402
     Checkpointer,
     MetricLog,
     cleanup_distributed,
-    load_config,
+    resolve,
     save_config,
-    setup_distributed,
+    start_run,
+    wrap_ddp,
 )
 
 logger = logging.getLogger("train_place")
 HEADING_LIMIT_DEG = 30.0
-
-
-def resolve(path: str | Path) -> Path:
-    p = Path(path)
-    return p if p.is_absolute() else (ROOT / p)
 
 
 # ============================================================================ data
@@ -478,18 +473,8 @@ def data_summary(entries: list[dict]) -> str:
 
 # ============================================================================ main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=str(ROOT / "training/configs/place.yaml"))
-    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    cfg = load_config(args.config, args.overrides)
-    info = setup_distributed(cfg["train"]["device"])
+    cfg, info, out = start_run(__doc__.split("\n\n")[0], "training/configs/place.yaml", argv)
     tcfg, dcfg, ocfg, mcfg = cfg["train"], cfg["data"], cfg["optim"], cfg["mining"]
-    if tcfg["threads"]:
-        torch.set_num_threads(int(tcfg["threads"]))
-    torch.manual_seed(tcfg["seed"] + info.rank)
-    out = resolve(cfg["out"])
     device = info.device
 
     model = PlaceNet(cfg["model"]).to(device)
@@ -500,20 +485,13 @@ def main(argv: list[str] | None = None) -> int:
     val_store = ImageStore(val_set, dcfg["store_size"], rgb) if val_set is not None else None
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=ocfg["lr"], weight_decay=ocfg["weight_decay"])
-    step = 0
     ckpt = Checkpointer(out)
-    if (last := ckpt.latest()) is not None:
-        state = Checkpointer.load(last, device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step = int(state["step"])
-        logger.info("resumed from %s at step %d", last, step)
-    elif cfg["init"]["enabled"] and (info.is_main or info.world_size == 1):
-        initialise(model, store, train_set, cfg["init"], device, np.random.default_rng(tcfg["seed"]))
-    ddp_model = model
-    if info.world_size > 1:  # DDP broadcasts rank 0's (initialised) weights
-        ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.local_rank] if device.type == "cuda" else None)
+    step = ckpt.resume(model, optimizer, device)
+    if step is None:
+        step = 0
+        if cfg["init"]["enabled"] and (info.is_main or info.world_size == 1):
+            initialise(model, store, train_set, cfg["init"], device, np.random.default_rng(tcfg["seed"]))
+    ddp_model = wrap_ddp(model, info)  # DDP broadcasts rank 0's (initialised) weights
 
     if info.is_main:
         save_config(cfg, out, {"resolved_model_conf": model.conf, "train_images": len(train_set),

@@ -15,7 +15,6 @@ metrics.csv and final.pt in ``out``.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
@@ -25,22 +24,24 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deep_vision.errors import DatasetError  # noqa: E402
 from deep_vision.eval.homography_pairs import photometric  # noqa: E402
 from deep_vision.geometry.transforms import euler_zyx_from_rotation, invert_transform  # noqa: E402
 from deep_vision.models.deepvo import DeepVO  # noqa: E402
+
 from training.common import (  # noqa: E402
     Checkpointer,
     MetricLog,
     cleanup_distributed,
-    load_config,
+    learning_rate,
+    make_optimizer,
+    resolve,
     save_config,
-    setup_distributed,
+    start_run,
+    wrap_ddp,
 )
-from training.train_homography import learning_rate, make_optimizer, resolve  # noqa: E402
 
 logger = logging.getLogger("train_vo")
 
@@ -118,33 +119,14 @@ def validate(model: DeepVO, seqs, device: torch.device, window: int = 50) -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=str(ROOT / "training/configs/vo.yaml"))
-    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    cfg = load_config(args.config, args.overrides)
-    dist_info = setup_distributed(cfg["train"]["device"])
+    cfg, dist_info, out = start_run(__doc__.split("\n\n")[0], "training/configs/vo.yaml", argv)
     tcfg, dcfg, ocfg = cfg["train"], cfg["data"], cfg["optim"]
-    if tcfg["threads"]:
-        torch.set_num_threads(int(tcfg["threads"]))
-    torch.manual_seed(tcfg["seed"] + dist_info.rank)
-    out = resolve(cfg["out"])
     device = dist_info.device
     model = DeepVO(cfg["model"]).to(device)
-    ddp_model = model
-    if dist_info.world_size > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[dist_info.local_rank] if device.type == "cuda" else None)
+    ddp_model = wrap_ddp(model, dist_info)
     optimizer = make_optimizer(model.parameters(), {"momentum": 0.9, **ocfg})
-    step = 0
     ckpt = Checkpointer(out)
-    if (last := ckpt.latest()) is not None:
-        state = Checkpointer.load(last, device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step = int(state["step"])
-        logger.info("resumed from %s at step %d", last, step)
+    step = ckpt.resume(model, optimizer, device) or 0
     train_seqs = load_sequences(dcfg["train"])
     val_seqs = load_sequences(dcfg["val"])
     if dist_info.is_main:

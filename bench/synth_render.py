@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import socket
 import sys
@@ -18,19 +17,9 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
-
+from deep_vision.inference.devices import cpu_model
 from deep_vision.synthetic import SyntheticSequence, SyntheticWorldConfig
 from deep_vision.synthetic.recording import record
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> int:

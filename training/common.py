@@ -217,3 +217,20 @@ def save_config(cfg: dict[str, Any], out: str | Path, extra: dict[str, Any] | No
     with path.open("w") as f:
         yaml.safe_dump({**cfg, **(extra or {})}, f, sort_keys=False)
     return path
+
+
+# ---------------------------------------------------------------- export
+def load_trained(run: str | Path, checkpoint: str | Path | None, model_cls: type) -> tuple[torch.nn.Module, dict, dict]:
+    """A trained model in eval mode from a run folder: (model, checkpoint state, the run's config.yaml).
+
+    ``checkpoint`` defaults to ``<run>/final.pt``, else ``<run>/checkpoints/last.pt``.
+    """
+    run = Path(run)
+    ckpt = Path(checkpoint) if checkpoint else (run / "final.pt" if (run / "final.pt").is_file()
+                                                else run / "checkpoints" / "last.pt")
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    model = model_cls(state["conf"])
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model, state, cfg

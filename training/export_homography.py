@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -23,6 +22,8 @@ sys.path.insert(0, str(ROOT))
 from deep_vision.eval.homography_pairs import list_images, load_grey  # noqa: E402
 from deep_vision.inference.export import export_onnx  # noqa: E402
 from deep_vision.models.homography_net import HomographyNet, parameter_count  # noqa: E402
+
+from training.common import load_trained  # noqa: E402
 
 
 def plot_training(metrics_csv: Path, png: Path) -> Path:
@@ -60,13 +61,7 @@ def main() -> int:
     parser.add_argument("--kitti", default=str(ROOT.parent / "shared" / "data" / "kitti" / "sequences" / "00" / "image_0"))
     args = parser.parse_args()
     run = Path(args.run)
-    ckpt = Path(args.checkpoint) if args.checkpoint else (run / "final.pt" if (run / "final.pt").is_file()
-                                                           else run / "checkpoints" / "last.pt")
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
-    model = HomographyNet(state["conf"])
-    model.load_state_dict(state["model"])
-    model.eval()
+    model, state, cfg = load_trained(run, args.checkpoint, HomographyNet)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     state_path = out.with_suffix(".pt")

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -24,6 +23,8 @@ sys.path.insert(0, str(ROOT))
 from deep_vision.eval.homography_pairs import list_images, load_grey  # noqa: E402
 from deep_vision.inference.export import export_onnx  # noqa: E402
 from deep_vision.models.place_net import PlaceNet, parameter_count  # noqa: E402
+
+from training.common import load_trained  # noqa: E402
 
 HELD_OUT = ("Nordland places 0-899, the Corridor benchmark and synthetic worlds from seed 9001 on are never "
             "trained on (deep-vision evaluate place)")
@@ -37,13 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kitti", default=str(ROOT.parent / "shared/data/kitti/sequences/00/image_0"))
     args = parser.parse_args(argv)
     run = Path(args.run)
-    ckpt = Path(args.checkpoint) if args.checkpoint else (run / "final.pt" if (run / "final.pt").is_file()
-                                                           else run / "checkpoints" / "last.pt")
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
-    model = PlaceNet(state["conf"])
-    model.load_state_dict(state["model"])
-    model.eval()
+    model, state, cfg = load_trained(run, args.checkpoint, PlaceNet)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict(), "conf": model.conf}, out.with_suffix(".pt"))

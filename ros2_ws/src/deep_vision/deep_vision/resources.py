@@ -16,7 +16,10 @@ def _candidate_roots() -> list[Path]:
     if env:
         roots.append(Path(env))
     try:  # a colcon install: share/deep_vision/models
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+        from ament_index_python.packages import (
+            PackageNotFoundError,
+            get_package_share_directory,
+        )
 
         try:
             roots.append(Path(get_package_share_directory(PACKAGE)) / "models")

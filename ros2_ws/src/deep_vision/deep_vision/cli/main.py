@@ -165,7 +165,11 @@ def _real_inputs(model, bag: str, samples: int) -> list:
 def cmd_build_engine(args: argparse.Namespace) -> int:
     from deep_vision.errors import BackendUnavailableError
     from deep_vision.inference.engine_cache import EngineCache
-    from deep_vision.inference.selection import static_input_shapes, resolve_model, why_unavailable
+    from deep_vision.inference.selection import (
+        resolve_model,
+        static_input_shapes,
+        why_unavailable,
+    )
 
     files = resolve_model(args.model)
     missing = why_unavailable("tensorrt")
@@ -187,7 +191,10 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
 
 
 def _calibrator(files, args: argparse.Namespace, cache):
-    from deep_vision.inference.calibration import BagCalibrationData, make_int8_calibrator
+    from deep_vision.inference.calibration import (
+        BagCalibrationData,
+        make_int8_calibrator,
+    )
     from deep_vision.models import build_model
 
     if not args.calibration_bag:

@@ -24,7 +24,12 @@ import numpy as np
 
 from deep_vision.errors import DatasetError
 from deep_vision.estimators.classical import FeatureHomography
-from deep_vision.eval.homography_pairs import PatchPair, list_images, load_grey, sample_pair
+from deep_vision.eval.homography_pairs import (
+    PatchPair,
+    list_images,
+    load_grey,
+    sample_pair,
+)
 from deep_vision.geometry.homography import corner_error, patch_corners
 
 logger = logging.getLogger(__name__)

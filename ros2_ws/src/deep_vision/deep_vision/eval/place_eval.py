@@ -49,7 +49,13 @@ import numpy as np
 from deep_vision.errors import ConfigError, DatasetError
 from deep_vision.estimators.geolocation import LocalTangentPlane, haversine_m
 from deep_vision.estimators.place import PlaceRecognizer, thumbnail
-from deep_vision.io.vpr import NORDLAND_EVAL_PLACES, VprBenchmark, load_corridor, load_nordland, read_image
+from deep_vision.io.vpr import (
+    NORDLAND_EVAL_PLACES,
+    VprBenchmark,
+    load_corridor,
+    load_nordland,
+    read_image,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -318,7 +324,11 @@ def run_route(sequence, recognizer: PlaceRecognizer, scores: LoopScores, *, keyf
     """Run the detector over one synthetic drive and add its detections to ``scores``."""
     from scipy.spatial.transform import Rotation
 
-    from deep_vision.estimators.loop_closure import GeometricVerifier, KeyframeSelector, LoopClosureDetector
+    from deep_vision.estimators.loop_closure import (
+        GeometricVerifier,
+        KeyframeSelector,
+        LoopClosureDetector,
+    )
 
     conf = sequence.config.revisits
     plane = LocalTangentPlane(*GEO_ORIGIN)

@@ -27,7 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from deep_vision.estimators.two_view import FeatureTracker
-from deep_vision.eval.trajectory_metrics import ate_rpe, kitti_relative_errors, write_tum
+from deep_vision.eval.trajectory_metrics import (
+    ate_rpe,
+    kitti_relative_errors,
+    write_tum,
+)
 from deep_vision.geometry.camera import PinholeCamera
 from deep_vision.geometry.kitti import write_kitti_poses
 from deep_vision.geometry.transforms import invert_transform

@@ -102,3 +102,21 @@ def adjoint(T: np.ndarray) -> np.ndarray:
     A[:3, 3:] = skew(t) @ R
     A[3:, 3:] = R
     return A
+
+
+def body_velocities(T: np.ndarray, times_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Linear and angular velocity ([N x 3] each) of a moving frame in its own axes, by central differences.
+
+    ``T`` are its [N x 4 x 4] poses in a fixed frame (any: the result does not depend on it), ``times_s``
+    the [N] times. The first and last poses use one-sided differences; a single pose gives zeros.
+    """
+    T = np.asarray(T, dtype=np.float64)
+    times_s = np.asarray(times_s, dtype=np.float64)
+    n = len(T)
+    lin, ang = np.zeros((n, 3)), np.zeros((n, 3))
+    for i in range(n if n > 1 else 0):
+        a, b = max(i - 1, 0), min(i + 1, n - 1)
+        dt = times_s[b] - times_s[a]
+        lin[i] = T[i, :3, :3].T @ (T[b, :3, 3] - T[a, :3, 3]) / dt
+        ang[i] = Rotation.from_matrix(T[a, :3, :3].T @ T[b, :3, :3]).as_rotvec() / dt
+    return lin, ang

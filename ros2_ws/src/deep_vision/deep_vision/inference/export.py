@@ -24,7 +24,12 @@ from typing import Any
 import numpy as np
 
 from deep_vision.errors import ConfigError, ModelError
-from deep_vision.inference.modelcard import ModelCard, TensorCard, TrainingInfo, file_sha256
+from deep_vision.inference.modelcard import (
+    ModelCard,
+    TensorCard,
+    TrainingInfo,
+    file_sha256,
+)
 
 logger = logging.getLogger(__name__)
 

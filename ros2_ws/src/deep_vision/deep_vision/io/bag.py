@@ -41,7 +41,8 @@ from rosbags.rosbag2 import (
 from deep_vision.errors import BagError, ImageEncodingError
 from deep_vision.geometry.camera import PinholeCamera
 from deep_vision.geometry.transforms import invert_transform
-from deep_vision.io.image import image_to_numpy
+from deep_vision.io import rosmsg
+from deep_vision.io.image import image_to_numpy, numpy_to_image_fields
 from deep_vision.io.rosmsg import (
     camera_from_info,
     pose_to_matrix,
@@ -129,6 +130,27 @@ class BagWriter:
         data = self._store.serialize_cdr(msg, msgtype)
         self._writer.write(self._connections[topic], int(stamp_ns), data)
         self.counts[topic] += 1
+
+    # The topics every deep_vision bag has (synthetic recordings and dataset converters alike).
+    def write_static_transform(self, T_parent_child: np.ndarray, stamp_ns: int, parent: str, child: str) -> None:
+        """``/tf_static`` (latched) with one transform."""
+        tf = rosmsg.transform_stamped_msg(T_parent_child, int(stamp_ns), parent, child)
+        self.write(TF_STATIC_TOPIC, "tf2_msgs/msg/TFMessage", int(stamp_ns), rosmsg.tf_message([tf]), qos=QOS_LATCHED)
+
+    def write_camera_frame(self, stamp_ns: int, image: np.ndarray, encoding: str, camera: PinholeCamera,
+                           frame_id: str) -> None:
+        """The image on ``/camera/image_raw`` and its ``/camera/camera_info``, both stamped ``stamp_ns``."""
+        fields = numpy_to_image_fields(image, encoding)
+        self.write(IMAGE_TOPIC, "sensor_msgs/msg/Image", stamp_ns, rosmsg.image_msg(fields, stamp_ns, frame_id),
+                   qos=QOS_SENSOR)
+        self.write(CAMERA_INFO_TOPIC, "sensor_msgs/msg/CameraInfo", stamp_ns,
+                   rosmsg.camera_info_msg(camera, stamp_ns, frame_id), qos=QOS_SENSOR)
+
+    def write_ground_truth(self, stamp_ns: int, T_map_base: np.ndarray, linear: np.ndarray, angular: np.ndarray,
+                           frame_id: str = "map", child_frame_id: str = "base_link") -> None:
+        """``/ground_truth/odometry``: base_link's pose in ``map``, its twist in base_link."""
+        self.write(GROUND_TRUTH_TOPIC, "nav_msgs/msg/Odometry", stamp_ns,
+                   rosmsg.odometry_msg(T_map_base, linear, angular, stamp_ns, frame_id, child_frame_id))
 
 
 @dataclass

@@ -20,12 +20,12 @@ import numpy as np
 from deep_vision.errors import DatasetError
 from deep_vision.geometry.transforms import (
     OPTICAL_FROM_BODY,
+    body_velocities,
     invert_transform,
     make_transform,
 )
 from deep_vision.io import bag as bagio
 from deep_vision.io import rosmsg
-from deep_vision.io.image import numpy_to_image_fields
 from deep_vision.io.kitti import KittiSequence
 
 logger = logging.getLogger(__name__)
@@ -53,37 +53,18 @@ def kitti_to_bag(sequence_dir: str | Path, out: str | Path, *, poses: str | Path
     if seq.poses is not None:
         cam = invert_transform(seq.poses[idx[0]]) @ seq.poses[idx]
         T_map_base = T_base_cam @ cam @ invert_transform(T_base_cam)
+        lin, ang = body_velocities(T_map_base, stamps / 1e9)
     with bagio.BagWriter(out, storage=storage) as bag:
-        tf = rosmsg.transform_stamped_msg(T_base_cam, int(stamps[0]), "base_link", frame_id)
-        bag.write(bagio.TF_STATIC_TOPIC, "tf2_msgs/msg/TFMessage", int(stamps[0]), rosmsg.tf_message([tf]),
-                  qos=bagio.QOS_LATCHED)
+        bag.write_static_transform(T_base_cam, int(stamps[0]), "base_link", frame_id)
         for k, i in enumerate(idx):
             image = seq.image(i)
-            encoding = "mono8" if image.ndim == 2 else "rgb8"
             stamp = int(stamps[k])
-            bag.write(bagio.IMAGE_TOPIC, "sensor_msgs/msg/Image", stamp,
-                      rosmsg.image_msg(numpy_to_image_fields(image, encoding), stamp, frame_id), qos=bagio.QOS_SENSOR)
-            bag.write(bagio.CAMERA_INFO_TOPIC, "sensor_msgs/msg/CameraInfo", stamp,
-                      rosmsg.camera_info_msg(camera, stamp, frame_id), qos=bagio.QOS_SENSOR)
+            bag.write_camera_frame(stamp, image, "mono8" if image.ndim == 2 else "rgb8", camera, frame_id)
             if T_map_base is not None:
-                lin, ang = _velocity(T_map_base, stamps, k)
-                bag.write(bagio.GROUND_TRUTH_TOPIC, "nav_msgs/msg/Odometry", stamp,
-                          rosmsg.odometry_msg(T_map_base[k], lin, ang, stamp, "map", "base_link"))
+                bag.write_ground_truth(stamp, T_map_base[k], lin[k], ang[k])
             if progress:
                 progress(k + 1, len(idx))
         return dict(bag.counts)
-
-
-def _velocity(T: np.ndarray, stamps: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    from scipy.spatial.transform import Rotation
-
-    if len(T) < 2:
-        return np.zeros(3), np.zeros(3)
-    a, b = max(k - 1, 0), min(k + 1, len(T) - 1)
-    dt = (stamps[b] - stamps[a]) / 1e9
-    lin = T[k][:3, :3].T @ (T[b][:3, 3] - T[a][:3, 3]) / dt
-    ang = Rotation.from_matrix(T[a][:3, :3].T @ T[b][:3, :3]).as_rotvec() / dt
-    return lin, ang
 
 
 GPS_TOPIC = "/gps/fix"
@@ -145,10 +126,10 @@ def robotcar_to_bag(run_dir: str | Path, out: str | Path, *, camera: str = "ster
         T_map_base = invert_transform(T_world_base[0]) @ T_world_base
     elif source != "none":
         raise DatasetError(f"ground truth must be auto, ins, vo or none, got {ground_truth!r}")
+    if T_map_base is not None:
+        lin, ang = body_velocities(T_map_base, stamps_ns / 1e9)
     with bagio.BagWriter(out, storage=storage) as bag:
-        tf = rosmsg.transform_stamped_msg(T_base_optical, int(stamps_ns[0]), "base_link", frame_id)
-        bag.write(bagio.TF_STATIC_TOPIC, "tf2_msgs/msg/TFMessage", int(stamps_ns[0]), rosmsg.tf_message([tf]),
-                  qos=bagio.QOS_LATCHED)
+        bag.write_static_transform(T_base_optical, int(stamps_ns[0]), "base_link", frame_id)
         if ins is not None:
             lo, hi = stamps_us[0] - 500_000, stamps_us[-1] + 500_000
             for t, (lat, lon, alt) in zip(ins.stamps_us, ins.lla):
@@ -159,14 +140,9 @@ def robotcar_to_bag(run_dir: str | Path, out: str | Path, *, camera: str = "ster
             raw = run.raw(i)
             image, encoding = (to_rgb8(raw, BAYER_ENCODING), "rgb8") if debayer else (raw, BAYER_ENCODING)
             stamp = int(stamps_ns[k])
-            bag.write(bagio.IMAGE_TOPIC, "sensor_msgs/msg/Image", stamp,
-                      rosmsg.image_msg(numpy_to_image_fields(image, encoding), stamp, frame_id), qos=bagio.QOS_SENSOR)
-            bag.write(bagio.CAMERA_INFO_TOPIC, "sensor_msgs/msg/CameraInfo", stamp,
-                      rosmsg.camera_info_msg(cam, stamp, frame_id), qos=bagio.QOS_SENSOR)
+            bag.write_camera_frame(stamp, image, encoding, cam, frame_id)
             if T_map_base is not None:
-                lin, ang = _velocity(T_map_base, stamps_ns, k)
-                bag.write(bagio.GROUND_TRUTH_TOPIC, "nav_msgs/msg/Odometry", stamp,
-                          rosmsg.odometry_msg(T_map_base[k], lin, ang, stamp, "map", "base_link"))
+                bag.write_ground_truth(stamp, T_map_base[k], lin[k], ang[k])
             if progress:
                 progress(k + 1, len(idx))
         return dict(bag.counts)

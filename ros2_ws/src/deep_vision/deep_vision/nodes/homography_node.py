@@ -23,7 +23,15 @@ from deep_vision.estimators.homography import HomographyEstimator
 from deep_vision.estimators.stream import FramePairer
 from deep_vision.inference.selection import BACKENDS
 from deep_vision.io.image import message_to_mono8
-from deep_vision.nodes.common import QOS_PARAMS, NodeDiagnostics, Param, declare, image_qos, spin_node, stamp_ns
+from deep_vision.nodes.common import (
+    QOS_PARAMS,
+    NodeDiagnostics,
+    Param,
+    declare,
+    image_qos,
+    spin_node,
+    stamp_ns,
+)
 
 PARAMS = [
     Param("model_path", "", "HomographyNet model (.onnx with its model card, or a .pt checkpoint); empty: the "
@@ -98,8 +106,9 @@ class HomographyNode(Node):
 
 def _card_sha(path: str) -> str:
     try:
-        from deep_vision.inference.modelcard import ModelCard, card_path_for
         from pathlib import Path
+
+        from deep_vision.inference.modelcard import ModelCard, card_path_for
 
         card = card_path_for(Path(path))
         return ModelCard.load(card).sha256 if card.is_file() else "unknown"

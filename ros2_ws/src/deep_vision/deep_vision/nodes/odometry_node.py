@@ -29,10 +29,23 @@ from sensor_msgs.msg import CameraInfo, Image
 from deep_vision.errors import ConfigError, DeepVisionError, ImageEncodingError
 from deep_vision.estimators.odometry import VisualOdometry
 from deep_vision.geometry.camera import PinholeCamera
-from deep_vision.geometry.transforms import adjoint, invert_transform, make_transform, quaternion_from_rotation
+from deep_vision.geometry.transforms import (
+    adjoint,
+    invert_transform,
+    make_transform,
+    quaternion_from_rotation,
+)
 from deep_vision.inference.selection import BACKENDS
 from deep_vision.io.image import message_to_mono8
-from deep_vision.nodes.common import QOS_PARAMS, NodeDiagnostics, Param, declare, image_qos, spin_node, stamp_ns
+from deep_vision.nodes.common import (
+    QOS_PARAMS,
+    NodeDiagnostics,
+    Param,
+    declare,
+    image_qos,
+    spin_node,
+    stamp_ns,
+)
 
 # Camera optical frame on a KITTI-like car: 1.65 m above base_link, looking forward.
 DEFAULT_CAMERA_POSE = [0.0, 0.0, 1.65, 0.5, -0.5, 0.5, -0.5]

@@ -45,7 +45,15 @@ from deep_vision.estimators.place import PlaceRecognizer
 from deep_vision.geometry.transforms import quaternion_from_rotation
 from deep_vision.inference.selection import BACKENDS
 from deep_vision.io.image import message_to_mono8, message_to_rgb8
-from deep_vision.nodes.common import QOS_PARAMS, NodeDiagnostics, Param, declare, image_qos, spin_node, stamp_ns
+from deep_vision.nodes.common import (
+    QOS_PARAMS,
+    NodeDiagnostics,
+    Param,
+    declare,
+    image_qos,
+    spin_node,
+    stamp_ns,
+)
 
 PARAMS = [
     Param("descriptor", "network", "Global descriptor: network (PlaceNet, model_path) or sad (SeqSLAM's "

@@ -29,9 +29,9 @@ import yaml
 
 from deep_vision.config import to_dict
 from deep_vision.geometry.kitti import write_kitti_poses
+from deep_vision.geometry.transforms import body_velocities
 from deep_vision.io import bag as bagio
 from deep_vision.io import rosmsg
-from deep_vision.io.image import numpy_to_image_fields
 from deep_vision.synthetic.config import SyntheticWorldConfig
 from deep_vision.synthetic.sequence import SyntheticSequence
 from deep_vision.synthetic.world import building_faces
@@ -85,26 +85,6 @@ def render_frames(sequence: SyntheticSequence, workers: int = 0) -> Iterator[np.
     ctx = mp.get_context("spawn")
     with ctx.Pool(workers, initializer=_init_worker, initargs=(sequence.config,)) as pool:
         yield from pool.imap(_render, range(len(sequence)), chunksize=4)
-
-
-def _velocities(sequence: SyntheticSequence) -> tuple[np.ndarray, np.ndarray]:
-    """Linear and angular velocity of base_link in its own frame, by central differences."""
-    T = sequence.T_world_base
-    t = sequence.trajectory.times
-    n = len(T)
-    lin = np.zeros((n, 3))
-    ang = np.zeros((n, 3))
-    if n < 2:
-        return lin, ang
-    from scipy.spatial.transform import Rotation
-
-    for i in range(n):
-        a, b = max(i - 1, 0), min(i + 1, n - 1)
-        dt = t[b] - t[a]
-        R_i = T[i, :3, :3]
-        lin[i] = R_i.T @ (T[b, :3, 3] - T[a, :3, 3]) / dt
-        ang[i] = Rotation.from_matrix(T[a, :3, :3].T @ T[b, :3, :3]).as_rotvec() / dt
-    return lin, ang
 
 
 def write_ground_truth_files(sequence: SyntheticSequence, folder: Path) -> None:
@@ -183,22 +163,15 @@ def record(
     c = config.camera
     stamps = sequence.stamps_ns
     homographies = sequence.ground_homographies
-    lin, ang = _velocities(sequence)
+    lin, ang = body_velocities(sequence.T_world_base, sequence.trajectory.times)
     preview_idx = sorted({0, len(sequence) // 3, (2 * len(sequence)) // 3, len(sequence) - 1})
     preview: dict[int, np.ndarray] = {}
     with bagio.BagWriter(out, storage=storage, compress=compress) as bag:
-        tf = rosmsg.transform_stamped_msg(sequence.T_base_cam, int(stamps[0]), BASE_FRAME, c.frame_id)
-        bag.write(bagio.TF_STATIC_TOPIC, "tf2_msgs/msg/TFMessage", int(stamps[0]), rosmsg.tf_message([tf]),
-                  qos=bagio.QOS_LATCHED)
+        bag.write_static_transform(sequence.T_base_cam, int(stamps[0]), BASE_FRAME, c.frame_id)
         for i, image in enumerate(render_frames(sequence, workers)):
             stamp = int(stamps[i])
-            fields = numpy_to_image_fields(image, c.encoding)
-            bag.write(bagio.IMAGE_TOPIC, "sensor_msgs/msg/Image", stamp, rosmsg.image_msg(fields, stamp, c.frame_id),
-                      qos=bagio.QOS_SENSOR)
-            bag.write(bagio.CAMERA_INFO_TOPIC, "sensor_msgs/msg/CameraInfo", stamp,
-                      rosmsg.camera_info_msg(cam, stamp, c.frame_id), qos=bagio.QOS_SENSOR)
-            bag.write(bagio.GROUND_TRUTH_TOPIC, "nav_msgs/msg/Odometry", stamp,
-                      rosmsg.odometry_msg(sequence.T_map_base[i], lin[i], ang[i], stamp, MAP_FRAME, BASE_FRAME))
+            bag.write_camera_frame(stamp, image, c.encoding, cam, c.frame_id)
+            bag.write_ground_truth(stamp, sequence.T_map_base[i], lin[i], ang[i], MAP_FRAME, BASE_FRAME)
             if i > 0:
                 bag.write(GROUND_TRUTH_HOMOGRAPHY_TOPIC, "deep_vision_msgs/msg/Homography", stamp,
                           rosmsg.homography_msg(homographies[i], stamp, int(stamps[i - 1]), c.frame_id, 0.0, True))

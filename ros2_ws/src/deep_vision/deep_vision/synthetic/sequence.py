@@ -19,7 +19,11 @@ from scipy.spatial import cKDTree
 
 from deep_vision.geometry.camera import PinholeCamera
 from deep_vision.geometry.homography import plane_induced_homography
-from deep_vision.geometry.transforms import OPTICAL_FROM_BODY, invert_transform, make_transform
+from deep_vision.geometry.transforms import (
+    OPTICAL_FROM_BODY,
+    invert_transform,
+    make_transform,
+)
 from deep_vision.synthetic.config import SyntheticWorldConfig
 from deep_vision.synthetic.renderer import Renderer
 from deep_vision.synthetic.route import ClosedRoute, VehicleTrajectory, drive

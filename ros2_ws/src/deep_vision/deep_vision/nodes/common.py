@@ -22,6 +22,7 @@ from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.qos import QoSReliabilityPolicy as Reliability
 
 from deep_vision.errors import ConfigError
+from deep_vision.inference.selection import BACKENDS
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,13 @@ QOS_PARAMS = [
     Param("image_qos", "sensor_data", "QoS of the image subscription: sensor_data (best effort, the camera driver "
           "default) or reliable.", choices=("sensor_data", "reliable")),
     Param("queue_depth", 5, "Depth of the image subscription queue.", range=(1, 100)),
+]
+
+
+# Every node that runs a network: which backend, how many CPU threads.
+INFERENCE_PARAMS = [
+    Param("backend", "auto", "Inference backend.", choices=BACKENDS),
+    Param("threads", 0, "CPU threads for inference (0: the library default).", range=(0, 64)),
 ]
 
 

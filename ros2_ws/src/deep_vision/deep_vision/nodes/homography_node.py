@@ -21,9 +21,9 @@ from sensor_msgs.msg import Image
 from deep_vision.errors import ConfigError, DeepVisionError, ImageEncodingError
 from deep_vision.estimators.homography import HomographyEstimator
 from deep_vision.estimators.stream import FramePairer
-from deep_vision.inference.selection import BACKENDS
 from deep_vision.io.image import message_to_mono8
 from deep_vision.nodes.common import (
+    INFERENCE_PARAMS,
     QOS_PARAMS,
     NodeDiagnostics,
     Param,
@@ -36,8 +36,7 @@ from deep_vision.nodes.common import (
 PARAMS = [
     Param("model_path", "", "HomographyNet model (.onnx with its model card, or a .pt checkpoint); empty: the "
           "shipped models/homography.onnx."),
-    Param("backend", "auto", "Inference backend.", choices=BACKENDS),
-    Param("threads", 0, "CPU threads for inference (0: the library default).", range=(0, 64)),
+    *INFERENCE_PARAMS,
     Param("refine", True, "Refine the network estimate (second network pass + ECC)."),
     Param("network_passes", 1, "Network passes when refining: 2+ re-runs the network on the re-warped frame (cascade).",
           range=(1, 4)),

@@ -35,9 +35,9 @@ from deep_vision.geometry.transforms import (
     make_transform,
     quaternion_from_rotation,
 )
-from deep_vision.inference.selection import BACKENDS
 from deep_vision.io.image import message_to_mono8
 from deep_vision.nodes.common import (
+    INFERENCE_PARAMS,
     QOS_PARAMS,
     NodeDiagnostics,
     Param,
@@ -53,8 +53,7 @@ DEFAULT_CAMERA_POSE = [0.0, 0.0, 1.65, 0.5, -0.5, 0.5, -0.5]
 PARAMS = [
     Param("model_path", "", "DeepVO model (.onnx with its model card, or a .pt checkpoint); empty: the shipped "
           "models/vo.onnx."),
-    Param("backend", "auto", "Inference backend.", choices=BACKENDS),
-    Param("threads", 0, "CPU threads for inference (0: the library default).", range=(0, 64)),
+    *INFERENCE_PARAMS,
     Param("mode", "network", "network: the network's 6-DoF motion; hybrid: rotation and direction from the "
           "essential matrix (needs camera_info), length from the network.", choices=("network", "hybrid")),
     Param("odom_frame", "odom", "Frame of the published pose (REP 105)."),

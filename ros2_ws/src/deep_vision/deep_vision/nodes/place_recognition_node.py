@@ -43,9 +43,9 @@ from deep_vision.estimators.loop_closure import (
 )
 from deep_vision.estimators.place import PlaceRecognizer
 from deep_vision.geometry.transforms import quaternion_from_rotation
-from deep_vision.inference.selection import BACKENDS
 from deep_vision.io.image import message_to_mono8, message_to_rgb8
 from deep_vision.nodes.common import (
+    INFERENCE_PARAMS,
     QOS_PARAMS,
     NodeDiagnostics,
     Param,
@@ -60,8 +60,7 @@ PARAMS = [
           "patch-normalised thumbnail, no network).", choices=("network", "sad")),
     Param("model_path", "", "PlaceNet model (.onnx with its model card, or a .pt checkpoint); empty: the shipped "
           "models/place.onnx. Unused with descriptor sad."),
-    Param("backend", "auto", "Inference backend.", choices=BACKENDS),
-    Param("threads", 0, "CPU threads for inference (0: the library default).", range=(0, 64)),
+    *INFERENCE_PARAMS,
     Param("sad_width", 64, "Thumbnail width of the sad descriptor (pixels, multiple of 8).", range=(8, 1024)),
     Param("sad_height", 32, "Thumbnail height of the sad descriptor (pixels, multiple of 8).", range=(8, 1024)),
     Param("top_k", 5, "Loop-closure candidates per keyframe.", range=(1, 100)),

@@ -186,12 +186,16 @@ class VisualOdometry:
         return OdometryResult(stamp_ns, self.pose.copy(), self._covariance_world(), T_step, True, reason, mode,
                               quality, self.distance, {"network_ms": (t1 - t0) * 1e3, "total_ms": (t2 - t0) * 1e3})
 
-    def _propagate(self, T_step: np.ndarray, quality: float) -> None:
+    def step_covariance(self, T_step: np.ndarray, quality: float) -> np.ndarray:
+        """[6 x 6] noise of one step (its own frame): std ``rel·size + abs`` per axis, divided by ``quality``."""
         trans_rel, trans_abs, rot_rel, rot_abs = self.noise
         angle = np.arccos(np.clip((np.trace(T_step[:3, :3]) - 1) / 2, -1.0, 1.0))
         s_t = (trans_rel * np.linalg.norm(T_step[:3, 3]) + trans_abs) / quality
         s_r = (rot_rel * angle + rot_abs) / quality
-        step = np.diag([s_t**2] * 3 + [s_r**2] * 3)
+        return np.diag([s_t**2] * 3 + [s_r**2] * 3)
+
+    def _propagate(self, T_step: np.ndarray, quality: float) -> None:
+        step = self.step_covariance(T_step, quality)
         A = adjoint(np.linalg.inv(T_step))
         self._cov_local = A @ self._cov_local @ A.T + step
 

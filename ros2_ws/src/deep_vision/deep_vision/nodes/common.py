@@ -83,6 +83,25 @@ def stamp_ns(stamp: Any) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
+def backend_diagnostics(backend: Any) -> dict[str, str]:
+    """What /diagnostics says about a node's network: backend, precision and the model's sha256 (from its card)."""
+    if backend is None:
+        return {"backend": "none", "precision": "none", "model_sha256": "none"}
+    sha = "unknown"
+    try:
+        from pathlib import Path
+
+        from deep_vision.inference.modelcard import ModelCard, card_path_for
+
+        card = card_path_for(Path(getattr(backend, "model_path", "")))
+        if card.is_file():
+            sha = ModelCard.load(card).sha256
+    except Exception:  # noqa: BLE001 - diagnostics only: never fail a node for them
+        pass
+    return {"backend": getattr(backend, "label", str(backend)), "precision": getattr(backend, "precision", "?"),
+            "model_sha256": sha}
+
+
 class NodeDiagnostics:
     """Counters and latency of one node, published as ``diagnostic_msgs/DiagnosticArray`` at 1 Hz."""
 

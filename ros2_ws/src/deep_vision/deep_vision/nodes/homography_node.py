@@ -27,6 +27,7 @@ from deep_vision.nodes.common import (
     QOS_PARAMS,
     NodeDiagnostics,
     Param,
+    backend_diagnostics,
     declare,
     image_qos,
     spin_node,
@@ -67,9 +68,7 @@ class HomographyNode(Node):
             raise ConfigError(f"homography_node: parameter 'model_path' ({path or 'default'}): {exc}") from exc
         self.pairer = FramePairer(max_gap_s=p["max_gap_s"])
         backend = self.estimator.backend
-        self.diag = NodeDiagnostics(self, "homography", {
-            "backend": getattr(backend, "label", str(backend)), "precision": getattr(backend, "precision", "?"),
-            "model_sha256": _card_sha(path), "refine": str(p["refine"])})
+        self.diag = NodeDiagnostics(self, "homography", {**backend_diagnostics(backend), "refine": str(p["refine"])})
         self.pub = self.create_publisher(Homography, "homography", 10)
         self.sub = self.create_subscription(Image, "image", self.on_image, image_qos(p["image_qos"], p["queue_depth"]))
         self.get_logger().info(f"estimating homographies with {getattr(backend, 'describe', lambda: backend)()}")
@@ -101,18 +100,6 @@ class HomographyNode(Node):
             self.diag.counters["invalid_estimates"] += 1
         now = self.get_clock().now().nanoseconds
         self.diag.processed((time.perf_counter() - t0) * 1e3, (now - stamp) / 1e6 if now else None)
-
-
-def _card_sha(path: str) -> str:
-    try:
-        from pathlib import Path
-
-        from deep_vision.inference.modelcard import ModelCard, card_path_for
-
-        card = card_path_for(Path(path))
-        return ModelCard.load(card).sha256 if card.is_file() else "unknown"
-    except Exception:  # noqa: BLE001 - diagnostics only
-        return "unknown"
 
 
 def main(args: list[str] | None = None) -> int:

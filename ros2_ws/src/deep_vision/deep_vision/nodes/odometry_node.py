@@ -41,6 +41,7 @@ from deep_vision.nodes.common import (
     QOS_PARAMS,
     NodeDiagnostics,
     Param,
+    backend_diagnostics,
     declare,
     image_qos,
     spin_node,
@@ -107,9 +108,7 @@ class OdometryNode(Node):
                                       "pose comes from the 'camera_pose' parameter")
         self.extrinsic_from_tf = False
         backend = self.vo.backend
-        self.diag = NodeDiagnostics(self, "visual odometry", {
-            "backend": getattr(backend, "label", str(backend)), "precision": getattr(backend, "precision", "?"),
-            "mode": p["mode"]})
+        self.diag = NodeDiagnostics(self, "visual odometry", {**backend_diagnostics(backend), "mode": p["mode"]})
         self.pub = self.create_publisher(Odometry, "odometry", 10)
         qos = image_qos(p["image_qos"], p["queue_depth"])
         self.sub = self.create_subscription(Image, "image", self.on_image, qos)
@@ -174,11 +173,9 @@ class OdometryNode(Node):
             ang = Rotation.from_matrix(step[:3, :3]).as_rotvec() / dt
             out.twist.twist.linear.x, out.twist.twist.linear.y, out.twist.twist.linear.z = (float(v) for v in lin)
             out.twist.twist.angular.x, out.twist.twist.angular.y, out.twist.twist.angular.z = (float(v) for v in ang)
-            p = self.params
-            s_t = (p["trans_noise_rel"] * np.linalg.norm(step[:3, 3]) + p["trans_noise_abs"]) / result.quality / dt
-            s_r = (p["rot_noise_rel"] * np.linalg.norm(Rotation.from_matrix(step[:3, :3]).as_rotvec())
-                   + p["rot_noise_abs"]) / result.quality / dt
-            out.twist.covariance = [float(v) for v in np.diag([s_t**2] * 3 + [s_r**2] * 3).reshape(36)]
+            # The step's noise (camera frame, as the estimator's model) in base_link, per second.
+            twist_cov = A @ self.vo.step_covariance(result.relative, result.quality) @ A.T / dt**2
+            out.twist.covariance = [float(v) for v in twist_cov.reshape(36)]
         else:
             out.twist.covariance = [float(v) for v in np.diag([1e3] * 6).reshape(36)]  # unknown
         self._last_stamp = stamp

@@ -49,6 +49,7 @@ from deep_vision.nodes.common import (
     QOS_PARAMS,
     NodeDiagnostics,
     Param,
+    backend_diagnostics,
     declare,
     image_qos,
     spin_node,
@@ -135,8 +136,7 @@ class PlaceRecognitionNode(Node):
         self.geo_errors: deque[float] = deque(maxlen=200)
         backend = recognizer.backend
         self.diag = NodeDiagnostics(self, "place recognition", {
-            "descriptor": recognizer.label, "backend": getattr(backend, "label", "none") if backend else "none",
-            "database": str(self.database_path or "memory")})
+            "descriptor": recognizer.label, **backend_diagnostics(backend), "database": str(self.database_path or "memory")})
         qos = image_qos(p["image_qos"], p["queue_depth"])
         self.pub = self.create_publisher(LoopClosureArray, "loop_closures", 10)
         self.geo_pub = self.create_publisher(NavSatFix, "geolocation", 10)

@@ -46,6 +46,7 @@ setup(
     ],
     extras_require={
         "ml": ["torch", "onnx", "onnxruntime"],
+        "slam": ["gtsam", "faiss-cpu"],
         "test": ["pytest", "pytest-timeout"],
     },
     zip_safe=True,
@@ -55,6 +56,7 @@ setup(
             "homography_node = deep_vision.nodes.homography_node:main",
             "odometry_node = deep_vision.nodes.odometry_node:main",
             "place_recognition_node = deep_vision.nodes.place_recognition_node:main",
+            "pose_graph_node = deep_vision.nodes.pose_graph_node:main",
         ],
     },
 )

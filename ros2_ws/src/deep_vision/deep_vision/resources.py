@@ -46,3 +46,14 @@ def default_model_path(name: str) -> Path:
     searched = ", ".join(str(r) for r in roots) or "nowhere (no models folder found)"
     raise ModelError(f"no shipped model {name}.onnx; searched {searched}. Set the model_path parameter "
                      "or DEEP_VISION_MODELS")
+
+
+def default_params_path() -> Path:
+    """The shipped ``config/perception.yaml`` (ROS share folder or source tree), beside the models folder."""
+    roots = _candidate_roots()
+    for root in roots:
+        path = root.parent / "config" / "perception.yaml"
+        if path.is_file():
+            return path
+    searched = ", ".join(str(r.parent / "config") for r in roots) or "nowhere"
+    raise ModelError(f"no shipped config/perception.yaml; searched {searched}. Pass --params")

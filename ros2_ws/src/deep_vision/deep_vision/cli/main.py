@@ -235,7 +235,44 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate_bag(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from deep_vision.pipeline.evaluate import evaluate_bag, format_table
+
+    params = args.params
+    if params is None:
+        from deep_vision.resources import default_params_path
+
+        params = default_params_path()
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    out = Path(args.out) if args.out else Path("evaluation") / f"{Path(args.target).name}-{args.mode}"
+    bars: list = []
+
+    def progress_factory(total: int):
+        bar = tqdm(total=total, desc=f"{args.mode} pipeline", unit="frame", file=sys.stderr,
+                   mininterval=0.5 if sys.stderr.isatty() else 10)
+        bars.append(bar)
+        return lambda n: bar.update(n - bar.n)
+
+    command = "deep-vision evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
+    metrics, md = evaluate_bag(args.target, out, mode=args.mode, params_file=params, stages=stages,
+                               backend=None if args.backend == "auto" else args.backend, rate=args.rate,
+                               limit=args.limit, queue_depth=args.queue_depth, command=command,
+                               progress_factory=progress_factory)
+    for bar in bars:
+        bar.close()
+    print(format_table(metrics))
+    print(f"report:  {md}")
+    print(f"metrics: {md.parent / 'metrics.json'}")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.target not in ("homography", "place", "vo") and Path(args.target).exists():
+        return cmd_evaluate_bag(args)
+    if args.out is None:
+        args.out = "bench/results"
     if args.target == "place":
         from deep_vision.eval.place_eval import evaluate_from_cli
 
@@ -434,8 +471,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topics", nargs="+", help="only these topics")
     p.set_defaults(func=cmd_play)
 
-    p = sub.add_parser("evaluate", help="measure an estimator on held-out data against classical baselines")
-    p.add_argument("target", help="what to evaluate: homography | place | vo")
+    p = sub.add_parser("evaluate", help="measure an estimator on held-out data against classical baselines, "
+                                        "or the whole pipeline on a bag with ground truth")
+    p.add_argument("target", help="homography | place | vo (one estimator on held-out data), or a rosbag2 folder "
+                                  "(the whole pipeline: metrics.json, report, output bag)")
     p.add_argument("--model", help="model (.onnx + card, or .pt); default: the shipped one")
     p.add_argument("--backend", default="auto", help="inference backend (default auto)")
     p.add_argument("--threads", type=int, default=0, help="inference CPU threads (0: library default)")
@@ -443,7 +482,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="protocol (a): pair seed (default 0)")
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[5] / ".." / "shared" / "data"),
                    help="real data folder (default ../shared/data beside the repository)")
-    p.add_argument("--out", default="bench/results", help="report folder (default bench/results)")
+    p.add_argument("--out", help="report folder (default bench/results; for a bag evaluation/<bag>-<mode>)")
+    p.add_argument("--mode", choices=("offline", "realtime"), default="offline",
+                   help="bag: offline (every frame, deterministic) or realtime (frames at the bag's rate; frames a "
+                        "stage cannot keep up with are dropped and counted)")
+    p.add_argument("--params", help="bag: ROS 2 parameter file (default: the shipped config/perception.yaml)")
+    p.add_argument("--stages", default="homography,loop_closure,vo,pose_graph",
+                   help="bag: comma-separated stages (default all: homography,loop_closure,vo,pose_graph)")
+    p.add_argument("--rate", type=float, default=1.0, help="bag, realtime: playback rate (default 1)")
+    p.add_argument("--limit", type=int, help="bag: only the first N frames")
+    p.add_argument("--queue-depth", type=int, help="bag, realtime: frames waiting per stage (default: each "
+                                                   "node's queue_depth parameter)")
     p.add_argument("--update-card", action="store_true", help="write the held-out metrics into the model card")
     p.add_argument("--quick", action="store_true", help="place: one short route, database sizes up to 100k "
                                                         "(about two minutes on two cores)")

@@ -184,3 +184,31 @@ def navsatfix_msg(latitude: float, longitude: float, altitude: float, stamp_ns: 
         header=header(stamp_ns, frame_id), status=status, latitude=float(latitude), longitude=float(longitude),
         altitude=float(altitude), position_covariance=cov,
         position_covariance_type=0 if position_covariance is None else 2)
+
+
+def loop_closure_array_msg(result: Any, frame_id: str) -> Any:
+    """deep_vision_msgs/LoopClosureArray of a ``QueryResult`` (candidates best first)."""
+    candidates = []
+    for c in result.candidates:
+        if c.has_relative_pose:
+            v = c.verification
+            T = np.eye(4)
+            T[:3, :3], T[:3, 3] = v.rotation, v.translation
+            cov = np.asarray(v.covariance, np.float64).reshape(36)
+        else:
+            T, cov = np.eye(4), np.zeros(36)
+        candidates.append(_cls("deep_vision_msgs/msg/LoopClosure")(
+            query_stamp=time_msg(result.stamp_ns), match_stamp=time_msg(c.match_stamp_ns),
+            query_id=int(result.query_id), match_id=int(c.match_id), similarity=float(c.similarity),
+            verified=bool(c.verified), inliers=int(c.inliers), has_relative_pose=bool(c.has_relative_pose),
+            metric_translation=False,
+            relative_pose=_cls("geometry_msgs/msg/PoseWithCovariance")(pose=_pose(T), covariance=cov)))
+    return _cls("deep_vision_msgs/msg/LoopClosureArray")(header=header(result.stamp_ns, frame_id),
+                                                          candidates=candidates)
+
+
+def path_msg(stamps_ns: np.ndarray, poses: np.ndarray, stamp_ns: int, frame_id: str) -> Any:
+    """nav_msgs/Path: one PoseStamped per pose (``poses`` [N x 4 x 4] in ``frame_id``)."""
+    pose_stamped = _cls("geometry_msgs/msg/PoseStamped")
+    return _cls("nav_msgs/msg/Path")(header=header(stamp_ns, frame_id), poses=[
+        pose_stamped(header=header(int(s), frame_id), pose=_pose(T)) for s, T in zip(stamps_ns, poses)])

@@ -1,4 +1,4 @@
-"""Helpers every node uses: declared parameters, QoS from parameters, diagnostics at 1 Hz.
+"""Helpers every node uses: declared parameters, QoS from parameters, diagnostics at 1 Hz, TF in and out.
 
 Keeps the node classes thin: a node lists its parameters as :class:`Param`
 (typed default, description, range), builds its estimator from their values
@@ -22,6 +22,7 @@ from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.qos import QoSReliabilityPolicy as Reliability
 
 from deep_vision.errors import ConfigError
+from deep_vision.geometry.transforms import make_transform, rotation_from_quaternion
 from deep_vision.inference.selection import BACKENDS
 
 
@@ -69,6 +70,17 @@ INFERENCE_PARAMS = [
 ]
 
 
+# Camera optical frame on a KITTI-like car: 1.65 m above base_link, looking forward.
+DEFAULT_CAMERA_POSE = [0.0, 0.0, 1.65, 0.5, -0.5, 0.5, -0.5]
+
+# Every node that needs the camera's pose on the robot (read by CameraPose).
+CAMERA_POSE_PARAMS = [
+    Param("use_tf_static", True, "Take the camera pose on the robot from /tf_static when tf2_ros is available."),
+    Param("camera_pose", DEFAULT_CAMERA_POSE, "Camera optical frame in base_frame: x y z qx qy qz qw (used when "
+          "/tf_static has no transform)."),
+]
+
+
 def image_qos(kind: str, depth: int) -> QoSProfile:
     """SensorData (best effort) or reliable, with ``depth``. A best-effort subscription also
     receives from reliable publishers; a reliable one only from reliable publishers."""
@@ -100,6 +112,93 @@ def backend_diagnostics(backend: Any) -> dict[str, str]:
         pass
     return {"backend": getattr(backend, "label", str(backend)), "precision": getattr(backend, "precision", "?"),
             "model_sha256": sha}
+
+
+def _tf2_ros() -> Any:
+    try:
+        import tf2_ros
+    except ImportError:
+        return None
+    return tf2_ros
+
+
+class CameraPose:
+    """``T_base_camera``: the ``camera_pose`` parameter until ``/tf_static`` has ``base_frame → camera frame``.
+
+    Reads the parameters ``base_frame``, ``use_tf_static`` and ``camera_pose``
+    (:data:`CAMERA_POSE_PARAMS`). The look-up needs tf2_ros; without it the
+    parameter value stays.
+    """
+
+    def __init__(self, node: Node, params: dict[str, Any]) -> None:
+        pose = list(params["camera_pose"])
+        if len(pose) != 7 or not np.isclose(np.linalg.norm(pose[3:]), 1.0, atol=1e-3):
+            raise ConfigError(f"{node.get_name()}: parameter 'camera_pose' must be x y z qx qy qz qw with a unit "
+                              "quaternion")
+        self.T = make_transform(rotation_from_quaternion(pose[3:]), pose[:3])
+        self.from_tf = False
+        self.node = node
+        self.base_frame = params["base_frame"]
+        self.buffer = None
+        if params["use_tf_static"]:
+            tf2_ros = _tf2_ros()
+            if tf2_ros is None:
+                node.get_logger().warning("tf2_ros is not available: the camera pose comes from the 'camera_pose' "
+                                          "parameter")
+            else:
+                self.buffer = tf2_ros.Buffer()
+                self.listener = tf2_ros.TransformListener(self.buffer, node)
+
+    def update(self, camera_frame: str) -> bool:
+        """Take ``base_frame → camera_frame`` from /tf_static once it is there; True when ``T`` changed."""
+        if self.buffer is None or self.from_tf or not camera_frame:
+            return False
+        import rclpy.time
+
+        try:
+            tf = self.buffer.lookup_transform(self.base_frame, camera_frame, rclpy.time.Time())
+        except Exception:  # noqa: BLE001 - tf2 raises several lookup exceptions; keep the parameter value
+            return False
+        t, q = tf.transform.translation, tf.transform.rotation
+        self.T = make_transform(rotation_from_quaternion([q.x, q.y, q.z, q.w]), [t.x, t.y, t.z])
+        self.from_tf = True
+        self.node.get_logger().info(f"camera pose from /tf_static: {self.base_frame} -> {camera_frame}")
+        return True
+
+
+class TransformOutput:
+    """Sends ``geometry_msgs/TransformStamped`` on ``/tf``: through ``tf2_ros.TransformBroadcaster`` when
+    importable, else as ``tf2_msgs/TFMessage`` from a plain publisher, else not at all (``kind`` says which;
+    ``last`` keeps the last transform either way)."""
+
+    def __init__(self, node: Node) -> None:
+        self.last: Any = None
+        self.sent = 0
+        self._broadcaster = self._pub = None
+        tf2_ros = _tf2_ros()
+        if tf2_ros is not None:
+            self.kind = "tf2_ros"
+            self._broadcaster = tf2_ros.TransformBroadcaster(node)
+            return
+        try:
+            from tf2_msgs.msg import TFMessage
+        except ImportError:
+            self.kind = "none"
+            node.get_logger().warning("neither tf2_ros nor tf2_msgs is available: no transforms on /tf")
+            return
+        self.kind = "tf2_msgs"
+        self._message = TFMessage
+        self._pub = node.create_publisher(TFMessage, "/tf", QoSProfile(depth=100))  # tf2_ros's broadcaster QoS
+
+    def send(self, transform: Any) -> None:
+        self.last = transform
+        if self._broadcaster is not None:
+            self._broadcaster.sendTransform(transform)
+        elif self._pub is not None:
+            self._pub.publish(self._message(transforms=[transform]))
+        else:
+            return
+        self.sent += 1
 
 
 class NodeDiagnostics:

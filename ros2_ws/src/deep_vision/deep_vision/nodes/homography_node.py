@@ -18,9 +18,7 @@ from deep_vision_msgs.msg import Homography
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
-from deep_vision.errors import ConfigError, DeepVisionError, ImageEncodingError
-from deep_vision.estimators.homography import HomographyEstimator
-from deep_vision.estimators.stream import FramePairer
+from deep_vision.errors import ImageEncodingError
 from deep_vision.io.image import message_to_mono8
 from deep_vision.nodes.common import (
     INFERENCE_PARAMS,
@@ -33,6 +31,7 @@ from deep_vision.nodes.common import (
     spin_node,
     stamp_ns,
 )
+from deep_vision.pipeline.build import build_homography
 
 PARAMS = [
     Param("model_path", "", "HomographyNet model (.onnx with its model card, or a .pt checkpoint); empty: the "
@@ -54,19 +53,7 @@ class HomographyNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("homography_node", **kwargs)
         p = declare(self, PARAMS)
-        path = p["model_path"]
-        try:
-            if not path:
-                from deep_vision.resources import default_model_path
-
-                path = str(default_model_path("homography"))
-            self.estimator = HomographyEstimator.from_model(
-                path, backend=p["backend"], refine=p["refine"], threads=p["threads"] or None,
-                network_passes=p["network_passes"], refine_width=p["refine_width"],
-                ecc_iterations=p["ecc_iterations"], ecc_levels=p["ecc_levels"], min_correlation=p["min_correlation"])
-        except DeepVisionError as exc:
-            raise ConfigError(f"homography_node: parameter 'model_path' ({path or 'default'}): {exc}") from exc
-        self.pairer = FramePairer(max_gap_s=p["max_gap_s"])
+        self.estimator, self.pairer = build_homography(p)  # raises ConfigError naming the parameter
         backend = self.estimator.backend
         self.diag = NodeDiagnostics(self, "homography", {**backend_diagnostics(backend), "refine": str(p["refine"])})
         self.pub = self.create_publisher(Homography, "homography", 10)

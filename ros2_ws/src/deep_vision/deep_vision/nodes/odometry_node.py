@@ -3,10 +3,11 @@
 Subscribes ``image`` (+ ``camera_info``: intrinsics for the hybrid mode);
 publishes ``odometry`` (header.frame_id ``odom``, child_frame_id ``base_link``,
 stamp = image stamp, pose and its covariance in ``odom``, twist in
-``base_link``) and, when ``publish_tf`` is on and tf2_ros is available, the
-``odom → base_link`` transform. The camera's pose on the robot comes from
-``/tf_static`` (``base_link → <image frame>``, when tf2_ros is available and
-``use_tf_static`` is on) or from the ``camera_pose`` parameter. The ``odom``
+``base_link``) and, when ``publish_tf`` is on, the ``odom → base_link``
+transform on ``/tf`` (tf2_ros, else a plain tf2_msgs publisher). The camera's
+pose on the robot comes from ``/tf_static`` (``base_link → <image frame>``,
+when tf2_ros is available and ``use_tf_static`` is on) or from the
+``camera_pose`` parameter (both through ``common.CameraPose``). The ``odom``
 frame is ``base_link`` at the first frame (REP 105). A time jump backwards or
 a resolution change starts a new trajectory from the identity; undecodable
 images are counted and skipped.
@@ -19,37 +20,35 @@ import time
 from typing import Any
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import TransformStamped
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, Image
 
-from deep_vision.errors import ConfigError, DeepVisionError, ImageEncodingError
-from deep_vision.estimators.odometry import VisualOdometry
+from deep_vision.errors import ImageEncodingError
 from deep_vision.geometry.camera import PinholeCamera
 from deep_vision.geometry.transforms import (
     adjoint,
     invert_transform,
-    make_transform,
     quaternion_from_rotation,
 )
 from deep_vision.io.image import message_to_mono8
 from deep_vision.nodes.common import (
+    CAMERA_POSE_PARAMS,
     INFERENCE_PARAMS,
     QOS_PARAMS,
+    CameraPose,
     NodeDiagnostics,
     Param,
+    TransformOutput,
     backend_diagnostics,
     declare,
     image_qos,
     spin_node,
     stamp_ns,
 )
-
-# Camera optical frame on a KITTI-like car: 1.65 m above base_link, looking forward.
-DEFAULT_CAMERA_POSE = [0.0, 0.0, 1.65, 0.5, -0.5, 0.5, -0.5]
+from deep_vision.pipeline.build import build_odometry
 
 PARAMS = [
     Param("model_path", "", "DeepVO model (.onnx with its model card, or a .pt checkpoint); empty: the shipped "
@@ -59,10 +58,8 @@ PARAMS = [
           "essential matrix (needs camera_info), length from the network.", choices=("network", "hybrid")),
     Param("odom_frame", "odom", "Frame of the published pose (REP 105)."),
     Param("base_frame", "base_link", "Robot body frame (child frame of the odometry)."),
-    Param("publish_tf", True, "Broadcast odom -> base_link (needs tf2_ros)."),
-    Param("use_tf_static", True, "Take the camera pose on the robot from /tf_static when tf2_ros is available."),
-    Param("camera_pose", DEFAULT_CAMERA_POSE, "Camera optical frame in base_frame: x y z qx qy qz qw (used when "
-          "/tf_static has no transform)."),
+    Param("publish_tf", True, "Broadcast odom -> base_link on /tf (tf2_ros, else tf2_msgs)."),
+    *CAMERA_POSE_PARAMS,
     Param("trans_noise_rel", 0.03, "Translation noise per step, fraction of the step length.", range=(0.0, 10.0)),
     Param("trans_noise_abs", 0.01, "Translation noise per step, metres.", range=(0.0, 10.0)),
     Param("rot_noise_rel", 0.05, "Rotation noise per step, fraction of the step angle.", range=(0.0, 10.0)),
@@ -76,37 +73,11 @@ class OdometryNode(Node):
         super().__init__("odometry_node", **kwargs)
         p = declare(self, PARAMS)
         self.params = p
-        pose = list(p["camera_pose"])
-        if len(pose) != 7 or not np.isclose(np.linalg.norm(pose[3:]), 1.0, atol=1e-3):
-            raise ConfigError("odometry_node: parameter 'camera_pose' must be x y z qx qy qz qw with a unit quaternion")
-        self.T_base_cam = make_transform(Rotation.from_quat(pose[3:]).as_matrix(), pose[:3])
-        path = p["model_path"]
-        try:
-            if not path:
-                from deep_vision.resources import default_model_path
-
-                path = str(default_model_path("vo"))
-            self.vo = VisualOdometry.from_model(
-                path, backend=p["backend"], threads=p["threads"] or None, mode="network",
-                trans_rel=p["trans_noise_rel"], trans_abs=p["trans_noise_abs"], rot_rel=p["rot_noise_rel"],
-                rot_abs=p["rot_noise_abs"])
-        except DeepVisionError as exc:
-            raise ConfigError(f"odometry_node: parameter 'model_path' ({path or 'default'}): {exc}") from exc
+        self.camera_pose = CameraPose(self, p)
+        # Hybrid mode needs the intrinsics: it starts in network mode and switches at the first camera_info.
+        self.vo = build_odometry({**p, "mode": "network"})  # raises ConfigError naming the parameter
         self.want_hybrid = p["mode"] == "hybrid"
-        self.tf_broadcaster = None
-        self.tf_buffer = None
-        try:
-            import tf2_ros
-
-            if p["publish_tf"]:
-                self.tf_broadcaster = tf2_ros.TransformBroadcaster(self)
-            if p["use_tf_static"]:
-                self.tf_buffer = tf2_ros.Buffer()
-                self.tf_listener = tf2_ros.TransformListener(self.tf_buffer, self)
-        except ImportError:
-            self.get_logger().warning("tf2_ros is not available: odom -> base_link is not broadcast and the camera "
-                                      "pose comes from the 'camera_pose' parameter")
-        self.extrinsic_from_tf = False
+        self.tf_out = TransformOutput(self) if p["publish_tf"] else None
         backend = self.vo.backend
         self.diag = NodeDiagnostics(self, "visual odometry", {**backend_diagnostics(backend), "mode": p["mode"]})
         self.pub = self.create_publisher(Odometry, "odometry", 10)
@@ -126,18 +97,6 @@ class OdometryNode(Node):
         if self.want_hybrid:
             self.vo.mode = "hybrid"
 
-    def _lookup_extrinsic(self, camera_frame: str) -> None:
-        if self.tf_buffer is None or self.extrinsic_from_tf or not camera_frame:
-            return
-        try:
-            tf = self.tf_buffer.lookup_transform(self.params["base_frame"], camera_frame, rclpy.time.Time())
-        except Exception:  # noqa: BLE001 - tf2 raises several lookup exceptions; keep the parameter value
-            return
-        t, q = tf.transform.translation, tf.transform.rotation
-        self.T_base_cam = make_transform(Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix(), [t.x, t.y, t.z])
-        self.extrinsic_from_tf = True
-        self.get_logger().info(f"camera pose from /tf_static: {self.params['base_frame']} -> {camera_frame}")
-
     def on_image(self, msg: Image) -> None:
         self.diag.frame_in()
         t0 = time.perf_counter()
@@ -147,13 +106,14 @@ class OdometryNode(Node):
             self.diag.bad("image")
             self.get_logger().warning(f"image skipped: {exc}", throttle_duration_sec=5.0)
             return
-        self._lookup_extrinsic(msg.header.frame_id)
+        self.camera_pose.update(msg.header.frame_id)
         stamp = stamp_ns(msg.header.stamp)
         result = self.vo.process(grey, stamp)
         if result.reset:
             self.diag.counters[f"reset_{result.reset}"] += 1
         # The odom frame is base_link at the trajectory's first frame: T_odom_base = X T_c0_ci X⁻¹, X = T_base_cam.
-        X, X_inv = self.T_base_cam, invert_transform(self.T_base_cam)
+        X = self.camera_pose.T
+        X_inv = invert_transform(X)
         T_odom_base = X @ result.pose @ X_inv
         A = adjoint(X)
         pose_cov = A @ result.covariance @ A.T
@@ -180,14 +140,14 @@ class OdometryNode(Node):
             out.twist.covariance = [float(v) for v in np.diag([1e3] * 6).reshape(36)]  # unknown
         self._last_stamp = stamp
         self.pub.publish(out)
-        if self.tf_broadcaster is not None:
+        if self.tf_out is not None:
             tf = TransformStamped()
             tf.header = out.header
             tf.child_frame_id = out.child_frame_id
             tf.transform.translation.x, tf.transform.translation.y, tf.transform.translation.z = \
                 out.pose.pose.position.x, out.pose.pose.position.y, out.pose.pose.position.z
             tf.transform.rotation = out.pose.pose.orientation
-            self.tf_broadcaster.sendTransform(tf)
+            self.tf_out.send(tf)
         now = self.get_clock().now().nanoseconds
         self.diag.processed((time.perf_counter() - t0) * 1e3, (now - stamp) / 1e6 if now else None)
 

@@ -36,12 +36,9 @@ from sensor_msgs.msg import CameraInfo, Image, NavSatFix, NavSatStatus
 from deep_vision.errors import ConfigError, DeepVisionError, ImageEncodingError
 from deep_vision.estimators.geolocation import LocalTangentPlane, haversine_m
 from deep_vision.estimators.loop_closure import (
-    GeometricVerifier,
-    KeyframeSelector,
     LoopClosureDetector,
     QueryResult,
 )
-from deep_vision.estimators.place import PlaceRecognizer
 from deep_vision.geometry.transforms import quaternion_from_rotation
 from deep_vision.io.image import message_to_mono8, message_to_rgb8
 from deep_vision.nodes.common import (
@@ -55,6 +52,7 @@ from deep_vision.nodes.common import (
     spin_node,
     stamp_ns,
 )
+from deep_vision.pipeline.build import build_loop_detector, build_recognizer
 
 PARAMS = [
     Param("descriptor", "network", "Global descriptor: network (PlaceNet, model_path) or sad (SeqSLAM's "
@@ -100,19 +98,7 @@ class PlaceRecognitionNode(Node):
         super().__init__("place_recognition_node", **kwargs)
         p = declare(self, PARAMS)
         self.params = p
-        recognizer = self._recognizer(p)
-        verifier = None
-        if p["verify"]:
-            try:
-                verifier = GeometricVerifier(p["features"], p["max_features"], ransac_px=p["ransac_px"],
-                                             min_inliers=p["min_inliers"], min_inlier_ratio=p["min_inlier_ratio"])
-            except ConfigError as exc:
-                raise ConfigError(f"place_recognition_node: geometric check parameters: {exc}") from exc
-        try:
-            keyframes = KeyframeSelector(p["keyframe_interval_s"], p["keyframe_distance_m"],
-                                         p["keyframe_max_similarity"], p["keyframe_min_interval_s"])
-        except ConfigError as exc:
-            raise ConfigError(f"place_recognition_node: keyframe parameters: {exc}") from exc
+        recognizer = build_recognizer(p)  # raises ConfigError naming the parameter
         self.database_path = Path(p["database_path"]) if p["database_path"] else None
         database = None
         if self.database_path is not None and (self.database_path / "database.json").is_file():
@@ -123,10 +109,7 @@ class PlaceRecognitionNode(Node):
                 raise ConfigError(f"place_recognition_node: parameter 'database_path' ({self.database_path}): "
                                   f"{exc}") from exc
             self.get_logger().info(f"loaded {len(database)} keyframes from {self.database_path}")
-        self.detector = LoopClosureDetector(
-            recognizer, database=database, top_k=p["top_k"], min_similarity=p["min_similarity"],
-            exclude_recent_s=p["exclude_recent_s"], verifier=verifier, keyframes=keyframes,
-            geolocate_verified_only=p["geolocate_verified_only"], approximate_above=p["approximate_above"])
+        self.detector = build_loop_detector(p, recognizer=recognizer, database=database)
         self.K: np.ndarray | None = None
         self.K_size: tuple[int, int] | None = None
         self.distortion: np.ndarray | None = None
@@ -147,22 +130,6 @@ class PlaceRecognitionNode(Node):
         self._saved_size = len(self.detector.db)
         self.get_logger().info(f"place recognition with {recognizer.label}, "
                                f"{len(self.detector.db)} keyframes in the map")
-
-    def _recognizer(self, p: dict[str, Any]) -> PlaceRecognizer:
-        if p["descriptor"] == "sad":
-            try:
-                return PlaceRecognizer.classical("sad", sad_size=(p["sad_width"], p["sad_height"]))
-            except ConfigError as exc:
-                raise ConfigError(f"place_recognition_node: parameters 'sad_width'/'sad_height': {exc}") from exc
-        path = p["model_path"]
-        try:
-            if not path:
-                from deep_vision.resources import default_model_path
-
-                path = str(default_model_path("place"))
-            return PlaceRecognizer.from_model(path, backend=p["backend"], threads=p["threads"] or None)
-        except DeepVisionError as exc:
-            raise ConfigError(f"place_recognition_node: parameter 'model_path' ({path or 'default'}): {exc}") from exc
 
     # ------------------------------------------------------------------ inputs
     def on_camera_info(self, msg: CameraInfo) -> None:

@@ -27,6 +27,9 @@ NODES: dict[str, NodeEntry] = {
     "place_recognition": NodeEntry("place_recognition_node", "deep_vision.nodes.place_recognition_node",
                                    "PlaceRecognitionNode", "place_recognition_node"),
     "odometry": NodeEntry("odometry_node", "deep_vision.nodes.odometry_node", "OdometryNode", "odometry_node"),
+    # Subscribes odometry and loop_closures: the relative names the two nodes above publish, so they connect
+    # in one namespace without remapping.
+    "pose_graph": NodeEntry("pose_graph_node", "deep_vision.nodes.pose_graph_node", "PoseGraphNode", "pose_graph_node"),
 }
 
 #: Nodes started when the launch argument / ``--nodes`` is not given: those whose model ships.

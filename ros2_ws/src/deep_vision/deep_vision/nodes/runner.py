@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import rclpy
-import yaml
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -26,28 +25,20 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from deep_vision.errors import BagError, ConfigError, DeepVisionError
 from deep_vision.nodes.registry import DEFAULT_NODES, NODES
+from deep_vision.pipeline.build import load_params
 
 logger = logging.getLogger(__name__)
 
 OUTPUT_TOPICS = {"homography": "deep_vision_msgs/msg/Homography",
                  "loop_closures": "deep_vision_msgs/msg/LoopClosureArray",
                  "geolocation": "sensor_msgs/msg/NavSatFix",
-                 "odometry": "nav_msgs/msg/Odometry"}
+                 "odometry": "nav_msgs/msg/Odometry",
+                 "path": "nav_msgs/msg/Path"}
 
 
 def load_params_file(path: str | Path) -> dict[str, dict[str, Any]]:
     """``{node name: {parameter: value}}`` of a ROS 2 parameter file (``node: ros__parameters: {...}``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"parameter file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
-    out: dict[str, dict[str, Any]] = {}
-    for node, section in data.items():
-        name = node.strip("/").split("/")[-1]
-        if not isinstance(section, dict) or "ros__parameters" not in section:
-            raise ConfigError(f"{path}: section {node!r} has no ros__parameters")
-        out[name] = dict(section["ros__parameters"] or {})
-    return out
+    return load_params(path)
 
 
 def start_nodes(context: Any, keys: Sequence[str], params_file: str | Path, *, use_sim_time: bool = False,

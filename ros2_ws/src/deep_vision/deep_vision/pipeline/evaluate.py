@@ -1,0 +1,62 @@
+"""``deep-vision evaluate BAG``: run the pipeline on a bag with ground truth, record, measure, report."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from deep_vision.errors import DeepVisionError
+from deep_vision.pipeline.build import load_params
+from deep_vision.pipeline.report import (
+    compute_metrics,
+    summary_rows,
+    write_output_bag,
+    write_report,
+)
+from deep_vision.pipeline.run import STAGES, Pipeline
+
+logger = logging.getLogger(__name__)
+
+
+def evaluate_bag(bag_path: str | Path, out_dir: str | Path, *, mode: str = "offline", params_file: str | Path,
+                 stages: Iterable[str] = STAGES, backend: str | None = None, rate: float = 1.0,
+                 limit: int | None = None, queue_depth: int | None = None, command: str = "",
+                 progress_factory: Callable[[int], Callable[[int], None]] | None = None,
+                 record: bool = True) -> tuple[dict[str, Any], Path]:
+    """Run ``stages`` over the bag; write ``out_dir/{metrics.json, report.md, *.png, outputs/}``.
+
+    Returns (metrics, report path).
+    """
+    from deep_vision.io.bag import BagSequence
+
+    bag = BagSequence(bag_path)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pipeline = Pipeline(load_params(params_file), stages, camera=bag.camera, backend=backend,
+                        queue_depth=queue_depth)
+    total = len(bag) if limit is None else min(limit, len(bag))
+    progress = progress_factory(total) if progress_factory else None
+    out = pipeline.run(bag, mode, rate=rate, limit=limit, progress=progress)
+    if out.frames == 0:
+        raise DeepVisionError(f"{bag_path}: no frame could be read")
+    metrics, plots = compute_metrics(out, bag, pipeline, mode=mode)
+    if record:
+        outputs = out_dir / "outputs"
+        if outputs.exists():
+            if not (outputs / "metadata.yaml").is_file():
+                raise DeepVisionError(f"{outputs} exists and is not a bag written by evaluate; remove it")
+            shutil.rmtree(outputs)
+        camera_frame = next((f.frame_id for f in bag.frames(stop=1)), "camera_optical_frame")
+        write_output_bag(outputs, out, pipeline, camera_frame=camera_frame, T_base_cam=bag.extrinsic(camera_frame))
+        metrics["outputs_bag"] = str(outputs)
+    md = write_report(out_dir, metrics, plots, command)
+    return metrics, md
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    rows = summary_rows(metrics)
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)

@@ -1,0 +1,448 @@
+"""Metrics, plots, report and output bag of a pipeline run (``deep-vision evaluate BAG``, ``deep-vision demo``).
+
+Ground truth comes from the bag: camera poses from ``/ground_truth/odometry``
+and the ``/tf_static`` extrinsic, ground-plane homographies from
+``/ground_truth/homography`` (synthetic bags), GPS from ``/gps/fix``.
+
+- **Homography**: mean distance (pixels, full resolution) between points of
+  the ground region (lower 30 % of the image, central half) mapped by the
+  estimate and by the ground-plane homography, where the bag has it, beside
+  the same for "no motion". The frame-to-frame homography describes the
+  dominant surface, which the ground is in most but not all frames, so this is
+  a consistency measure, not the held-out protocol of ``evaluate homography``.
+- **Loop closure**: per keyframe, the best verified candidate is a detection;
+  it is correct when the two camera centres are within ``correct_radius_m``
+  (heading within 45°). A keyframe is a true loop when an earlier keyframe
+  outside the recency window lies within ``loop_radius_m``. Precision, recall,
+  recall at 100 % precision and the PR curve over the descriptor similarity.
+- **VO and pose graph**: ATE (RMSE after SE(3) Umeyama alignment, and with
+  scale for reference), RPE and KITTI t_rel/r_rel of the raw VO and of the
+  optimised trajectory; loop closures the graph accepted, checked against
+  ground truth (same radius as above).
+- **Latency**: processing time per frame and stage, and in realtime mode the
+  frames dropped because a stage was still busy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deep_vision.eval.place_eval import precision_recall, recall_at_full_precision
+from deep_vision.eval.trajectory_metrics import (
+    ate_rpe,
+    kitti_relative_errors,
+    write_tum,
+)
+from deep_vision.geometry.homography import apply_homography
+from deep_vision.geometry.transforms import invert_transform
+from deep_vision.pipeline.run import STAGES, PipelineOutputs
+
+GT_HOMOGRAPHY_TOPIC = "/ground_truth/homography"
+GPS_TOPIC = "/gps/fix"
+
+
+def _pct(values: list[float] | np.ndarray) -> dict[str, float]:
+    v = np.asarray(values, float)
+    if v.size == 0:
+        return {"p50": math.nan, "p95": math.nan, "mean": math.nan, "n": 0}
+    return {"p50": float(np.median(v)), "p95": float(np.percentile(v, 95)), "mean": float(v.mean()), "n": int(v.size)}
+
+
+def _nan_to_none(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_nan_to_none(v) for v in obj]
+    return obj
+
+
+class GroundTruth:
+    """Camera poses (KITTI convention) per stamp, from a bag."""
+
+    def __init__(self, bag, camera_frame: str) -> None:
+        self.stamps, self.poses = bag.camera_poses_kitti(camera_frame)
+        self.T_base_cam = bag.extrinsic(camera_frame)
+
+    def at(self, stamps_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mask of stamps with a pose within 1 ms, poses of those stamps)."""
+        stamps_ns = np.asarray(stamps_ns, np.int64)
+        i = np.clip(np.searchsorted(self.stamps, stamps_ns), 0, len(self.stamps) - 1)
+        j = np.clip(i - 1, 0, len(self.stamps) - 1)
+        best = np.where(np.abs(self.stamps[i] - stamps_ns) <= np.abs(self.stamps[j] - stamps_ns), i, j)
+        ok = np.abs(self.stamps[best] - stamps_ns) <= 1_000_000
+        return ok, self.poses[best[ok]]
+
+    def close(self, a_ns: int, b_ns: int, radius_m: float, max_heading_deg: float = 45.0) -> bool:
+        ok, P = self.at(np.array([a_ns, b_ns]))
+        if not ok.all():
+            return False
+        d = np.linalg.norm(P[0, :3, 3] - P[1, :3, 3])
+        R = P[0, :3, :3].T @ P[1, :3, :3]
+        angle = np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1.0, 1.0)))
+        return bool(d <= radius_m and angle <= max_heading_deg)
+
+
+# ============================================================================ metrics
+def homography_metrics(out: PipelineOutputs, bag) -> dict[str, Any]:
+    m: dict[str, Any] = {"pairs": len(out.homographies),
+                         "valid_fraction": float(np.mean([h[3] for h in out.homographies])) if out.homographies
+                         else math.nan}
+    if GT_HOMOGRAPHY_TOPIC not in bag.topics or not out.homographies:
+        m["ground_error_px"] = None
+        return m
+    gt = {}
+    for _, _, msg in bag.messages([GT_HOMOGRAPHY_TOPIC]):
+        s = int(msg.header.stamp.sec) * 10**9 + int(msg.header.stamp.nanosec)
+        gt[s] = np.asarray(msg.matrix, float).reshape(3, 3)
+    cam = bag.camera
+    if cam is None:
+        m["ground_error_px"] = None
+        return m
+    # The ground region: the lower 30 % of the image, the central half of its width.
+    ys, xs = np.mgrid[0.72:0.98:6j, 0.25:0.75:9j]
+    pts = np.stack([xs.ravel() * (cam.width - 1), ys.ravel() * (cam.height - 1)], axis=1)
+    errors, identity = [], []
+    for stamp, _prev, H, _valid, _sigma in out.homographies:
+        if stamp in gt:
+            ref = apply_homography(gt[stamp], pts)
+            errors.append(float(np.linalg.norm(apply_homography(H, pts) - ref, axis=1).mean()))
+            identity.append(float(np.linalg.norm(pts - ref, axis=1).mean()))
+    m["ground_error_px"] = _pct(errors)
+    m["ground_error_identity_px"] = _pct(identity)
+    m["under_2px"] = float(np.mean(np.asarray(errors) < 2.0)) if errors else math.nan
+    return m
+
+
+def loop_closure_metrics(out: PipelineOutputs, gt: GroundTruth | None, *, exclude_recent_s: float,
+                         loop_radius_m: float, correct_radius_m: float) -> tuple[dict[str, Any], tuple]:
+    m: dict[str, Any] = {"keyframes": len(out.keyframes)}
+    if gt is None:
+        m["note"] = "no ground truth in the bag"
+        return m, (np.zeros(0), np.zeros(0))
+    kf_stamps = [r.stamp_ns for r in out.keyframes]
+    ok, P = gt.at(np.array(kf_stamps, np.int64)) if kf_stamps else (np.zeros(0, bool), np.zeros((0, 4, 4)))
+    centres = np.full((len(kf_stamps), 3), np.nan)
+    centres[ok] = P[:, :3, 3]
+    loops = 0
+    scores, correct, found = [], [], []
+    for i, r in enumerate(out.keyframes):
+        older = [j for j in range(i) if (kf_stamps[i] - kf_stamps[j]) / 1e9 > exclude_recent_s]
+        is_loop = bool(older) and any(gt.close(kf_stamps[i], kf_stamps[j], loop_radius_m) for j in older)
+        loops += is_loop
+        v = r.verified
+        if not v:
+            continue
+        best = v[0]
+        c = gt.close(r.stamp_ns, best.match_stamp_ns, correct_radius_m)
+        scores.append(best.similarity)
+        correct.append(c)
+        found.append(is_loop)
+    p, rc, _ = precision_recall(np.array(scores), np.array(correct, bool), loops, np.array(found, bool))
+    c = np.array(correct, bool)
+    m.update({"loops": loops, "detections": len(scores),
+              "precision": float(c.mean()) if len(c) else math.nan,
+              "recall": float((c & np.array(found, bool)).sum() / max(loops, 1)) if loops else math.nan,
+              "recall_at_100_precision": recall_at_full_precision(p, rc) if len(p) else 0.0,
+              "loop_radius_m": loop_radius_m, "correct_radius_m": correct_radius_m})
+    return m, (p, rc)
+
+
+def trajectory_metrics(out: PipelineOutputs, gt: GroundTruth | None, graph, correct_radius_m: float
+                       ) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
+    vo: dict[str, Any] = {"frames": len(out.odometry), "resets": sum(r.reset is not None for r in out.odometry)}
+    pg: dict[str, Any] = {}
+    traj: dict[str, np.ndarray] = {}
+    if not out.odometry:
+        return vo, pg, traj
+    stamps = np.array([r.stamp_ns for r in out.odometry], np.int64)
+    raw = np.array([r.pose for r in out.odometry])
+    traj["vo"] = raw
+    if graph is not None:
+        _, opt = graph.optimized_trajectory()
+        traj["pose graph"] = opt
+        st = graph.stats
+        pg.update({"keyframes": st.keyframes, "loops_received": st.loops_received, "loops_accepted": st.loops_accepted,
+                   "loops_rejected": dict(st.loops_rejected)})
+    if gt is None:
+        return vo, pg, traj
+    ok, P = gt.at(stamps)
+    if ok.sum() < 3 or vo["resets"]:
+        vo["note"] = "fewer than 3 frames with ground truth" if ok.sum() < 3 else \
+            "the VO restarted mid-run: trajectory metrics of the first segment only are not computed"
+        return vo, pg, traj
+    P = invert_transform(P[0]) @ P  # ground truth in the first camera's frame, like the VO
+    traj["ground truth"] = P
+    t_s = (stamps[ok] - stamps[ok][0]) / 1e9
+
+    def scores(est: np.ndarray) -> dict[str, Any]:
+        e = est[ok]
+        s = {**ate_rpe(P, e, t_s), **{k: v for k, v in kitti_relative_errors(P, e).items() if k != "lengths_m"}}
+        s["ate_sim3_m"] = ate_rpe(P, e, t_s, correct_scale=True)["ate_m"]
+        s["final_drift_m"] = float(np.linalg.norm(e[-1, :3, 3] - P[-1, :3, 3]))
+        return s
+
+    vo.update(scores(raw))
+    vo["length_m"] = float(np.linalg.norm(np.diff(P[:, :3, 3], axis=0), axis=1).sum())
+    if graph is not None:
+        pg.update(scores(traj["pose graph"]))
+        pg["ate_reduction_pct"] = 100.0 * (1.0 - pg["ate_m"] / vo["ate_m"]) if vo["ate_m"] > 0 else math.nan
+        accepted = [d for d in out.loop_decisions if d.accepted]
+        good = [gt.close(d.query_stamp_ns, d.match_stamp_ns, correct_radius_m) for d in accepted]
+        pg["accepted_correct"] = int(sum(good))
+        pg["accepted_precision"] = float(np.mean(good)) if good else math.nan
+    return vo, pg, traj
+
+
+def geolocation_metrics(out: PipelineOutputs, fixes: list[tuple[int, float, float, float]]) -> dict[str, Any] | None:
+    if not fixes:
+        return None
+    from deep_vision.estimators.geolocation import haversine_m
+
+    stamps = np.array([f[0] for f in fixes], np.int64)
+    errors = []
+    for r in out.keyframes:
+        if r.geolocation is None:
+            continue
+        i = int(np.argmin(np.abs(stamps - r.stamp_ns)))
+        if abs(stamps[i] - r.stamp_ns) <= 500_000_000:
+            errors.append(float(haversine_m(r.geolocation.latitude, r.geolocation.longitude, fixes[i][1], fixes[i][2])))
+    return {"estimates": len(errors), "haversine_error_m": _pct(errors)}
+
+
+def compute_metrics(out: PipelineOutputs, bag, pipeline, *, mode: str, camera_frame: str | None = None,
+                    loop_radius_m: float = 5.0, correct_radius_m: float = 10.0) -> tuple[dict[str, Any], dict]:
+    """(metrics.json content, plot data)."""
+    gt = None
+    if camera_frame is None:
+        camera_frame = _camera_frame(bag)
+    try:
+        if camera_frame is not None and len(bag.ground_truth[0]):
+            gt = GroundTruth(bag, camera_frame)
+    except Exception:  # noqa: BLE001 - no usable ground truth: metrics without it
+        gt = None
+    metrics: dict[str, Any] = {"bag": str(bag.path), "mode": mode, "frames": out.frames, "bad_frames": out.bad_frames,
+                               "wall_s": out.wall_s, "stages": list(pipeline.stages),
+                               "ground_truth": gt is not None}
+    plots: dict[str, Any] = {}
+    for stage in STAGES:
+        if stage not in pipeline.stages:
+            continue
+        s = out.stats[stage]
+        metrics[stage] = {"frames_in": s.frames_in, "processed": s.processed, "dropped": s.dropped,
+                          "errors": s.errors, "latency_ms": _pct(s.latency_ms), "age_ms": _pct(s.age_ms)}
+        plots.setdefault("latency", {})[stage] = s.latency_ms
+    if "homography" in pipeline.stages:
+        metrics["homography"].update(homography_metrics(out, bag))
+    if "loop_closure" in pipeline.stages:
+        lc, pr = loop_closure_metrics(out, gt, exclude_recent_s=pipeline.detector.exclude_recent_ns / 1e9,
+                                      loop_radius_m=loop_radius_m, correct_radius_m=correct_radius_m)
+        metrics["loop_closure"].update(lc)
+        plots["pr"] = pr
+        geo = geolocation_metrics(out, pipeline.gps_fixes)
+        metrics["geolocation"] = geo if geo is not None else {"note": f"no GPS ({GPS_TOPIC}) in the bag"}
+    if "vo" in pipeline.stages:
+        vo, pg, traj = trajectory_metrics(out, gt, pipeline.graph, correct_radius_m)
+        metrics["vo"].update(vo)
+        if "pose_graph" in pipeline.stages:
+            metrics["pose_graph"].update(pg)
+        plots["trajectories"] = traj
+    plots["loops"] = [d for d in out.loop_decisions if d.accepted]
+    plots["stamps"] = np.array([r.stamp_ns for r in out.odometry], np.int64)
+    return _nan_to_none(metrics), plots
+
+
+def _camera_frame(bag) -> str | None:
+    for f in bag.frames(stop=1):
+        return f.frame_id
+    return None
+
+
+# ============================================================================ plots
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def trajectory_png(traj: dict[str, np.ndarray], loops, stamps: np.ndarray, path: Path, title: str) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 6.5))
+    styles = {"ground truth": ("k-", 2.5), "vo": ("C1-", 1.2), "pose graph": ("C0-", 1.4)}
+    for name, poses in traj.items():
+        style, lw = styles.get(name, ("-", 1.0))
+        label = {"vo": "VO (raw)", "pose graph": "VO + pose graph"}.get(name, name)
+        ax.plot(poses[:, 0, 3], poses[:, 2, 3], style, lw=lw, label=label)
+    if "pose graph" in traj and loops:
+        opt = traj["pose graph"]
+        index = {int(s): i for i, s in enumerate(stamps)}
+        for d in loops:
+            a, b = index.get(d.query_stamp_ns), index.get(d.match_stamp_ns)
+            if a is not None and b is not None:
+                ax.plot([opt[a, 0, 3], opt[b, 0, 3]], [opt[a, 2, 3], opt[b, 2, 3]], "g-", lw=0.8, alpha=0.6)
+        ax.plot([], [], "g-", lw=0.8, label=f"accepted loop closures ({len(loops)})")
+    ax.set_xlabel("x (m, first camera's right)")
+    ax.set_ylabel("z (m, first camera's forward)")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def pr_png(pr: tuple[np.ndarray, np.ndarray], path: Path, title: str) -> Path:
+    plt = _plt()
+    p, r = pr
+    fig, ax = plt.subplots(figsize=(5, 4))
+    if len(p):
+        ax.plot(r, p, "C0-", lw=1.5)
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def latency_png(latency: dict[str, list[float]], path: Path, title: str) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    data = {k: np.asarray(v) for k, v in latency.items() if len(v)}
+    if data:
+        hi = max(float(np.percentile(v, 99.5)) for v in data.values())
+        bins = np.linspace(0, max(hi, 1.0), 60)
+        for name, v in data.items():
+            ax.hist(np.clip(v, 0, bins[-1]), bins=bins, histtype="step", lw=1.5, label=f"{name} (p50 {np.median(v):.1f} ms)")
+    ax.set_xlabel("processing time per frame (ms)")
+    ax.set_ylabel("frames")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+# ============================================================================ report
+def _f(v: Any, fmt: str = "{:.2f}") -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else fmt.format(v)
+
+
+def summary_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
+    """(quantity, value) lines for the console table and the report."""
+    rows: list[tuple[str, str]] = [("frames", f"{m['frames']} ({m['mode']}, {m['wall_s']:.1f} s)")]
+    h = m.get("homography")
+    if h:
+        ce = h.get("ground_error_px") or {}
+        ident = h.get("ground_error_identity_px") or {}
+        rows.append(("homography error on the ground region (px)",
+                     f"p50 {_f(ce.get('p50'))}, mean {_f(ce.get('mean'))} (no motion: {_f(ident.get('mean'))}), "
+                     f"valid {_f(h.get('valid_fraction'), '{:.0%}')}"
+                     if ce else f"no ground truth; valid {_f(h.get('valid_fraction'), '{:.0%}')}"))
+    lc = m.get("loop_closure")
+    if lc and "precision" in lc:
+        rows.append(("loop closure precision / recall (verified)",
+                     f"{_f(lc['precision'], '{:.1%}')} / {_f(lc['recall'], '{:.1%}')} "
+                     f"({lc['detections']} detections, {lc['loops']} true loops)"))
+        rows.append(("loop closure recall at 100% precision", _f(lc["recall_at_100_precision"], "{:.1%}")))
+    vo, pg = m.get("vo") or {}, m.get("pose_graph") or {}
+    if "ate_m" in vo:
+        rows.append(("VO ATE / final drift (m), raw", f"{_f(vo['ate_m'])} / {_f(vo['final_drift_m'])} over "
+                                                       f"{_f(vo['length_m'], '{:.0f}')} m"))
+    if "ate_m" in pg:
+        rows.append(("VO ATE / final drift (m), after pose graph",
+                     f"{_f(pg['ate_m'])} / {_f(pg['final_drift_m'])} ({_f(pg['ate_reduction_pct'], '{:.0f}')}% lower ATE)"))
+        rows.append(("loop closures accepted by the graph (correct)",
+                     f"{pg['loops_accepted']} of {pg['loops_received']} ({pg['accepted_correct']} correct)"))
+    for stage in STAGES:
+        if stage in m:
+            lat = m[stage]["latency_ms"]
+            rows.append((f"{stage} latency p50 / p95 (ms), dropped",
+                         f"{_f(lat['p50'], '{:.1f}')} / {_f(lat['p95'], '{:.1f}')}, {m[stage]['dropped']}"))
+    return rows
+
+
+def write_report(out_dir: Path, metrics: dict[str, Any], plots: dict[str, Any], command: str = "") -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    title = Path(metrics["bag"]).name
+    images = []
+    if plots.get("trajectories"):
+        images.append(("Trajectory", trajectory_png(plots["trajectories"], plots["loops"], plots["stamps"],
+                                                     out_dir / "trajectory.png", f"{title}: trajectory (top view)")))
+        if "ground truth" in plots["trajectories"]:
+            gt = plots["trajectories"]["ground truth"]
+            t = (plots["stamps"] - plots["stamps"][0]) / 1e9
+            for name, poses in plots["trajectories"].items():
+                write_tum(out_dir / "trajectories" / f"{name.replace(' ', '_')}.tum", t, poses)
+            del gt
+    if "pr" in plots:
+        images.append(("Loop closure precision-recall", pr_png(plots["pr"], out_dir / "loop_closure_pr.png",
+                                                                f"{title}: loop closures (verified)")))
+    if plots.get("latency"):
+        images.append(("Latency", latency_png(plots["latency"], out_dir / "latency.png",
+                                              f"{title}: processing time ({metrics['mode']})")))
+    lines = [f"# deep_vision pipeline on {title}", "", f"- command: `{command}`" if command else "",
+             f"- mode: {metrics['mode']}; stages: {', '.join(metrics['stages'])}", "",
+             "| quantity | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in summary_rows(metrics)]
+    lines += ["", "How each number is measured: `deep_vision/pipeline/report.py` (module docstring). "
+              "All numbers: `metrics.json`. Trajectories in TUM format for evo: `trajectories/`.", ""]
+    for name, png in images:
+        lines += [f"## {name}", "", f"![{name}]({png.name})", ""]
+    md = out_dir / "report.md"
+    md.write_text("\n".join(line for line in lines if line is not None) + "\n")
+    return md
+
+
+# ============================================================================ output bag
+def write_output_bag(path: Path, out: PipelineOutputs, pipeline, *, camera_frame: str = "camera_optical_frame",
+                     T_base_cam: np.ndarray | None = None) -> Path:
+    """Everything the stages produced, as the nodes would have published it, in a rosbag2 (mcap)."""
+    from deep_vision.io import rosmsg
+    from deep_vision.io.bag import BagWriter
+
+    X = np.eye(4) if T_base_cam is None else T_base_cam
+    Xi = invert_transform(X)
+    with BagWriter(path) as bag:
+        for stamp, prev, H, valid, sigma in out.homographies:
+            bag.write("/homography", "deep_vision_msgs/msg/Homography", stamp,
+                      rosmsg.homography_msg(H, stamp, prev, camera_frame, sigma, valid))
+        for r in out.keyframes:
+            if r.candidates:
+                bag.write("/loop_closures", "deep_vision_msgs/msg/LoopClosureArray", r.stamp_ns,
+                          rosmsg.loop_closure_array_msg(r, camera_frame))
+        for r in out.odometry:
+            T = X @ r.pose @ Xi  # odom = base_link of the first frame
+            A = np.zeros((6, 6))
+            A[:3, :3] = A[3:, 3:] = X[:3, :3]
+            bag.write("/odometry", "nav_msgs/msg/Odometry", r.stamp_ns,
+                      rosmsg.odometry_msg(T, np.zeros(3), np.zeros(3), r.stamp_ns, "odom", "base_link",
+                                          pose_covariance=A @ r.covariance @ A.T))
+        for stamp, T in out.map_to_odom:
+            T_b = X @ T @ Xi
+            bag.write("/tf", "tf2_msgs/msg/TFMessage", stamp,
+                      rosmsg.tf_message([rosmsg.transform_stamped_msg(T_b, stamp, "map", "odom")]))
+        if pipeline.graph is not None and out.odometry:
+            stamps, poses = pipeline.graph.keyframe_poses()
+            poses = np.array([X @ p @ Xi for p in poses])
+            bag.write("/path", "nav_msgs/msg/Path", int(out.odometry[-1].stamp_ns),
+                      rosmsg.path_msg(stamps, poses, int(out.odometry[-1].stamp_ns), "map"))
+    return path

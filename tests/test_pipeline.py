@@ -1,0 +1,167 @@
+"""The whole pipeline on a synthetic bag with two loops: offline and realtime runs, metrics, report, output bag.
+
+The VO network is a randomly initialised DeepVO whose output is replaced by the true motion with a yaw bias
+and a scale error (a drifting odometry of known size); homography, place recognition, verification and the
+pose graph are the real ones.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gtsam")
+
+from conftest import REPO, small_world_config  # noqa: E402
+from deep_vision.geometry.transforms import (  # noqa: E402
+    euler_zyx_from_rotation,
+    invert_transform,
+    rotation_from_euler_zyx,
+)
+
+SMALL_ROUTE = {"corners": [[0.0, 0.0], [40.0, 0.0], [40.0, 20.0], [0.0, 20.0]], "corner_radius_m": 8.0}
+FRAMES = 240  # about 2.2 laps of 106 m at 10 m/s
+
+
+@pytest.fixture(scope="module")
+def loop_bag(tmp_path_factory):
+    from deep_vision.synthetic import SyntheticSequence
+    from deep_vision.synthetic.config import RouteConfig
+    from deep_vision.synthetic.recording import record
+
+    config = small_world_config(frames=FRAMES, width=416, height=128)
+    config.route = RouteConfig(**SMALL_ROUTE)
+    out = tmp_path_factory.mktemp("loops") / "bag"
+    record(config, out, workers=1)
+    return out, SyntheticSequence(config)
+
+
+@pytest.fixture(scope="module")
+def vo_model(tmp_path_factory):
+    from deep_vision.inference.export import export_onnx
+    from deep_vision.models.deepvo import DeepVO
+
+    model = DeepVO().eval()
+    spec = model.input_spec()
+    path = tmp_path_factory.mktemp("vo") / "vo.onnx"
+    export_onnx(model, model.example_inputs(), path, output_names=["motion", "h1", "c1"], random_trials=1,
+                card_fields={"model_class": "deepvo", "model_config": model.conf, "inputs": spec["inputs"],
+                             "outputs": spec["outputs"]})
+    return path
+
+
+class DriftingBackend:
+    """The real network runs (shapes, state); its motion is replaced by the truth with a yaw bias and 4 % scale error."""
+
+    def __init__(self, inner, poses, yaw_bias_rad=0.002, scale=1.04):
+        self.inner, self.poses, self.k = inner, poses, 0
+        self.yaw_bias, self.scale = yaw_bias_rad, scale
+        self.label, self.precision = inner.label, inner.precision
+
+    def run(self, feeds):
+        out = self.inner.run(feeds)
+        rel = invert_transform(self.poses[self.k]) @ self.poses[self.k + 1]
+        self.k += 1
+        R = rel[:3, :3] @ rotation_from_euler_zyx(np.array([0.0, self.yaw_bias, 0.0]))  # about the camera's y
+        out["motion"] = np.concatenate([rel[:3, 3] * self.scale, euler_zyx_from_rotation(R)])[None].astype(np.float32)
+        return out
+
+
+def _params(vo_model):
+    from deep_vision.pipeline import load_params
+    params = load_params(REPO / "config" / "perception.yaml")
+    params["odometry_node"].update(model_path=str(vo_model), backend="onnxruntime",
+                                   rot_noise_abs=0.003, trans_noise_rel=0.05)
+    params["place_recognition_node"].update(exclude_recent_s=6.0, keyframe_interval_s=0.3)
+    return params
+
+
+def _pipeline(vo_model, seq, **kwargs):
+    from deep_vision.pipeline import Pipeline
+
+    pipe = Pipeline(_params(vo_model), camera=seq.camera, **kwargs)
+    pipe.vo.backend = DriftingBackend(pipe.vo.backend, seq.kitti_poses)
+    return pipe
+
+
+def test_offline_pipeline_closes_loops_and_reduces_drift(loop_bag, vo_model, tmp_path):
+    from deep_vision.io.bag import BagSequence
+    from deep_vision.pipeline.report import (
+        compute_metrics,
+        write_output_bag,
+        write_report,
+    )
+
+    path, seq = loop_bag
+    bag = BagSequence(path)
+    pipe = _pipeline(vo_model, seq)
+    out = pipe.run(bag, "offline")
+    assert out.frames == FRAMES
+    m, plots = compute_metrics(out, bag, pipe, mode="offline")
+    for stage in ("homography", "loop_closure", "vo", "pose_graph"):
+        assert m[stage]["dropped"] == 0
+        assert m[stage]["latency_ms"]["p50"] is not None
+    assert m["homography"]["processed"] == FRAMES
+    assert m["homography"]["ground_error_px"]["p50"] < m["homography"]["ground_error_identity_px"]["p50"]
+    lc = m["loop_closure"]
+    assert lc["loops"] > 5 and lc["precision"] >= 0.9 and lc["recall"] > 0.5, lc
+    pg = m["pose_graph"]
+    assert pg["loops_accepted"] >= 3, pg
+    assert pg["accepted_correct"] == pg["loops_accepted"], pg
+    assert m["vo"]["ate_m"] > 2.0, m["vo"]  # the injected drift is there ...
+    assert pg["ate_m"] < 0.5 * m["vo"]["ate_m"], (pg, m["vo"])  # ... and the graph removes most of it
+    # report, plots and the output bag
+    md = write_report(tmp_path / "eval", m, plots, "test")
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["frames"] == FRAMES and saved["vo"]["ate_m"] == pytest.approx(m["vo"]["ate_m"])
+    for png in ("trajectory.png", "loop_closure_pr.png", "latency.png"):
+        assert (tmp_path / "eval" / png).stat().st_size > 5000
+    assert "pose graph" in md.read_text()
+    write_output_bag(tmp_path / "eval" / "outputs", out, pipe, T_base_cam=bag.extrinsic("camera_optical_frame"))
+    from rosbags.rosbag2 import Reader
+
+    with Reader(tmp_path / "eval" / "outputs") as reader:
+        counts = {c.topic: c.msgcount for c in reader.connections}
+    assert counts["/homography"] == FRAMES - 1 and counts["/odometry"] == FRAMES
+    assert counts["/loop_closures"] > 5 and counts["/path"] == 1 and counts["/tf"] >= 1
+
+
+def test_realtime_counts_every_frame_as_processed_or_dropped(loop_bag, vo_model):
+    from deep_vision.io.bag import BagSequence
+
+    path, seq = loop_bag
+    pipe = _pipeline(vo_model, seq, stages=("homography", "loop_closure", "vo"), queue_depth=1)
+    # 40x the bag's rate (400 Hz) with one waiting frame per stage: stages cannot keep up
+    out = pipe.run(BagSequence(path), "realtime", rate=40.0, limit=120)
+    assert out.frames == 120
+    dropped = 0
+    for stage in ("homography", "loop_closure", "vo"):
+        s = out.stats[stage]
+        assert s.frames_in == 120
+        assert s.processed + s.dropped + s.errors == 120, (stage, s)
+        dropped += s.dropped
+    assert dropped > 0
+
+
+def test_realtime_at_bag_rate_keeps_up_on_small_frames(loop_bag, vo_model):
+    from deep_vision.io.bag import BagSequence
+
+    path, seq = loop_bag
+    pipe = _pipeline(vo_model, seq, stages=("homography", "vo"))
+    out = pipe.run(BagSequence(path), "realtime", rate=1.0, limit=30)
+    for stage in ("homography", "vo"):
+        assert out.stats[stage].processed == 30 and out.stats[stage].dropped == 0
+
+
+def test_bad_stage_name_and_missing_vo_model_fail_with_the_parameter_named(vo_model):
+    from deep_vision.errors import ConfigError
+    from deep_vision.pipeline import Pipeline
+
+    params = _params(vo_model)
+    with pytest.raises(ConfigError, match="unknown pipeline stage"):
+        Pipeline(params, stages=("homography", "slam"))
+    params["odometry_node"]["model_path"] = "/nonexistent/vo.onnx"
+    with pytest.raises(ConfigError, match="odometry_node: parameter 'model_path'"):
+        Pipeline(params, stages=("vo",))

@@ -1,0 +1,158 @@
+"""Pose graph (GTSAM iSAM2): drifting odometry on a loop route, true loop closures, an injected false one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gtsam")
+
+from deep_vision.estimators.pose_graph import PoseGraph  # noqa: E402
+from deep_vision.geometry.transforms import invert_transform, rotation_from_euler_zyx  # noqa: E402
+
+# KITTI camera convention: x right, y down, z forward; the route turns about -y (yaw in the ground plane).
+RADIUS, FRAMES_PER_LAP, LAPS = 40.0, 240, 2.3
+
+
+def _circle_poses(n: int) -> np.ndarray:
+    poses = np.empty((n, 4, 4))
+    for i in range(n):
+        a = 2 * np.pi * i / FRAMES_PER_LAP
+        R = rotation_from_euler_zyx(np.array([0.0, -a, 0.0]))  # yaw about the camera's y axis
+        c = np.array([RADIUS * (1 - np.cos(a)), 0.0, RADIUS * np.sin(a)])
+        poses[i] = np.eye(4)
+        poses[i][:3, :3], poses[i][:3, 3] = R, c
+    return poses
+
+
+def _drifting_odometry(gt: np.ndarray, seed: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Integrates the true steps with a yaw bias, a scale error and noise; covariance per frame (odom frame)."""
+    rng = np.random.default_rng(seed)
+    est, covs = [gt[0].copy()], [np.zeros((6, 6))]
+    cov_local = np.zeros((6, 6))
+    from deep_vision.geometry.transforms import adjoint
+
+    for i in range(1, len(gt)):
+        step = invert_transform(gt[i - 1]) @ gt[i]
+        noisy = step.copy()
+        noisy[:3, 3] *= 1.03
+        noisy[:3, 3] += rng.normal(0, 0.01, 3)
+        noisy[:3, :3] = noisy[:3, :3] @ rotation_from_euler_zyx(np.array([0.0, 0.0006, 0.0]) + rng.normal(0, 1e-3, 3))
+        est.append(est[-1] @ noisy)
+        step_len = np.linalg.norm(step[:3, 3])
+        q = np.diag([(0.03 * step_len + 0.01) ** 2] * 3 + [(0.002 + 0.05 * 0.026) ** 2] * 3)
+        A = adjoint(invert_transform(noisy))
+        cov_local = A @ cov_local @ A.T + q
+        W = adjoint(est[-1])
+        covs.append(W @ cov_local @ W.T)
+    return np.array(est), covs
+
+
+def _relative_measurement(gt: np.ndarray, q: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    T = invert_transform(gt[m]) @ gt[q]
+    t = T[:3, 3]
+    return T[:3, :3], t / max(np.linalg.norm(t), 1e-9)
+
+
+def _ate(gt: np.ndarray, est: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.sum((gt[:, :3, 3] - est[:, :3, 3]) ** 2, axis=1))))
+
+
+def _run(false_loop: bool) -> tuple[PoseGraph, np.ndarray, np.ndarray]:
+    n = int(FRAMES_PER_LAP * LAPS)
+    gt = _circle_poses(n)
+    # offset later laps sideways by 0.8 m so loop translations have a direction
+    for i in range(FRAMES_PER_LAP, n):
+        gt[i] = gt[i] @ np.array([[1, 0, 0, 0.8], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])
+    odo, covs = _drifting_odometry(gt)
+    graph = PoseGraph(keyframe_distance_m=3.0)
+    stamps = (np.arange(n) * 100_000_000).astype(np.int64)
+    for i in range(n):
+        graph.add_odometry(int(stamps[i]), odo[i], covs[i])
+        if i >= FRAMES_PER_LAP and i % 15 == 0:
+            m = i - FRAMES_PER_LAP
+            R, d = _relative_measurement(gt, i, m)
+            graph.add_loop(int(stamps[i]), int(stamps[m]), R, d)
+        if false_loop and i == int(1.5 * FRAMES_PER_LAP):
+            # a "loop" to the far side of the circle: wrong place, measured as if it were a revisit
+            m = int(1.0 * FRAMES_PER_LAP) - 5
+            R, d = _relative_measurement(gt, m + 3, m)
+            decision = graph.add_loop(int(stamps[i]), int(stamps[m]), R, d)
+            assert not decision.accepted and decision.reason == "rotation", decision
+        if false_loop and i == int(1.7 * FRAMES_PER_LAP):
+            # right rotation, wrong place: 20 frames (~21 m) further on, said to be 3 m to the side
+            m = i - FRAMES_PER_LAP + 20
+            R, _ = _relative_measurement(gt, i, m)
+            decision = graph.add_loop(int(stamps[i]), int(stamps[m]), R, np.array([1.0, 0.0, 0.0]))
+            assert not decision.accepted and decision.reason == "chi2", decision
+    return graph, gt, odo
+
+
+def test_loop_closures_reduce_drift_and_are_all_accepted():
+    graph, gt, odo = _run(false_loop=False)
+    _, optimised = graph.optimized_trajectory()
+    raw, after = _ate(gt, odo), _ate(gt, optimised)
+    assert raw > 3.0, raw  # the simulated odometry drifts
+    assert after < 0.5 * raw, (raw, after)
+    assert graph.stats.loops_accepted == graph.stats.loops_received > 5
+    # map -> odom is the correction of the latest keyframe
+    T = graph.map_to_odom() @ odo[-1]
+    assert np.linalg.norm(T[:3, 3] - optimised[-1][:3, 3]) < 1e-6
+
+
+def test_false_loop_closure_is_rejected_and_map_unharmed():
+    clean, gt, _ = _run(false_loop=False)
+    dirty, _, _ = _run(false_loop=True)
+    _, a = clean.optimized_trajectory()
+    _, b = dirty.optimized_trajectory()
+    assert dirty.stats.loops_rejected == {"rotation": 1, "chi2": 1}
+    assert np.max(np.linalg.norm(a[:, :3, 3] - b[:, :3, 3], axis=1)) < 0.5
+    assert _ate(gt, b) < 1.1 * _ate(gt, a) + 0.1
+
+
+def test_reset_starts_a_new_chain_joined_weakly():
+    graph = PoseGraph(keyframe_distance_m=1.0)
+    cov = np.eye(6) * 1e-4
+    for i in range(10):
+        T = np.eye(4)
+        T[2, 3] = i * 1.5
+        graph.add_odometry(i * 10**8, T, cov * (i + 1))
+    graph.add_odometry(10 * 10**8, np.eye(4), cov, reset=True)
+    assert graph.stats.resets == 1
+    stamps, poses = graph.keyframe_poses()
+    assert stamps[-1] == 10 * 10**8 and len(stamps) == 11
+    with pytest.raises(ValueError):
+        graph.add_odometry(5 * 10**8, np.eye(4), cov)
+    d = graph.add_loop(10**18, 0, np.eye(3), np.array([0, 0, 1.0]))
+    assert not d.accepted and d.reason == "unknown_stamp"
+
+
+@pytest.mark.parametrize("yaw_deg", [0.0, 90.0])
+def test_loop_translation_is_loose_along_the_measured_direction_only(yaw_deg):
+    """Monocular loops fix the direction, not the length: whatever the relative rotation of the two cameras."""
+    import gtsam
+    from deep_vision.geometry.transforms import make_transform, rotation_z
+
+    graph = PoseGraph(keyframe_distance_m=1.0, loop_kernel="none", loop_max_rotation_deg=180)
+    cov = np.diag([1e-4] * 3 + [1e-6] * 3)
+    poses = [make_transform(np.eye(3), [float(i), 0.0, 0.0]) for i in range(6)]
+    poses.append(make_transform(rotation_z(np.deg2rad(yaw_deg)), [5.0, 0.0, 0.0]))
+    for i, T in enumerate(poses):
+        graph.add_odometry(i * 10**8, T, cov * (i + 1))
+    T_mq = invert_transform(poses[0]) @ poses[-1]
+    decision = graph.add_loop(6 * 10**8, 0, T_mq[:3, :3], T_mq[:3, 3] / np.linalg.norm(T_mq[:3, 3]))
+    assert decision.accepted
+    factors = graph.isam.getFactorsUnsafe()
+    loop = factors.at(factors.size() - 1)
+    estimate = graph.isam.calculateEstimate()
+
+    def chi2_after_shift(delta):
+        values = gtsam.Values(estimate)
+        P = estimate.atPose3(decision.query_key).matrix().copy()
+        P[:3, 3] += delta
+        values.update(decision.query_key, gtsam.Pose3(P))
+        return 2 * loop.error(values)
+
+    along = chi2_after_shift([1.0, 0, 0])  # the measured direction (match camera's x)
+    across = min(chi2_after_shift([0, 1.0, 0]), chi2_after_shift([0, 0, 1.0]))
+    assert along < 0.1 < 10 < across, (along, across)

@@ -43,4 +43,8 @@ RUN source "/opt/ros/${ROS_DISTRO}/setup.bash" && bash scripts/setup.sh \
     && colcon build --base-paths ros2_ws/src --install-base /opt/deep_vision/install
 ENV PATH=/opt/deep_vision/.venv/bin:${PATH}
 RUN printf 'source /opt/ros/%s/setup.bash\nsource /opt/deep_vision/install/setup.bash\n' "${ROS_DISTRO}" >> /etc/bash.bashrc
-CMD ["bash", "-lc", "source /opt/ros/${ROS_DISTRO}/setup.bash && source /opt/deep_vision/install/setup.bash && deep-vision demo"]
+# The perception nodes on /camera/image_raw (+ camera_info), e.g. from a camera driver or `ros2 bag play`
+# on the host network:  docker run --rm --net host --gpus all deep_vision
+# The offline demo instead:  docker run --rm deep_vision deep-vision demo
+ENTRYPOINT ["/bin/bash", "-lc", "source /opt/ros/${ROS_DISTRO}/setup.bash && source /opt/deep_vision/install/setup.bash && exec \"$0\" \"$@\""]
+CMD ["ros2", "launch", "deep_vision", "perception.launch.py"]

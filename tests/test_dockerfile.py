@@ -24,3 +24,6 @@ def test_dockerfile_targets_and_command():
     assert "FROM ros:jazzy-ros-base AS base-desktop" in text
     assert "AS base-jetson" in text and "ARG TARGET=desktop" in text
     assert "colcon build" in text
+    # the container runs the launch file by default; any other command runs with ROS sourced
+    assert 'CMD ["ros2", "launch", "deep_vision", "perception.launch.py"]' in text
+    assert 'exec \\"$0\\" \\"$@\\"' in text

@@ -119,6 +119,12 @@ def test_offline_pipeline_closes_loops_and_reduces_drift(loop_bag, vo_model, tmp
     for png in ("trajectory.png", "loop_closure_pr.png", "latency.png"):
         assert (tmp_path / "eval" / png).stat().st_size > 5000
     assert "pose graph" in md.read_text()
+    # TUM trajectories for evo (evo_ape tum ground_truth.tum pose_graph.tum -a)
+    from evo.tools import file_interface
+
+    for name in ("ground_truth", "vo", "pose_graph"):
+        traj = file_interface.read_tum_trajectory_file(str(tmp_path / "eval" / "trajectories" / f"{name}.tum"))
+        assert traj.num_poses == FRAMES
     write_output_bag(tmp_path / "eval" / "outputs", out, pipe, T_base_cam=bag.extrinsic("camera_optical_frame"))
     from rosbags.rosbag2 import Reader
 

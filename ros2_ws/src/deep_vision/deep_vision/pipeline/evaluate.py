@@ -60,3 +60,17 @@ def format_table(metrics: dict[str, Any]) -> str:
     rows = summary_rows(metrics)
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def demo_targets(metrics: dict[str, Any]) -> list[tuple[str, bool, str]]:
+    """The end-to-end targets on the demo route: (name, met, measured)."""
+    pg = metrics.get("pose_graph") or {}
+    out = []
+    if "ate_reduction_pct" in pg and pg["ate_reduction_pct"] is not None:
+        out.append(("pose graph lowers the VO's ATE by at least 50 %", pg["ate_reduction_pct"] >= 50.0,
+                    f"{pg['ate_reduction_pct']:.0f} % ({metrics['vo']['ate_m']:.2f} m -> {pg['ate_m']:.2f} m)"))
+    if "loops_accepted" in pg:
+        ok = pg["loops_accepted"] > 0 and pg.get("accepted_correct") == pg["loops_accepted"]
+        out.append(("loop closures accepted by the graph are all correct", ok,
+                    f"{pg.get('accepted_correct', 0)} of {pg['loops_accepted']} correct"))
+    return out

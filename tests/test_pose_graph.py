@@ -133,7 +133,8 @@ def test_loop_translation_is_loose_along_the_measured_direction_only(yaw_deg):
     import gtsam
     from deep_vision.geometry.transforms import make_transform, rotation_z
 
-    graph = PoseGraph(keyframe_distance_m=1.0, loop_kernel="none", loop_max_rotation_deg=180)
+    graph = PoseGraph(keyframe_distance_m=1.0, loop_kernel="none", loop_max_rotation_deg=180,
+                      loop_direction_sigma_rad=0.05)
     cov = np.diag([1e-4] * 3 + [1e-6] * 3)
     poses = [make_transform(np.eye(3), [float(i), 0.0, 0.0]) for i in range(6)]
     poses.append(make_transform(rotation_z(np.deg2rad(yaw_deg)), [5.0, 0.0, 0.0]))

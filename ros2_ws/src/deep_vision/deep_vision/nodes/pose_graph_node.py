@@ -66,8 +66,8 @@ PARAMS = [
     Param("keyframe_angle_deg", 10.0, "... or after turning this far (0: off).", range=(0.0, 180.0)),
     Param("loop_max_distance_m", 10.0, "Largest plausible distance between the two cameras of a loop closure.",
           range=(0.1, 1000.0)),
-    Param("loop_max_rotation_deg", 30.0, "A loop closure whose rotation disagrees with the current estimate by more "
-          "than this is rejected.", range=(0.0, 180.0)),
+    Param("loop_max_rotation_deg", 10.0, "A loop closure whose rotation disagrees with the current estimate by more "
+          "than this (or 3 sigma of the odometry's rotation drift between its keyframes, if larger) is rejected.", range=(0.0, 180.0)),
     Param("loop_max_chi2", 22.46, "A loop closure whose chi2 after optimisation exceeds this is removed again "
           "(default: 99.9 % of chi2 with 6 degrees of freedom).", range=(0.0, 1e6)),
     Param("loop_kernel", "huber", "Robust kernel of loop-closure factors.", choices=("huber", "cauchy", "none")),

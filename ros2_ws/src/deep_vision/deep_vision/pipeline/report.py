@@ -17,8 +17,11 @@ and the ``/tf_static`` extrinsic, ground-plane homographies from
   recall at 100 % precision and the PR curve over the descriptor similarity.
 - **VO and pose graph**: ATE (RMSE after SE(3) Umeyama alignment, and with
   scale for reference), RPE and KITTI t_rel/r_rel of the raw VO and of the
-  optimised trajectory; loop closures the graph accepted, checked against
-  ground truth (same radius as above).
+  optimised trajectory. A loop closure the graph accepted is correct when its
+  two cameras are within ``correct_radius_m`` (heading within 45°), or, up to
+  25 m apart (the usual place-recognition criterion), when the constraint it
+  adds agrees with the ground truth: rotation within 5°, translation
+  direction within 15°.
 - **Latency**: processing time per frame and stage, and in realtime mode the
   frames dropped because a stage was still busy.
 """
@@ -87,6 +90,28 @@ class GroundTruth:
         R = P[0, :3, :3].T @ P[1, :3, :3]
         angle = np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1.0, 1.0)))
         return bool(d <= radius_m and angle <= max_heading_deg)
+
+
+    def loop_correct(self, decision, radius_m: float, max_rotation_deg: float = 5.0,
+                     max_direction_deg: float = 15.0, max_distance_m: float = 25.0) -> bool:
+        """A loop closure the graph accepted is correct when both cameras see the same place: centres within
+        ``radius_m`` and headings within 45 deg, or, farther apart (up to 25 m, the usual place-recognition
+        criterion), the measured rotation within 5 deg and the translation direction within 15 deg of the
+        true ones (a geometrically right constraint between more distant views of the same street)."""
+        if self.close(decision.query_stamp_ns, decision.match_stamp_ns, radius_m):
+            return True
+        ok, P = self.at(np.array([decision.query_stamp_ns, decision.match_stamp_ns]))
+        if not ok.all() or decision.rotation is None or decision.direction is None:
+            return False
+        T = invert_transform(P[1]) @ P[0]  # query camera in the match camera's frame
+        R_err = T[:3, :3].T @ decision.rotation
+        if np.degrees(np.arccos(np.clip((np.trace(R_err) - 1) / 2, -1.0, 1.0))) > max_rotation_deg:
+            return False
+        dist = float(np.linalg.norm(T[:3, 3]))
+        if dist > max_distance_m:
+            return False
+        cos = float(T[:3, 3] @ decision.direction) / dist / max(np.linalg.norm(decision.direction), 1e-12)
+        return bool(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))) <= max_direction_deg)
 
 
 # ============================================================================ metrics
@@ -194,7 +219,7 @@ def trajectory_metrics(out: PipelineOutputs, gt: GroundTruth | None, graph, corr
         pg.update(scores(traj["pose graph"]))
         pg["ate_reduction_pct"] = 100.0 * (1.0 - pg["ate_m"] / vo["ate_m"]) if vo["ate_m"] > 0 else math.nan
         accepted = [d for d in out.loop_decisions if d.accepted]
-        good = [gt.close(d.query_stamp_ns, d.match_stamp_ns, correct_radius_m) for d in accepted]
+        good = [gt.loop_correct(d, correct_radius_m) for d in accepted]
         pg["accepted_correct"] = int(sum(good))
         pg["accepted_precision"] = float(np.mean(good)) if good else math.nan
     return vo, pg, traj

@@ -8,7 +8,8 @@ Modes:
 
 - ``network``: the network's 6-DoF motion (its LSTM state carried across frames).
 - ``hybrid``: rotation and translation direction from the essential matrix of
-  tracked features (needs intrinsics), translation length from the network;
+  features tracked at most ``track_width`` pixels wide (needs intrinsics),
+  translation length from the network;
   falls back to the network for a frame whose two-view geometry is not determined
   (too few inliers, too little parallax).
 
@@ -75,7 +76,7 @@ class VisualOdometry:
     def __init__(self, backend: Any, conf: dict[str, Any], *, camera: PinholeCamera | None = None,
                  mode: str = "network", scale_source: str = "network", trans_rel: float = 0.03,
                  trans_abs: float = 0.01, rot_rel: float = 0.05, rot_abs: float = 0.002,
-                 max_speed_mps: float = 40.0, tracker: FeatureTracker | None = None) -> None:
+                 max_speed_mps: float = 40.0, tracker: FeatureTracker | None = None, track_width: int = 640) -> None:
         if mode not in ("network", "hybrid"):
             raise ConfigError(f"VO mode must be network or hybrid, got {mode!r}")
         if mode == "hybrid" and camera is None:
@@ -89,7 +90,10 @@ class VisualOdometry:
         self.scale_source = scale_source
         self.noise = (trans_rel, trans_abs, rot_rel, rot_abs)
         self.max_speed_mps = max_speed_mps
-        self.tracker = tracker or FeatureTracker()
+        self.tracker = tracker or FeatureTracker(max_corners=800)
+        if track_width < 64:
+            raise ConfigError(f"track_width must be at least 64 pixels, got {track_width}")
+        self.track_width = int(track_width)
         self.resets = 0
         self._start_new(None)
 
@@ -160,7 +164,7 @@ class VisualOdometry:
         mode = "network"
         t_step, R_step = t_net, R_net
         if self.mode == "hybrid":
-            tv = self.tracker.motion(prev_grey, grey, self.camera.K)
+            tv = self._two_view(prev_grey, grey)
             if tv is not None and tv.parallax_px >= 1.0:
                 length = np.linalg.norm(t_net)
                 t_dir = tv.t_dir if tv.t_dir @ t_net >= 0 else -tv.t_dir
@@ -185,6 +189,19 @@ class VisualOdometry:
         t2 = time.perf_counter()
         return OdometryResult(stamp_ns, self.pose.copy(), self._covariance_world(), T_step, True, reason, mode,
                               quality, self.distance, {"network_ms": (t1 - t0) * 1e3, "total_ms": (t2 - t0) * 1e3})
+
+    def _two_view(self, prev: np.ndarray, curr: np.ndarray):
+        """Feature-track motion at most ``track_width`` pixels wide (intrinsics scaled to match)."""
+        K = self.camera.K
+        w = prev.shape[1]
+        if w > self.track_width:
+            s = self.track_width / w
+            size = (self.track_width, max(16, round(prev.shape[0] * s)))
+            prev = cv2.resize(prev, size, interpolation=cv2.INTER_AREA)
+            curr = cv2.resize(curr, size, interpolation=cv2.INTER_AREA)
+            S = np.array([[s, 0.0, 0.5 * s - 0.5], [0.0, s, 0.5 * s - 0.5], [0.0, 0.0, 1.0]])
+            K = S @ K
+        return self.tracker.motion(prev, curr, K)
 
     def step_covariance(self, T_step: np.ndarray, quality: float) -> np.ndarray:
         """[6 x 6] noise of one step (its own frame): std ``rel·size + abs`` per axis, divided by ``quality``."""

@@ -1,7 +1,7 @@
 """rosbag2 (sqlite3 or mcap) writing and lazy frame reading on the ``rosbags`` library.
 
 No ROS install is needed. Topic names default to the layout every deep_vision
-bag uses (synthetic world, KITTI and RobotCar converters):
+bag uses (synthetic world, KITTI, KITTI raw and RobotCar converters):
 
 ==========================  ==========================  =============================
 topic                       type                        content
@@ -138,13 +138,14 @@ class BagWriter:
         self.write(TF_STATIC_TOPIC, "tf2_msgs/msg/TFMessage", int(stamp_ns), rosmsg.tf_message([tf]), qos=QOS_LATCHED)
 
     def write_camera_frame(self, stamp_ns: int, image: np.ndarray, encoding: str, camera: PinholeCamera,
-                           frame_id: str) -> None:
-        """The image on ``/camera/image_raw`` and its ``/camera/camera_info``, both stamped ``stamp_ns``."""
+                           frame_id: str, distortion: np.ndarray | None = None) -> None:
+        """The image on ``/camera/image_raw`` and its ``/camera/camera_info`` (plumb_bob ``distortion``, zero when
+        None), both stamped ``stamp_ns``."""
         fields = numpy_to_image_fields(image, encoding)
         self.write(IMAGE_TOPIC, "sensor_msgs/msg/Image", stamp_ns, rosmsg.image_msg(fields, stamp_ns, frame_id),
                    qos=QOS_SENSOR)
         self.write(CAMERA_INFO_TOPIC, "sensor_msgs/msg/CameraInfo", stamp_ns,
-                   rosmsg.camera_info_msg(camera, stamp_ns, frame_id), qos=QOS_SENSOR)
+                   rosmsg.camera_info_msg(camera, stamp_ns, frame_id, distortion), qos=QOS_SENSOR)
 
     def write_ground_truth(self, stamp_ns: int, T_map_base: np.ndarray, linear: np.ndarray, angular: np.ndarray,
                            frame_id: str = "map", child_frame_id: str = "base_link") -> None:

@@ -81,8 +81,12 @@ class KittiSequence:
 
     def image(self, i: int) -> np.ndarray:
         """Frame i: [H x W] uint8 grey (image_0/1) or [H x W x 3] RGB (image_2/3)."""
-        flags = cv2.IMREAD_GRAYSCALE if self.camera_index in (0, 1) else cv2.IMREAD_COLOR
-        img = cv2.imread(str(self.files[i]), flags)
-        if img is None:
-            raise DatasetError(f"cannot read {self.files[i]}")
-        return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        return read_image(self.files[i], colour=self.camera_index in (2, 3))
+
+
+def read_image(path: Path, colour: bool) -> np.ndarray:
+    """A KITTI PNG (odometry or raw) as [H x W] uint8 grey or, with ``colour``, [H x W x 3] RGB."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR if colour else cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise DatasetError(f"cannot read {path}")
+    return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

@@ -65,15 +65,16 @@ def image_msg(fields: ImageFields, stamp_ns: int, frame_id: str) -> Any:
     )
 
 
-def camera_info_msg(camera: PinholeCamera, stamp_ns: int, frame_id: str) -> Any:
-    """CameraInfo of an undistorted monocular camera (plumb_bob with zero distortion)."""
+def camera_info_msg(camera: PinholeCamera, stamp_ns: int, frame_id: str,
+                    distortion: np.ndarray | None = None) -> Any:
+    """CameraInfo of a monocular camera: plumb_bob ``distortion`` [5] (k1, k2, p1, p2, k3), zero when None."""
     roi = _cls("sensor_msgs/msg/RegionOfInterest")(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
     return _cls("sensor_msgs/msg/CameraInfo")(
         header=header(stamp_ns, frame_id),
         height=camera.height,
         width=camera.width,
         distortion_model="plumb_bob",
-        d=np.zeros(5),
+        d=np.zeros(5) if distortion is None else np.asarray(distortion, np.float64).reshape(5),
         k=camera.K.reshape(9),
         r=np.eye(3).reshape(9),
         p=camera.P.reshape(12),

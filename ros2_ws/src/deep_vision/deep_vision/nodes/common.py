@@ -8,8 +8,10 @@ and converts messages; everything else lives here.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +61,8 @@ def declare(node: Node, params: list[Param]) -> dict[str, Any]:
 QOS_PARAMS = [
     Param("image_qos", "sensor_data", "QoS of the image subscription: sensor_data (best effort, the camera driver "
           "default) or reliable.", choices=("sensor_data", "reliable")),
-    Param("queue_depth", 5, "Depth of the image subscription queue.", range=(1, 100)),
+    Param("queue_depth", 5, "Frames waiting for processing (the subscription queue and the node's own): when "
+          "a frame arrives and it is full, the oldest waiting frame is dropped and counted.", range=(1, 100)),
 ]
 
 
@@ -252,6 +255,63 @@ class NodeDiagnostics:
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.node.get_clock().now().to_msg()
         self.pub.publish(msg)
+
+
+class FrameQueue:
+    """Image callbacks return at once; a worker thread processes the frames in order.
+
+    The executor is never blocked by inference: the subscription callback only
+    appends the message to a deque of ``depth`` frames; when it is full the
+    oldest waiting frame is dropped and counted in the diagnostics
+    (``dropped_frames``), as a live camera loses frames a node cannot keep up
+    with. An exception in ``handler`` is logged and counted, and the worker
+    goes on with the next frame.
+    """
+
+    def __init__(self, node: Node, handler: Callable[[Any], None], depth: int, diag: NodeDiagnostics) -> None:
+        self.node, self.handler, self.diag = node, handler, diag
+        self.queue: deque[Any] = deque(maxlen=max(1, int(depth)))
+        self.cond = threading.Condition()
+        self.closed = False
+        self.busy = False
+        self.thread = threading.Thread(target=self._run, name=f"{node.get_name()}-frames", daemon=True)
+        self.thread.start()
+
+    def push(self, msg: Any) -> None:
+        with self.cond:
+            if len(self.queue) == self.queue.maxlen:
+                self.diag.counters["dropped_frames"] += 1
+            self.queue.append(msg)
+            self.cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.queue and not self.closed:
+                    self.cond.wait()
+                if self.closed:
+                    return
+                msg = self.queue.popleft()
+                self.busy = True
+            try:
+                self.handler(msg)
+            except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the node
+                self.diag.counters["errors"] += 1
+                self.node.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
+            finally:
+                with self.cond:
+                    self.busy = False
+                    self.cond.notify_all()
+
+    def idle(self) -> bool:
+        with self.cond:
+            return not self.queue and not self.busy
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+        self.thread.join(timeout=10.0)
 
 
 def spin_node(node_cls: type[Node], name: str, args: list[str] | None = None) -> int:

@@ -23,6 +23,7 @@ from deep_vision.io.image import message_to_mono8
 from deep_vision.nodes.common import (
     INFERENCE_PARAMS,
     QOS_PARAMS,
+    FrameQueue,
     NodeDiagnostics,
     Param,
     backend_diagnostics,
@@ -57,7 +58,8 @@ class HomographyNode(Node):
         backend = self.estimator.backend
         self.diag = NodeDiagnostics(self, "homography", {**backend_diagnostics(backend), "refine": str(p["refine"])})
         self.pub = self.create_publisher(Homography, "homography", 10)
-        self.sub = self.create_subscription(Image, "image", self.on_image, image_qos(p["image_qos"], p["queue_depth"]))
+        self.frames = FrameQueue(self, self.on_image, p["queue_depth"], self.diag)
+        self.sub = self.create_subscription(Image, "image", self.frames.push, image_qos(p["image_qos"], p["queue_depth"]))
         self.get_logger().info(f"estimating homographies with {getattr(backend, 'describe', lambda: backend)()}")
 
     def on_image(self, msg: Image) -> None:
@@ -88,6 +90,11 @@ class HomographyNode(Node):
         now = self.get_clock().now().nanoseconds
         self.diag.processed((time.perf_counter() - t0) * 1e3, (now - stamp) / 1e6 if now else None)
 
+
+    def destroy_node(self) -> None:
+        if getattr(self, "frames", None) is not None:
+            self.frames.close()
+        super().destroy_node()
 
 def main(args: list[str] | None = None) -> int:
     return spin_node(HomographyNode, "homography_node", args)

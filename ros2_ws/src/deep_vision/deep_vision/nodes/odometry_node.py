@@ -39,6 +39,7 @@ from deep_vision.nodes.common import (
     INFERENCE_PARAMS,
     QOS_PARAMS,
     CameraPose,
+    FrameQueue,
     NodeDiagnostics,
     Param,
     TransformOutput,
@@ -56,6 +57,8 @@ PARAMS = [
     *INFERENCE_PARAMS,
     Param("mode", "network", "network: the network's 6-DoF motion; hybrid: rotation and direction from the "
           "essential matrix (needs camera_info), length from the network.", choices=("network", "hybrid")),
+    Param("track_width", 640, "Hybrid mode: image width at which features are tracked (pixels; wider frames are "
+          "downscaled).", range=(64, 8192)),
     Param("odom_frame", "odom", "Frame of the published pose (REP 105)."),
     Param("base_frame", "base_link", "Robot body frame (child frame of the odometry)."),
     Param("publish_tf", True, "Broadcast odom -> base_link on /tf (tf2_ros, else tf2_msgs)."),
@@ -82,7 +85,8 @@ class OdometryNode(Node):
         self.diag = NodeDiagnostics(self, "visual odometry", {**backend_diagnostics(backend), "mode": p["mode"]})
         self.pub = self.create_publisher(Odometry, "odometry", 10)
         qos = image_qos(p["image_qos"], p["queue_depth"])
-        self.sub = self.create_subscription(Image, "image", self.on_image, qos)
+        self.frames = FrameQueue(self, self.on_image, p["queue_depth"], self.diag)
+        self.sub = self.create_subscription(Image, "image", self.frames.push, qos)
         self.info_sub = self.create_subscription(CameraInfo, "camera_info", self.on_camera_info, qos)
         self._last_stamp: int | None = None
 
@@ -151,6 +155,11 @@ class OdometryNode(Node):
         now = self.get_clock().now().nanoseconds
         self.diag.processed((time.perf_counter() - t0) * 1e3, (now - stamp) / 1e6 if now else None)
 
+
+    def destroy_node(self) -> None:
+        if getattr(self, "frames", None) is not None:
+            self.frames.close()
+        super().destroy_node()
 
 def main(args: list[str] | None = None) -> int:
     return spin_node(OdometryNode, "odometry_node", args)

@@ -44,6 +44,7 @@ from deep_vision.io.image import message_to_mono8, message_to_rgb8
 from deep_vision.nodes.common import (
     INFERENCE_PARAMS,
     QOS_PARAMS,
+    FrameQueue,
     NodeDiagnostics,
     Param,
     backend_diagnostics,
@@ -123,7 +124,8 @@ class PlaceRecognitionNode(Node):
         qos = image_qos(p["image_qos"], p["queue_depth"])
         self.pub = self.create_publisher(LoopClosureArray, "loop_closures", 10)
         self.geo_pub = self.create_publisher(NavSatFix, "geolocation", 10)
-        self.sub = self.create_subscription(Image, "image", self.on_image, qos)
+        self.frames = FrameQueue(self, self.on_image, p["queue_depth"], self.diag)
+        self.sub = self.create_subscription(Image, "image", self.frames.push, qos)
         self.info_sub = self.create_subscription(CameraInfo, "camera_info", self.on_camera_info, qos)
         self.gps_sub = self.create_subscription(NavSatFix, "gps/fix", self.on_gps, qos)
         self.save_timer = self.create_timer(p["save_every_s"], self.save_database) if p["save_every_s"] > 0 else None
@@ -251,6 +253,8 @@ class PlaceRecognitionNode(Node):
         return folder
 
     def destroy_node(self) -> None:
+        if getattr(self, "frames", None) is not None:
+            self.frames.close()
         self.save_database()
         super().destroy_node()
 

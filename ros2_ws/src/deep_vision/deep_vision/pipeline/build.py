@@ -111,7 +111,8 @@ def build_odometry(p: dict[str, Any], camera: PinholeCamera | None = None, node:
         return VisualOdometry.from_model(
             path, backend=p.get("backend", "auto"), threads=_threads(p), camera=camera, mode=mode,
             trans_rel=float(p.get("trans_noise_rel", 0.03)), trans_abs=float(p.get("trans_noise_abs", 0.01)),
-            rot_rel=float(p.get("rot_noise_rel", 0.05)), rot_abs=float(p.get("rot_noise_abs", 0.002)))
+            rot_rel=float(p.get("rot_noise_rel", 0.05)), rot_abs=float(p.get("rot_noise_abs", 0.002)),
+            track_width=int(p.get("track_width", 640)))
     except DeepVisionError as exc:
         raise ConfigError(f"{node}: parameter 'model_path' ({path or 'default'}): {exc}") from exc
 

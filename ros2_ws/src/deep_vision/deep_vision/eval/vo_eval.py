@@ -140,6 +140,7 @@ def evaluate(vo_factory: Callable[[PinholeCamera, str], object] | None, sequence
             methods["network"] = (integrate(rel), t)
             methods["network, GT scale"] = (integrate(with_gt_scale(rel, seq.poses_gt)), t)
             rel_h, t_h = run_vo(vo_factory(seq.camera, "hybrid"), seq)
+            methods["hybrid"] = (integrate(rel_h), t_h)
             methods["hybrid, GT scale"] = (integrate(with_gt_scale(rel_h, seq.poses_gt)), t_h)
         rel_c, t_c, failures = run_classical(seq)
         methods["classical, GT scale"] = (integrate(with_gt_scale(rel_c, seq.poses_gt)), t_c)
@@ -226,4 +227,26 @@ def evaluate_from_cli(args) -> int:
                   model_label=label)
     print(md.read_text())
     print(f"report: {md}")
+    if getattr(args, "update_card", False) and factory is not None:
+        print(f"model card updated: {update_card(Path(label), md.with_suffix('.json'))}")
     return 0
+
+
+def update_card(model_path: Path, report_json: Path) -> Path:
+    """Copy the held-out trajectory metrics of a report into the model card beside ``model_path``."""
+    from deep_vision.inference.modelcard import ModelCard, card_path_for
+
+    card_path = card_path_for(Path(model_path))
+    card = ModelCard.load(card_path)
+    report = json.loads(Path(report_json).read_text())
+    keys = ("t_rel_pct", "r_rel_deg_per_100m", "ate_m", "rpe_trans_m", "rpe_rot_deg", "time_ms_p50")
+    metrics = dict(card.metrics or {})
+    metrics["held_out"] = {
+        name: {"frames": seq["frames"], "length_m": round(seq["length_m"], 1),
+               "segment_lengths_m": next(iter(seq["methods"].values()))["lengths_m"],
+               **{method: {k: round(float(m[k]), 4) for k in keys} for method, m in seq["methods"].items()}}
+        for name, seq in report["sequences"].items()}
+    metrics["report"] = Path(report_json).with_suffix(".md").name
+    card.metrics = metrics
+    card.save(card_path)
+    return card_path

@@ -354,11 +354,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    if args.dataset not in ("kitti", "robotcar"):
-        raise ConfigError(f"convert: unknown dataset {args.dataset!r}; available: kitti, robotcar")
+    if args.dataset not in ("kitti", "kitti-raw", "robotcar"):
+        raise ConfigError(f"convert: unknown dataset {args.dataset!r}; available: kitti, kitti-raw, robotcar")
     from tqdm import tqdm
 
-    from deep_vision.io.convert import kitti_to_bag, robotcar_to_bag
+    from deep_vision.io.convert import kitti_raw_to_bag, kitti_to_bag, robotcar_to_bag
 
     out = Path(args.out)
     if out.exists():
@@ -373,6 +373,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
         counts = kitti_to_bag(args.source, out, poses=args.poses, camera_index=int(args.camera or 0),
                               start=args.start, end=args.end, stride=args.stride, storage=args.storage,
                               progress=progress)
+    elif args.dataset == "kitti-raw":
+        counts = kitti_raw_to_bag(args.source, out, camera_index=int(args.camera or 0), calib_dir=args.calib,
+                                  start=args.start, end=args.end, stride=args.stride, storage=args.storage,
+                                  progress=progress)
     else:
         counts = robotcar_to_bag(args.source, out, camera=args.camera or "stereo/centre", models_dir=args.models,
                                  extrinsics_dir=args.extrinsics, ground_truth=args.ground_truth,
@@ -484,12 +488,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("convert", help="dataset -> rosbag2 (deep_vision's topic layout)")
-    p.add_argument("dataset", help="kitti | robotcar")
-    p.add_argument("source", help="kitti: the .../sequences/XX folder; robotcar: the run folder")
+    p.add_argument("dataset", help="kitti | kitti-raw | robotcar")
+    p.add_argument("source", help="kitti: the .../sequences/XX folder; kitti-raw: the drive folder "
+                                  "(.../2011_09_26/2011_09_26_drive_0001_sync); robotcar: the run folder")
     p.add_argument("--out", required=True, help="output rosbag2 folder (must not exist)")
     p.add_argument("--poses", help="kitti: ground-truth poses file (default .../poses/XX.txt when it exists)")
-    p.add_argument("--camera", help="kitti: camera index 0-3 (default 0, left grey); robotcar: stereo/centre "
-                                    "(default), stereo/left, stereo/right, mono_left, mono_right, mono_rear")
+    p.add_argument("--calib", help="kitti-raw: folder of calib_cam_to_cam.txt, calib_imu_to_velo.txt and "
+                                   "calib_velo_to_cam.txt (default: the drive's date folder)")
+    p.add_argument("--camera", help="kitti, kitti-raw: camera index 0-3 (default 0, left grey); robotcar: "
+                                    "stereo/centre (default), stereo/left, stereo/right, mono_left, mono_right, "
+                                    "mono_rear")
     p.add_argument("--models", help="robotcar: SDK camera models folder (default <run>/models or <run>/../models)")
     p.add_argument("--extrinsics", help="robotcar: SDK extrinsics folder (default <run>/extrinsics or <run>/../extrinsics)")
     p.add_argument("--ground-truth", default="auto", choices=("auto", "ins", "vo", "none"),

@@ -27,7 +27,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from deep_vision.errors import DatasetError
@@ -138,7 +137,8 @@ def read_raw_calibration(calib_dir: str | Path, camera_index: int, rectified: bo
         T_camx_cam0 = make_transform(_entry(cam, cam_path, f"R_{x}", 9).reshape(3, 3),
                                      _entry(cam, cam_path, f"T_{x}", 3))
         size, distortion = _entry(cam, cam_path, f"S_{x}", 2), _entry(cam, cam_path, f"D_{x}", 5)
-    return RawCameraCalibration(K, (int(round(size[0])), int(round(size[1]))), distortion, T_camx_cam0 @ T_cam0_imu)
+    width, height = (int(v) for v in np.rint(size))
+    return RawCameraCalibration(K, (width, height), distortion, T_camx_cam0 @ T_cam0_imu)
 
 
 @dataclass
@@ -198,8 +198,9 @@ def oxts_poses_enu(track: OxtsTrack, rows: np.ndarray, origin_row: int) -> np.nd
     """[M x 4 x 4] T_enu_imu of ``rows``: attitude Rz(yaw) Ry(pitch) Rx(roll), position in east-north-up metres
     (:class:`~deep_vision.estimators.geolocation.LocalTangentPlane`, WGS-84 through ECEF) around ``origin_row``.
 
-    The devkit's ``convertOxtsToPose`` uses a Mercator projection scaled at the first latitude instead; over a drive
-    (a few km) the two differ by the Mercator scale error, well under a percent.
+    The devkit's ``convertOxtsToPose`` uses a Mercator projection of a sphere, scaled at the first latitude,
+    instead; distances differ by a few parts per thousand (sphere vs WGS-84 ellipsoid, Mercator scale). Yaw is
+    taken from the local east at each row; over a drive (km) its turn from the origin's east is ~1e-4 rad.
     """
     from deep_vision.estimators.geolocation import LocalTangentPlane
 
@@ -264,7 +265,7 @@ class KittiRawDrive:
     @property
     def camera(self) -> PinholeCamera:
         """Intrinsics at the size of the stored images (a size other than the calibration's is logged)."""
-        h, w = cv2.imread(str(self.files[0]), cv2.IMREAD_UNCHANGED).shape[:2]
+        h, w = self.image(0).shape[:2]
         if (w, h) != self.calibration.size:
             logger.warning("%s: images are %dx%d, the calibration is for %dx%d; intrinsics kept as calibrated",
                            self.root, w, h, *self.calibration.size)

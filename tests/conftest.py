@@ -46,7 +46,11 @@ def ros_harness():
 
 def small_world_config(frames: int = 12, seed: int = 0, encoding: str = "mono8", width: int = 320, height: int = 120):
     """A quick-to-render world: small images, coarse ground texture."""
-    from deep_vision.synthetic.config import CameraConfig, SceneConfig, SyntheticWorldConfig
+    from deep_vision.synthetic.config import (
+        CameraConfig,
+        SceneConfig,
+        SyntheticWorldConfig,
+    )
 
     return SyntheticWorldConfig(
         seed=seed,
@@ -61,3 +65,18 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent (it sits beside the repository in CI)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def random_vo_model(tmp_path_factory):
+    """A randomly initialised DeepVO exported with its card (the start-up path; tests replace its motions)."""
+    from deep_vision.inference.export import export_onnx
+    from deep_vision.models.deepvo import DeepVO
+
+    model = DeepVO().eval()
+    spec = model.input_spec()
+    path = tmp_path_factory.mktemp("vo") / "vo.onnx"
+    export_onnx(model, model.example_inputs(), path, output_names=["motion", "h1", "c1"], random_trials=1,
+                card_fields={"model_class": "deepvo", "model_config": model.conf, "inputs": spec["inputs"],
+                             "outputs": spec["outputs"]})
+    return path

@@ -6,25 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import require_ros, small_world_config
-
-from deep_vision.geometry.transforms import euler_zyx_from_rotation, invert_transform, rotation_from_quaternion
+from deep_vision.geometry.transforms import (
+    euler_zyx_from_rotation,
+    invert_transform,
+    rotation_from_quaternion,
+)
 
 FRAMES = 10
 
 
 @pytest.fixture(scope="module")
-def vo_model(tmp_path_factory):
-    """A randomly initialised DeepVO exported with its card (start-up path; its motions are replaced below)."""
-    from deep_vision.inference.export import export_onnx
-    from deep_vision.models.deepvo import DeepVO
-
-    model = DeepVO().eval()
-    spec = model.input_spec()
-    path = tmp_path_factory.mktemp("vo") / "vo.onnx"
-    export_onnx(model, model.example_inputs(), path, output_names=["motion", "h1", "c1"], random_trials=1,
-                card_fields={"model_class": "deepvo", "model_config": model.conf, "inputs": spec["inputs"],
-                             "outputs": spec["outputs"]})
-    return path
+def vo_model(random_vo_model):
+    return random_vo_model
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +47,8 @@ class TruthBackend:
 
 
 def _factory(vo_model, seq=None, **overrides):
-    from rclpy.parameter import Parameter
-
     from deep_vision.nodes.odometry_node import OdometryNode
+    from rclpy.parameter import Parameter
 
     T = seq.T_base_cam if seq is not None else np.eye(4)
     from deep_vision.geometry.transforms import quaternion_from_rotation
@@ -104,11 +96,10 @@ def test_odometry_matches_ground_truth_in_base_link(ros_harness, vo_model, drive
 
 
 def test_reset_and_bad_frames(ros_harness, vo_model, drive):
+    from deep_vision.io.image import numpy_to_image_fields
     from diagnostic_msgs.msg import DiagnosticArray
     from nav_msgs.msg import Odometry
     from sensor_msgs.msg import Image
-
-    from deep_vision.io.image import numpy_to_image_fields
 
     _, seq = drive
     h = ros_harness
@@ -143,7 +134,6 @@ def test_reset_and_bad_frames(ros_harness, vo_model, drive):
 def test_bad_parameters_fail_at_start(vo_model):
     require_ros()
     import rclpy
-
     from deep_vision.errors import ConfigError
 
     context = rclpy.Context()

@@ -39,17 +39,8 @@ def loop_bag(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def vo_model(tmp_path_factory):
-    from deep_vision.inference.export import export_onnx
-    from deep_vision.models.deepvo import DeepVO
-
-    model = DeepVO().eval()
-    spec = model.input_spec()
-    path = tmp_path_factory.mktemp("vo") / "vo.onnx"
-    export_onnx(model, model.example_inputs(), path, output_names=["motion", "h1", "c1"], random_trials=1,
-                card_fields={"model_class": "deepvo", "model_config": model.conf, "inputs": spec["inputs"],
-                             "outputs": spec["outputs"]})
-    return path
+def vo_model(random_vo_model):
+    return random_vo_model
 
 
 class DriftingBackend:

@@ -94,6 +94,13 @@ def image_qos(kind: str, depth: int) -> QoSProfile:
     return profile
 
 
+def time_msg(ns: int) -> Any:
+    """``builtin_interfaces/Time`` of a stamp in nanoseconds."""
+    from builtin_interfaces.msg import Time
+
+    return Time(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
+
+
 def stamp_ns(stamp: Any) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 

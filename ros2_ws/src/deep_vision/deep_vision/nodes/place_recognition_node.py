@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from builtin_interfaces.msg import Time
 from deep_vision_msgs.msg import LoopClosure, LoopClosureArray
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, NavSatFix, NavSatStatus
@@ -52,6 +51,7 @@ from deep_vision.nodes.common import (
     image_qos,
     spin_node,
     stamp_ns,
+    time_msg,
 )
 from deep_vision.pipeline.build import build_loop_detector, build_recognizer
 
@@ -201,7 +201,7 @@ class PlaceRecognitionNode(Node):
             for c in result.candidates:
                 lc = LoopClosure()
                 lc.query_stamp = msg.header.stamp
-                lc.match_stamp = _time(c.match_stamp_ns)
+                lc.match_stamp = time_msg(c.match_stamp_ns)
                 lc.query_id = int(result.query_id)
                 lc.match_id = int(c.match_id)
                 lc.similarity = float(c.similarity)
@@ -257,10 +257,6 @@ class PlaceRecognitionNode(Node):
             self.frames.close()
         self.save_database()
         super().destroy_node()
-
-
-def _time(ns: int) -> Time:
-    return Time(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
 
 
 def main(args: list[str] | None = None) -> int:

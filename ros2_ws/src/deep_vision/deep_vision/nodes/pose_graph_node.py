@@ -58,6 +58,7 @@ from deep_vision.nodes.common import (
     image_qos,
     spin_node,
     stamp_ns,
+    time_msg,
 )
 from deep_vision.pipeline.build import build_pose_graph
 
@@ -325,11 +326,11 @@ class PoseGraphNode(Node):
         path = Path()
         path.header.frame_id = self.params["map_frame"]
         if len(stamps):
-            path.header.stamp = _time(self.epochs.to_message(int(stamps[-1])))
+            path.header.stamp = time_msg(self.epochs.to_message(int(stamps[-1])))
         for s, T in zip(stamps, poses):
             ps = PoseStamped()
             ps.header.frame_id = path.header.frame_id
-            ps.header.stamp = _time(self.epochs.to_message(int(s)))
+            ps.header.stamp = time_msg(self.epochs.to_message(int(s)))
             _set_pose(ps.pose, T)
             path.poses.append(ps)
         self.path_pub.publish(path)
@@ -353,10 +354,6 @@ def _set_pose(pose: Any, T: np.ndarray) -> None:
     pose.position.x, pose.position.y, pose.position.z = (float(v) for v in T[:3, 3])
     q = quaternion_from_rotation(T[:3, :3])
     pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = (float(v) for v in q)
-
-
-def _time(ns: int) -> Time:
-    return Time(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
 
 
 def main(args: list[str] | None = None) -> int:

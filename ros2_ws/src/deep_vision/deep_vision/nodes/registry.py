@@ -32,8 +32,8 @@ NODES: dict[str, NodeEntry] = {
     "pose_graph": NodeEntry("pose_graph_node", "deep_vision.nodes.pose_graph_node", "PoseGraphNode", "pose_graph_node"),
 }
 
-#: Nodes started when the launch argument / ``--nodes`` is not given: those whose model ships.
-DEFAULT_NODES: tuple[str, ...] = ("homography", "place_recognition")
+#: Nodes started when the launch argument / ``--nodes`` is not given: the whole pipeline.
+DEFAULT_NODES: tuple[str, ...] = ("homography", "place_recognition", "odometry", "pose_graph")
 
 #: Input topics every node subscribes (relative names, remapped by the launch file and the runner).
 INPUT_TOPICS = ("image", "camera_info")

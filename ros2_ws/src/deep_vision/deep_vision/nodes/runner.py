@@ -101,6 +101,7 @@ class BagPlayer(Node):
             self.clock_pub = self.create_publisher(Clock, "/clock", 10)
         self.sent: Counter[str] = Counter()
         self.done = threading.Event()
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._play, args=(start_delay_s,), daemon=True)
         self._thread.start()
 
@@ -126,12 +127,12 @@ class BagPlayer(Node):
                     t_wall0 = time.monotonic()
                     t_bag0 = None
                     for conn, t_ns, raw in reader.messages(connections=conns):
-                        if not rclpy.ok(context=self.context):
+                        if self._stop.is_set() or not rclpy.ok(context=self.context):
                             return
                         t_bag0 = t_ns if t_bag0 is None else t_bag0
                         wait = (t_ns - t_bag0) / 1e9 / self.rate - (time.monotonic() - t_wall0)
-                        if wait > 0:
-                            time.sleep(wait)
+                        if wait > 0 and self._stop.wait(wait):
+                            return
                         if self.clock:
                             from rosgraph_msgs.msg import Clock
 
@@ -141,10 +142,15 @@ class BagPlayer(Node):
                         pub, msgtype = self.publishers_[conn.topic]
                         pub.publish(cdr_to_rclpy(raw, msgtype))
                         self.sent[conn.topic] += 1
-                if not self.loop:
+                if not self.loop or self._stop.is_set():
                     break
         finally:
             self.done.set()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop playing and wait for the player thread (before the node is destroyed)."""
+        self._stop.set()
+        self._thread.join(timeout_s)
 
 
 class OutputCounter(Node):
@@ -194,6 +200,8 @@ def run(params_file: str | Path, keys: Sequence[str] = DEFAULT_NODES, *, bag: st
     except (KeyboardInterrupt, ExternalShutdownException):
         return {"played": dict(player.sent) if player else {}, "published": {}}
     finally:
+        if player is not None:
+            player.stop()
         for n in nodes:
             executor.remove_node(n)
             n.destroy_node()
@@ -216,6 +224,7 @@ def play(bag: str | Path, rate: float = 1.0, clock: bool = False, loop: bool = F
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        player.stop()
         sent = dict(player.sent)
         player.destroy_node()
         executor.shutdown()

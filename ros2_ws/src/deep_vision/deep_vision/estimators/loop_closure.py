@@ -226,6 +226,9 @@ class GeometricVerifier:
         self.min_inliers = int(min_inliers)
         self.min_inlier_ratio = float(min_inlier_ratio)
         self.confidence = float(confidence)
+        # OpenCV's USAC (PROSAC sampling, early stop, local optimisation) instead of plain RANSAC: same
+        # decisions on the synthetic routes, several times faster on low inlier ratios (bench/results).
+        self.ransac_method = cv2.USAC_DEFAULT
         self.pixel_sigma = float(pixel_sigma)
         self.scale_variance = float(scale_variance)
         self._matcher = cv2.BFMatcher(self._norm)
@@ -294,7 +297,11 @@ class GeometricVerifier:
         xq = cv2.undistortPoints(pq.reshape(-1, 1, 2), Kq, None).reshape(-1, 2)
         xm = cv2.undistortPoints(pm.reshape(-1, 1, 2), Km, None).reshape(-1, 2)
         focal = 0.25 * (Kq[0, 0] + Kq[1, 1] + Km[0, 0] + Km[1, 1])
-        E, mask = cv2.findEssentialMat(xm, xq, np.eye(3), method=cv2.RANSAC, prob=self.confidence,
+        # USAC's degeneracy checks reject views with (almost) no parallax, such as the same frame seen
+        # again when a bag is replayed against its saved map: plain RANSAC for those (few iterations there).
+        parallax_px = float(np.median(np.linalg.norm(xq - xm, axis=1))) * focal if n else 0.0
+        method = self.ransac_method if parallax_px >= 2.0 else cv2.RANSAC
+        E, mask = cv2.findEssentialMat(xm, xq, np.eye(3), method=method, prob=self.confidence,
                                        threshold=self.ransac_px / focal)
         if E is None or mask is None:
             return Verification(False, 0, n, "essential")

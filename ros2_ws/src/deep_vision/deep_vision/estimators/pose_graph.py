@@ -110,7 +110,7 @@ class PoseGraph:
         loop_max_distance_m: largest plausible distance between the two cameras of a loop closure.
         loop_direction_sigma_rad: angular noise of the measured translation direction (short revisit
             baselines make it poor: 20 deg median error on the synthetic routes).
-        loop_rotation_sigma_rad: floor of the loop's rotation noise (and its value without a covariance).
+        loop_rotation_sigma_rad: added to the loop's rotation noise (its value without a covariance).
         loop_iterations: extra iSAM2 iterations after a loop closure.
         loop_min_translation_sigma_m: floor of the loop's translation noise.
         loop_kernel / loop_kernel_width: robust kernel of loop factors (huber | cauchy | none), in σ.
@@ -321,10 +321,9 @@ class PoseGraph:
         cov_cam = np.zeros((6, 6))
         rot_cov = None if covariance is None else np.asarray(covariance, float)[3:, 3:]
         # The verifier's rotation covariance (Sampson errors) is far below its measured errors
-        # (bench/results/place-*: about 1 deg median): floored at loop_rotation_sigma_rad.
+        # (bench/results/place-*: about 1 deg median): loop_rotation_sigma_rad is added to it.
         floor = np.eye(3) * self.loop_rotation_sigma**2
-        cov_cam[3:, 3:] = np.maximum(rot_cov, floor) if rot_cov is not None and np.all(np.isfinite(rot_cov)) \
-            else floor
+        cov_cam[3:, 3:] = rot_cov + floor if rot_cov is not None and np.all(np.isfinite(rot_cov)) else floor
         if direction is not None and np.linalg.norm(direction) > 0:
             d = np.asarray(direction, float) / np.linalg.norm(direction)
             length = float(np.clip(t_est @ d, 0.0, self.loop_max_distance_m))
@@ -357,6 +356,7 @@ class PoseGraph:
         chi2 = 2.0 * g.BetweenFactorPose3(km, kq, self._pose3(T_meas), gauss).error(self._estimate)
         if not np.isfinite(chi2) or chi2 > self.loop_max_chi2:
             self._update(g.NonlinearFactorGraph(), g.Values(), remove=[index])
+            self._converge(kq)  # back to the estimate without it
             return self._decide(query_stamp_ns, match_stamp_ns, kq, km, False, "chi2", chi2=chi2,
                                 rotation_error_deg=np.rad2deg(rot_err))
         return self._decide(query_stamp_ns, match_stamp_ns, kq, km, True, "accepted", chi2=chi2,

@@ -164,13 +164,19 @@ class Pipeline:
         if self.graph is None:
             return
         t0 = time.perf_counter()
+        s = self.out.stats["pose_graph"]
+        s.frames_in += 1
         with self._graph_lock:
-            changed = self.graph.add_odometry(f.stamp_ns, r.pose, r.covariance, reset=r.reset is not None) is not None
+            try:
+                changed = self.graph.add_odometry(f.stamp_ns, r.pose, r.covariance,
+                                                  reset=r.reset is not None) is not None
+            except ValueError as exc:  # e.g. stamps going backwards (a looped bag): this frame is not in the graph
+                s.errors += 1
+                logger.warning("pose graph: frame %d (%d ns) skipped: %s", f.index, f.stamp_ns, exc)
+                return
             changed |= self._apply_loops(f.stamp_ns)
             if changed:
                 self.out.map_to_odom.append((f.stamp_ns, self.graph.map_to_odom()))
-        s = self.out.stats["pose_graph"]
-        s.frames_in += 1
         s.processed += 1
         s.latency_ms.append((time.perf_counter() - t0) * 1e3)
 

@@ -443,6 +443,12 @@ def validate(model, store: ImageStore, places: PlaceSet, device, max_per_source:
         pos, neg = places.relations(idx, idx)
         sims = desc @ desc.T
         sims[~(pos | neg)] = -np.inf  # itself and near, same-traversal images: neither right nor wrong
+        # As at run time (and in VPR benchmarks), a query searches only what could be a loop: another
+        # traversal, or its own long enough ago. (Searching its own traversal too made Nordland's summer
+        # queries find other summer places first: recall 0 whatever the descriptor.)
+        t = places.traversal[idx]
+        dt = np.abs(places.time_s[idx][:, None] - places.time_s[idx][None])
+        sims[~((t[:, None] != t[None]) | (dt >= places.gap_s[idx][:, None]))] = -np.inf
         queries = np.flatnonzero(pos.any(axis=1))
         if not len(queries):
             continue

@@ -179,19 +179,21 @@ def loop_closure_metrics(out: PipelineOutputs, gt: GroundTruth | None, *, exclud
     return m, (p, rc)
 
 
-def trajectory_metrics(out: PipelineOutputs, gt: GroundTruth | None, graph, correct_radius_m: float
-                       ) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
+def trajectory_metrics(out: PipelineOutputs, gt: GroundTruth | None, graph, correct_radius_m: float,
+                       plots: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
     vo: dict[str, Any] = {"frames": len(out.odometry), "resets": sum(r.reset is not None for r in out.odometry)}
     pg: dict[str, Any] = {}
     traj: dict[str, np.ndarray] = {}
+    traj_stamps: dict[str, np.ndarray] = {}
+    plots["trajectory_stamps"] = traj_stamps
     if not out.odometry:
         return vo, pg, traj
     stamps = np.array([r.stamp_ns for r in out.odometry], np.int64)
     raw = np.array([r.pose for r in out.odometry])
-    traj["vo"] = raw
+    traj["vo"], traj_stamps["vo"] = raw, stamps
     if graph is not None:
-        _, opt = graph.optimized_trajectory()
-        traj["pose graph"] = opt
+        graph_stamps, opt = graph.optimized_trajectory()
+        traj["pose graph"], traj_stamps["pose graph"] = opt, graph_stamps
         st = graph.stats
         pg.update({"keyframes": st.keyframes, "loops_received": st.loops_received, "loops_accepted": st.loops_accepted,
                    "loops_rejected": dict(st.loops_rejected)})
@@ -204,6 +206,7 @@ def trajectory_metrics(out: PipelineOutputs, gt: GroundTruth | None, graph, corr
         return vo, pg, traj
     P = invert_transform(P[0]) @ P  # ground truth in the first camera's frame, like the VO
     traj["ground truth"] = P
+    traj_stamps["ground truth"] = stamps[ok]
     t_s = (stamps[ok] - stamps[ok][0]) / 1e9
 
     def scores(est: np.ndarray) -> dict[str, Any]:
@@ -215,7 +218,9 @@ def trajectory_metrics(out: PipelineOutputs, gt: GroundTruth | None, graph, corr
 
     vo.update(scores(raw))
     vo["length_m"] = float(np.linalg.norm(np.diff(P[:, :3, 3], axis=0), axis=1).sum())
-    if graph is not None:
+    if graph is not None and len(traj_stamps["pose graph"]) != len(stamps):
+        pg["note"] = "frames missing from the pose graph (stamps not increasing): its trajectory metrics are not computed"
+    elif graph is not None:
         pg.update(scores(traj["pose graph"]))
         pg["ate_reduction_pct"] = 100.0 * (1.0 - pg["ate_m"] / vo["ate_m"]) if vo["ate_m"] > 0 else math.nan
         accepted = [d for d in out.loop_decisions if d.accepted]
@@ -273,7 +278,7 @@ def compute_metrics(out: PipelineOutputs, bag, pipeline, *, mode: str, camera_fr
         geo = geolocation_metrics(out, pipeline.gps_fixes)
         metrics["geolocation"] = geo if geo is not None else {"note": f"no GPS ({GPS_TOPIC}) in the bag"}
     if "vo" in pipeline.stages:
-        vo, pg, traj = trajectory_metrics(out, gt, pipeline.graph, correct_radius_m)
+        vo, pg, traj = trajectory_metrics(out, gt, pipeline.graph, correct_radius_m, plots)
         metrics["vo"].update(vo)
         if "pose_graph" in pipeline.stages:
             metrics["pose_graph"].update(pg)
@@ -412,12 +417,9 @@ def write_report(out_dir: Path, metrics: dict[str, Any], plots: dict[str, Any], 
     if plots.get("trajectories"):
         images.append(("Trajectory", trajectory_png(plots["trajectories"], plots["loops"], plots["stamps"],
                                                      out_dir / "trajectory.png", f"{title}: trajectory (top view)")))
-        if "ground truth" in plots["trajectories"]:
-            gt = plots["trajectories"]["ground truth"]
-            t = (plots["stamps"] - plots["stamps"][0]) / 1e9
-            for name, poses in plots["trajectories"].items():
-                write_tum(out_dir / "trajectories" / f"{name.replace(' ', '_')}.tum", t, poses)
-            del gt
+        for name, poses in plots["trajectories"].items():  # TUM files (absolute stamps, seconds) for evo
+            stamps = plots["trajectory_stamps"][name]
+            write_tum(out_dir / "trajectories" / f"{name.replace(' ', '_')}.tum", stamps / 1e9, poses)
     if "pr" in plots:
         images.append(("Loop closure precision-recall", pr_png(plots["pr"], out_dir / "loop_closure_pr.png",
                                                                 f"{title}: loop closures (verified)")))

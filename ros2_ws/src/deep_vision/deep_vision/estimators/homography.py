@@ -219,7 +219,7 @@ class HomographyEstimator:
         for level in range(len(prev.pyramid) - 1, -1, -1):
             a, b = prev.pyramid[level], curr.pyramid[level]
             f = 0.5**level
-            S_l = np.array([[f, 0.0, 0.5 * f - 0.5], [0.0, f, 0.5 * f - 0.5], [0.0, 0.0, 1.0]])
+            S_l = resize_matrix(f, f)
             H_l = conjugate_homography(H_r, np.linalg.inv(S_l))
             try:
                 # ECC finds W with curr(W x) ≈ prev(x): W maps prev pixels into curr, our H.

@@ -45,6 +45,7 @@ from deep_vision.errors import ConfigError
 from deep_vision.estimators.homography import to_grey
 from deep_vision.estimators.two_view import FeatureTracker
 from deep_vision.geometry.camera import PinholeCamera
+from deep_vision.geometry.homography import resize_matrix
 from deep_vision.geometry.transforms import adjoint, rotation_from_euler_zyx
 
 logger = logging.getLogger(__name__)
@@ -199,8 +200,7 @@ class VisualOdometry:
             size = (self.track_width, max(16, round(prev.shape[0] * s)))
             prev = cv2.resize(prev, size, interpolation=cv2.INTER_AREA)
             curr = cv2.resize(curr, size, interpolation=cv2.INTER_AREA)
-            S = np.array([[s, 0.0, 0.5 * s - 0.5], [0.0, s, 0.5 * s - 0.5], [0.0, 0.0, 1.0]])
-            K = S @ K
+            K = resize_matrix(s, s) @ K
         return self.tracker.motion(prev, curr, K)
 
     def step_covariance(self, T_step: np.ndarray, quality: float) -> np.ndarray:

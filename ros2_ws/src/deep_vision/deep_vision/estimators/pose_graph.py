@@ -35,6 +35,7 @@ order stays inside this module.
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -162,7 +163,6 @@ class PoseGraph:
         self._chains: list[int] = []
         self._frame_kf: list[int] = []  # the keyframe at or before each odometry frame
         self._chain = 0
-        self._measurement: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ helpers
     def _pose3(self, T: np.ndarray):
@@ -298,23 +298,23 @@ class PoseGraph:
         ``covariance`` [6 x 6] (x y z rx ry rz) of that relative pose, rotation part used when given.
         """
         self.stats.loops_received += 1
-        self._measurement = {"rotation": np.asarray(rotation, float),
-                             "direction": None if direction is None else np.asarray(direction, float)}
+        R_meas = np.asarray(rotation, float)
+        decide = functools.partial(self._decide, query_stamp_ns, match_stamp_ns, rotation=R_meas,
+                                   direction=None if direction is None else np.asarray(direction, float))
         q, m = self._anchor(int(query_stamp_ns)), self._anchor(int(match_stamp_ns))
         if q is None or m is None:
-            return self._decide(query_stamp_ns, match_stamp_ns, -1, -1, False, "unknown_stamp")
+            return decide(-1, -1, False, "unknown_stamp")
         (kq, T_kq_q), (km, T_km_m) = q, m
         if kq == km:
-            return self._decide(query_stamp_ns, match_stamp_ns, kq, km, False, "same_keyframe")
+            return decide(kq, km, False, "same_keyframe")
         X, Xi = self.extrinsic, invert_transform(self.extrinsic)
         est = self._estimate
         T_km_kq_est = invert_transform(est.atPose3(km).matrix()) @ est.atPose3(kq).matrix()
         # Predicted camera-to-camera motion (match camera -> query camera) from the current estimate.
         T_mc_qc_est = Xi @ invert_transform(T_km_m) @ T_km_kq_est @ T_kq_q @ X
-        R_meas = np.asarray(rotation, float)
         rot_err = _rotation_angle(T_mc_qc_est[:3, :3].T @ R_meas)
         if rot_err > max(self.loop_max_rotation, 3.0 * self._rotation_sigma_between(km, kq)):
-            return self._decide(query_stamp_ns, match_stamp_ns, kq, km, False, "rotation",
+            return decide(kq, km, False, "rotation",
                                 rotation_error_deg=np.rad2deg(rot_err))
         # Translation: direction measured, length from the current estimate (clipped); loose along it.
         t_est = T_mc_qc_est[:3, 3]
@@ -322,8 +322,8 @@ class PoseGraph:
         rot_cov = None if covariance is None else np.asarray(covariance, float)[3:, 3:]
         # The verifier's rotation covariance (Sampson errors) is far below its measured errors
         # (bench/results/place-*: about 1 deg median): loop_rotation_sigma_rad is added to it.
-        floor = np.eye(3) * self.loop_rotation_sigma**2
-        cov_cam[3:, 3:] = rot_cov + floor if rot_cov is not None and np.all(np.isfinite(rot_cov)) else floor
+        added = np.eye(3) * self.loop_rotation_sigma**2
+        cov_cam[3:, 3:] = rot_cov + added if rot_cov is not None and np.all(np.isfinite(rot_cov)) else added
         if direction is not None and np.linalg.norm(direction) > 0:
             d = np.asarray(direction, float) / np.linalg.norm(direction)
             length = float(np.clip(t_est @ d, 0.0, self.loop_max_distance_m))
@@ -357,13 +357,13 @@ class PoseGraph:
         if not np.isfinite(chi2) or chi2 > self.loop_max_chi2:
             self._update(g.NonlinearFactorGraph(), g.Values(), remove=[index])
             self._converge(kq)  # back to the estimate without it
-            return self._decide(query_stamp_ns, match_stamp_ns, kq, km, False, "chi2", chi2=chi2,
+            return decide(kq, km, False, "chi2", chi2=chi2,
                                 rotation_error_deg=np.rad2deg(rot_err))
-        return self._decide(query_stamp_ns, match_stamp_ns, kq, km, True, "accepted", chi2=chi2,
+        return decide(kq, km, True, "accepted", chi2=chi2,
                             rotation_error_deg=np.rad2deg(rot_err))
 
     def _decide(self, qs: int, ms: int, kq: int, km: int, accepted: bool, reason: str, **kw: Any) -> LoopDecision:
-        d = LoopDecision(int(qs), int(ms), kq, km, accepted, reason, **kw, **self._measurement)
+        d = LoopDecision(int(qs), int(ms), kq, km, accepted, reason, **kw)
         self.decisions.append(d)
         if accepted:
             self.stats.loops_accepted += 1

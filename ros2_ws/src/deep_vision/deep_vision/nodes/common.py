@@ -321,6 +321,21 @@ class FrameQueue:
         self.thread.join(timeout=10.0)
 
 
+class ImageNode(Node):
+    """Base of the nodes that take camera frames: their :class:`FrameQueue` (``self.frames``) is
+    stopped before the node is destroyed, so no frame is processed by a node that is gone."""
+
+    frames: FrameQueue | None = None
+
+    def close_frames(self) -> None:
+        if self.frames is not None:
+            self.frames.close()
+
+    def destroy_node(self) -> None:
+        self.close_frames()
+        super().destroy_node()
+
+
 def spin_node(node_cls: type[Node], name: str, args: list[str] | None = None) -> int:
     """``main()`` of a node executable: init, build (a bad parameter exits 1 with one line), spin, shut down."""
     import rclpy

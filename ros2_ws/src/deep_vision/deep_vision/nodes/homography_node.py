@@ -15,7 +15,6 @@ from typing import Any
 
 from builtin_interfaces.msg import Time
 from deep_vision_msgs.msg import Homography
-from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from deep_vision.errors import ImageEncodingError
@@ -24,6 +23,7 @@ from deep_vision.nodes.common import (
     INFERENCE_PARAMS,
     QOS_PARAMS,
     FrameQueue,
+    ImageNode,
     NodeDiagnostics,
     Param,
     backend_diagnostics,
@@ -50,7 +50,7 @@ PARAMS = [
 ]
 
 
-class HomographyNode(Node):
+class HomographyNode(ImageNode):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("homography_node", **kwargs)
         p = declare(self, PARAMS)
@@ -90,11 +90,6 @@ class HomographyNode(Node):
         now = self.get_clock().now().nanoseconds
         self.diag.processed((time.perf_counter() - t0) * 1e3, (now - stamp) / 1e6 if now else None)
 
-
-    def destroy_node(self) -> None:
-        if getattr(self, "frames", None) is not None:
-            self.frames.close()
-        super().destroy_node()
 
 def main(args: list[str] | None = None) -> int:
     return spin_node(HomographyNode, "homography_node", args)

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 from geometry_msgs.msg import TransformStamped
 from nav_msgs.msg import Odometry
-from rclpy.node import Node
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, Image
 
@@ -40,6 +39,7 @@ from deep_vision.nodes.common import (
     QOS_PARAMS,
     CameraPose,
     FrameQueue,
+    ImageNode,
     NodeDiagnostics,
     Param,
     TransformOutput,
@@ -71,7 +71,7 @@ PARAMS = [
 ]
 
 
-class OdometryNode(Node):
+class OdometryNode(ImageNode):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("odometry_node", **kwargs)
         p = declare(self, PARAMS)
@@ -155,11 +155,6 @@ class OdometryNode(Node):
         now = self.get_clock().now().nanoseconds
         self.diag.processed((time.perf_counter() - t0) * 1e3, (now - stamp) / 1e6 if now else None)
 
-
-    def destroy_node(self) -> None:
-        if getattr(self, "frames", None) is not None:
-            self.frames.close()
-        super().destroy_node()
 
 def main(args: list[str] | None = None) -> int:
     return spin_node(OdometryNode, "odometry_node", args)

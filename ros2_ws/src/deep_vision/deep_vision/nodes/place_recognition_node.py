@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 from deep_vision_msgs.msg import LoopClosure, LoopClosureArray
-from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, NavSatFix, NavSatStatus
 
 from deep_vision.errors import ConfigError, DeepVisionError, ImageEncodingError
@@ -44,6 +43,7 @@ from deep_vision.nodes.common import (
     INFERENCE_PARAMS,
     QOS_PARAMS,
     FrameQueue,
+    ImageNode,
     NodeDiagnostics,
     Param,
     backend_diagnostics,
@@ -94,7 +94,7 @@ GPS_BUFFER = 4096
 DISTORTION_MODELS = ("plumb_bob", "rational_polynomial", "equidistant")
 
 
-class PlaceRecognitionNode(Node):
+class PlaceRecognitionNode(ImageNode):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("place_recognition_node", **kwargs)
         p = declare(self, PARAMS)
@@ -253,8 +253,7 @@ class PlaceRecognitionNode(Node):
         return folder
 
     def destroy_node(self) -> None:
-        if getattr(self, "frames", None) is not None:
-            self.frames.close()
+        self.close_frames()  # no frame is added to the database while or after it is saved
         self.save_database()
         super().destroy_node()
 

@@ -11,6 +11,7 @@ from typing import Any
 from deep_vision.errors import DeepVisionError
 from deep_vision.pipeline.build import load_params
 from deep_vision.pipeline.report import (
+    camera_frame_of,
     compute_metrics,
     summary_rows,
     write_output_bag,
@@ -49,7 +50,7 @@ def evaluate_bag(bag_path: str | Path, out_dir: str | Path, *, mode: str = "offl
             if not (outputs / "metadata.yaml").is_file():
                 raise DeepVisionError(f"{outputs} exists and is not a bag written by evaluate; remove it")
             shutil.rmtree(outputs)
-        camera_frame = next((f.frame_id for f in bag.frames(stop=1)), "camera_optical_frame")
+        camera_frame = camera_frame_of(bag) or "camera_optical_frame"
         write_output_bag(outputs, out, pipeline, camera_frame=camera_frame, T_base_cam=bag.extrinsic(camera_frame))
         metrics["outputs_bag"] = str(outputs)
     md = write_report(out_dir, metrics, plots, command)

@@ -71,7 +71,6 @@ class GroundTruth:
 
     def __init__(self, bag, camera_frame: str) -> None:
         self.stamps, self.poses = bag.camera_poses_kitti(camera_frame)
-        self.T_base_cam = bag.extrinsic(camera_frame)
 
     def at(self, stamps_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(mask of stamps with a pose within 1 ms, poses of those stamps)."""
@@ -251,7 +250,7 @@ def compute_metrics(out: PipelineOutputs, bag, pipeline, *, mode: str, camera_fr
     """(metrics.json content, plot data)."""
     gt = None
     if camera_frame is None:
-        camera_frame = _camera_frame(bag)
+        camera_frame = camera_frame_of(bag)
     try:
         if camera_frame is not None and len(bag.ground_truth[0]):
             gt = GroundTruth(bag, camera_frame)
@@ -288,7 +287,8 @@ def compute_metrics(out: PipelineOutputs, bag, pipeline, *, mode: str, camera_fr
     return _nan_to_none(metrics), plots
 
 
-def _camera_frame(bag) -> str | None:
+def camera_frame_of(bag) -> str | None:
+    """frame_id of the bag's first camera frame (None: no frame)."""
     for f in bag.frames(stop=1):
         return f.frame_id
     return None
@@ -302,6 +302,15 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(fig, ax, path: Path, title: str) -> Path:
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    _plt().close(fig)
+    return path
 
 
 def trajectory_png(traj: dict[str, np.ndarray], loops, stamps: np.ndarray, path: Path, title: str) -> Path:
@@ -323,13 +332,8 @@ def trajectory_png(traj: dict[str, np.ndarray], loops, stamps: np.ndarray, path:
     ax.set_xlabel("x (m, first camera's right)")
     ax.set_ylabel("z (m, first camera's forward)")
     ax.set_aspect("equal", adjustable="datalim")
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, title)
 
 
 def pr_png(pr: tuple[np.ndarray, np.ndarray], path: Path, title: str) -> Path:
@@ -342,12 +346,7 @@ def pr_png(pr: tuple[np.ndarray, np.ndarray], path: Path, title: str) -> Path:
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
-    ax.grid(alpha=0.3)
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, title)
 
 
 def latency_png(latency: dict[str, list[float]], path: Path, title: str) -> Path:
@@ -362,12 +361,7 @@ def latency_png(latency: dict[str, list[float]], path: Path, title: str) -> Path
     ax.set_xlabel("processing time per frame (ms)")
     ax.set_ylabel("frames")
     ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, title)
 
 
 # ============================================================================ report

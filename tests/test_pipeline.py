@@ -162,3 +162,15 @@ def test_bad_stage_name_and_missing_vo_model_fail_with_the_parameter_named(vo_mo
     params["odometry_node"]["model_path"] = "/nonexistent/vo.onnx"
     with pytest.raises(ConfigError, match="odometry_node: parameter 'model_path'"):
         Pipeline(params, stages=("vo",))
+
+
+def test_evaluate_bag_writes_metrics_report_and_outputs(loop_bag, tmp_path):
+    """``deep-vision evaluate BAG``'s entry point, on the shipped parameter file (homography stage only: quick)."""
+    from deep_vision.pipeline.evaluate import evaluate_bag
+
+    path, _ = loop_bag
+    metrics, md = evaluate_bag(path, tmp_path / "eval", params_file=REPO / "config" / "perception.yaml",
+                               stages=("homography",), limit=20)
+    assert metrics["frames"] == 20 and metrics["homography"]["processed"] == 20
+    assert md.is_file() and (tmp_path / "eval" / "metrics.json").is_file()
+    assert (tmp_path / "eval" / "outputs" / "metadata.yaml").is_file()

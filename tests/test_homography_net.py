@@ -21,17 +21,31 @@ def test_paper_preset_matches_the_paper():
     assert linears[0].in_features == 128 * 16 * 16
 
 
-def test_compact_preset_fits_the_model_size_limit():
-    net = HomographyNet({"preset": "compact"})
+@pytest.mark.parametrize("preset", ["compact", "corr"])
+def test_small_presets_fit_the_model_size_limit(preset):
+    net = HomographyNet({"preset": preset})
     assert parameter_count(net) * 4 < 15e6
     assert parameter_count(HomographyNet({"preset": "paper"})) * 4 > 15e6
 
 
-@pytest.mark.parametrize("preset", ["paper", "compact"])
+@pytest.mark.parametrize("preset", ["paper", "compact", "corr"])
 def test_forward_shape(preset):
     net = HomographyNet({"preset": preset}).eval()
     out = net(torch.zeros(3, 2, 128, 128))
     assert out.shape == (3, 4, 2)
+
+
+def test_corr_preset_correlates_every_source_cell_with_every_target_cell():
+    torch.manual_seed(0)
+    net = HomographyNet({"preset": "corr", "channels": [8, 8, 16, 16, 16, 16, 32, 32]}).eval()
+    patch = torch.rand(1, 1, 128, 128) * 2 - 1
+    with torch.no_grad():
+        corr = net.correlate(torch.cat([patch, patch], 1))
+    assert corr.shape == (1, 256, 16, 16)  # 16x16 target cells as channels, at 16x16 source cells
+    assert torch.allclose(corr.norm(dim=1), torch.ones(1, 16, 16), atol=1e-5)
+    # Identical patches: each source cell is most similar to the same target cell (index y * 16 + x).
+    best = corr[0].argmax(dim=0)
+    assert (best == torch.arange(256).view(16, 16)).float().mean() > 0.9
 
 
 def test_conf_errors():
@@ -43,11 +57,13 @@ def test_conf_errors():
         HomographyNet()(torch.zeros(1, 3, 128, 128))
 
 
-def test_learns_a_translation_quickly():
+@pytest.mark.parametrize("preset", ["compact", "corr"])
+def test_learns_a_translation_quickly(preset):
     """A few dozen steps on translated copies of one texture reduce the corner error clearly."""
     torch.manual_seed(0)
-    net = HomographyNet({"preset": "compact", "patch_size": 64, "dropout": 0.0, "fc_dim": 64,
-                         "channels": [8, 8, 16, 16, 16, 16, 32, 32]})
+    net = HomographyNet({"preset": preset, "patch_size": 64, "dropout": 0.0, "fc_dim": 64,
+                         "channels": [8, 8, 16, 16, 16, 16, 32, 32],
+                         **({"head_channels": [32, 32, 16]} if preset == "corr" else {})})
     base = torch.rand(1, 1, 96, 96)
     base = torch.nn.functional.avg_pool2d(base, 5, 1, 2)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)

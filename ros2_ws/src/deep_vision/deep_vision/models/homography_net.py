@@ -10,6 +10,14 @@ each patch corner. Two presets:
 - ``compact``: the same structure with a strided first layer, narrower convs,
   one more pooling and FC 256 — 2.5 M parameters (≈10 MB), about 7× fewer
   multiply-adds, for real time on a CPU.
+- ``corr``: a siamese variant for fast training on small compute: the same
+  8-conv encoder (one grey patch in, strided first layer, pooling after the
+  2nd and 4th conv) runs on each patch to L2-normalised features at 1/8
+  resolution; a global correlation layer (every source cell against every
+  target cell, as in Rocco et al.'s geometric-matching CNN) feeds a small conv
+  head and FC 256 → 8. Matching is explicit instead of learned through
+  channel stacking, which converges in a fraction of the steps — 1.1 M
+  parameters (≈4.5 MB).
 
 Input ``patches``: [B x 2 x S x S] float32, channel 0 the previous (source)
 patch, channel 1 the current patch, grey levels mapped by ``(x / 255 − ½) / ½``
@@ -35,12 +43,24 @@ PRESETS: dict[str, dict[str, Any]] = {
         "first_stride": 1,
         "pool_after": [1, 3, 5],
         "fc_dim": 1024,
+        "correlation": False,
+        "head_channels": [],
     },
     "compact": {
         "channels": [32, 32, 64, 64, 96, 96, 128, 128],
         "first_stride": 2,
         "pool_after": [1, 3, 5],
         "fc_dim": 256,
+        "correlation": False,
+        "head_channels": [],
+    },
+    "corr": {
+        "channels": [32, 32, 64, 64, 96, 96, 128, 128],
+        "first_stride": 2,
+        "pool_after": [1, 3],
+        "fc_dim": 256,
+        "correlation": True,
+        "head_channels": [128, 128, 64],
     },
 }
 
@@ -56,13 +76,15 @@ class HomographyNet(nn.Module):
         "pool_after": None,  # indices of conv layers followed by 2x2 max-pooling
         "fc_dim": None,  # width of the hidden fully connected layer
         "dropout": 0.5,  # dropout after the last conv block and after the hidden FC layer (paper)
+        "correlation": None,  # siamese encoder + global correlation (corr preset) instead of stacked input
+        "head_channels": None,  # correlation head: conv 3x3 layers, 2x2 max-pooling after each but the first
     }
 
     def __init__(self, conf: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.conf = conf = self.resolve_conf(conf)
         layers: list[nn.Module] = []
-        c_in = 2
+        c_in = 1 if conf["correlation"] else 2
         size = conf["patch_size"]
         for i, c_out in enumerate(conf["channels"]):
             stride = conf["first_stride"] if i == 0 else 1
@@ -73,6 +95,19 @@ class HomographyNet(nn.Module):
                 layers.append(nn.MaxPool2d(2))
                 size //= 2
             c_in = c_out
+        if conf["correlation"]:
+            # Correlation channels index target cells; the head sees them at every source cell.
+            self.encoder = nn.Sequential(*layers)
+            head: list[nn.Module] = []
+            c_in = size * size
+            for i, c_out in enumerate(conf["head_channels"]):
+                head += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                         nn.ReLU(inplace=True)]
+                if i > 0:
+                    head.append(nn.MaxPool2d(2))
+                    size //= 2
+                c_in = c_out
+            layers = head
         layers.append(nn.Dropout2d(conf["dropout"]) if conf["dropout"] else nn.Identity())
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(
@@ -96,7 +131,19 @@ class HomographyNet(nn.Module):
         """[B x 2 x S x S] normalised patches → [B x 4 x 2] corner offsets in pixels."""
         if patches.dim() != 4 or patches.shape[1] != 2:
             raise ValueError(f"patches: expected [B x 2 x S x S], got {list(patches.shape)}")
-        return (self.head(self.features(patches)) * self.rho).view(-1, 4, 2)
+        x = self.correlate(patches) if self.conf["correlation"] else patches
+        return (self.head(self.features(x)) * self.rho).view(-1, 4, 2)
+
+    def correlate(self, patches: torch.Tensor) -> torch.Tensor:
+        """[B x 2 x S x S] → [B x N x h x w]: cosine similarity of each source cell (spatial) with the N = h·w
+        target cells (channels), ReLU then L2-normalised over the channels (Rocco et al. 2017)."""
+        b = patches.shape[0]
+        feats = self.encoder(patches.reshape(b * 2, 1, patches.shape[2], patches.shape[3]))
+        feats = nn.functional.normalize(feats, dim=1)
+        c, h, w = feats.shape[1:]
+        feats = feats.reshape(b, 2, c, h * w)
+        corr = torch.bmm(feats[:, 1].transpose(1, 2), feats[:, 0])  # [B x N_target x N_source]
+        return nn.functional.normalize(torch.relu(corr), dim=1).reshape(b, h * w, h, w)
 
     @classmethod
     def from_conf(cls, conf: dict[str, Any] | None) -> "HomographyNet":

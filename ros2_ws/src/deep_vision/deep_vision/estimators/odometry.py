@@ -9,9 +9,17 @@ Modes:
 - ``network``: the network's 6-DoF motion (its LSTM state carried across frames).
 - ``hybrid``: rotation and translation direction from the essential matrix of
   features tracked at most ``track_width`` pixels wide (needs intrinsics),
-  translation length from the network;
-  falls back to the network for a frame whose two-view geometry is not determined
-  (too few inliers, too little parallax).
+  translation length from the network. The network's step is checked against
+  the tracks as a prior (``FeatureTracker.motion(prior=)``): where the images
+  support it as well as RANSAC's solution, the rotation is re-estimated on the
+  tracks it explains and the direction is the network's; where they contradict
+  it, geometry alone decides. A network out of its training domain can still
+  look consistent with the tracks (forward motion leaves rotation and direction
+  nearly interchangeable), so the prior is only offered while the network's
+  rotations agree with RANSAC's: median disagreement over the last
+  ``prior_window`` frames under ``prior_max_disagreement_deg``.
+  Falls back to the network for a frame whose two-view geometry is not
+  determined (too few inliers, too little parallax).
 
 Metric scale: the network regresses metres, learned from training data with a
 fixed camera height (KITTI: 1.65 m); ``scale_source="network"``. For a camera
@@ -34,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +55,7 @@ from deep_vision.estimators.homography import to_grey
 from deep_vision.estimators.two_view import FeatureTracker
 from deep_vision.geometry.camera import PinholeCamera
 from deep_vision.geometry.homography import resize_matrix
-from deep_vision.geometry.transforms import adjoint, rotation_from_euler_zyx
+from deep_vision.geometry.transforms import adjoint, rotation_angle, rotation_from_euler_zyx
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +68,7 @@ class OdometryResult:
     relative: np.ndarray  # [4 x 4] T_prev_curr (identity on the first frame of a trajectory)
     valid: bool  # a motion was estimated for this frame (False on the first frame)
     reset: str | None = None  # why this frame started a new trajectory
-    mode: str = "network"  # network | hybrid | none (what produced this frame's motion)
+    mode: str = "network"  # network | hybrid (geometry) | hybrid_prior (network step confirmed by the tracks) | none
     quality: float = 1.0  # in (0, 1]: low values inflate the covariance
     distance_m: float = 0.0  # travelled along the trajectory
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -77,7 +86,8 @@ class VisualOdometry:
     def __init__(self, backend: Any, conf: dict[str, Any], *, camera: PinholeCamera | None = None,
                  mode: str = "network", scale_source: str = "network", trans_rel: float = 0.03,
                  trans_abs: float = 0.01, rot_rel: float = 0.05, rot_abs: float = 0.002,
-                 max_speed_mps: float = 40.0, tracker: FeatureTracker | None = None, track_width: int = 640) -> None:
+                 max_speed_mps: float = 40.0, tracker: FeatureTracker | None = None, track_width: int = 640,
+                 prior_window: int = 20, prior_max_disagreement_deg: float = 0.5) -> None:
         if mode not in ("network", "hybrid"):
             raise ConfigError(f"VO mode must be network or hybrid, got {mode!r}")
         if mode == "hybrid" and camera is None:
@@ -95,6 +105,8 @@ class VisualOdometry:
         if track_width < 64:
             raise ConfigError(f"track_width must be at least 64 pixels, got {track_width}")
         self.track_width = int(track_width)
+        self.prior_max_disagreement = np.radians(prior_max_disagreement_deg)
+        self._disagreement: deque[float] = deque(maxlen=max(1, int(prior_window)))
         self.resets = 0
         self._start_new(None)
 
@@ -122,6 +134,11 @@ class VisualOdometry:
         self._cov_local = np.zeros((6, 6))
         self.distance = 0.0
         self._pending_reset = reason
+
+    def prior_trusted(self) -> bool:
+        """Whether the network's steps agree with two-view geometry lately (hybrid mode; see the module docstring)."""
+        n = self._disagreement.maxlen or 1
+        return len(self._disagreement) >= min(5, n) and float(np.median(self._disagreement)) <= self.prior_max_disagreement
 
     def set_camera(self, camera: PinholeCamera) -> None:
         """Intrinsics for the hybrid mode (e.g. from the first camera_info)."""
@@ -165,11 +182,13 @@ class VisualOdometry:
         mode = "network"
         t_step, R_step = t_net, R_net
         if self.mode == "hybrid":
-            tv = self._two_view(prev_grey, grey)
+            tv = self._two_view(prev_grey, grey, (R_net, t_net) if self.prior_trusted() else None)
+            if tv is not None:
+                self._disagreement.append(rotation_angle(R_net.T @ tv.R_geometry))
             if tv is not None and tv.parallax_px >= 1.0:
                 length = np.linalg.norm(t_net)
                 t_dir = tv.t_dir if tv.t_dir @ t_net >= 0 else -tv.t_dir
-                t_step, R_step, mode = t_dir * length, tv.R, "hybrid"
+                t_step, R_step, mode = t_dir * length, tv.R, "hybrid" if tv.source == "geometry" else "hybrid_prior"
             else:
                 quality *= 0.5  # geometry not confirmed: trust the step less
         if self.scale_source == "external":
@@ -191,8 +210,9 @@ class VisualOdometry:
         return OdometryResult(stamp_ns, self.pose.copy(), self._covariance_world(), T_step, True, reason, mode,
                               quality, self.distance, {"network_ms": (t1 - t0) * 1e3, "total_ms": (t2 - t0) * 1e3})
 
-    def _two_view(self, prev: np.ndarray, curr: np.ndarray):
-        """Feature-track motion at most ``track_width`` pixels wide (intrinsics scaled to match)."""
+    def _two_view(self, prev: np.ndarray, curr: np.ndarray, prior: tuple[np.ndarray, np.ndarray] | None = None):
+        """Feature-track motion at most ``track_width`` pixels wide (intrinsics scaled to match), checked against
+        the ``prior`` (R_pc, t_pc)."""
         K = self.camera.K
         w = prev.shape[1]
         if w > self.track_width:
@@ -201,12 +221,12 @@ class VisualOdometry:
             prev = cv2.resize(prev, size, interpolation=cv2.INTER_AREA)
             curr = cv2.resize(curr, size, interpolation=cv2.INTER_AREA)
             K = resize_matrix(s, s) @ K
-        return self.tracker.motion(prev, curr, K)
+        return self.tracker.motion(prev, curr, K, prior=prior)
 
     def step_covariance(self, T_step: np.ndarray, quality: float) -> np.ndarray:
         """[6 x 6] noise of one step (its own frame): std ``rel·size + abs`` per axis, divided by ``quality``."""
         trans_rel, trans_abs, rot_rel, rot_abs = self.noise
-        angle = np.arccos(np.clip((np.trace(T_step[:3, :3]) - 1) / 2, -1.0, 1.0))
+        angle = rotation_angle(T_step[:3, :3])
         s_t = (trans_rel * np.linalg.norm(T_step[:3, 3]) + trans_abs) / quality
         s_r = (rot_rel * angle + rot_abs) / quality
         return np.diag([s_t**2] * 3 + [s_r**2] * 3)

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from deep_vision.errors import ConfigError
-from deep_vision.geometry.transforms import adjoint, invert_transform
+from deep_vision.geometry.transforms import adjoint, invert_transform, rotation_angle
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +56,6 @@ def _gtsam():
     except ImportError as exc:  # pragma: no cover - gtsam is a pinned requirement
         raise ConfigError("the pose graph needs GTSAM: pip install gtsam") from exc
     return gtsam
-
-
-def _rotation_angle(R: np.ndarray) -> float:
-    return float(np.arccos(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0)))
 
 
 def _psd(cov: np.ndarray, floor: float) -> np.ndarray:
@@ -197,7 +193,7 @@ class PoseGraph:
         for _ in range(self.loop_iterations):
             self._update(g.NonlinearFactorGraph(), g.Values())
             after = self._estimate.atPose3(key).matrix()
-            if np.linalg.norm(after[:3, 3] - before[:3, 3]) < 1e-3 and _rotation_angle(after[:3, :3].T @ before[:3, :3]) < 1e-4:
+            if np.linalg.norm(after[:3, 3] - before[:3, 3]) < 1e-3 and rotation_angle(after[:3, :3].T @ before[:3, :3]) < 1e-4:
                 break
             before = after
 
@@ -227,7 +223,7 @@ class PoseGraph:
             kf = self.keyframes[-1]
             T_rel = invert_transform(kf.odom_pose) @ pose
             if (np.linalg.norm(T_rel[:3, 3]) >= self.keyframe_distance_m > 0
-                    or _rotation_angle(T_rel[:3, :3]) >= self.keyframe_angle > 0):
+                    or rotation_angle(T_rel[:3, :3]) >= self.keyframe_angle > 0):
                 key = self._add_keyframe(stamp_ns, pose, cov_local)
         self._stamps.append(int(stamp_ns))
         self._poses.append(pose)
@@ -312,7 +308,7 @@ class PoseGraph:
         T_km_kq_est = invert_transform(est.atPose3(km).matrix()) @ est.atPose3(kq).matrix()
         # Predicted camera-to-camera motion (match camera -> query camera) from the current estimate.
         T_mc_qc_est = Xi @ invert_transform(T_km_m) @ T_km_kq_est @ T_kq_q @ X
-        rot_err = _rotation_angle(T_mc_qc_est[:3, :3].T @ R_meas)
+        rot_err = rotation_angle(T_mc_qc_est[:3, :3].T @ R_meas)
         if rot_err > max(self.loop_max_rotation, 3.0 * self._rotation_sigma_between(km, kq)):
             return decide(kq, km, False, "rotation",
                                 rotation_error_deg=np.rad2deg(rot_err))

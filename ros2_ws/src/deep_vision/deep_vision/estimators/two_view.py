@@ -5,6 +5,17 @@ pyramidal Lucas–Kanade (forward–backward checked), then the essential matrix
 estimated with RANSAC and decomposed (``cv2.findEssentialMat`` /
 ``cv2.recoverPose``, Nistér's five-point solver). The translation comes out as
 a unit direction: monocular geometry has no scale.
+
+With a motion prior (e.g. the VO network's step), ``motion(..., prior=)``
+checks it against the tracks: its rotation is refined on the tracks it explains
+(Sampson distance under ``prior_inlier_px``; the distance is minimised over the
+rotation, robust loss, the prior's translation direction held); if the refined
+prior then explains at least ``prior_support`` times as many tracks as the
+RANSAC solution at RANSAC's threshold, it is kept: refined rotation, the
+prior's direction. This breaks the ties of
+near-degenerate geometry (repetitive texture, a dominant plane, small
+baselines) that RANSAC resolves wrongly, while a prior the images contradict
+(a network out of its training domain) is ignored.
 """
 
 from __future__ import annotations
@@ -13,6 +24,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from deep_vision.geometry.transforms import skew
 
 
 @dataclass
@@ -24,6 +37,49 @@ class TwoViewMotion:
     inliers: int
     tracked: int
     parallax_px: float  # median feature displacement (low parallax: direction unreliable)
+    source: str = "geometry"  # geometry | prior (rotation re-estimated on the prior's tracks, prior direction)
+    prior_support: float | None = None  # tracks the prior explains / tracks the RANSAC solution explains
+    R_geometry: np.ndarray | None = None  # RANSAC's rotation (R itself when source is geometry)
+
+    def __post_init__(self) -> None:
+        if self.R_geometry is None:
+            self.R_geometry = self.R
+
+
+def fundamental_from_motion(R_pc: np.ndarray, t_pc: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """F with x_currᵀ F x_prev = 0 (pixels) for the current camera at (R_pc, t_pc) in the previous frame."""
+    R = R_pc.T
+    t = -R_pc.T @ np.asarray(t_pc, dtype=np.float64).reshape(3)
+    K_inv = np.linalg.inv(K)
+    return K_inv.T @ skew(t) @ R @ K_inv
+
+
+def sampson_distance(F: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
+    """First-order geometric distance (pixels) of each match (p0[i] → p1[i]) to the epipolar geometry F."""
+    x0 = np.c_[p0, np.ones(len(p0))]
+    x1 = np.c_[p1, np.ones(len(p1))]
+    Fx0 = x0 @ F.T
+    Ftx1 = x1 @ F
+    num = np.sum(x1 * Fx0, axis=1) ** 2
+    den = Fx0[:, 0] ** 2 + Fx0[:, 1] ** 2 + Ftx1[:, 0] ** 2 + Ftx1[:, 1] ** 2
+    return np.sqrt(num / np.maximum(den, 1e-18))
+
+
+def refine_rotation(R_pc: np.ndarray, t_pc: np.ndarray, K: np.ndarray, p0: np.ndarray, p1: np.ndarray,
+                    scale_px: float = 2.0) -> np.ndarray:
+    """Rotation near ``R_pc`` minimising the Sampson distances of the tracks with the direction ``t_pc`` held
+    (scipy least squares, soft-L1 loss of scale ``scale_px``); ``R_pc`` itself if the solver fails."""
+    from scipy.optimize import least_squares
+    from scipy.spatial.transform import Rotation
+
+    def residuals(w: np.ndarray) -> np.ndarray:
+        R = R_pc @ Rotation.from_rotvec(w).as_matrix()
+        return sampson_distance(fundamental_from_motion(R, t_pc, K), p0, p1)
+
+    sol = least_squares(residuals, np.zeros(3), loss="soft_l1", f_scale=scale_px, x_scale=1e-3, max_nfev=30)
+    if not sol.success or not np.all(np.isfinite(sol.x)):
+        return R_pc
+    return R_pc @ Rotation.from_rotvec(sol.x).as_matrix()
 
 
 @dataclass
@@ -36,6 +92,8 @@ class FeatureTracker:
     fb_max_px: float = 1.0  # forward-backward tracking error allowed
     ransac_px: float = 1.0  # essential-matrix RANSAC threshold
     min_inliers: int = 30
+    prior_inlier_px: float = 2.0  # Sampson distance under which a track supports a hypothesis (prior check)
+    prior_support: float = 0.8  # the refined prior is used when it explains this fraction of RANSAC's support
 
     def track(self, prev: np.ndarray, curr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Matched points ([N x 2] in prev, [N x 2] in curr), grey uint8 frames."""
@@ -49,8 +107,12 @@ class FeatureTracker:
         ok = (st[:, 0] == 1) & (st2[:, 0] == 1) & (np.linalg.norm(back - pts, axis=2)[:, 0] < self.fb_max_px)
         return pts[ok, 0], nxt[ok, 0]
 
-    def motion(self, prev: np.ndarray, curr: np.ndarray, K: np.ndarray) -> TwoViewMotion | None:
-        """Relative rotation and translation direction, or None when the geometry is not determined."""
+    def motion(self, prev: np.ndarray, curr: np.ndarray, K: np.ndarray,
+               prior: tuple[np.ndarray, np.ndarray] | None = None) -> TwoViewMotion | None:
+        """Relative rotation and translation direction, or None when the geometry is not determined.
+
+        ``prior``: (R_pc, t_pc), a guess of the same motion (see the module docstring).
+        """
         p0, p1 = self.track(prev, curr)
         if len(p0) < max(8, self.min_inliers):
             return None
@@ -65,4 +127,31 @@ class FeatureTracker:
         R_pc = R.T
         t_pc = (-R.T @ t).reshape(3)
         norm = np.linalg.norm(t_pc)
-        return TwoViewMotion(R_pc, t_pc / norm if norm > 0 else t_pc, int(n), int(len(p0)), parallax)
+        geometry = TwoViewMotion(R_pc, t_pc / norm if norm > 0 else t_pc, int(n), int(len(p0)), parallax)
+        if prior is None or np.linalg.norm(prior[1]) < 1e-9:
+            return geometry
+        return self._check_prior(geometry, p0, p1, K, prior)
+
+    def _check_prior(self, geometry: TwoViewMotion, p0: np.ndarray, p1: np.ndarray, K: np.ndarray,
+                     prior: tuple[np.ndarray, np.ndarray]) -> TwoViewMotion:
+        R_prior, t_prior = np.asarray(prior[0], np.float64), np.asarray(prior[1], np.float64).reshape(3)
+        t_dir = t_prior / np.linalg.norm(t_prior)
+
+        def support(R: np.ndarray, t: np.ndarray, px: float) -> np.ndarray:
+            return sampson_distance(fundamental_from_motion(R, t, K), p0, p1) < px
+
+        # Stage 1, loose: the tracks the prior explains, on which its rotation is refined (direction held).
+        prior_in = support(R_prior, t_dir, self.prior_inlier_px)
+        if prior_in.sum() < self.min_inliers:
+            geometry.prior_support = 0.0
+            return geometry
+        R = refine_rotation(R_prior, t_dir, K, p0[prior_in], p1[prior_in], self.prior_inlier_px)
+        # Stage 2, at RANSAC's threshold: the refined prior must explain the tracks about as well as RANSAC's
+        # solution — a wrong direction cannot be absorbed by the rotation.
+        ratio = float(support(R, t_dir, self.ransac_px).sum()) / max(1, int(support(geometry.R, geometry.t_dir,
+                                                                                     self.ransac_px).sum()))
+        geometry.prior_support = ratio
+        if ratio < self.prior_support:
+            return geometry
+        return TwoViewMotion(R, t_dir, int(prior_in.sum()), geometry.tracked, geometry.parallax_px, "prior", ratio,
+                             geometry.R)

@@ -84,6 +84,11 @@ def rotation_from_euler_zyx(angles: np.ndarray) -> np.ndarray:
     return Rotation.from_euler("ZYX", np.asarray(angles, dtype=np.float64)).as_matrix()
 
 
+def rotation_angle(R: np.ndarray) -> float:
+    """Angle (radians, in [0, π]) of a [3 x 3] rotation matrix."""
+    return float(np.arccos(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0)))
+
+
 def skew(v: np.ndarray) -> np.ndarray:
     """[3 x 3] cross-product matrix of a [3] vector."""
     x, y, z = np.asarray(v, dtype=np.float64)

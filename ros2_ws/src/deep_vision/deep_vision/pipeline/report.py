@@ -42,7 +42,7 @@ from deep_vision.eval.trajectory_metrics import (
     write_tum,
 )
 from deep_vision.geometry.homography import apply_homography
-from deep_vision.geometry.transforms import invert_transform
+from deep_vision.geometry.transforms import invert_transform, rotation_angle
 from deep_vision.pipeline.run import STAGES, PipelineOutputs
 
 GT_HOMOGRAPHY_TOPIC = "/ground_truth/homography"
@@ -87,7 +87,7 @@ class GroundTruth:
             return False
         d = np.linalg.norm(P[0, :3, 3] - P[1, :3, 3])
         R = P[0, :3, :3].T @ P[1, :3, :3]
-        angle = np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1.0, 1.0)))
+        angle = np.degrees(rotation_angle(R))
         return bool(d <= radius_m and angle <= max_heading_deg)
 
 
@@ -104,7 +104,7 @@ class GroundTruth:
             return False
         T = invert_transform(P[1]) @ P[0]  # query camera in the match camera's frame
         R_err = T[:3, :3].T @ decision.rotation
-        if np.degrees(np.arccos(np.clip((np.trace(R_err) - 1) / 2, -1.0, 1.0))) > max_rotation_deg:
+        if np.degrees(rotation_angle(R_err)) > max_rotation_deg:
             return False
         dist = float(np.linalg.norm(T[:3, 3]))
         if dist > max_distance_m:

@@ -138,7 +138,8 @@ class VisualOdometry:
     def prior_trusted(self) -> bool:
         """Whether the network's steps agree with two-view geometry lately (hybrid mode; see the module docstring)."""
         n = self._disagreement.maxlen or 1
-        return len(self._disagreement) >= min(5, n) and float(np.median(self._disagreement)) <= self.prior_max_disagreement
+        return (self.prior_max_disagreement > 0 and len(self._disagreement) >= min(5, n)
+                and float(np.median(self._disagreement)) <= self.prior_max_disagreement)
 
     def set_camera(self, camera: PinholeCamera) -> None:
         """Intrinsics for the hybrid mode (e.g. from the first camera_info)."""

@@ -15,7 +15,7 @@ RANSAC solution at RANSAC's threshold, it is kept: refined rotation, the
 prior's direction. This breaks the ties of
 near-degenerate geometry (repetitive texture, a dominant plane, small
 baselines) that RANSAC resolves wrongly, while a prior the images contradict
-(a network out of its training domain) is ignored.
+is ignored.
 """
 
 from __future__ import annotations

@@ -56,9 +56,15 @@ PARAMS = [
           "models/vo.onnx."),
     *INFERENCE_PARAMS,
     Param("mode", "network", "network: the network's 6-DoF motion; hybrid: rotation and direction from the "
-          "essential matrix (needs camera_info), length from the network.", choices=("network", "hybrid")),
+          "essential matrix (needs camera_info), length from the network, the network's step used where the tracks "
+          "confirm it.", choices=("network", "hybrid")),
     Param("track_width", 640, "Hybrid mode: image width at which features are tracked (pixels; wider frames are "
           "downscaled).", range=(64, 8192)),
+    Param("prior_window", 20, "Hybrid mode: frames over which the network's rotations must agree with the "
+          "essential matrix's before its steps are used as a prior.", range=(1, 10000)),
+    Param("prior_max_disagreement_deg", 0.5, "Hybrid mode: median rotation disagreement (degrees) over "
+          "prior_window under which the network is trusted as a prior; 0 switches the prior off.",
+          range=(0.0, 180.0)),
     Param("odom_frame", "odom", "Frame of the published pose (REP 105)."),
     Param("base_frame", "base_link", "Robot body frame (child frame of the odometry)."),
     Param("publish_tf", True, "Broadcast odom -> base_link on /tf (tf2_ros, else tf2_msgs)."),

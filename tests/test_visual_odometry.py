@@ -176,3 +176,22 @@ def test_two_view_motion_checks_a_prior_against_the_tracks(synthetic):
     assert bad.source == "geometry" and bad.prior_support < tracker.prior_support
     np.testing.assert_allclose(bad.R, geometry.R)
     np.testing.assert_allclose(bad.t_dir, geometry.t_dir)
+
+
+def test_hybrid_offers_the_prior_only_while_the_network_agrees_with_geometry(synthetic):
+    """A network whose rotations are 3° off (out of its domain) is never used as a prior; one that agrees is, once
+    enough frames have shown it; ``prior_max_disagreement_deg`` 0 switches the prior off."""
+    conf = DeepVO.resolve_conf(None)
+    truth = _true_motions(synthetic.kitti_poses)
+    skewed = [m + np.array([0, 0, 0, 0, np.radians(3.0), 0]) for m in truth]
+    frames = range(12)
+
+    def modes(motions, **kwargs):
+        vo = VisualOdometry(GroundTruthBackend(motions, conf), conf, camera=synthetic.camera, mode="hybrid",
+                            prior_window=5, **kwargs)
+        return [vo.process(synthetic.image(i), int(synthetic.stamps_ns[i])).mode for i in frames]
+
+    assert "hybrid_prior" not in modes(skewed)
+    agreeing = modes(truth)
+    assert "hybrid_prior" not in agreeing[:6] and agreeing[6:].count("hybrid_prior") >= 5
+    assert "hybrid_prior" not in modes(truth, prior_max_disagreement_deg=0.0)

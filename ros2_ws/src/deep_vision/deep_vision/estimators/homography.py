@@ -91,7 +91,7 @@ class HomographyEstimator:
     """Homography between consecutive frames (see the module docstring)."""
 
     def __init__(self, backend: Any, *, patch_size: int = 128, refine: bool = True, network_passes: int = 1,
-                 refine_width: int = 256, ecc_iterations: int = 30, ecc_epsilon: float = 1e-4, ecc_levels: int = 3,
+                 refine_width: int = 256, ecc_iterations: int = 30, ecc_epsilon: float = 1e-3, ecc_levels: int = 3,
                  max_refine_shift: float = 0.25, fallback_identity: bool = True,
                  min_correlation: float = 0.6, max_area_change: float = 4.0, raw_uncertainty_px: float = 10.0,
                  min_uncertainty_px: float = 0.5, input_name: str = "patches", output_name: str = "offsets") -> None:

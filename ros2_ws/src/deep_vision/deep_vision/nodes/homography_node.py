@@ -44,6 +44,8 @@ PARAMS = [
     Param("refine_width", 256, "Image width at which ECC refines (pixels).", range=(32, 4096)),
     Param("ecc_iterations", 30, "Maximum ECC iterations per pyramid level.", range=(1, 500)),
     Param("ecc_levels", 3, "ECC pyramid levels (coarse to fine).", range=(1, 6)),
+    Param("ecc_epsilon", 1e-3, "ECC stops a level when the warp update is below this (homography parameters).",
+          range=(1e-8, 1.0)),
     Param("min_correlation", 0.6, "ECC correlation below which the refined estimate is rejected.", range=(0.0, 1.0)),
     Param("max_gap_s", 1.0, "Longest gap between frames that still forms a pair (0: any).", range=(0.0, 3600.0)),
     *QOS_PARAMS,

@@ -44,6 +44,7 @@ def build_homography(p: dict[str, Any], node: str = "homography_node"):
             path, backend=p.get("backend", "auto"), refine=bool(p.get("refine", True)), threads=_threads(p),
             network_passes=int(p.get("network_passes", 1)), refine_width=int(p.get("refine_width", 256)),
             ecc_iterations=int(p.get("ecc_iterations", 30)), ecc_levels=int(p.get("ecc_levels", 3)),
+            ecc_epsilon=float(p.get("ecc_epsilon", 1e-3)),
             min_correlation=float(p.get("min_correlation", 0.6)))
     except DeepVisionError as exc:
         raise ConfigError(f"{node}: parameter 'model_path' ({path or 'default'}): {exc}") from exc

@@ -2,7 +2,7 @@
 
 A VGG-like regression network on two stacked grey patches that predicts the
 4-point parameterisation of the homography between them: the displacement of
-each patch corner. Two presets:
+each patch corner. Three presets:
 
 - ``paper``: 8 conv 3×3 layers 64-64-64-64-128-128-128-128 with BatchNorm +
   ReLU, max-pooling after each pair but the last, dropout 0.5 before and after
@@ -10,14 +10,14 @@ each patch corner. Two presets:
 - ``compact``: the same structure with a strided first layer, narrower convs,
   one more pooling and FC 256 — 2.5 M parameters (≈10 MB), about 7× fewer
   multiply-adds, for real time on a CPU.
-- ``corr``: a siamese variant for fast training on small compute: the same
-  8-conv encoder (one grey patch in, strided first layer, pooling after the
-  2nd and 4th conv) runs on each patch to L2-normalised features at 1/8
-  resolution; a global correlation layer (every source cell against every
+- ``corr``: a siamese variant for fast training on small compute: an 8-conv
+  encoder (16-32-32-64-64-96-96-128, one grey patch in, strided first layer,
+  pooling after the 2nd and 4th conv) runs on each patch to L2-normalised
+  features at 1/8 resolution; a global correlation layer (every source cell against every
   target cell, as in Rocco et al.'s geometric-matching CNN) feeds a small conv
   head and FC 256 → 8. Matching is explicit instead of learned through
   channel stacking, which converges in a fraction of the steps — 1.1 M
-  parameters (≈4.5 MB).
+  parameters (≈4.4 MB).
 
 Input ``patches``: [B x 2 x S x S] float32, channel 0 the previous (source)
 patch, channel 1 the current patch, grey levels mapped by ``(x / 255 − ½) / ½``
@@ -55,7 +55,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "head_channels": [],
     },
     "corr": {
-        "channels": [32, 32, 64, 64, 96, 96, 128, 128],
+        "channels": [16, 32, 32, 64, 64, 96, 96, 128],
         "first_stride": 2,
         "pool_after": [1, 3],
         "fc_dim": 256,

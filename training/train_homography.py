@@ -51,8 +51,8 @@ def collect_files(entries: list[dict]) -> list[Path]:
     """Image files of the data entries; an entry's ``repeat: N`` lists it N times (sampling weight)."""
     files: list[Path] = []
     for e in entries:
-        files += list_images(resolve(e["path"]), e.get("pattern", "**/*"), e.get("first"), e.get("last")) * int(
-            e.get("repeat", 1))
+        listed = list_images(resolve(e["path"]), e.get("pattern", "**/*"), e.get("first"), e.get("last"))
+        files += listed * int(e.get("repeat", 1))
     return files
 
 

@@ -67,6 +67,7 @@ import numpy as np
 from deep_vision.errors import ConfigError, DatasetError
 from deep_vision.estimators.geolocation import GeoEstimate, estimate_location
 from deep_vision.estimators.place import PlaceRecognizer, to_grey
+from deep_vision.estimators.two_view import fundamental_from_motion, sampson_error
 
 logger = logging.getLogger(__name__)
 
@@ -335,8 +336,7 @@ class GeometricVerifier:
         from scipy.optimize import least_squares
         from scipy.spatial.transform import Rotation
 
-        hq = np.concatenate([xq, np.ones((len(xq), 1))], axis=1)
-        hm = np.concatenate([xm, np.ones((len(xm), 1))], axis=1)
+        identity = np.eye(3)  # normalised coordinates: K = I, the fundamental matrix is the essential matrix
 
         def tangent(direction: np.ndarray) -> np.ndarray:
             a = np.array([1.0, 0.0, 0.0]) if abs(direction[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
@@ -349,11 +349,7 @@ class GeometricVerifier:
             return Rotation.from_rotvec(p[:3]).as_matrix() @ R0, cc / np.linalg.norm(cc)
 
         def sampson(R: np.ndarray, cc: np.ndarray) -> np.ndarray:
-            R_qm, t = R.T, -R.T @ cc  # X_query = R_qm X_match + t
-            E = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]]) @ R_qm
-            Ex, Etx = hm @ E.T, hq @ E
-            den = np.sqrt(Ex[:, 0] ** 2 + Ex[:, 1] ** 2 + Etx[:, 0] ** 2 + Etx[:, 1] ** 2) + 1e-15
-            return np.sum(hq * Ex, axis=1) / den
+            return sampson_error(fundamental_from_motion(R, cc, identity), xm, xq)
 
         B0 = tangent(c)
         if len(xq) >= 6:

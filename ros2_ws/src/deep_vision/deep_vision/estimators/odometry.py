@@ -137,8 +137,7 @@ class VisualOdometry:
 
     def prior_trusted(self) -> bool:
         """Whether the network's steps agree with two-view geometry lately (hybrid mode; see the module docstring)."""
-        n = self._disagreement.maxlen or 1
-        return (self.prior_max_disagreement > 0 and len(self._disagreement) >= min(5, n)
+        return (self.prior_max_disagreement > 0 and len(self._disagreement) >= min(5, self._disagreement.maxlen)
                 and float(np.median(self._disagreement)) <= self.prior_max_disagreement)
 
     def set_camera(self, camera: PinholeCamera) -> None:

@@ -310,8 +310,7 @@ class PoseGraph:
         T_mc_qc_est = Xi @ invert_transform(T_km_m) @ T_km_kq_est @ T_kq_q @ X
         rot_err = rotation_angle(T_mc_qc_est[:3, :3].T @ R_meas)
         if rot_err > max(self.loop_max_rotation, 3.0 * self._rotation_sigma_between(km, kq)):
-            return decide(kq, km, False, "rotation",
-                                rotation_error_deg=np.rad2deg(rot_err))
+            return decide(kq, km, False, "rotation", rotation_error_deg=np.rad2deg(rot_err))
         # Translation: direction measured, length from the current estimate (clipped); loose along it.
         t_est = T_mc_qc_est[:3, 3]
         cov_cam = np.zeros((6, 6))
@@ -353,10 +352,8 @@ class PoseGraph:
         if not np.isfinite(chi2) or chi2 > self.loop_max_chi2:
             self._update(g.NonlinearFactorGraph(), g.Values(), remove=[index])
             self._converge(kq)  # back to the estimate without it
-            return decide(kq, km, False, "chi2", chi2=chi2,
-                                rotation_error_deg=np.rad2deg(rot_err))
-        return decide(kq, km, True, "accepted", chi2=chi2,
-                            rotation_error_deg=np.rad2deg(rot_err))
+            return decide(kq, km, False, "chi2", chi2=chi2, rotation_error_deg=np.rad2deg(rot_err))
+        return decide(kq, km, True, "accepted", chi2=chi2, rotation_error_deg=np.rad2deg(rot_err))
 
     def _decide(self, qs: int, ms: int, kq: int, km: int, accepted: bool, reason: str, **kw: Any) -> LoopDecision:
         d = LoopDecision(int(qs), int(ms), kq, km, accepted, reason, **kw)

@@ -54,15 +54,16 @@ def fundamental_from_motion(R_pc: np.ndarray, t_pc: np.ndarray, K: np.ndarray) -
     return K_inv.T @ skew(t) @ R @ K_inv
 
 
-def sampson_distance(F: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
-    """First-order geometric distance (pixels) of each match (p0[i] → p1[i]) to the epipolar geometry F."""
+def sampson_error(F: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
+    """Signed first-order geometric error of each match (p0[i] → p1[i], [N x 2]) to the epipolar geometry
+    x1ᵀ F x0 = 0, in the points' units (pixels for a fundamental matrix, normalised coordinates for an
+    essential matrix); its absolute value is the Sampson distance."""
     x0 = np.c_[p0, np.ones(len(p0))]
     x1 = np.c_[p1, np.ones(len(p1))]
     Fx0 = x0 @ F.T
     Ftx1 = x1 @ F
-    num = np.sum(x1 * Fx0, axis=1) ** 2
-    den = Fx0[:, 0] ** 2 + Fx0[:, 1] ** 2 + Ftx1[:, 0] ** 2 + Ftx1[:, 1] ** 2
-    return np.sqrt(num / np.maximum(den, 1e-18))
+    den = np.sqrt(Fx0[:, 0] ** 2 + Fx0[:, 1] ** 2 + Ftx1[:, 0] ** 2 + Ftx1[:, 1] ** 2) + 1e-15
+    return np.sum(x1 * Fx0, axis=1) / den
 
 
 def refine_rotation(R_pc: np.ndarray, t_pc: np.ndarray, K: np.ndarray, p0: np.ndarray, p1: np.ndarray,
@@ -74,7 +75,7 @@ def refine_rotation(R_pc: np.ndarray, t_pc: np.ndarray, K: np.ndarray, p0: np.nd
 
     def residuals(w: np.ndarray) -> np.ndarray:
         R = R_pc @ Rotation.from_rotvec(w).as_matrix()
-        return sampson_distance(fundamental_from_motion(R, t_pc, K), p0, p1)
+        return sampson_error(fundamental_from_motion(R, t_pc, K), p0, p1)
 
     sol = least_squares(residuals, np.zeros(3), loss="soft_l1", f_scale=scale_px, x_scale=1e-3, max_nfev=30)
     if not sol.success or not np.all(np.isfinite(sol.x)):
@@ -138,7 +139,7 @@ class FeatureTracker:
         t_dir = t_prior / np.linalg.norm(t_prior)
 
         def support(R: np.ndarray, t: np.ndarray, px: float) -> np.ndarray:
-            return sampson_distance(fundamental_from_motion(R, t, K), p0, p1) < px
+            return np.abs(sampson_error(fundamental_from_motion(R, t, K), p0, p1)) < px
 
         # Stage 1, loose: the tracks the prior explains, on which its rotation is refined (direction held).
         prior_in = support(R_prior, t_dir, self.prior_inlier_px)

@@ -1,5 +1,6 @@
-"""training/train_place.py: a tiny end-to-end run (render, k-means/PCA init, mining, triplet steps, validation,
-checkpoint), resuming it, the positive/negative rules, and the refusal to train on evaluation data."""
+"""training/train_place.py: a tiny end-to-end run (render, init, mining, InfoNCE steps, validation, checkpoint),
+resuming it, the NetVLAD head with the triplet loss, the losses and batch negatives, query weights, the
+positive/negative rules, and the refusal to train on evaluation data."""
 
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ def test_smoke_run_and_resume(tmp_path):
     final = torch.load(run / "final.pt", weights_only=True)
     assert final["step"] == 4 and final["conf"]["dim"] == 16 and "val_r1" in final["val"]
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    assert saved["resolved_model_conf"]["head"] == "netvlad" and "synthetic(" in saved["training_data_summary"]
+    assert saved["resolved_model_conf"]["head"] == "gem" and saved["loss"]["name"] == "infonce"
+    assert "synthetic(" in saved["training_data_summary"]
     lines = (run / "metrics.csv").read_text().splitlines()
     assert lines[0].startswith("step,time,loss,active") and "val_r1" in lines[0]
     # Resume: continues from step 4 to 6 instead of starting over.
@@ -51,6 +53,84 @@ def test_smoke_run_and_resume(tmp_path):
 
     rec = PlaceRecognizer.from_model(run / "final.pt", backend="torch:cpu")
     assert rec.describe(np.zeros((48, 128), np.uint8)).shape == (16,)
+
+
+def test_netvlad_head_with_triplet_loss(tmp_path):
+    """The paper's head (k-means centres, PCA-whitened projection) and loss still train end to end."""
+    config = str(REPO / "training/configs/place.yaml")
+    args = [*overrides(tmp_path, 2), "model.preset=compact", "loss.name=triplet", "init.whiten=true"]
+    assert train_place.main(["--config", config, *args]) == 0
+    final = torch.load(tmp_path / "run" / "final.pt", weights_only=True)
+    assert final["conf"]["head"] == "netvlad" and final["step"] == 2
+
+
+def _tuples_set():
+    """Four images of two places in group g (two traversals) and one image of group h."""
+    s = train_place.PlaceSet()
+    s.source_names.append("x")
+    r = {"pos_r": 5.0, "neg_r": 25.0, "gap_s": 10.0}
+    s.add("a0", group="g", pos=[0, 0, 0], traversal=0, **r)
+    s.add("a1", group="g", pos=[1, 0, 0], traversal=1, **r)
+    s.add("b0", group="g", pos=[100, 0, 0], traversal=0, **r)
+    s.add("b1", group="g", pos=[100, 0, 0], traversal=1, **r)
+    s.add("h", group="h", pos=[0, 0, 0], traversal=0, **r)
+    s.freeze()
+    return s
+
+
+def test_batch_negatives_follow_the_relations():
+    s = _tuples_set()
+    tuples = [(0, 1, [2]), (2, 3, [4])]  # batch order: a0 a1 b0 | b0 b1 h
+    neg = train_place.batch_negatives(s, tuples)
+    assert neg.shape == (2, 6)
+    # a0: b0, b0 (other tuple), b1, h are negatives; itself and its positive a1 are not.
+    assert list(neg[0]) == [False, False, True, True, True, True]
+    # b0: a0, a1 and h are negatives; b0 itself (twice) and b1 are not.
+    assert list(neg[1]) == [True, True, False, False, False, True]
+
+
+def test_infonce_loss():
+    lcfg = {"name": "infonce", "temperature": 0.1}
+    s = _tuples_set()
+    tuples = [(0, 1, [2]), (2, 3, [4])]
+    neg = train_place.batch_negatives(s, tuples)
+    # Collapse (every descriptor equal) costs log(1 + number of negatives): no trivial minimum.
+    same = torch.nn.functional.normalize(torch.ones(6, 8), dim=1)
+    loss, _ = train_place.place_loss(same, 1, lcfg, neg)
+    expected = np.mean([np.log(1 + neg[0].sum()), np.log(1 + neg[1].sum())])
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    # Places apart (a* on one axis, b* on another, h on a third): near zero, and the stats say so.
+    e = torch.eye(8)
+    apart = torch.stack([e[0], e[0], e[1], e[1], e[1], e[2]])
+    loss, stats = train_place.place_loss(apart, 1, lcfg, neg)
+    assert float(loss) < 1e-3 and stats["active"] == 0.0
+    # The positive must beat every batch negative, not only the query's mined one: a1 close to a0 but b1
+    # (another tuple's image) closer still makes the loss large.
+    close = torch.stack([e[0], (e[0] + e[3]), e[1], e[1], e[0], e[2]])
+    close = torch.nn.functional.normalize(close, dim=1)
+    loss, stats = train_place.place_loss(close, 1, lcfg, neg)
+    assert float(loss) > 1.0 and stats["active"] > 0
+    with pytest.raises(ValueError, match="negative mask"):
+        train_place.place_loss(apart, 1, lcfg)
+
+
+def test_source_weights_steer_the_queries():
+    s = train_place.PlaceSet()
+    for name, group, w in (("x", "g", 1.0), ("y", "h", 9.0)):
+        s.source_names.append(name)
+        for t in range(2):
+            for k in range(20):
+                s.add(f"{group}{t}{k}", group=group, pos=[100.0 * k, 0, 0], traversal=t, pos_r=5.0, neg_r=25.0,
+                      gap_s=10.0, weight=w)
+    s.freeze()
+    miner = train_place.Miner(s, {"cache_size": 1000, "negatives": 2, "hard_pool": 5})
+    miner.cache_idx = np.arange(len(s))
+    miner.desc = np.random.default_rng(0).normal(size=(len(s), 4)).astype(np.float32)
+    miner.positive, miner.negative = s.relations(miner.cache_idx, miner.cache_idx)
+    miner.eligible = np.flatnonzero(miner.positive.any(axis=1) & miner.negative.any(axis=1))
+    queries = [q for q, _, _ in miner.triplets(2000, np.random.default_rng(1))]
+    share_y = np.mean(s.source[queries] == 1)
+    assert 0.87 < share_y < 0.93
 
 
 def test_positive_and_negative_rules():

@@ -1,11 +1,12 @@
 """Geometric verification (essential matrix + pose + covariance, uncalibrated fallback) on exact correspondences,
-a synthetic revisit and a real EuRoC loop pair; the loop-closure detector on a synthetic route with revisits."""
+a synthetic revisit and a real EuRoC loop pair; the loop-closure detector (SAD and the shipped PlaceNet) on a
+synthetic route with revisits."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import small_world_config
+from conftest import REPO, small_world_config
 from scipy.spatial.transform import Rotation
 
 from deep_vision.estimators.loop_closure import (
@@ -113,11 +114,17 @@ def test_real_euroc_loop_pair(shared_data):
     assert not v.verify(f[2], f[0], K, K).verified
 
 
-def test_detector_finds_the_revisits_of_a_synthetic_route(route):
-    """SAD thumbnails + verification: every verified loop is a true one, and nearly all loops are found."""
+@pytest.mark.parametrize("descriptor", ["sad", "network"])
+def test_detector_finds_the_revisits_of_a_synthetic_route(route, descriptor):
+    """SAD thumbnails or the shipped PlaceNet + verification: every verified loop is a true one, and nearly all
+    loops are found."""
     seq, images = route
     K = seq.camera.K
-    det = LoopClosureDetector(PlaceRecognizer.classical("sad", sad_size=(64, 24)), exclude_recent_s=6.0, top_k=3,
+    if descriptor == "sad":
+        recognizer = PlaceRecognizer.classical("sad", sad_size=(64, 24))
+    else:
+        recognizer = PlaceRecognizer.from_model(REPO / "models" / "place.onnx", backend="onnxruntime:cpu")
+    det = LoopClosureDetector(recognizer, exclude_recent_s=6.0, top_k=3,
                               verifier=GeometricVerifier(), keyframes=KeyframeSelector(interval_s=0.3))
     frame_of, loops, found, wrong = [], 0, 0, 0
     centres = seq.T_world_cam[:, :2, 3]

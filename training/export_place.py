@@ -30,6 +30,37 @@ HELD_OUT = ("Nordland places 0-899, the Corridor benchmark and synthetic worlds 
             "trained on (deep-vision evaluate place)")
 
 
+def plot_training(metrics_csv: Path, png: Path) -> Path:
+    """Training loss and validation Recall@1/5 per validation source against the step (the run's metrics.csv)."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(metrics_csv.open()))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    loss = [(int(r["step"]), float(r["loss"])) for r in rows if r.get("loss")]
+    if loss:
+        a.plot(*zip(*loss), lw=0.8)
+    a.set(xlabel="step", ylabel="training loss (augmented batches)")
+    a.grid(alpha=0.3)
+    columns = [c for c in (rows[0].keys() if rows else []) if c.endswith(("_r1", "_r5"))]
+    for k, col in enumerate(sorted(columns)):
+        pts = [(int(r["step"]), 100 * float(r[col])) for r in rows if r.get(col)]
+        if pts:
+            b.plot(*zip(*pts), "o-" if col.endswith("_r1") else "s--", ms=3, color=f"C{k // 2}",
+                   label=col.replace("_r", " Recall@"))
+    b.set(xlabel="step", ylabel="%", ylim=(0, 100), title="validation (places and worlds never trained on)")
+    b.grid(alpha=0.3)
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    return png
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="training output folder (config.yaml, final.pt or checkpoints/)")
@@ -67,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                          "steps": int(state.get("step", 0))},
         },
     )
+    if (run / "metrics.csv").is_file():
+        print(f"training curve: {plot_training(run / 'metrics.csv', out.with_name(out.stem + '-training.png'))}")
     print(f"onnx: {out} (sha256 {card.sha256[:16]}…), card: {out.with_suffix('.yaml')}")
     return 0
 

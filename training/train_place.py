@@ -27,12 +27,18 @@ Sources (``data.train`` / ``data.val`` entries, by ``type``):
 - ``vpr_csv``: a query/ref folder with a ``DERIVED_ground_truth.csv`` like
   Corridor's (Corridor itself is refused: it is the held-out benchmark).
 
+Any entry may set ``weight`` (default 1): its images are drawn as queries with
+that relative weight (e.g. to give a small real source as many queries as the
+synthetic worlds), and ``pos_radius_m`` / ``neg_radius_m`` / ``min_gap_s``.
+
 Each step takes ``batch_size`` queries; the positive is the most similar of
 the query's positives and the negatives are drawn from the ``hard_pool`` most
 similar negatives, both by a descriptor cache of ``cache_size`` training images
 recomputed every ``refresh_every`` steps. Loss (``loss.name``): ``triplet``,
 ``max(0, λ + ‖F(q) − F(p)‖ − ‖F(q) − F(n)‖)`` averaged over the negatives, or
-``margin`` (Wu et al. 2017: ``max(0, α + y(‖F(q) − F(x)‖ − β))``).
+``margin`` (Wu et al. 2017: ``max(0, α + y(‖F(q) − F(x)‖ − β))``) or ``infonce`` (the positive
+against every negative of the batch, softmax with temperature τ; robust where the triplet loss with hard
+negatives collapses to one descriptor for every image).
 Augmentation imitates illumination and season change (gain, contrast, gamma,
 colour cast, haze, blur, noise) and small viewpoint changes (random crops).
 At a fresh start the NetVLAD centres come from k-means on backbone features and
@@ -95,6 +101,7 @@ class PlaceSet:
     pos_r: list[float] = field(default_factory=list)
     neg_r: list[float] = field(default_factory=list)
     gap_s: list[float] = field(default_factory=list)
+    weight: list[float] = field(default_factory=list)  # query-sampling weight
     source_names: list[str] = field(default_factory=list)
     groups: dict[str, int] = field(default_factory=dict)
 
@@ -102,7 +109,7 @@ class PlaceSet:
         return len(self.files)
 
     def add(self, file: str, *, group: str, pos, heading: float = math.nan, traversal: int = 0, time_s: float = 0.0,
-            pos_r: float, neg_r: float, gap_s: float, loader: str = "file") -> None:
+            pos_r: float, neg_r: float, gap_s: float, weight: float = 1.0, loader: str = "file") -> None:
         self.files.append(str(file))
         self.loaders.append(loader)
         self.group.append(self.groups.setdefault(group, len(self.groups)))
@@ -114,12 +121,13 @@ class PlaceSet:
         self.pos_r.append(float(pos_r))
         self.neg_r.append(float(neg_r))
         self.gap_s.append(float(gap_s))
+        self.weight.append(float(weight))
 
     def freeze(self) -> None:
         """Lists → numpy arrays (after all sources are added)."""
         for name in ("group", "source", "traversal"):
             setattr(self, name, np.asarray(getattr(self, name), np.int64))
-        for name in ("heading", "time_s", "pos_r", "neg_r", "gap_s"):
+        for name in ("heading", "time_s", "pos_r", "neg_r", "gap_s", "weight"):
             setattr(self, name, np.asarray(getattr(self, name), np.float64))
         self.pos = np.stack(self.pos) if self.pos else np.zeros((0, 3))
 
@@ -139,7 +147,8 @@ class PlaceSet:
 def _radii(entry: dict, dcfg: dict) -> dict[str, float]:
     return {"pos_r": float(entry.get("pos_radius_m", dcfg["pos_radius_m"])),
             "neg_r": float(entry.get("neg_radius_m", dcfg["neg_radius_m"])),
-            "gap_s": float(entry.get("min_gap_s", dcfg["min_gap_s"]))}
+            "gap_s": float(entry.get("min_gap_s", dcfg["min_gap_s"])),
+            "weight": float(entry.get("weight", 1.0))}
 
 
 def _seeds(spec: Any) -> list[int]:
@@ -398,7 +407,8 @@ class Miner:
     def triplets(self, batch: int, rng: np.random.Generator) -> list[tuple[int, int, list[int]]]:
         out = []
         n_neg, pool = int(self.cfg["negatives"]), int(self.cfg["hard_pool"])
-        for q in rng.choice(self.eligible, batch, replace=len(self.eligible) < batch):
+        w = self.places.weight[self.cache_idx[self.eligible]]
+        for q in rng.choice(self.eligible, batch, replace=len(self.eligible) < batch, p=w / w.sum()):
             sims = self.desc @ self.desc[q]
             pos = np.flatnonzero(self.positive[q])
             p = pos[np.argmax(sims[pos])]  # best positive (weak supervision)
@@ -409,13 +419,40 @@ class Miner:
         return out
 
 
-def place_loss(desc: torch.Tensor, n_neg: int, lcfg: dict) -> tuple[torch.Tensor, dict[str, float]]:
-    """desc: [B·(2+n) x D] ordered (q, p, n₁…nₙ) per triplet → loss and statistics."""
+def batch_negatives(places: PlaceSet, tuples: list[tuple[int, int, list[int]]]) -> np.ndarray:
+    """[B x B·(2+n)] bool: which images of the batch (ordered as :func:`place_loss` expects) are negatives of
+    each query — its own mined negatives and every other tuple's image that :meth:`PlaceSet.relations` calls one."""
+    flat = np.asarray([i for q, p, negs in tuples for i in (q, p, *negs)], np.int64)
+    queries = np.asarray([q for q, _, _ in tuples], np.int64)
+    return places.relations(queries, flat)[1]
+
+
+def place_loss(desc: torch.Tensor, n_neg: int, lcfg: dict,
+               negatives: np.ndarray | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """desc: [B·(2+n) x D] ordered (q, p, n₁…nₙ) per triplet → loss and statistics.
+
+    ``negatives`` ([B x B·(2+n)], :func:`batch_negatives`) is needed by ``infonce``: the query's positive
+    against every negative in the batch, ``−log(e^{s(q,p)/τ} / (e^{s(q,p)/τ} + Σ_n e^{s(q,n)/τ}))`` with
+    s the cosine similarity (the NT-Xent / InfoNCE loss of contrastive learning, Oord et al. 2018). Unlike
+    the triplet loss with hard negatives it has no collapsed minimum (all descriptors equal costs log(1+N)).
+    """
     d = desc.view(-1, 2 + n_neg, desc.shape[-1])
     q, p, n = d[:, 0], d[:, 1], d[:, 2:]
     dp = (q - p).norm(dim=-1)  # [B]
     dn = (q[:, None] - n).norm(dim=-1)  # [B x n]
-    if lcfg["name"] == "triplet":
+    if lcfg["name"] == "infonce":
+        if negatives is None:
+            raise ValueError("loss infonce needs the batch's negative mask (batch_negatives)")
+        tau = float(lcfg["temperature"])
+        sims = q @ desc.T / tau  # [B x B·(2+n)]
+        mask = torch.from_numpy(negatives).to(desc.device)
+        neg_logits = sims.masked_fill(~mask, float("-inf"))
+        pos_logit = (q * p).sum(dim=-1, keepdim=True) / tau
+        logits = torch.cat([pos_logit, neg_logits], dim=1)
+        loss = (torch.logsumexp(logits, dim=1) - pos_logit[:, 0]).mean()
+        # "active": queries whose positive is not yet the most similar of the batch
+        active = float((neg_logits.detach().max(dim=1).values >= pos_logit.detach()[:, 0]).float().mean())
+    elif lcfg["name"] == "triplet":
         per = torch.relu(lcfg["margin"] + dp[:, None] - dn)
         loss = per.mean()
         active = float((per.detach() > 0).float().mean())
@@ -426,7 +463,7 @@ def place_loss(desc: torch.Tensor, n_neg: int, lcfg: dict) -> tuple[torch.Tensor
         loss = 0.5 * (lp.mean() + ln.mean())
         active = float(((lp.detach() > 0).float().mean() + (ln.detach() > 0).float().mean()) / 2)
     else:
-        raise ValueError(f"loss.name must be triplet or margin, got {lcfg['name']!r}")
+        raise ValueError(f"loss.name must be triplet, margin or infonce, got {lcfg['name']!r}")
     return loss, {"active": active, "pos_dist": float(dp.detach().mean()), "neg_dist": float(dn.detach().mean())}
 
 
@@ -528,10 +565,12 @@ def main(argv: list[str] | None = None) -> int:
         for g in optimizer.param_groups:
             g["lr"] = lr
         images = []
-        for q, p, negs in miner.triplets(int(tcfg["batch_size"]), rng):
+        tuples = miner.triplets(int(tcfg["batch_size"]), rng)
+        for q, p, negs in tuples:
             images += [augment(store[i], rng, acfg) for i in (q, p, *negs)]
         desc = ddp_model(batch_tensor(images, model, device))
-        loss, stats = place_loss(desc, n_neg, cfg["loss"])
+        negatives = batch_negatives(train_set, tuples) if cfg["loss"]["name"] == "infonce" else None
+        loss, stats = place_loss(desc, n_neg, cfg["loss"], negatives)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if ocfg.get("grad_clip"):

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -665,7 +666,8 @@ def update_card(model_path: Path, report_json: Path) -> Path:
     report = json.loads(Path(report_json).read_text())
     metrics = dict(card.metrics or {})
     for bench, methods in report["vpr"].items():
-        key = bench.split(":")[0]
+        # "nordland[0:900]: winter queries vs ..." -> nordland_0_900
+        key = re.sub(r"[^0-9A-Za-z]+", "_", bench.split(": ")[0]).strip("_")
         for method, s in methods.items():
             if method.startswith("PlaceNet"):
                 metrics[f"held_out_{key}_recall"] = {f"R@{n}": round(v, 4) for n, v in s["recall"].items()}

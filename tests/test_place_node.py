@@ -18,7 +18,8 @@ ORIGIN = (51.7520, -1.2577, 60.0)
 
 @pytest.fixture(scope="session")
 def place_onnx(tmp_path_factory):
-    """A small randomly initialised PlaceNet exported to ONNX (no trained model exists yet)."""
+    """A small randomly initialised PlaceNet exported to ONNX: fast plumbing (the shipped model is measured in
+    test_place_eval.py and test_place_verification.py)."""
     from deep_vision.inference.export import export_onnx
     from deep_vision.models.place_net import PlaceNet
 

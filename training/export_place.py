@@ -51,7 +51,7 @@ def plot_training(metrics_csv: Path, png: Path) -> Path:
         pts = [(int(r["step"]), 100 * float(r[col])) for r in rows if r.get(col)]
         if pts:
             b.plot(*zip(*pts), "o-" if col.endswith("_r1") else "s--", ms=3, color=f"C{k // 2}",
-                   label=col.replace("_r", " Recall@"))
+                   label=f"{col[:-3]} Recall@{col[-1]}")
     b.set(xlabel="step", ylabel="%", ylim=(0, 100), title="validation (places and worlds never trained on)")
     b.grid(alpha=0.3)
     b.legend(fontsize=8)

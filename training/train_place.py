@@ -29,7 +29,8 @@ Sources (``data.train`` / ``data.val`` entries, by ``type``):
 
 Any entry may set ``weight`` (default 1): its images are drawn as queries with
 that relative weight (e.g. to give a small real source as many queries as the
-synthetic worlds), and ``pos_radius_m`` / ``neg_radius_m`` / ``min_gap_s``.
+synthetic worlds); it may also override ``pos_radius_m`` / ``neg_radius_m`` /
+``min_gap_s`` of ``data``.
 
 Each step takes ``batch_size`` queries; the positive is the most similar of
 the query's positives and the negatives are drawn from the ``hard_pool`` most
@@ -144,7 +145,8 @@ class PlaceSet:
         return positive, negative
 
 
-def _radii(entry: dict, dcfg: dict) -> dict[str, float]:
+def _entry_rules(entry: dict, dcfg: dict) -> dict[str, float]:
+    """Positive/negative radii, time gap and query weight of one data entry (the entry's own or data.*)."""
     return {"pos_r": float(entry.get("pos_radius_m", dcfg["pos_radius_m"])),
             "neg_r": float(entry.get("neg_radius_m", dcfg["neg_radius_m"])),
             "gap_s": float(entry.get("min_gap_s", dcfg["min_gap_s"])),
@@ -205,7 +207,7 @@ def build_set(entries: list[dict], dcfg: dict, is_main: bool, role: str) -> Plac
     s = PlaceSet()
     for k, e in enumerate(entries):
         kind = e["type"]
-        r = _radii(e, dcfg)
+        r = _entry_rules(e, dcfg)
         s.source_names.append(e.get("name") or f"{kind}{k}")
         if kind == "synthetic":
             cache = resolve(e.get("cache", "training_data/place_synthetic"))

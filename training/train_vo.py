@@ -8,7 +8,13 @@ Data: folders of ``.npz`` sequences (``frames`` [N x H x W] uint8 at the network
 size, ``poses`` [N x 4 x 4] camera poses, KITTI convention) made by
 ``training/make_vo_sequences.py``. Each sample is a run of 4-10 frame pairs at a
 random stride; the label of each pair is the current camera's pose in the
-previous camera's frame as (t, Euler ZYX). Loss (DeepVO):
+previous camera's frame as (t, Euler ZYX). Augmentation: photometric changes per
+frame; with probability ``data.mirror`` a run is mirrored left-right about the
+principal point (the world reflected in the camera's y-z plane: x translation,
+yaw and roll change sign), so turns to either side are equally common and a
+yaw cannot be read from what the scene looks like; with probability
+``data.reverse`` a run is played backwards (each label becomes the inverse motion).
+Loss (DeepVO):
 ``mean ‖t̂ − t‖² + κ · mean ‖φ̂ − φ‖²``. Resumable; writes config.yaml,
 metrics.csv and final.pt in ``out``.
 """
@@ -20,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -47,6 +54,8 @@ logger = logging.getLogger("train_vo")
 
 
 def load_sequences(folders: list[str]) -> list[dict[str, np.ndarray]]:
+    """Every .npz under each folder: frames, poses, name and the principal point's column ``cx`` in the stored
+    frames (files written before make_vo_sequences.py stored it: the image centre)."""
     seqs = []
     for folder in folders:
         files = sorted(resolve(folder).glob("*.npz"))
@@ -54,8 +63,26 @@ def load_sequences(folders: list[str]) -> list[dict[str, np.ndarray]]:
             raise DatasetError(f"Could not find any .npz sequence in root: {resolve(folder)}")
         for f in files:
             with np.load(f) as z:
-                seqs.append({"frames": z["frames"], "poses": z["poses"], "name": f.stem})
+                cx = float(z["cx"]) if "cx" in z.files else (z["frames"].shape[2] - 1) / 2.0
+                seqs.append({"frames": z["frames"], "poses": z["poses"], "name": f.stem, "cx": cx})
     return seqs
+
+
+MIRROR = np.diag([-1.0, 1.0, 1.0, 1.0])  # reflection x -> -x (camera frame, KITTI convention: x right)
+
+
+def mirror_frames(frames: np.ndarray, cx: float) -> np.ndarray:
+    """Frames [N x H x W] reflected about the column ``cx`` (u -> 2·cx − u), so the principal point stays put and
+    the mirrored images are what the same camera sees in the reflected world; edge columns are replicated."""
+    w, h = frames.shape[2], frames.shape[1]
+    A = np.array([[-1.0, 0.0, 2.0 * cx], [0.0, 1.0, 0.0]])
+    return np.stack([cv2.warpAffine(f, A, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                     for f in frames])
+
+
+def mirror_poses(poses: np.ndarray) -> np.ndarray:
+    """Camera poses [N x 4 x 4] of the reflected world (M T M with M = diag(-1, 1, 1, 1)): still rotations."""
+    return MIRROR @ poses @ MIRROR
 
 
 def motion_labels(poses: np.ndarray) -> np.ndarray:
@@ -89,9 +116,14 @@ class SequenceStream(IterableDataset):
                     stride, span = 1, min(length, len(seq["frames"]) - 1)
                 start = int(rng.integers(0, len(seq["frames"]) - span))
                 idx = np.arange(start, start + span + 1, stride)
-                frames = np.stack([photometric(f, rng, **c["photometric"]) for f in seq["frames"][idx]])
+                if rng.random() < c.get("reverse", 0.0):
+                    idx = idx[::-1]
+                frames, poses = seq["frames"][idx], seq["poses"][idx]
+                if rng.random() < c.get("mirror", 0.0):
+                    frames, poses = mirror_frames(frames, seq["cx"]), mirror_poses(poses)
+                frames = np.stack([photometric(f, rng, **c["photometric"]) for f in frames])
                 xs.append(normalise(frames))
-                ys.append(motion_labels(seq["poses"][idx]).astype(np.float32))
+                ys.append(motion_labels(poses).astype(np.float32))
             n = min(len(y) for y in ys)
             yield torch.from_numpy(np.stack([x[: n + 1] for x in xs])), torch.from_numpy(np.stack([y[:n] for y in ys]))
 

@@ -44,7 +44,7 @@ def probe(model: Path, seq: KittiSequence, first: int, last: int, mirrored: bool
         frames, poses = mirror_frames(frames, seq.camera.cx), mirror_poses(poses)
     pred, true, len_p, len_t = [], [], [], []
     for k, f in enumerate(frames):
-        r = vo.process(f, int(round(seq.times[idx[k]] * 1e9)) + 1)
+        r = vo.process(f, round(seq.times[idx[k]] * 1e9) + 1)
         if k:
             gt = invert_transform(poses[k - 1]) @ poses[k]
             pred.append(yaw_deg(r.relative))

@@ -28,11 +28,6 @@ from deep_vision.synthetic import SyntheticSequence, SyntheticWorldConfig  # noq
 from training.make_synthetic_images import parse_seeds  # noqa: E402
 
 
-def stored_cx(cx: float, width: int, stored_width: int) -> float:
-    """The principal point's column after resizing ``width`` to ``stored_width`` (pixel centres kept)."""
-    return (cx + 0.5) * stored_width / width - 0.5
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True)
@@ -54,14 +49,14 @@ def main() -> int:
         frames = np.stack([cv2.resize(seq.image(i), (w, h), interpolation=cv2.INTER_AREA)
                            for i in tqdm(range(len(seq)), desc=f"seed {seed}", unit="frame")])
         np.savez_compressed(out / f"synthetic_{seed:04d}.npz", frames=frames, poses=seq.kitti_poses,
-                            times=seq.trajectory.times, cx=stored_cx(seq.camera.cx, seq.camera.width, w))
+                            times=seq.trajectory.times, cx=seq.camera.scaled(w / seq.camera.width).cx)
     if args.kitti and Path(args.kitti).is_dir():
         seq = KittiSequence(Path(args.kitti))
         idx = range(args.kitti_first, min(args.kitti_last, len(seq) - 1) + 1)
         frames = np.stack([cv2.resize(seq.image(i), (w, h), interpolation=cv2.INTER_AREA) for i in idx])
         np.savez_compressed(out / f"kitti_00_{args.kitti_first:04d}_{args.kitti_last:04d}.npz", frames=frames,
                             poses=seq.poses[list(idx)], times=seq.times[list(idx)],
-                            cx=stored_cx(seq.camera.cx, seq.camera.width, w))
+                            cx=seq.camera.scaled(w / seq.camera.width).cx)
     return 0
 
 

@@ -11,8 +11,8 @@ random stride; the label of each pair is the current camera's pose in the
 previous camera's frame as (t, Euler ZYX). Augmentation: photometric changes per
 frame; with probability ``data.mirror`` a run is mirrored left-right about the
 principal point (the world reflected in the camera's y-z plane: x translation,
-yaw and roll change sign), so turns to either side are equally common and a
-yaw cannot be read from what the scene looks like; with probability
+yaw and roll change sign), so turns to either side are equally common (the
+synthetic routes all turn left); with probability
 ``data.reverse`` a run is played backwards (each label becomes the inverse motion).
 Loss (DeepVO):
 ``mean ‖t̂ − t‖² + κ · mean ‖φ̂ − φ‖²``. Resumable; writes config.yaml,

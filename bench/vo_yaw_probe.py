@@ -5,7 +5,7 @@ For each model, in network mode on KITTI 00 (frames 0-99: inside the shipped mod
 held out, a right turn), as recorded and mirrored left-right about the principal point (the ground truth
 mirrored with it): the correlation of the predicted per-frame yaw with the true one, the mean yaw of both, the
 mean predicted and true step length. A network that reads geometry has a yaw correlation near +1 on both, the
-mirrored frames included. Writes bench/results/<date>-vo-yaw-probe.md.
+mirrored frames included. Writes bench/results/vo-yaw-probe-<date>.md.
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ def main() -> int:
                             f"{r['corr']:+.2f} | {r['yaw_pred']:+.2f} / {r['yaw_true']:+.2f} | {r['yaw_mae']:.2f} | "
                             f"{r['step_pred']:.2f} / {r['step_true']:.2f} |")
                 print(rows[-1], flush=True)
-    out = Path(args.out) / f"{date.today().isoformat()}-vo-yaw-probe.md"
+    out = Path(args.out) / f"vo-yaw-probe-{date.today().isoformat()}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join([
         f"# VO network on real frames: yaw probe ({date.today().isoformat()})", "",
         f"- command: .venv/bin/python bench/vo_yaw_probe.py {' '.join('--model ' + m for m in args.model)} "

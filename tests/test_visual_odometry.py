@@ -195,3 +195,34 @@ def test_hybrid_offers_the_prior_only_while_the_network_agrees_with_geometry(syn
     agreeing = modes(truth)
     assert "hybrid_prior" not in agreeing[:6] and agreeing[6:].count("hybrid_prior") >= 5
     assert "hybrid_prior" not in modes(truth, prior_max_disagreement_deg=0.0)
+
+
+class RecordingBackend:
+    """Returns zero motion and keeps each ``pair`` feed."""
+
+    def __init__(self):
+        self.pairs = []
+
+    def run(self, feeds):
+        self.pairs.append(feeds["pair"])
+        return {"motion": np.zeros((1, 6), np.float32), "h1": feeds["h0"], "c1": feeds["c0"]}
+
+
+def test_flow_model_gets_the_flow_of_the_network_size_frames(synthetic):
+    """A flow-input DeepVO (compact_flow) is fed the DIS flow of the resized pair, as training makes it; the
+    torch model and the estimator agree on the input's shape."""
+    from deep_vision.models.vo_input import FlowFrontEnd, resize_frame
+
+    conf = DeepVO.resolve_conf({"preset": "compact_flow"})
+    assert DeepVO(conf).example_inputs()["pair"].shape == (1, 2, 96, 320)
+    backend = RecordingBackend()
+    vo = VisualOdometry(backend, conf)
+    frames = [synthetic.image(i) for i in range(3)]
+    for i, f in enumerate(frames):
+        vo.process(f, int(synthetic.stamps_ns[i]))
+    assert len(backend.pairs) == 2 and backend.pairs[0].shape == (1, 2, 96, 320)
+    small = [resize_frame(f, conf) for f in frames]
+    expected = FlowFrontEnd(conf)(small[1], small[2])
+    np.testing.assert_allclose(backend.pairs[1][0], expected, atol=1e-5)
+    # the camera moves forward: the flow in the lower half (the ground) points down, away from the horizon
+    assert np.median(backend.pairs[1][0, 1, 60:]) > 0

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import sys
 
+import cv2
 import numpy as np
+import pytest
 import torch
 import yaml
 from conftest import REPO
@@ -14,6 +16,8 @@ sys.path.insert(0, str(REPO))
 
 from deep_vision.estimators.two_view import FeatureTracker  # noqa: E402
 from deep_vision.geometry.transforms import invert_transform, rotation_from_euler_zyx  # noqa: E402
+from deep_vision.models.deepvo import DeepVO  # noqa: E402
+from deep_vision.models.vo_input import FlowFrontEnd  # noqa: E402
 from training import train_vo  # noqa: E402
 
 
@@ -81,10 +85,12 @@ def _left_turning_sequence(n: int = 40) -> dict:
     return {"frames": rng.integers(0, 255, (n, 16, 48), dtype=np.uint8), "poses": poses, "name": "left", "cx": 23.5}
 
 
-def _stream(mirror: float, reverse: float):
+def _stream(mirror: float, reverse: float, preset: str = "compact"):
     conf = {"min_pairs": 3, "max_pairs": 5, "strides": [1, 2], "mirror": mirror, "reverse": reverse,
             "photometric": {"brightness": 0.1, "contrast": 0.1, "gamma": 0.1, "noise": 1.0, "blur_prob": 0.0}}
-    return iter(train_vo.SequenceStream([_left_turning_sequence()], conf, batch_size=4, seed=0, rank=0))
+    model_conf = DeepVO.resolve_conf({"preset": preset, "height": 16, "width": 48})
+    return iter(train_vo.SequenceStream([_left_turning_sequence()], conf, batch_size=4, seed=0, rank=0,
+                                        model_conf=model_conf))
 
 
 def test_stream_applies_mirror_and_reverse():
@@ -99,7 +105,25 @@ def test_stream_applies_mirror_and_reverse():
     assert (mixed > 0).any() and (mixed < 0).any()
 
 
-def test_smoke_run_and_resume(tmp_path):
+def test_stream_gives_flow_per_pair_for_a_flow_model():
+    x, y = next(_stream(0.0, 0.0, preset="compact_flow"))
+    assert x.shape[:3] == (4, y.shape[1], 2) and x.shape[3:] == (16, 48)
+    assert torch.isfinite(x).all()
+
+
+def test_flow_front_end_measures_a_known_shift():
+    """DIS flow of a textured frame moved 3 px right and 1 px down, in the network's units (pixels / flow_scale)."""
+    rng = np.random.default_rng(0)
+    big = cv2.GaussianBlur(rng.integers(0, 255, (140, 360), dtype=np.uint8), (0, 0), 1.5)
+    prev, curr = big[10:106, 10:330], big[9:105, 7:327]
+    conf = DeepVO.resolve_conf({"preset": "compact_flow"})
+    flow = FlowFrontEnd(conf)(prev, curr) * conf["flow_scale"]
+    inner = flow[:, 16:-16, 16:-16]
+    np.testing.assert_allclose(np.median(inner, axis=(1, 2)), [3.0, 1.0], atol=0.1)
+
+
+@pytest.mark.parametrize("preset", ["compact", "compact_flow"])
+def test_smoke_run_and_resume(tmp_path, preset):
     rng = np.random.default_rng(0)
     for folder, n in (("train", 2), ("val", 1)):
         (tmp_path / folder).mkdir()
@@ -108,7 +132,7 @@ def test_smoke_run_and_resume(tmp_path):
             np.savez_compressed(tmp_path / folder / f"seq{i}.npz", frames=rng.integers(0, 255, (60, 32, 64), np.uint8),
                                 poses=poses, times=np.arange(60) * 0.1, cx=31.5)
     conf = yaml.safe_load((REPO / "training/configs/vo.yaml").read_text())
-    conf["model"].update(height=32, width=64, lstm_hidden=16, fc_dim=16)  # the compact preset, smaller
+    conf["model"].update(preset=preset, height=32, width=64, lstm_hidden=16, fc_dim=16)  # smaller
     (tmp_path / "vo.yaml").write_text(yaml.safe_dump(conf))
     args = ["--config", str(tmp_path / "vo.yaml"), f"data.train=[{tmp_path / 'train'}]",
             f"data.val=[{tmp_path / 'val'}]", "data.workers=0", "train.batch_size=2", "train.log_every=1",

@@ -8,7 +8,9 @@ Data: folders of ``.npz`` sequences (``frames`` [N x H x W] uint8 at the network
 size, ``poses`` [N x 4 x 4] camera poses, KITTI convention) made by
 ``training/make_vo_sequences.py``. Each sample is a run of 4-10 frame pairs at a
 random stride; the label of each pair is the current camera's pose in the
-previous camera's frame as (t, Euler ZYX). Augmentation: photometric changes per
+previous camera's frame as (t, Euler ZYX). A flow-input model
+(``model.preset=compact_flow``) gets the DIS flow of each augmented pair, made
+by the run-time code (:mod:`deep_vision.models.vo_input`). Augmentation: photometric changes per
 frame; with probability ``data.mirror`` a run is mirrored left-right about the
 principal point (the world reflected in the camera's y-z plane: x translation,
 yaw and roll change sign), so turns to either side are equally common (the
@@ -37,6 +39,7 @@ from deep_vision.errors import DatasetError  # noqa: E402
 from deep_vision.eval.homography_pairs import photometric  # noqa: E402
 from deep_vision.geometry.transforms import euler_zyx_from_rotation, invert_transform  # noqa: E402
 from deep_vision.models.deepvo import DeepVO  # noqa: E402
+from deep_vision.models.vo_input import FlowFrontEnd, pair_input  # noqa: E402
 
 from training.common import (  # noqa: E402
     Checkpointer,
@@ -95,16 +98,27 @@ def normalise(frames: np.ndarray) -> np.ndarray:
     return frames.astype(np.float32)[:, None] / np.float32(127.5) - np.float32(1.0)
 
 
+def network_inputs(frames: np.ndarray, model_conf: dict, flow: FlowFrontEnd | None) -> np.ndarray:
+    """What ``DeepVO.forward_sequence`` takes for one run of frames [T+1 x H x W] (uint8, network size):
+    the frames normalised [T+1 x 1 x H x W], or for input flow the flows of consecutive pairs [T x 2 x H x W]."""
+    if model_conf["input"] == "flow":
+        return np.stack([pair_input(a, b, model_conf, flow) for a, b in zip(frames[:-1], frames[1:])])
+    return normalise(frames)
+
+
 class SequenceStream(IterableDataset):
     """Endless (frames [T+1 x 1 x H x W], labels [T x 6]) samples of a fixed length per batch."""
 
-    def __init__(self, seqs, data_conf: dict, batch_size: int, seed: int, rank: int) -> None:
+    def __init__(self, seqs, data_conf: dict, batch_size: int, seed: int, rank: int, model_conf: dict) -> None:
         self.seqs, self.conf, self.batch_size, self.seed, self.rank = seqs, data_conf, batch_size, seed, rank
+        self.model_conf = model_conf
 
     def __iter__(self):
         info = get_worker_info()
         rng = np.random.default_rng([self.seed, self.rank, info.id if info else 0, int(time.time() * 1e3) % 10**6])
         c = self.conf
+        flow = FlowFrontEnd(self.model_conf) if self.model_conf["input"] == "flow" else None
+        extra = 0 if flow else 1  # frames per run beyond its labels
         while True:
             length = int(rng.integers(c["min_pairs"], c["max_pairs"] + 1))  # one length per batch
             xs, ys = [], []
@@ -122,10 +136,11 @@ class SequenceStream(IterableDataset):
                 if rng.random() < c.get("mirror", 0.0):
                     frames, poses = mirror_frames(frames, seq["cx"]), mirror_poses(poses)
                 frames = np.stack([photometric(f, rng, **c["photometric"]) for f in frames])
-                xs.append(normalise(frames))
+                xs.append(network_inputs(frames, self.model_conf, flow))
                 ys.append(motion_labels(poses).astype(np.float32))
             n = min(len(y) for y in ys)
-            yield torch.from_numpy(np.stack([x[: n + 1] for x in xs])), torch.from_numpy(np.stack([y[:n] for y in ys]))
+            yield (torch.from_numpy(np.stack([x[: n + extra] for x in xs])),
+                   torch.from_numpy(np.stack([y[:n] for y in ys])))
 
 
 def vo_loss(pred: torch.Tensor, target: torch.Tensor, kappa: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -139,9 +154,11 @@ def validate(model: DeepVO, seqs, device: torch.device, window: int = 50) -> dic
     """Mean translation error (m/frame) and rotation error (deg/frame) over validation windows."""
     model.eval()
     et, er = [], []
+    flow = FlowFrontEnd(model.conf) if model.conf["input"] == "flow" else None
     for seq in seqs:
         for s in range(0, len(seq["frames"]) - window, window):
-            frames = torch.from_numpy(normalise(seq["frames"][s : s + window + 1]))[None].to(device)
+            x = network_inputs(seq["frames"][s : s + window + 1], model.conf, flow)
+            frames = torch.from_numpy(x)[None].to(device)
             pred, _ = model.forward_sequence(frames)
             target = torch.from_numpy(motion_labels(seq["poses"][s : s + window + 1]))
             et.append((pred[0, :, :3].cpu() - target[:, :3]).norm(dim=-1).mean().item())
@@ -171,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         if s["frames"].shape[1:] != (model.conf["height"], model.conf["width"]):
             raise DatasetError(f"sequence {s['name']}: frames are {s['frames'].shape[2]}x{s['frames'].shape[1]}, "
                                f"the model takes {model.conf['width']}x{model.conf['height']}")
-    loader = DataLoader(SequenceStream(train_seqs, dcfg, tcfg["batch_size"], tcfg["seed"] + step, dist_info.rank),
+    loader = DataLoader(SequenceStream(train_seqs, dcfg, tcfg["batch_size"], tcfg["seed"] + step, dist_info.rank,
+                                       model.conf),
                         batch_size=None, num_workers=dcfg["workers"], persistent_workers=dcfg["workers"] > 0)
     log = MetricLog(out, ["loss", "trans_mse", "rot_mse", "lr", "val_trans_m", "val_rot_deg"]) if dist_info.is_main else None
     total = tcfg["steps"]

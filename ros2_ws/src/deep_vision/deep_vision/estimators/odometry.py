@@ -56,6 +56,7 @@ from deep_vision.estimators.two_view import FeatureTracker
 from deep_vision.geometry.camera import PinholeCamera
 from deep_vision.geometry.homography import resize_matrix
 from deep_vision.geometry.transforms import adjoint, rotation_angle, rotation_from_euler_zyx
+from deep_vision.models.vo_input import FlowFrontEnd, pair_input, resize_frame
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ class VisualOdometry:
         self.prior_max_disagreement = np.radians(prior_max_disagreement_deg)
         self._disagreement: deque[float] = deque(maxlen=max(1, int(prior_window)))
         self.resets = 0
+        self._flow = FlowFrontEnd(conf) if conf.get("input") == "flow" else None
         self._start_new(None)
 
     @classmethod
@@ -129,7 +131,7 @@ class VisualOdometry:
         L, U = self.conf["lstm_layers"], self.conf["lstm_hidden"]
         self._h = np.zeros((L, 1, U), np.float32)
         self._c = np.zeros((L, 1, U), np.float32)
-        self._prev: tuple[np.ndarray, np.ndarray, int] | None = None  # (grey, network input, stamp)
+        self._prev: tuple[np.ndarray, np.ndarray, int] | None = None  # (grey, network-size frame, stamp)
         self.pose = np.eye(4)
         self._cov_local = np.zeros((6, 6))
         self.distance = 0.0
@@ -148,10 +150,6 @@ class VisualOdometry:
         self.resets += 1
         self._start_new(reason)
 
-    def _network_input(self, grey: np.ndarray) -> np.ndarray:
-        from deep_vision.models.deepvo import preprocess
-
-        return preprocess(grey, self.conf)
 
     # ------------------------------------------------------------------ main
     def process(self, image: np.ndarray, stamp_ns: int, scale: float | None = None) -> OdometryResult:
@@ -166,14 +164,15 @@ class VisualOdometry:
             elif grey.shape != prev_grey.shape:
                 logger.warning("VO: image size changed %s -> %s: new trajectory", prev_grey.shape[::-1], grey.shape[::-1])
                 self.reset("size_change")
-        x = self._network_input(grey)
+        x = resize_frame(grey, self.conf)
         if self._prev is None:
             self._prev = (grey, x, stamp_ns)
             reason, self._pending_reset = self._pending_reset, None
             return OdometryResult(stamp_ns, self.pose.copy(), self._covariance_world(), np.eye(4), False, reason,
                                   "none", 1.0, self.distance, {"total_ms": (time.perf_counter() - t0) * 1e3})
         prev_grey, prev_x, prev_stamp = self._prev
-        out = self.backend.run({"pair": np.concatenate([prev_x, x])[None], "h0": self._h, "c0": self._c})
+        pair = pair_input(prev_x, x, self.conf, self._flow)[None]
+        out = self.backend.run({"pair": pair, "h0": self._h, "c0": self._c})
         self._h, self._c = out["h1"].astype(np.float32), out["c1"].astype(np.float32)
         motion = np.asarray(out["motion"], dtype=np.float64).reshape(6)
         t1 = time.perf_counter()

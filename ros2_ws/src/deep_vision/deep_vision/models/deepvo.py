@@ -13,6 +13,13 @@ Presets:
   far over our 15 MB model limit; kept as the reference definition.
 - ``compact``: a strided encoder on grey frames at 320×96, one LSTM layer of
   256 units — ≈ 2 M parameters (≈ 8 MB), real time on a CPU.
+- ``compact_flow``: the compact network on the dense optical flow of the pair
+  instead of the two frames (``input: flow``): OpenCV's DIS flow at 320×96,
+  computed by :class:`FlowFrontEnd` identically in training and at run time.
+  Flow carries the motion's geometry without the scene's appearance, which is
+  what keeps a network trained on rendered frames from failing on real ones
+  (the idea of TartanVO, Wang et al. 2020); the network still assumes the
+  training camera's field of view.
 
 The LSTM state is an explicit input and output (``h0, c0 → h1, c1``), so the
 exported ONNX graph processes one frame pair per call and the caller carries
@@ -29,6 +36,7 @@ from torch import nn
 
 from deep_vision.errors import ConfigError
 from deep_vision.models.conf import merge_conf
+from deep_vision.models.vo_input import DIS_PRESETS, FlowFrontEnd, input_channels, pair_input, resize_frame
 
 # (out channels, kernel, stride) per conv layer
 _FLOWNET_S = [(64, 7, 2), (128, 5, 2), (256, 5, 2), (256, 3, 1), (512, 3, 2), (512, 3, 1), (512, 3, 2),
@@ -36,17 +44,22 @@ _FLOWNET_S = [(64, 7, 2), (128, 5, 2), (256, 5, 2), (256, 3, 1), (512, 3, 2), (5
 _COMPACT = [(16, 5, 2), (32, 5, 2), (64, 3, 2), (64, 3, 1), (128, 3, 2), (128, 3, 1), (192, 3, 2)]
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {"channels": 3, "height": 384, "width": 1280, "encoder": _FLOWNET_S, "lstm_hidden": 1000,
-              "lstm_layers": 2, "fc_dim": None, "batch_norm": True},
-    "compact": {"channels": 1, "height": 96, "width": 320, "encoder": _COMPACT, "lstm_hidden": 256,
-                "lstm_layers": 1, "fc_dim": 256, "batch_norm": True},
+    "paper": {"input": "frames", "channels": 3, "height": 384, "width": 1280, "encoder": _FLOWNET_S,
+              "lstm_hidden": 1000, "lstm_layers": 2, "fc_dim": None, "batch_norm": True},
+    "compact": {"input": "frames", "channels": 1, "height": 96, "width": 320, "encoder": _COMPACT,
+                "lstm_hidden": 256, "lstm_layers": 1, "fc_dim": 256, "batch_norm": True},
 }
+PRESETS["compact_flow"] = {**PRESETS["compact"], "input": "flow"}
+
 
 
 class DeepVO(nn.Module):
     frames_per_sample = 2  # inputs_from_frames pairs consecutive frames
     default_conf: dict[str, Any] = {
-        "preset": "compact",  # paper | compact: fills the architecture keys left at None
+        "preset": "compact",  # paper | compact | compact_flow: fills the architecture keys left at None
+        "input": None,  # frames (the pair stacked on channels, as the paper) | flow (DIS optical flow of the pair)
+        "flow_preset": "medium",  # DIS preset (ultrafast | fast | medium) for input flow
+        "flow_scale": 8.0,  # pixels of flow (at the network size) per input unit, for input flow
         "channels": None,  # 1 (grey) or 3 (RGB) per frame
         "height": None,  # input height in pixels (frames are resized to it)
         "width": None,  # input width in pixels
@@ -63,7 +76,7 @@ class DeepVO(nn.Module):
         super().__init__()
         self.conf = conf = self.resolve_conf(conf)
         layers: list[nn.Module] = []
-        c_in = 2 * conf["channels"]
+        c_in = self.input_channels
         h, w = conf["height"], conf["width"]
         for c_out, k, s in conf["encoder"]:
             layers.append(nn.Conv2d(c_in, c_out, k, stride=s, padding=k // 2, bias=not conf["batch_norm"]))
@@ -88,7 +101,15 @@ class DeepVO(nn.Module):
         merged["encoder"] = [list(map(int, layer)) for layer in merged["encoder"]]
         if merged["channels"] not in (1, 3):
             raise ConfigError(f"DeepVO: channels must be 1 or 3, got {merged['channels']}")
+        if merged["input"] not in ("frames", "flow"):
+            raise ConfigError(f"DeepVO: input must be frames or flow, got {merged['input']!r}")
+        if merged["input"] == "flow" and merged["flow_preset"] not in DIS_PRESETS:
+            raise ConfigError(f"DeepVO: flow_preset must be one of {sorted(DIS_PRESETS)}, got {merged['flow_preset']!r}")
         return merged
+
+    @property
+    def input_channels(self) -> int:
+        return input_channels(self.conf)
 
     @classmethod
     def from_conf(cls, conf: dict[str, Any] | None) -> "DeepVO":
@@ -106,24 +127,30 @@ class DeepVO(nn.Module):
         """One step.
 
         Args:
-            pair: [B x 2C x H x W] previous and current frame stacked on channels, normalised.
+            pair: [B x 2C x H x W] previous and current frame stacked on channels, normalised (input frames),
+                or [B x 2 x H x W] their optical flow (input flow): :func:`pair_input` makes either.
             h0, c0: [L x B x U] LSTM state from the previous step (zeros at the start).
         Returns:
             motion [B x 6] (tx, ty, tz in metres, rz, ry, rx in radians: the current camera's
             pose in the previous camera's frame), h1, c1 [L x B x U].
         """
-        if pair.dim() != 4 or pair.shape[1] != 2 * self.conf["channels"]:
-            raise ValueError(f"pair: expected [B x {2 * self.conf['channels']} x H x W], got {list(pair.shape)}")
+        if pair.dim() != 4 or pair.shape[1] != self.input_channels:
+            raise ValueError(f"pair: expected [B x {self.input_channels} x H x W], got {list(pair.shape)}")
         x = self.dropout(self.encode(pair)).unsqueeze(1)
         y, (h1, c1) = self.lstm(x, (h0, c0))
         return self._scale(self.head(self.dropout(y[:, 0]))), h1, c1
 
     def forward_sequence(self, frames: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
                          ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """[B x (T+1) x C x H x W] frames → [B x T x 6] motions (all pairs encoded in one batch)."""
-        B, T1 = frames.shape[:2]
-        pairs = torch.cat([frames[:, :-1], frames[:, 1:]], dim=2).flatten(0, 1)
-        feats = self.dropout(self.encode(pairs)).view(B, T1 - 1, -1)
+        """[B x (T+1) x C x H x W] frames (input frames) or [B x T x 2 x H x W] flows of consecutive pairs
+        (input flow) → [B x T x 6] motions (all pairs encoded in one batch)."""
+        if self.conf["input"] == "flow":
+            B, T = frames.shape[:2]
+            pairs = frames.flatten(0, 1)
+        else:
+            B, T = frames.shape[0], frames.shape[1] - 1
+            pairs = torch.cat([frames[:, :-1], frames[:, 1:]], dim=2).flatten(0, 1)
+        feats = self.dropout(self.encode(pairs)).view(B, T, -1)
         if state is None:
             h0, c0 = self.initial_state(B)
             state = (h0.to(frames.device), c0.to(frames.device))
@@ -140,11 +167,18 @@ class DeepVO(nn.Module):
     def input_spec(self) -> dict[str, Any]:
         c, h, w = self.conf["channels"], self.conf["height"], self.conf["width"]
         L, U = self.conf["lstm_layers"], self.conf["lstm_hidden"]
+        if self.conf["input"] == "flow":
+            first = {"name": "pair", "shape": [1, 2, h, w], "dtype": "float32", "channel_order": "flow u, flow v",
+                     "normalization": f"pixels at {w}x{h} / {self.conf['flow_scale']}",
+                     "meaning": f"DIS optical flow ({self.conf['flow_preset']}) from the previous to the current "
+                                f"grey frame, both resized to {w}x{h} (deep_vision.models.vo_input.pair_input)"}
+        else:
+            first = {"name": "pair", "shape": [1, 2 * c, h, w], "dtype": "float32",
+                     "channel_order": "grey" if c == 1 else "RGB", "normalization": "(x / 255 - 0.5) / 0.5",
+                     "meaning": "previous frame then current frame, stacked on channels, resized to HxW"}
         return {
             "inputs": [
-                {"name": "pair", "shape": [1, 2 * c, h, w], "dtype": "float32",
-                 "channel_order": "grey" if c == 1 else "RGB", "normalization": "(x / 255 - 0.5) / 0.5",
-                 "meaning": "previous frame then current frame, stacked on channels, resized to HxW"},
+                first,
                 {"name": "h0", "shape": [L, 1, U], "dtype": "float32", "meaning": "LSTM hidden state (zeros at start)"},
                 {"name": "c0", "shape": [L, 1, U], "dtype": "float32", "meaning": "LSTM cell state (zeros at start)"},
             ],
@@ -157,29 +191,17 @@ class DeepVO(nn.Module):
         }
 
     def example_inputs(self, batch: int = 1) -> dict[str, torch.Tensor]:
-        c, h, w = self.conf["channels"], self.conf["height"], self.conf["width"]
+        h, w = self.conf["height"], self.conf["width"]
         h0, c0 = self.initial_state(batch)
-        return {"pair": torch.rand(batch, 2 * c, h, w) * 2 - 1, "h0": h0 + 0.1, "c0": c0 - 0.1}
+        return {"pair": torch.rand(batch, self.input_channels, h, w) * 2 - 1, "h0": h0 + 0.1, "c0": c0 - 0.1}
 
     def inputs_from_frames(self, frames: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
         """Feeds from consecutive [H x W] uint8 grey frames (state zero), as the estimator prepares them."""
-        small = [preprocess(f, self.conf) for f in frames]
+        small = [resize_frame(f, self.conf) for f in frames]
+        flow = FlowFrontEnd(self.conf) if self.conf["input"] == "flow" else None
         h0, c0 = (t.numpy() for t in self.initial_state(1))
-        return [{"pair": np.concatenate([a, b])[None], "h0": h0, "c0": c0} for a, b in zip(small[:-1], small[1:])]
-
-
-def preprocess(frame: np.ndarray, conf: dict[str, Any]) -> np.ndarray:
-    """[C x H x W] float32 network input of one uint8 frame (grey or RGB), resized and normalised."""
-    import cv2
-
-    frame = np.asarray(frame)
-    if conf["channels"] == 1 and frame.ndim == 3:
-        frame = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-    if conf["channels"] == 3 and frame.ndim == 2:
-        frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
-    small = cv2.resize(frame, (conf["width"], conf["height"]), interpolation=cv2.INTER_AREA)
-    small = small.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
-    return small[None] if small.ndim == 2 else np.ascontiguousarray(small.transpose(2, 0, 1))
+        return [{"pair": pair_input(a, b, self.conf, flow)[None], "h0": h0, "c0": c0}
+                for a, b in zip(small[:-1], small[1:])]
 
 
 def parameter_count(model: nn.Module) -> int:

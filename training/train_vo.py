@@ -107,7 +107,8 @@ def network_inputs(frames: np.ndarray, model_conf: dict, flow: FlowFrontEnd | No
 
 
 class SequenceStream(IterableDataset):
-    """Endless (frames [T+1 x 1 x H x W], labels [T x 6]) samples of a fixed length per batch."""
+    """Endless (inputs, labels [T x 6]) samples of a fixed length per batch; inputs as :func:`network_inputs`
+    (frames [T+1 x 1 x H x W], or flows [T x 2 x H x W] for a flow-input model)."""
 
     def __init__(self, seqs, data_conf: dict, batch_size: int, seed: int, rank: int, model_conf: dict) -> None:
         self.seqs, self.conf, self.batch_size, self.seed, self.rank = seqs, data_conf, batch_size, seed, rank

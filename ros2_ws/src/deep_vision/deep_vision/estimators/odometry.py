@@ -150,7 +150,6 @@ class VisualOdometry:
         self.resets += 1
         self._start_new(reason)
 
-
     # ------------------------------------------------------------------ main
     def process(self, image: np.ndarray, stamp_ns: int, scale: float | None = None) -> OdometryResult:
         """Add a frame (full-resolution grey or RGB uint8) taken at ``stamp_ns``; returns the new pose."""

@@ -52,7 +52,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 PRESETS["compact_flow"] = {**PRESETS["compact"], "input": "flow"}
 
 
-
 class DeepVO(nn.Module):
     frames_per_sample = 2  # inputs_from_frames pairs consecutive frames
     default_conf: dict[str, Any] = {

@@ -39,7 +39,7 @@ from deep_vision.errors import DatasetError  # noqa: E402
 from deep_vision.eval.homography_pairs import photometric  # noqa: E402
 from deep_vision.geometry.transforms import euler_zyx_from_rotation, invert_transform  # noqa: E402
 from deep_vision.models.deepvo import DeepVO  # noqa: E402
-from deep_vision.models.vo_input import FlowFrontEnd, pair_input  # noqa: E402
+from deep_vision.models.vo_input import FlowFrontEnd, flow_front_end, normalise_frame, pair_input  # noqa: E402
 
 from training.common import (  # noqa: E402
     Checkpointer,
@@ -94,16 +94,12 @@ def motion_labels(poses: np.ndarray) -> np.ndarray:
     return np.concatenate([rel[:, :3, 3], euler_zyx_from_rotation(rel[:, :3, :3])], axis=1)
 
 
-def normalise(frames: np.ndarray) -> np.ndarray:
-    return frames.astype(np.float32)[:, None] / np.float32(127.5) - np.float32(1.0)
-
-
 def network_inputs(frames: np.ndarray, model_conf: dict, flow: FlowFrontEnd | None) -> np.ndarray:
     """What ``DeepVO.forward_sequence`` takes for one run of frames [T+1 x H x W] (uint8, network size):
     the frames normalised [T+1 x 1 x H x W], or for input flow the flows of consecutive pairs [T x 2 x H x W]."""
     if model_conf["input"] == "flow":
         return np.stack([pair_input(a, b, model_conf, flow) for a, b in zip(frames[:-1], frames[1:])])
-    return normalise(frames)
+    return np.stack([normalise_frame(f) for f in frames])
 
 
 class SequenceStream(IterableDataset):
@@ -118,7 +114,7 @@ class SequenceStream(IterableDataset):
         info = get_worker_info()
         rng = np.random.default_rng([self.seed, self.rank, info.id if info else 0, int(time.time() * 1e3) % 10**6])
         c = self.conf
-        flow = FlowFrontEnd(self.model_conf) if self.model_conf["input"] == "flow" else None
+        flow = flow_front_end(self.model_conf)
         extra = 0 if flow else 1  # frames per run beyond its labels
         while True:
             length = int(rng.integers(c["min_pairs"], c["max_pairs"] + 1))  # one length per batch
@@ -155,12 +151,11 @@ def validate(model: DeepVO, seqs, device: torch.device, window: int = 50) -> dic
     """Mean translation error (m/frame) and rotation error (deg/frame) over validation windows."""
     model.eval()
     et, er = [], []
-    flow = FlowFrontEnd(model.conf) if model.conf["input"] == "flow" else None
+    flow = flow_front_end(model.conf)
     for seq in seqs:
         for s in range(0, len(seq["frames"]) - window, window):
             x = network_inputs(seq["frames"][s : s + window + 1], model.conf, flow)
-            frames = torch.from_numpy(x)[None].to(device)
-            pred, _ = model.forward_sequence(frames)
+            pred, _ = model.forward_sequence(torch.from_numpy(x)[None].to(device))
             target = torch.from_numpy(motion_labels(seq["poses"][s : s + window + 1]))
             et.append((pred[0, :, :3].cpu() - target[:, :3]).norm(dim=-1).mean().item())
             er.append(np.rad2deg((pred[0, :, 3:].cpu() - target[:, 3:]).norm(dim=-1).mean().item()))

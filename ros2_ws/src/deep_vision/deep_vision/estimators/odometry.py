@@ -56,7 +56,7 @@ from deep_vision.estimators.two_view import FeatureTracker
 from deep_vision.geometry.camera import PinholeCamera
 from deep_vision.geometry.homography import resize_matrix
 from deep_vision.geometry.transforms import adjoint, rotation_angle, rotation_from_euler_zyx
-from deep_vision.models.vo_input import FlowFrontEnd, pair_input, resize_frame
+from deep_vision.models.vo_input import flow_front_end, pair_input, resize_frame
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class VisualOdometry:
         self.prior_max_disagreement = np.radians(prior_max_disagreement_deg)
         self._disagreement: deque[float] = deque(maxlen=max(1, int(prior_window)))
         self.resets = 0
-        self._flow = FlowFrontEnd(conf) if conf.get("input") == "flow" else None
+        self._flow = flow_front_end(conf)
         self._start_new(None)
 
     @classmethod

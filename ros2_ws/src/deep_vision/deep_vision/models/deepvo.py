@@ -16,10 +16,10 @@ Presets:
 - ``compact_flow``: the compact network on the dense optical flow of the pair
   instead of the two frames (``input: flow``): OpenCV's DIS flow at 320×96,
   computed by :class:`FlowFrontEnd` identically in training and at run time.
-  Flow carries the motion's geometry without the scene's appearance, which is
-  what keeps a network trained on rendered frames from failing on real ones
-  (the idea of TartanVO, Wang et al. 2020); the network still assumes the
-  training camera's field of view.
+  Flow carries the motion's geometry without the scene's appearance, so that a
+  network trained on rendered frames can work on real ones (the idea of
+  TartanVO, Wang et al. 2020; measured: bench/results/vo-flow-2026-11-21.md);
+  the network still assumes the training camera's field of view.
 
 The LSTM state is an explicit input and output (``h0, c0 → h1, c1``), so the
 exported ONNX graph processes one frame pair per call and the caller carries
@@ -36,7 +36,7 @@ from torch import nn
 
 from deep_vision.errors import ConfigError
 from deep_vision.models.conf import merge_conf
-from deep_vision.models.vo_input import DIS_PRESETS, FlowFrontEnd, input_channels, pair_input, resize_frame
+from deep_vision.models.vo_input import DIS_PRESETS, flow_front_end, input_channels, pair_input, resize_frame
 
 # (out channels, kernel, stride) per conv layer
 _FLOWNET_S = [(64, 7, 2), (128, 5, 2), (256, 5, 2), (256, 3, 1), (512, 3, 2), (512, 3, 1), (512, 3, 2),
@@ -197,7 +197,7 @@ class DeepVO(nn.Module):
     def inputs_from_frames(self, frames: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
         """Feeds from consecutive [H x W] uint8 grey frames (state zero), as the estimator prepares them."""
         small = [resize_frame(f, self.conf) for f in frames]
-        flow = FlowFrontEnd(self.conf) if self.conf["input"] == "flow" else None
+        flow = flow_front_end(self.conf)
         h0, c0 = (t.numpy() for t in self.initial_state(1))
         return [{"pair": pair_input(a, b, self.conf, flow)[None], "h0": h0, "c0": c0}
                 for a, b in zip(small[:-1], small[1:])]

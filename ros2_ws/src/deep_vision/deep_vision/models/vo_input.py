@@ -39,6 +39,11 @@ class FlowFrontEnd:
         return np.ascontiguousarray(flow.transpose(2, 0, 1)) * self.scale
 
 
+def flow_front_end(conf: dict[str, Any]) -> FlowFrontEnd | None:
+    """A :class:`FlowFrontEnd` for a flow-input model, None for a frame-input one."""
+    return FlowFrontEnd(conf) if conf["input"] == "flow" else None
+
+
 def resize_frame(frame: np.ndarray, conf: dict[str, Any]) -> np.ndarray:
     """One uint8 frame (grey or RGB) at the network size: [H x W] (grey, and always for input flow) or
     [H x W x 3]."""

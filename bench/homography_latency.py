@@ -3,6 +3,9 @@
 Usage: .venv/bin/python bench/homography_latency.py [--model models/homography.onnx] [--threads 2]
 Times, in one run on the same frame pairs (KITTI 00 frames 100-159, 1241x376, consecutive):
 the estimator with ONNX Runtime (refinement on, and the network alone), SIFT + RANSAC and ORB + RANSAC.
+The methods take turns in ``--repeats`` rounds (each round times every method on all pairs), so a
+change in the shared host's speed during the run reaches every method alike; the per-round p50
+is reported beside the overall one, which shows how much the host's speed moved.
 Writes bench/results/<date>-<host>-homography-latency.{json,md}.
 """
 
@@ -27,23 +30,22 @@ from deep_vision.eval.homography_pairs import list_images, load_grey  # noqa: E4
 from deep_vision.inference.devices import cpu_model  # noqa: E402
 
 
-def time_pairs(fn, pairs, repeats: int, warmup: int = 5):
+def time_pairs(fn, pairs, warmup: int = 5) -> list[float]:
     for a, b in pairs[:warmup]:
         fn(a, b)
     times = []
-    for _ in range(repeats):
-        for a, b in pairs:
-            t0 = time.perf_counter()
-            fn(a, b)
-            times.append((time.perf_counter() - t0) * 1e3)
-    return np.asarray(times)
+    for a, b in pairs:
+        t0 = time.perf_counter()
+        fn(a, b)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=str(ROOT / "models" / "homography.onnx"))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds over all methods (default 3)")
     parser.add_argument("--kitti", default=str(ROOT.parent / "shared" / "data" / "kitti" / "sequences" / "00" / "image_0"))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
@@ -68,12 +70,17 @@ def main() -> int:
         "SIFT + RANSAC": sift.estimate,
         "ORB + RANSAC": orb.estimate,
     }
+    rounds: dict[str, list[list[float]]] = {name: [] for name in cases}
+    for r in range(args.repeats):
+        for name, fn in cases.items():
+            rounds[name].append(time_pairs(fn, pairs))
+            print(f"round {r + 1}/{args.repeats} {name}: p50 {np.median(rounds[name][-1]):.2f} ms", flush=True)
     results = {}
-    for name, fn in cases.items():
-        t = time_pairs(fn, pairs, args.repeats)
+    for name, per_round in rounds.items():
+        t = np.concatenate(per_round)
         results[name] = {"p50_ms": round(float(np.percentile(t, 50)), 2), "p95_ms": round(float(np.percentile(t, 95)), 2),
-                         "p99_ms": round(float(np.percentile(t, 99)), 2), "calls": int(t.size)}
-        print(name, results[name], flush=True)
+                         "p99_ms": round(float(np.percentile(t, 99)), 2), "calls": int(t.size),
+                         "round_p50_ms": [round(float(np.median(x)), 2) for x in per_round]}
     breakdown = {k: round(float(np.median(v)), 2) for k, v in stages.items()}
     load = os.getloadavg()
     header = {"command": "python bench/homography_latency.py " + " ".join(sys.argv[1:]), "date": date.today().isoformat(),
@@ -86,8 +93,9 @@ def main() -> int:
     stem.with_suffix(".json").write_text(json.dumps({"header": header, "results": results,
                                                      "refined_stage_p50_ms": breakdown}, indent=2) + "\n")
     lines = ["# Homography latency per frame pair", ""] + [f"- {k}: {v}" for k, v in header.items()]
-    lines += ["", "| method | p50 ms | p95 ms | p99 ms | calls |", "|---|---|---|---|---|"]
-    lines += [f"| {k} | {v['p50_ms']} | {v['p95_ms']} | {v['p99_ms']} | {v['calls']} |" for k, v in results.items()]
+    lines += ["", "| method | p50 ms | p95 ms | p99 ms | calls | p50 ms per round |", "|---|---|---|---|---|---|"]
+    lines += [f"| {k} | {v['p50_ms']} | {v['p95_ms']} | {v['p99_ms']} | {v['calls']} | "
+              f"{' / '.join(str(x) for x in v['round_p50_ms'])} |" for k, v in results.items()]
     lines += ["", "Refined pipeline, median per stage (ms): " + ", ".join(f"{k} {v}" for k, v in breakdown.items()), ""]
     stem.with_suffix(".md").write_text("\n".join(lines))
     print(stem.with_suffix(".md").read_text())

@@ -49,8 +49,23 @@ logger = logging.getLogger(__name__)
 class _Frame:
     grey: np.ndarray  # [H x W] uint8, full resolution
     small: np.ndarray  # [S x S] network input size
-    pyramid: list[np.ndarray]  # ECC levels: refine_width, then halvings
     scale: float  # refine_width / W (at most 1)
+    levels: int  # ECC pyramid levels wanted
+    _pyramid: list[np.ndarray] | None = None
+
+    @property
+    def pyramid(self) -> list[np.ndarray]:
+        """ECC levels: refine_width, then halvings; built on first use (never when refinement is off)."""
+        if self._pyramid is None:
+            h, w = self.grey.shape
+            base = self.grey if self.scale >= 1.0 else cv2.resize(
+                self.grey, (max(8, round(w * self.scale)), max(8, round(h * self.scale))), interpolation=cv2.INTER_AREA)
+            self._pyramid = [base]
+            for _ in range(self.levels - 1):
+                if min(self._pyramid[-1].shape) < 32:
+                    break
+                self._pyramid.append(cv2.pyrDown(self._pyramid[-1]))
+        return self._pyramid
 
 
 @dataclass
@@ -149,7 +164,7 @@ class HomographyEstimator:
 
     # ------------------------------------------------------------------ frames
     def _frame(self, image: np.ndarray) -> _Frame:
-        """Grey frame, its network-size copy and its ECC pyramid; the last two frames are cached.
+        """Grey frame, its network-size copy and (on demand) its ECC pyramid; the last two frames are cached.
 
         The cache is keyed by the array object itself (kept referenced, so its id cannot
         be reused): in a stream, the previous frame of a pair is the current frame of the
@@ -162,15 +177,7 @@ class HomographyEstimator:
         h, w = grey.shape
         S = self.patch_size
         small = cv2.resize(grey, (S, S), interpolation=cv2.INTER_AREA if (w > S or h > S) else cv2.INTER_LINEAR)
-        scale = min(1.0, self.refine_width / w)
-        base = grey if scale >= 1.0 else cv2.resize(grey, (max(8, round(w * scale)), max(8, round(h * scale))),
-                                                    interpolation=cv2.INTER_AREA)
-        pyramid = [base]
-        for _ in range(self.ecc_levels - 1):
-            if min(pyramid[-1].shape) < 32:
-                break
-            pyramid.append(cv2.pyrDown(pyramid[-1]))
-        frame = _Frame(grey, small, pyramid, scale)
+        frame = _Frame(grey, small, min(1.0, self.refine_width / w), self.ecc_levels)
         self._cache = [(image, frame)] + self._cache[:1]
         return frame
 

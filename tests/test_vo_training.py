@@ -144,3 +144,24 @@ def test_smoke_run_and_resume(tmp_path, preset):
     assert (tmp_path / "run" / "config.yaml").is_file()
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("step,") and len(rows) >= 4
+
+
+def test_varied_routes_are_valid_deterministic_and_spread_the_turn_rate():
+    from deep_vision.synthetic import SyntheticWorldConfig
+    from deep_vision.synthetic.route import ClosedRoute, vary_route
+
+    def draw(seed: int) -> SyntheticWorldConfig:
+        config = SyntheticWorldConfig(seed=seed)
+        vary_route(config.route, np.random.default_rng([seed, 31]))
+        return config
+
+    configs = [draw(seed) for seed in range(11, 21)]
+    assert draw(11).route.corners == configs[0].route.corners  # same seed, same route
+    rates = []  # turn rate per frame at the default speed, degrees
+    for c in configs:
+        ClosedRoute(c.route.corners, c.route.corner_radius_m)  # raises when a corner does not fit its edges
+        assert 8.0 <= c.route.corner_radius_m <= 25.0
+        assert max(abs(o) for o in c.route.lap_offsets_m) < c.route.corner_radius_m
+        rates.append(np.degrees(c.route.speed_mps / c.camera.fps / c.route.corner_radius_m))
+    assert len({tuple(map(tuple, c.route.corners)) for c in configs}) == len(configs)
+    assert np.ptp(rates) > 1.5  # the default route has a single rate (radius 10 m)

@@ -3,8 +3,11 @@
 Usage (repository root):
     .venv/bin/python training/make_vo_sequences.py --out training_data/vo --seeds 1:11 [--kitti-first 0 --kitti-last 99]
 
-Synthetic seeds get a random speed (5-15 m/s) each; frames are rendered at
-1241x376 and resized with INTER_AREA exactly as the estimator does at run time.
+Synthetic seeds get a random speed (5-15 m/s) each; with ``--vary-routes`` also a
+route of their own (``deep_vision.synthetic.route.vary_route``: turn rates
+spread over 1-10 degrees per frame instead of the default route's single
+radius). Frames are rendered at 1241x376 and resized with
+INTER_AREA exactly as the estimator does at run time.
 KITTI 00 frames [first, last] from ../shared/data are added as one sequence
 (evaluate only on frames outside that range).
 """
@@ -24,8 +27,10 @@ sys.path.insert(0, str(ROOT))
 
 from deep_vision.io.kitti import KittiSequence  # noqa: E402
 from deep_vision.synthetic import SyntheticSequence, SyntheticWorldConfig  # noqa: E402
+from deep_vision.synthetic.route import vary_route  # noqa: E402
 
 from training.make_synthetic_images import parse_seeds  # noqa: E402
+
 
 
 def main() -> int:
@@ -37,6 +42,7 @@ def main() -> int:
     parser.add_argument("--kitti", default=str(ROOT.parent / "shared" / "data" / "kitti" / "sequences" / "00"))
     parser.add_argument("--kitti-first", type=int, default=0)
     parser.add_argument("--kitti-last", type=int, default=99)
+    parser.add_argument("--vary-routes", action="store_true", help="each synthetic seed drives a route of its own")
     args = parser.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
     out = Path(args.out)
@@ -45,6 +51,8 @@ def main() -> int:
         rng = np.random.default_rng([seed, 31])
         config = SyntheticWorldConfig(seed=seed, frames=args.frames)
         config.route.speed_mps = float(rng.uniform(5.0, 15.0))
+        if args.vary_routes:
+            vary_route(config.route, rng)
         seq = SyntheticSequence(config)
         frames = np.stack([cv2.resize(seq.image(i), (w, h), interpolation=cv2.INTER_AREA)
                            for i in tqdm(range(len(seq)), desc=f"seed {seed}", unit="frame")])

@@ -545,6 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kitti-frames", default="100:159", help="vo: KITTI 00 frames FIRST:LAST (default 100:159)")
     p.add_argument("--synthetic-seeds", default="9001,9002", help="vo: held-out synthetic routes (default 9001,9002)")
     p.add_argument("--synthetic-frames", type=int, default=300, help="vo: frames per synthetic route (default 300)")
+    p.add_argument("--varied-seeds", default="", help="vo: held-out synthetic worlds driven on a route of their "
+                   "own (vary_route: turn rates spread), e.g. 9101,9102 (default none)")
     p.set_defaults(func=cmd_evaluate)
     return parser
 

@@ -218,11 +218,17 @@ def kitti_sequence(seq_dir: Path, first: int, last: int) -> VOSequence:
                       np.round(k.times[idx] * 1e9).astype(np.int64), poses, k.camera)
 
 
-def synthetic_sequence(seed: int, frames: int) -> VOSequence:
+def synthetic_sequence(seed: int, frames: int, varied: bool = False) -> VOSequence:
+    """World ``seed``'s route: the default one, or with ``varied`` a geometry of its own (``vary_route``)."""
     from deep_vision.synthetic import SyntheticSequence, SyntheticWorldConfig
+    from deep_vision.synthetic.route import vary_route
 
-    s = SyntheticSequence(SyntheticWorldConfig(seed=seed, frames=frames))
-    return VOSequence(f"synthetic_seed{seed}", s.images, s.stamps_ns, s.kitti_poses, s.camera)
+    config = SyntheticWorldConfig(seed=seed, frames=frames)
+    if varied:
+        vary_route(config.route, np.random.default_rng([seed, 31]))
+    s = SyntheticSequence(config)
+    return VOSequence(f"synthetic_seed{seed}{'_varied' if varied else ''}", s.images, s.stamps_ns, s.kitti_poses,
+                      s.camera)
 
 
 def evaluate_from_cli(args) -> int:
@@ -240,6 +246,8 @@ def evaluate_from_cli(args) -> int:
         logger.warning("no KITTI frames under %s: synthetic routes only", kitti)
     for seed in (int(s) for s in args.synthetic_seeds.split(",") if s):
         sequences.append(synthetic_sequence(seed, args.synthetic_frames))
+    for seed in (int(s) for s in getattr(args, "varied_seeds", "").split(",") if s):
+        sequences.append(synthetic_sequence(seed, args.synthetic_frames, varied=True))
     factory = None
     label = ""
     if args.model != "none":

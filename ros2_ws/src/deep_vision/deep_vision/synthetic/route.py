@@ -154,3 +154,23 @@ def drive(route: ClosedRoute, conf: RouteConfig, frames: int, fps: float, seed: 
     T[:, 2, 3] = z
     lap = np.floor(distance / route.length).astype(int)
     return VehicleTrajectory(times=times, T_world_base=T, distance=distance, lap=lap)
+
+
+def vary_route(route: RouteConfig, rng: np.random.Generator) -> None:
+    """Give ``route`` a geometry of its own, in place: a rectangle of 70-160 x 45-90 m with each corner moved by
+    up to 12 m, corner radius 8-25 m (drawn again until every rounded corner fits its edges).
+
+    The default route turns at one radius (10 m): at a given speed every turn has the same rate. Varied routes
+    spread the turn rates (1-10 degrees per frame at 5-15 m/s and 10 Hz) for training and for evaluating VO.
+    """
+    for _ in range(100):
+        w, h = rng.uniform(70.0, 160.0), rng.uniform(45.0, 90.0)
+        corners = np.array([[0.0, 0.0], [w, 0.0], [w, h], [0.0, h]]) + rng.uniform(-12.0, 12.0, (4, 2))
+        radius = float(rng.uniform(8.0, 25.0))
+        try:
+            ClosedRoute(corners.tolist(), radius)
+        except ConfigError:
+            continue
+        route.corners, route.corner_radius_m = corners.round(2).tolist(), radius
+        return
+    raise ConfigError("no route whose rounded corners fit its edges in 100 draws")

@@ -57,3 +57,11 @@ def test_classical_evaluation_run(tmp_path):
     assert "classical, GT scale" in text and "t_rel" in text
     assert (tmp_path / f"{md.stem}-{seq.name}.png").is_file()
     assert (tmp_path / f"{md.stem}-trajectories" / f"{seq.name}_ground_truth.tum").is_file()
+
+
+def test_varied_synthetic_route_differs_from_the_default():
+    default, varied = synthetic_sequence(9101, 300), synthetic_sequence(9101, 300, varied=True)
+    assert varied.name == "synthetic_seed9101_varied" and default.name == "synthetic_seed9101"
+    assert varied.poses_gt.shape == default.poses_gt.shape
+    # Same world seed, another route: the trajectories part at the first corner (poses only, nothing rendered).
+    assert np.abs(varied.poses_gt[:, :3, 3] - default.poses_gt[:, :3, 3]).max() > 5.0

@@ -5,7 +5,7 @@ Usage (repository root):
 
 Synthetic seeds get a random speed (5-15 m/s) each; with ``--vary-routes`` also a
 route of their own (``deep_vision.synthetic.route.vary_route``: turn rates
-spread over 1-10 degrees per frame instead of the default route's single
+spread over 1-11 degrees per frame instead of the default route's single
 radius). Frames are rendered at 1241x376 and resized with
 INTER_AREA exactly as the estimator does at run time.
 KITTI 00 frames [first, last] from ../shared/data are added as one sequence
@@ -30,7 +30,6 @@ from deep_vision.synthetic import SyntheticSequence, SyntheticWorldConfig  # noq
 from deep_vision.synthetic.route import vary_route  # noqa: E402
 
 from training.make_synthetic_images import parse_seeds  # noqa: E402
-
 
 
 def main() -> int:

@@ -161,7 +161,7 @@ def vary_route(route: RouteConfig, rng: np.random.Generator) -> None:
     up to 12 m, corner radius 8-25 m (drawn again until every rounded corner fits its edges).
 
     The default route turns at one radius (10 m): at a given speed every turn has the same rate. Varied routes
-    spread the turn rates (1-10 degrees per frame at 5-15 m/s and 10 Hz) for training and for evaluating VO.
+    spread the turn rates (1-11 degrees per frame at 5-15 m/s and 10 Hz) for training and for evaluating VO.
     """
     for _ in range(100):
         w, h = rng.uniform(70.0, 160.0), rng.uniform(45.0, 90.0)

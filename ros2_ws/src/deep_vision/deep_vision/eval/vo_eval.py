@@ -246,7 +246,7 @@ def evaluate_from_cli(args) -> int:
         logger.warning("no KITTI frames under %s: synthetic routes only", kitti)
     for seed in (int(s) for s in args.synthetic_seeds.split(",") if s):
         sequences.append(synthetic_sequence(seed, args.synthetic_frames))
-    for seed in (int(s) for s in getattr(args, "varied_seeds", "").split(",") if s):
+    for seed in (int(s) for s in args.varied_seeds.split(",") if s):
         sequences.append(synthetic_sequence(seed, args.synthetic_frames, varied=True))
     factory = None
     label = ""

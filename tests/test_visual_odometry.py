@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -9,7 +10,7 @@ from conftest import small_world_config
 
 from deep_vision.errors import ConfigError
 from deep_vision.estimators.odometry import VisualOdometry
-from deep_vision.estimators.two_view import FeatureTracker
+from deep_vision.estimators.two_view import DenseFlowTracker, FeatureTracker
 from deep_vision.geometry.transforms import euler_zyx_from_rotation, invert_transform, rotation_from_euler_zyx
 from deep_vision.models.deepvo import DeepVO, parameter_count
 
@@ -70,11 +71,12 @@ def _true_motions(poses: np.ndarray) -> list[np.ndarray]:
     return [np.concatenate([r[:3, 3], euler_zyx_from_rotation(r[:3, :3])]) for r in rel]
 
 
-@pytest.mark.parametrize("mode", ["network", "hybrid"])
-def test_integration_follows_the_motions(synthetic, mode):
+@pytest.mark.parametrize("mode, kwargs", [("network", {}), ("hybrid", {}),
+                                          ("hybrid", {"geometry": "features", "prior_max_disagreement_deg": 0.5})])
+def test_integration_follows_the_motions(synthetic, mode, kwargs):
     conf = DeepVO.resolve_conf(None)
     backend = GroundTruthBackend(_true_motions(synthetic.kitti_poses), conf)
-    vo = VisualOdometry(backend, conf, camera=synthetic.camera, mode=mode)
+    vo = VisualOdometry(backend, conf, camera=synthetic.camera, mode=mode, **kwargs)
     results = [vo.process(synthetic.image(i), int(synthetic.stamps_ns[i])) for i in range(len(synthetic))]
     assert not results[0].valid and results[0].mode == "none"
     np.testing.assert_allclose(results[0].pose, np.eye(4))
@@ -85,10 +87,13 @@ def test_integration_follows_the_motions(synthetic, mode):
                                       rel=1e-6)
     if mode == "network":
         assert err < 1e-4
-    else:  # two-view directions on rendered frames: close to the truth, not exact
+    elif kwargs:  # two-view directions on rendered frames: close to the truth, not exact
         # The (exact) network steps are confirmed by the tracks once they have agreed with geometry for a few
         # frames: then the prior decides the direction.
         assert sum(r.mode == "hybrid_prior" for r in results[6:]) > 0.8 * len(results[6:])
+        assert err < 0.02 * travelled, err
+    else:  # the default: dense-flow geometry on every frame, the network's step length
+        assert all(r.mode == "hybrid" for r in results[1:])
         assert err < 0.02 * travelled, err
     # The LSTM state is carried: the fake backend increments h each call.
     assert vo._h.flat[0] == len(synthetic) - 1
@@ -152,6 +157,62 @@ def test_two_view_motion_on_rendered_frames(synthetic):
     assert np.degrees(np.linalg.norm(euler_zyx_from_rotation(m.R.T @ rel[:3, :3]))) < 0.5
 
 
+def test_dense_flow_tracker_on_rendered_frames(synthetic):
+    """Dense-flow correspondences: one per cell at most, spread over the frame, and the motion they give is as
+    close to the truth as the corner tracker's."""
+    tracker = DenseFlowTracker()
+    a, b, K = synthetic.image(3), synthetic.image(4), synthetic.camera.K
+    p0, p1 = tracker.track(a, b)
+    h, w = a.shape
+    h_small = round(h * tracker.width / w)  # the flow is computed downscaled (620 -> 400 px), points refined full-size
+    sx, sy = tracker.width / w, h_small / h
+    assert sx < 1
+    c = tracker.cell_px
+    n_cells = (h_small // c) * (tracker.width // c)
+    assert 0.3 * n_cells < len(p0) <= n_cells
+    cells = {(round((y + 0.5) * sy - 0.5) // c, round((x + 0.5) * sx - 0.5) // c) for x, y in p0}  # integer pixels
+    assert len(cells) == len(p0)  # at most one per cell of the flow
+    assert np.ptp(p0[:, 0]) > 0.8 * w and np.ptp(p0[:, 1]) > 0.6 * h
+    m = tracker.motion(a, b, K)
+    rel = invert_transform(synthetic.kitti_poses[3]) @ synthetic.kitti_poses[4]
+    true_dir = rel[:3, 3] / np.linalg.norm(rel[:3, 3])
+    assert m is not None and m.inliers > 100
+    assert np.degrees(np.arccos(np.clip(m.t_dir @ true_dir, -1, 1))) < 3
+    assert _rotation_error_deg(m.R, rel[:3, :3]) < 0.3
+
+
+def test_dense_flow_tracker_keeps_consistent_flow_only():
+    """A shifted texture: every kept point moves by the shift; where the two frames disagree (a patch replaced by
+    noise, so forward and backward flows cannot agree) few points are kept; frames smaller than a cell give none."""
+    rng = np.random.default_rng(3)
+    base = cv2.GaussianBlur(rng.integers(0, 256, (160, 240)).astype(np.float32), (0, 0), 2.0)
+    base = cv2.normalize(base, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    shift = np.float32([[1, 0, 2.5], [0, 1, -1.5]])
+    moved = cv2.warpAffine(base, shift, (240, 160), borderMode=cv2.BORDER_REFLECT)
+    tracker = DenseFlowTracker(cell_px=8)
+    p0, p1 = tracker.track(base, moved)
+    inner = (p0[:, 0] > 20) & (p0[:, 0] < 220) & (p0[:, 1] > 20) & (p0[:, 1] < 140)
+    assert inner.sum() > 200
+    np.testing.assert_allclose(np.median(p1[inner] - p0[inner], axis=0), [2.5, -1.5], atol=0.05)
+    assert np.percentile(np.linalg.norm(p1[inner] - p0[inner] - [2.5, -1.5], axis=1), 90) < 0.3
+    broken = moved.copy()
+    broken[40:120, 80:160] = rng.integers(0, 256, (80, 80))
+    q0, _ = tracker.track(base, broken)
+    in_patch = (q0[:, 0] > 88) & (q0[:, 0] < 152) & (q0[:, 1] > 48) & (q0[:, 1] < 112)
+    assert in_patch.sum() < 0.25 * 64  # 8 x 8 cells lie inside the patch
+    e0, e1 = tracker.track(base[:5, :5], moved[:5, :5])
+    assert e0.shape == e1.shape == (0, 2)
+
+
+def test_dense_flow_tracker_settings_are_checked():
+    with pytest.raises(ConfigError, match="flow_preset"):
+        DenseFlowTracker(flow_preset="slow")
+    with pytest.raises(ConfigError, match="cell_px"):
+        DenseFlowTracker(cell_px=1)
+    with pytest.raises(ConfigError, match="geometry"):
+        VisualOdometry(None, DeepVO.resolve_conf(None), geometry="sift")
+
+
 def _rotation_error_deg(R_a, R_b):
     return np.degrees(np.arccos(np.clip((np.trace(R_a.T @ R_b) - 1) / 2, -1, 1)))
 
@@ -191,10 +252,10 @@ def test_hybrid_offers_the_prior_only_while_the_network_agrees_with_geometry(syn
                             prior_window=5, **kwargs)
         return [vo.process(synthetic.image(i), int(synthetic.stamps_ns[i])).mode for i in frames]
 
-    assert "hybrid_prior" not in modes(skewed)
-    agreeing = modes(truth)
+    assert "hybrid_prior" not in modes(skewed, prior_max_disagreement_deg=0.5)
+    agreeing = modes(truth, prior_max_disagreement_deg=0.5)
     assert "hybrid_prior" not in agreeing[:6] and agreeing[6:].count("hybrid_prior") >= 5
-    assert "hybrid_prior" not in modes(truth, prior_max_disagreement_deg=0.0)
+    assert "hybrid_prior" not in modes(truth)  # the default: no prior
 
 
 class RecordingBackend:

@@ -8,8 +8,16 @@ Modes:
 
 - ``network``: the network's 6-DoF motion (its LSTM state carried across frames).
 - ``hybrid``: rotation and translation direction from the essential matrix of
-  features tracked at most ``track_width`` pixels wide (needs intrinsics),
-  translation length from the network. The network's step is checked against
+  points tracked at most ``track_width`` pixels wide (needs intrinsics),
+  translation length from the network. The points come from dense optical flow
+  (``geometry="dense_flow"``, the default,
+  :class:`~deep_vision.estimators.two_view.DenseFlowTracker`: refined at full
+  resolution) or from tracked corners (``geometry="features"``, the classical
+  baseline's front end). Without a prior the geometry runs in a thread beside
+  the network (run ONNX Runtime with one thread on a 2-core CPU).
+  Optionally (``prior_max_disagreement_deg`` > 0; off by default: with dense
+  flow it lost accuracy on both synthetic selection routes,
+  bench/results/vo-dense-2026-11-22.md) the network's step is checked against
   the tracks as a prior (``FeatureTracker.motion(prior=)``): where the images
   support it as well as RANSAC's solution, the rotation is re-estimated on the
   tracks it explains and the direction is the network's; where they contradict
@@ -43,6 +51,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,9 +61,8 @@ import numpy as np
 
 from deep_vision.errors import ConfigError
 from deep_vision.estimators.homography import to_grey
-from deep_vision.estimators.two_view import FeatureTracker
+from deep_vision.estimators.two_view import DenseFlowTracker, FeatureTracker
 from deep_vision.geometry.camera import PinholeCamera
-from deep_vision.geometry.homography import resize_matrix
 from deep_vision.geometry.transforms import adjoint, rotation_angle, rotation_from_euler_zyx
 from deep_vision.models.vo_input import flow_front_end, pair_input, resize_frame
 
@@ -81,14 +89,19 @@ def image_quality(grey: np.ndarray, reference_contrast: float = 25.0) -> float:
     return float(np.clip(np.sqrt(np.mean(lap * lap)) / reference_contrast, 0.05, 1.0))
 
 
+#: hybrid mode's correspondence front ends (``geometry=``)
+GEOMETRY_FRONT_ENDS = {"dense_flow": DenseFlowTracker,
+                       "features": lambda width: FeatureTracker(max_corners=800, width=width)}
+
+
 class VisualOdometry:
     """Frame-by-frame monocular VO (see the module docstring)."""
 
     def __init__(self, backend: Any, conf: dict[str, Any], *, camera: PinholeCamera | None = None,
                  mode: str = "network", scale_source: str = "network", trans_rel: float = 0.03,
                  trans_abs: float = 0.01, rot_rel: float = 0.05, rot_abs: float = 0.002,
-                 max_speed_mps: float = 40.0, tracker: FeatureTracker | None = None, track_width: int = 640,
-                 prior_window: int = 20, prior_max_disagreement_deg: float = 0.5) -> None:
+                 max_speed_mps: float = 40.0, geometry: str = "dense_flow", tracker: FeatureTracker | None = None,
+                 track_width: int = 400, prior_window: int = 20, prior_max_disagreement_deg: float = 0.0) -> None:
         if mode not in ("network", "hybrid"):
             raise ConfigError(f"VO mode must be network or hybrid, got {mode!r}")
         if mode == "hybrid" and camera is None:
@@ -102,14 +115,16 @@ class VisualOdometry:
         self.scale_source = scale_source
         self.noise = (trans_rel, trans_abs, rot_rel, rot_abs)
         self.max_speed_mps = max_speed_mps
-        self.tracker = tracker or FeatureTracker(max_corners=800)
+        if geometry not in GEOMETRY_FRONT_ENDS:
+            raise ConfigError(f"VO geometry must be one of {sorted(GEOMETRY_FRONT_ENDS)}, got {geometry!r}")
         if track_width < 64:
             raise ConfigError(f"track_width must be at least 64 pixels, got {track_width}")
-        self.track_width = int(track_width)
+        self.tracker = tracker or GEOMETRY_FRONT_ENDS[geometry](width=int(track_width))
         self.prior_max_disagreement = np.radians(prior_max_disagreement_deg)
         self._disagreement: deque[float] = deque(maxlen=max(1, int(prior_window)))
         self.resets = 0
         self._flow = flow_front_end(conf)
+        self._pool: ThreadPoolExecutor | None = None
         self._start_new(None)
 
     @classmethod
@@ -170,6 +185,12 @@ class VisualOdometry:
             return OdometryResult(stamp_ns, self.pose.copy(), self._covariance_world(), np.eye(4), False, reason,
                                   "none", 1.0, self.distance, {"total_ms": (time.perf_counter() - t0) * 1e3})
         prev_grey, prev_x, prev_stamp = self._prev
+        # Without a prior to check, the two-view geometry does not wait for the network: it runs beside it.
+        pending = None
+        if self.mode == "hybrid" and not self.prior_trusted():
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="vo_geometry")
+            pending = self._pool.submit(self._two_view, prev_grey, grey)
         pair = pair_input(prev_x, x, self.conf, self._flow)[None]
         out = self.backend.run({"pair": pair, "h0": self._h, "c0": self._c})
         self._h, self._c = out["h1"].astype(np.float32), out["c1"].astype(np.float32)
@@ -180,7 +201,7 @@ class VisualOdometry:
         mode = "network"
         t_step, R_step = t_net, R_net
         if self.mode == "hybrid":
-            tv = self._two_view(prev_grey, grey, (R_net, t_net) if self.prior_trusted() else None)
+            tv = pending.result() if pending is not None else self._two_view(prev_grey, grey, (R_net, t_net))
             if tv is not None:
                 self._disagreement.append(rotation_angle(R_net.T @ tv.R_geometry))
             if tv is not None and tv.parallax_px >= 1.0:
@@ -209,17 +230,9 @@ class VisualOdometry:
                               quality, self.distance, {"network_ms": (t1 - t0) * 1e3, "total_ms": (t2 - t0) * 1e3})
 
     def _two_view(self, prev: np.ndarray, curr: np.ndarray, prior: tuple[np.ndarray, np.ndarray] | None = None):
-        """Feature-track motion at most ``track_width`` pixels wide (intrinsics scaled to match), checked against
-        the ``prior`` (R_pc, t_pc)."""
-        K = self.camera.K
-        w = prev.shape[1]
-        if w > self.track_width:
-            s = self.track_width / w
-            size = (self.track_width, max(16, round(prev.shape[0] * s)))
-            prev = cv2.resize(prev, size, interpolation=cv2.INTER_AREA)
-            curr = cv2.resize(curr, size, interpolation=cv2.INTER_AREA)
-            K = resize_matrix(s, s) @ K
-        return self.tracker.motion(prev, curr, K, prior=prior)
+        """Two-view motion (the tracker works at most ``track_width`` pixels wide), checked against the ``prior``
+        (R_pc, t_pc)."""
+        return self.tracker.motion(prev, curr, self.camera.K, prior=prior)
 
     def step_covariance(self, T_step: np.ndarray, quality: float) -> np.ndarray:
         """[6 x 6] noise of one step (its own frame): std ``rel·size + abs`` per axis, divided by ``quality``."""

@@ -56,13 +56,16 @@ PARAMS = [
           "models/vo.onnx."),
     *INFERENCE_PARAMS,
     Param("mode", "network", "network: the network's 6-DoF motion; hybrid: rotation and direction from the "
-          "essential matrix (needs camera_info), length from the network, the network's step used where the tracks "
-          "confirm it.", choices=("network", "hybrid")),
-    Param("track_width", 640, "Hybrid mode: image width at which features are tracked (pixels; wider frames are "
-          "downscaled).", range=(64, 8192)),
+          "essential matrix of tracked points (needs camera_info), step length from the network.",
+          choices=("network", "hybrid")),
+    Param("geometry", "dense_flow", "Hybrid mode's correspondences: dense_flow (DIS optical flow checked both ways, "
+          "one point per grid cell, refined at full resolution) or features (Shi-Tomasi corners + Lucas-Kanade).",
+          choices=("dense_flow", "features")),
+    Param("track_width", 400, "Hybrid mode: image width at which points are tracked (pixels; wider frames are "
+          "downscaled; dense_flow refines its points at full resolution).", range=(64, 8192)),
     Param("prior_window", 20, "Hybrid mode: frames over which the network's rotations must agree with the "
           "essential matrix's before its steps are used as a prior.", range=(1, 10000)),
-    Param("prior_max_disagreement_deg", 0.5, "Hybrid mode: median rotation disagreement (degrees) over "
+    Param("prior_max_disagreement_deg", 0.0, "Hybrid mode: median rotation disagreement (degrees) over "
           "prior_window under which the network is trusted as a prior; 0 switches the prior off.",
           range=(0.0, 180.0)),
     Param("odom_frame", "odom", "Frame of the published pose (REP 105)."),

@@ -41,16 +41,14 @@ def run_case(case: str, seq, model: str) -> tuple[float, float, float]:
     if kind == "tracker":
         tracker = eval(expr, {"FeatureTracker": FeatureTracker, "DenseFlowTracker": DenseFlowTracker})
         rel, times, _ = run_classical(seq, tracker)
-        times = times[1:]
     elif kind == "vo":
         kwargs = eval(f"dict({expr})")
         vo = VisualOdometry.from_model(model, camera=seq.camera, mode="hybrid", threads=1, **kwargs)
         rel, times = run_vo(vo, seq)
-        times = times[1:]
     else:
         raise SystemExit(f"case {case!r}: start with tracker: or vo:")
     e = kitti_relative_errors(seq.poses_gt, integrate(with_gt_scale(rel, seq.poses_gt)))
-    return e["t_rel_pct"], e["r_rel_deg_per_100m"], float(np.median(times))
+    return e["t_rel_pct"], e["r_rel_deg_per_100m"], float(np.median(times[1:]))  # the first frame has no pair
 
 
 def main() -> int:
@@ -68,11 +66,7 @@ def main() -> int:
     if Path(args.kitti).is_dir():
         seqs.append(kitti_sequence(Path(args.kitti), first, last))
     seqs += [synthetic_sequence(int(s), args.frames) for s in args.seeds.split(",") if s]
-    cached = []
-    for seq in seqs:  # render / read once
-        frames = list(seq.frames())
-        seq.frames = (lambda f: lambda: iter(f))(frames)
-        cached.append(seq)
+    cached = [seq.preloaded() for seq in seqs]  # render / read once
     command = ".venv/bin/python bench/vo_geometry_sweep.py " + " ".join(f"'{a}'" if " " in a or "(" in a else a
                                                                        for a in sys.argv[1:])
     lines = [f"## {time.strftime('%Y-%m-%d %H:%M')}", "", f"`{command}`", "",

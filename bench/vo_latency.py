@@ -2,9 +2,11 @@
 
 Usage: .venv/bin/python bench/vo_latency.py [--model models/vo.onnx] [--threads 1] [--repeats 3]
 Times, in one run on the same frames (KITTI 00 frames 100-159, 1241x376, as a stream):
-``VisualOdometry.process`` in network mode, in hybrid mode (dense-flow geometry, the default; and the
-corner-tracking front end with the network prior, the hybrid of earlier releases), and the classical baseline
-of ``deep-vision evaluate vo`` (Shi-Tomasi + Lucas-Kanade at full resolution + essential matrix).
+``VisualOdometry.process`` in network mode, in hybrid mode (dense-flow geometry, the default, also with twice
+the ONNX Runtime threads; and the corner-tracking front end with the network prior, the hybrid of earlier
+releases), and the classical baseline of ``deep-vision evaluate vo`` (Shi-Tomasi + Lucas-Kanade at full
+resolution + essential matrix), each timed as ``deep-vision evaluate vo`` times it (``run_vo``,
+``run_classical``).
 The cases take turns in ``--repeats`` rounds, so a change in the shared host's speed reaches every case
 alike; each round's p50 is reported beside the overall one. ``--threads`` is ONNX Runtime's intra-op count
 (in hybrid mode the two-view geometry runs beside the network in threads of its own).
@@ -18,7 +20,6 @@ import json
 import os
 import socket
 import sys
-import time
 from datetime import date
 from pathlib import Path
 
@@ -27,31 +28,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 from deep_vision.estimators.odometry import VisualOdometry  # noqa: E402
-from deep_vision.estimators.two_view import FeatureTracker  # noqa: E402
-from deep_vision.eval.vo_eval import kitti_sequence  # noqa: E402
+from deep_vision.eval.vo_eval import kitti_sequence, run_classical, run_vo  # noqa: E402
 from deep_vision.inference.devices import cpu_model  # noqa: E402
-
-
-def time_stream(process, frames, stamps) -> list[float]:
-    """ms per frame of ``process(frame, stamp)`` over the stream (the first frame, which has no pair, left out)."""
-    times = []
-    for frame, stamp in zip(frames, stamps):
-        t0 = time.perf_counter()
-        process(frame, int(stamp))
-        times.append((time.perf_counter() - t0) * 1e3)
-    return times[1:]
-
-
-def classical_process(K):
-    tracker = FeatureTracker()
-    state = {"prev": None}
-
-    def process(frame, stamp):
-        if state["prev"] is not None:
-            tracker.motion(state["prev"], frame, K)
-        state["prev"] = frame
-
-    return process
 
 
 def main() -> int:
@@ -63,24 +41,26 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
 
-    seq = kitti_sequence(Path(args.kitti), 100, 159)
+    seq = kitti_sequence(Path(args.kitti), 100, 159).preloaded()
     frames = list(seq.frames())
 
-    def vo(**kwargs):
-        return VisualOdometry.from_model(args.model, backend="onnxruntime", camera=seq.camera, threads=args.threads,
-                                         **kwargs).process
+    def vo(threads: int = args.threads, **kwargs):
+        """ms per frame of a fresh VisualOdometry over the stream (the first frame, which has no pair, left out)."""
+        return run_vo(VisualOdometry.from_model(args.model, backend="onnxruntime", camera=seq.camera,
+                                                threads=threads, **kwargs), seq)[1][1:]
 
     cases = {
         "network mode": lambda: vo(mode="network"),
         "hybrid, dense flow (default)": lambda: vo(mode="hybrid"),
+        f"hybrid, dense flow, ONNX Runtime {2 * args.threads} threads": lambda: vo(2 * args.threads, mode="hybrid"),
         "hybrid, corners + network prior (640 px)": lambda: vo(mode="hybrid", geometry="features", track_width=640,
                                                               prior_max_disagreement_deg=0.5),
-        "classical (corners, full resolution)": lambda: classical_process(seq.camera.K),
+        "classical (corners, full resolution)": lambda: run_classical(seq)[1][1:],
     }
     rounds: dict[str, list[list[float]]] = {name: [] for name in cases}
     for r in range(args.repeats):
-        for name, make in cases.items():
-            rounds[name].append(time_stream(make(), frames, seq.stamps_ns))
+        for name, run in cases.items():
+            rounds[name].append(run())
             print(f"round {r + 1}/{args.repeats} {name}: p50 {np.median(rounds[name][-1]):.2f} ms", flush=True)
     results = {}
     for name, per_round in rounds.items():

@@ -111,7 +111,7 @@ class FeatureTracker:
     lk_window: int = 21
     lk_levels: int = 3
     fb_max_px: float = 1.0  # forward-backward tracking error allowed
-    ransac_px: float = 1.0  # essential-matrix RANSAC threshold
+    ransac_px: float = 1.0  # essential-matrix RANSAC threshold (full-size pixels, also when tracking downscaled)
     min_inliers: int = 30
     prior_inlier_px: float = 2.0  # Sampson distance under which a track supports a hypothesis (prior check)
     prior_support: float = 0.8  # the refined prior is used when it explains this fraction of RANSAC's support

@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
@@ -47,6 +47,11 @@ class VOSequence:
     poses_gt: np.ndarray  # [N x 4 x 4] KITTI convention
     camera: PinholeCamera
 
+    def preloaded(self) -> "VOSequence":
+        """The same sequence with its frames read (or rendered) once and kept in memory, for repeated runs."""
+        frames = list(self.frames())
+        return replace(self, frames=lambda: iter(frames))
+
 
 def integrate(relatives: list[np.ndarray]) -> np.ndarray:
     poses = [np.eye(4)]
@@ -67,8 +72,9 @@ def with_gt_scale(relatives: list[np.ndarray], poses_gt: np.ndarray) -> list[np.
     return out
 
 
-def run_vo(vo, seq: VOSequence) -> tuple[list[np.ndarray], list[np.ndarray], list[float]]:
-    """(network relatives, hybrid relatives or [], time per frame ms) — ``vo`` is a fresh VisualOdometry."""
+def run_vo(vo, seq: VOSequence) -> tuple[list[np.ndarray], list[float]]:
+    """(relatives T_prev_curr, time per frame ms, the first frame's included) — ``vo`` is a fresh
+    VisualOdometry."""
     rel, times = [], []
     for k, frame in enumerate(seq.frames()):
         t0 = time.perf_counter()

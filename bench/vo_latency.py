@@ -3,7 +3,7 @@
 Usage: .venv/bin/python bench/vo_latency.py [--model models/vo.onnx] [--threads 1] [--repeats 3]
 Times, in one run on the same frames (KITTI 00 frames 100-159, 1241x376, as a stream):
 ``VisualOdometry.process`` in network mode, in hybrid mode (dense-flow geometry, the default, also with twice
-the ONNX Runtime threads; and the corner-tracking front end with the network prior, the hybrid of earlier
+the ONNX Runtime threads and without the non-linear refinement of the geometry; and the corner-tracking front end with the network prior, the hybrid of earlier
 releases), and the classical baseline of ``deep-vision evaluate vo`` (Shi-Tomasi + Lucas-Kanade at full
 resolution + essential matrix), each timed as ``deep-vision evaluate vo`` times it (``run_vo``,
 ``run_classical``).
@@ -51,10 +51,12 @@ def main() -> int:
 
     cases = {
         "network mode": lambda: vo(mode="network"),
-        "hybrid, dense flow (default)": lambda: vo(mode="hybrid"),
+        "hybrid, dense flow (default: refined geometry)": lambda: vo(mode="hybrid"),
+        "hybrid, dense flow, geometry not refined": lambda: vo(mode="hybrid", refine_geometry=False),
         f"hybrid, dense flow, ONNX Runtime {2 * args.threads} threads": lambda: vo(2 * args.threads, mode="hybrid"),
         "hybrid, corners + network prior (640 px)": lambda: vo(mode="hybrid", geometry="features", track_width=640,
-                                                              prior_max_disagreement_deg=0.5),
+                                                              prior_max_disagreement_deg=0.5,
+                                                              refine_geometry=False),
         "classical (corners, full resolution)": lambda: run_classical(seq)[1][1:],
     }
     rounds: dict[str, list[list[float]]] = {name: [] for name in cases}

@@ -13,7 +13,8 @@ Modes:
   (``geometry="dense_flow"``, the default,
   :class:`~deep_vision.estimators.two_view.DenseFlowTracker`: refined at full
   resolution) or from tracked corners (``geometry="features"``, the classical
-  baseline's front end). Without a prior the geometry runs in a thread beside
+  baseline's front end); RANSAC's rotation and direction are then refined on its
+  inliers (``refine_geometry``, Sampson distance, 5 DoF). Without a prior the geometry runs in a thread beside
   the network (run ONNX Runtime with one thread on a 2-core CPU).
   Optionally (``prior_max_disagreement_deg`` > 0; off by default: with dense
   flow it lost accuracy on both synthetic selection routes,
@@ -91,7 +92,7 @@ def image_quality(grey: np.ndarray, reference_contrast: float = 25.0) -> float:
 
 #: hybrid mode's correspondence front ends (``geometry=``)
 GEOMETRY_FRONT_ENDS = {"dense_flow": DenseFlowTracker,
-                       "features": lambda width: FeatureTracker(max_corners=800, width=width)}
+                       "features": lambda **kw: FeatureTracker(max_corners=800, **kw)}
 
 
 class VisualOdometry:
@@ -101,7 +102,8 @@ class VisualOdometry:
                  mode: str = "network", scale_source: str = "network", trans_rel: float = 0.03,
                  trans_abs: float = 0.01, rot_rel: float = 0.05, rot_abs: float = 0.002,
                  max_speed_mps: float = 40.0, geometry: str = "dense_flow", tracker: FeatureTracker | None = None,
-                 track_width: int = 400, prior_window: int = 20, prior_max_disagreement_deg: float = 0.0) -> None:
+                 track_width: int = 400, refine_geometry: bool = True, prior_window: int = 20,
+                 prior_max_disagreement_deg: float = 0.0) -> None:
         if mode not in ("network", "hybrid"):
             raise ConfigError(f"VO mode must be network or hybrid, got {mode!r}")
         if mode == "hybrid" and camera is None:
@@ -119,7 +121,8 @@ class VisualOdometry:
             raise ConfigError(f"VO geometry must be one of {sorted(GEOMETRY_FRONT_ENDS)}, got {geometry!r}")
         if track_width < 64:
             raise ConfigError(f"track_width must be at least 64 pixels, got {track_width}")
-        self.tracker = tracker or GEOMETRY_FRONT_ENDS[geometry](width=int(track_width))
+        self.tracker = tracker or GEOMETRY_FRONT_ENDS[geometry](width=int(track_width),
+                                                                       refine=bool(refine_geometry))
         self.prior_max_disagreement = np.radians(prior_max_disagreement_deg)
         self._disagreement: deque[float] = deque(maxlen=max(1, int(prior_window)))
         self.resets = 0

@@ -95,6 +95,69 @@ def refine_rotation(R_pc: np.ndarray, t_pc: np.ndarray, K: np.ndarray, p0: np.nd
     return R_pc @ Rotation.from_rotvec(sol.x).as_matrix()
 
 
+def refine_motion(R_pc: np.ndarray, t_pc: np.ndarray, K: np.ndarray, p0: np.ndarray, p1: np.ndarray,
+                  scale_px: float = 1.0, iterations: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """(R, unit t) near (``R_pc``, ``t_pc``) minimising the tracks' Sampson distances over all five degrees of
+    freedom (rotation, translation direction): the non-linear refinement that follows RANSAC in classical
+    pipelines. Damped Gauss-Newton with a soft-L1 loss of scale ``scale_px`` (iteratively reweighted), a
+    forward-difference Jacobian; a step is kept only if it lowers the robust cost."""
+    t0 = np.asarray(t_pc, np.float64).reshape(3)
+    t0 = t0 / np.linalg.norm(t0)
+    x0 = np.c_[np.asarray(p0, np.float64), np.ones(len(p0))]
+    x1 = np.c_[np.asarray(p1, np.float64), np.ones(len(p1))]
+    K_inv = np.linalg.inv(K)
+
+    def residuals(R_pc: np.ndarray, t: np.ndarray) -> np.ndarray:
+        # sampson_error(fundamental_from_motion(R_pc, t, K), p0, p1), inlined: called ~70 times per frame.
+        R = R_pc.T
+        tc = -R @ t
+        F = K_inv.T @ np.array([[0.0, -tc[2], tc[1]], [tc[2], 0.0, -tc[0]], [-tc[1], tc[0], 0.0]]) @ R @ K_inv
+        Fx0 = x0 @ F.T
+        Ftx1 = x1 @ F
+        den = np.sqrt(Fx0[:, 0] ** 2 + Fx0[:, 1] ** 2 + Ftx1[:, 0] ** 2 + Ftx1[:, 1] ** 2) + 1e-15
+        return np.einsum("ij,ij->i", x1, Fx0) / den
+
+    def cost(r: np.ndarray) -> float:
+        return float(np.sum(2.0 * (np.sqrt(1.0 + (r / scale_px) ** 2) - 1.0)))
+
+    R, t = np.asarray(R_pc, np.float64), t0
+    r = residuals(R, t)
+    c, damping, eps = cost(r), 1e-3, 1e-6
+    for _ in range(iterations):
+        # Two unit vectors orthogonal to t: the direction moves on the sphere's tangent plane.
+        b1 = np.cross(t, np.eye(3)[int(np.argmin(np.abs(t)))])
+        b1 /= np.linalg.norm(b1)
+        basis = np.stack([b1, np.cross(t, b1)])
+
+        def unpack(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            tn = t + x[3:] @ basis
+            return R @ cv2.Rodrigues(x[:3])[0], tn / np.linalg.norm(tn)
+
+        J = np.empty((len(r), 5))
+        for k in range(5):
+            dx = np.zeros(5)
+            dx[k] = eps
+            J[:, k] = (residuals(*unpack(dx)) - r) / eps
+        w = 1.0 / np.sqrt(1.0 + (r / scale_px) ** 2)
+        A, g = (J * w[:, None]).T @ J, (J * w[:, None]).T @ r
+        while damping < 1e6:
+            step = np.linalg.solve(A + damping * np.diag(np.diag(A) + 1e-12), -g)
+            R_new, t_new = unpack(step)
+            r_new = residuals(R_new, t_new)
+            c_new = cost(r_new)
+            if np.isfinite(c_new) and c_new < c:
+                R, t, r, damping = R_new, t_new, r_new, max(damping / 10, 1e-7)
+                break
+            damping *= 10
+        else:
+            break
+        converged = c - c_new < 1e-9 * max(c, 1e-12)
+        c = c_new
+        if converged:
+            break
+    return R, t
+
+
 def upscale_points(pts: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
     """Pixel coordinates ([N x 2]: x, y) in a frame resized by ``scale`` (sx, sy; cv2.resize puts pixel centres
     at i + 0.5) → in the original frame."""
@@ -116,7 +179,13 @@ class FeatureTracker:
     prior_inlier_px: float = 2.0  # Sampson distance under which a track supports a hypothesis (prior check)
     prior_support: float = 0.8  # the refined prior is used when it explains this fraction of RANSAC's support
     width: int | None = None  # wider frames are tracked downscaled to this width (points and K stay full-size)
+    estimator: str = "ransac"  # essential-matrix robust estimator: ransac (OpenCV RANSAC) or magsac (USAC MAGSAC++)
+    refine: bool = False  # refine rotation and direction on RANSAC's inliers (Sampson distance, 5 DoF)
     _small: tuple | None = field(default=None, init=False, repr=False, compare=False)  # (frame, its downscaled copy)
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ("ransac", "magsac"):
+            raise ConfigError(f"estimator must be ransac or magsac, got {self.estimator!r}")
 
     def downscaled(self, prev: np.ndarray, curr: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
         """(prev, curr) at most ``width`` wide and the scale factors (sx, sy: the height is rounded); the current
@@ -155,7 +224,8 @@ class FeatureTracker:
         if len(p0) < max(8, self.min_inliers):
             return None
         parallax = float(np.median(np.linalg.norm(p1 - p0, axis=1)))
-        E, mask = cv2.findEssentialMat(p0, p1, K, method=cv2.RANSAC, prob=0.999, threshold=self.ransac_px)
+        method = cv2.USAC_MAGSAC if self.estimator == "magsac" else cv2.RANSAC
+        E, mask = cv2.findEssentialMat(p0, p1, K, method=method, prob=0.999, threshold=self.ransac_px)
         if E is None or E.shape != (3, 3) or mask is None:
             return None
         n, R, t, mask = cv2.recoverPose(E, p0, p1, K, mask=mask)
@@ -165,7 +235,13 @@ class FeatureTracker:
         R_pc = R.T
         t_pc = (-R.T @ t).reshape(3)
         norm = np.linalg.norm(t_pc)
-        geometry = TwoViewMotion(R_pc, t_pc / norm if norm > 0 else t_pc, int(n), int(len(p0)), parallax)
+        if norm == 0:
+            return None
+        t_pc = t_pc / norm
+        if self.refine:
+            inl = mask.ravel() > 0
+            R_pc, t_pc = refine_motion(R_pc, t_pc, K, p0[inl], p1[inl], self.ransac_px)
+        geometry = TwoViewMotion(R_pc, t_pc, int(n), int(len(p0)), parallax)
         if prior is None or np.linalg.norm(prior[1]) < 1e-9:
             return geometry
         return self._check_prior(geometry, p0, p1, K, prior)
@@ -213,6 +289,7 @@ class DenseFlowTracker(FeatureTracker):
     _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.flow_preset not in DIS_PRESETS:
             raise ConfigError(f"flow_preset must be one of {sorted(DIS_PRESETS)}, got {self.flow_preset!r}")
         if self.cell_px < 2:

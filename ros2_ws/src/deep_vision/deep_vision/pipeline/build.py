@@ -114,6 +114,7 @@ def build_odometry(p: dict[str, Any], camera: PinholeCamera | None = None, node:
             trans_rel=float(p.get("trans_noise_rel", 0.03)), trans_abs=float(p.get("trans_noise_abs", 0.01)),
             rot_rel=float(p.get("rot_noise_rel", 0.05)), rot_abs=float(p.get("rot_noise_abs", 0.002)),
             geometry=p.get("geometry", "dense_flow"), track_width=int(p.get("track_width", 400)),
+            refine_geometry=bool(p.get("refine_geometry", True)),
             prior_window=int(p.get("prior_window", 20)),
             prior_max_disagreement_deg=float(p.get("prior_max_disagreement_deg", 0.0)))
     except DeepVisionError as exc:

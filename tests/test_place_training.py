@@ -159,3 +159,20 @@ def test_refuses_evaluation_data(tmp_path, entry, message):
             f"out={tmp_path / 'run'}"]
     with pytest.raises(ValueError, match=message):
         train_place.main(args)
+
+
+def test_fisheye_augmentation():
+    """The fisheye look keeps the frame's size and its centre, keeps a line near the centre near it (radii
+    change by the lens and the image circle's width), and is black outside the image circle."""
+    rng = np.random.default_rng(0)
+    x = np.full((80, 160), 200.0, np.float32)
+    x[:, 92] = 0.0  # a dark vertical line right of the centre
+    for _ in range(5):
+        out = train_place.fisheye(x, rng)
+        assert out.shape == x.shape and out.dtype == np.float32
+        assert out[0, 0] == 0 and out[-1, -1] == 0  # corners outside the circle
+        assert abs(out[40, 80] - 200.0) < 1.0  # centre kept
+        dark = np.flatnonzero(out[40, 80:] < 100) + 80
+        assert dark.size and 84 < dark[0] < 130  # the line
+    rgb = train_place.fisheye(np.dstack([x] * 3), rng)
+    assert rgb.shape == (80, 160, 3)

@@ -163,3 +163,54 @@ def test_shipped_config_file_equals_the_defaults():
 
     path = Path(__file__).resolve().parents[1] / "config" / "synthetic_world.yaml"
     assert to_dict(from_dict(SyntheticWorldConfig, load_yaml(path))) == to_dict(SyntheticWorldConfig())
+
+
+INDOOR = {"scene": {"kind": "indoor", "corridor_width_m": [2.2, 3.0]},
+          "camera": {"width": 160, "height": 120, "fx": 60.0, "height_m": 1.0},
+          "route": {"corners": [[0, 0], [16, 0], [16, 7], [0, 7]], "corner_radius_m": 1.2, "speed_mps": 1.5,
+                    "lap_offsets_m": [0.0, 0.45, -0.4], "offset_ramp_m": 3.0}}
+
+
+def _wall_distance(point: np.ndarray, face) -> float:
+    """Distance on the ground from ``point`` [2] to the face's bottom edge (a segment)."""
+    a, b = face.origin[:2], face.origin[:2] + face.e_u[:2] * face.width_m
+    s = np.clip((point - a) @ (b - a) / ((b - a) @ (b - a)), 0.0, 1.0)
+    return float(np.linalg.norm(a + s * (b - a) - point))
+
+
+def test_indoor_world_is_a_closed_corridor_around_the_route():
+    """Walls floor to ceiling on both sides face the route, the camera stays inside the corridor on every lap,
+    frames show the ceiling above and the floor below, and laps revisit places."""
+    from deep_vision.synthetic.world import building_faces, ceiling_height
+
+    seq = SyntheticSequence(from_dict(SyntheticWorldConfig, {**INDOOR, "seed": 3, "frames": 400}))
+    faces = building_faces(seq.config)
+    z = ceiling_height(seq.config)
+    assert 2.4 <= z <= 3.2 and len(faces) > 8
+    assert all(f.height_m == z and f.origin[2] == z for f in faces)
+    centres = seq.T_world_cam[:, :2, 3]
+    # Every wall panel faces the corridor: the route's nearest camera position is in front of it.
+    for f in faces:
+        mid = f.origin[:2] + f.e_u[:2] * f.width_m / 2
+        nearest = centres[np.argmin(np.linalg.norm(centres - mid, axis=1))]
+        assert f.normal[:2] @ (nearest - mid) > 0
+    # The camera never comes closer than 0.3 m to a wall (corridor 2.2-3.0 m wide, laps 0.45 m off centre).
+    closest = min(min(_wall_distance(c, f) for f in faces) for c in centres[::5])
+    assert 0.3 < closest < 1.5
+    assert len(seq.revisits) > 100
+    img = seq.image(50).astype(float)
+    assert img.shape == (120, 160)
+    # The world's surfaces: tiled ceiling with light panels on top, floor at the bottom, no sky anywhere
+    # (every pixel differs from the sky gradient's flat colours: the frame has texture in each band).
+    assert img[:10].std() > 5 and img[-10:].std() > 3
+    same = SyntheticSequence(from_dict(SyntheticWorldConfig, {**INDOOR, "seed": 3, "frames": 400}))
+    np.testing.assert_array_equal(same.image(50), seq.image(50))
+
+
+def test_indoor_config_keeps_the_route_inside_the_corridor():
+    with pytest.raises(ConfigError, match="scene.kind"):
+        from_dict(SyntheticWorldConfig, {"scene": {"kind": "cave"}})
+    with pytest.raises(ConfigError, match="inside the corridor"):
+        from_dict(SyntheticWorldConfig, {**INDOOR, "route": {**INDOOR["route"], "lap_offsets_m": [0.0, 0.9]}})
+    with pytest.raises(ConfigError, match="below the ceiling"):
+        from_dict(SyntheticWorldConfig, {**INDOOR, "camera": {**INDOOR["camera"], "height_m": 2.5}})

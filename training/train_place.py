@@ -15,8 +15,9 @@ Sources (``data.train`` / ``data.val`` entries, by ``type``):
 
 - ``synthetic``: the built-in world, rendered once into ``cache`` (seeds below
   9001 only: from 9001 on the worlds are the loop-closure evaluation's;
-  ``world`` may set further SyntheticWorldConfig keys); positions and
-  headings from the ground truth, laps as traversals;
+  ``world`` may set further SyntheticWorldConfig keys, e.g. ``scene.kind:
+  indoor`` for corridors); positions and headings from the ground truth, laps
+  as traversals;
 - ``kitti``: an odometry sequence with its poses file (frames ``first``–``last``);
 - ``robotcar``: RobotCar runs (camera folder of ``<timestamp>.png`` Bayer
   frames + ``gps.csv``/``ins.csv``), latitude/longitude → local metres; the
@@ -41,9 +42,12 @@ recomputed every ``refresh_every`` steps. Loss (``loss.name``): ``triplet``,
 against every negative of the batch, softmax with temperature τ; robust where the triplet loss with hard
 negatives collapses to one descriptor for every image).
 Augmentation imitates illumination and season change (gain, contrast, gamma,
-colour cast, haze, blur, noise) and small viewpoint changes (random crops).
+colour cast, haze, blur, noise), small viewpoint changes (random crops) and,
+with ``fisheye_prob``, a fisheye lens (equidistant radii, black outside the
+image circle).
 At a fresh start the NetVLAD centres come from k-means on backbone features and
-the projection from PCA-whitening of VLAD vectors (the paper's recipe).
+the projection from PCA-whitening of VLAD vectors (the paper's recipe), unless
+``init.checkpoint`` names one of our earlier models to fine-tune.
 Validation: Recall@1/5 per ``data.val`` source. Resumes from
 ``<out>/checkpoints/last.pt``; writes ``<out>/config.yaml``, ``metrics.csv``
 and ``final.pt`` (state dict + conf + validation recall).
@@ -320,8 +324,31 @@ def augment(image: np.ndarray, rng: np.random.Generator, a: dict) -> np.ndarray:
         x = (1 - k) * x + k * np.float32(rng.uniform(0.6, 1.0))
     if rng.random() < a["blur_prob"]:
         x = cv2.GaussianBlur(x, (0, 0), float(rng.uniform(0.5, 1.5)))
+    if rng.random() < a.get("fisheye_prob", 0.0):
+        x = fisheye(x, rng)
     x = x * 255.0 + rng.normal(0.0, rng.uniform(0, a["noise"]), x.shape).astype(np.float32)
     return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def fisheye(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A fisheye look on a (pinhole) frame: radii compressed as an equidistant lens would (the frame's edge seen
+    at 45-75 degrees off-axis), outside an elliptic image circle black. The circle's axes are drawn relative to
+    the frame (0.65-1.0 of the width, 0.9-1.1 of the height), as a fisheye frame stored at another aspect ratio
+    shows it."""
+    h, w = x.shape[:2]
+    theta = np.radians(rng.uniform(45.0, 75.0))
+    ax, ay = rng.uniform(0.65, 1.0), rng.uniform(0.9, 1.1)
+    cx, cy = (w - 1) / 2 + rng.uniform(-0.03, 0.03) * w, (h - 1) / 2 + rng.uniform(-0.03, 0.03) * h
+    u = (np.arange(w, dtype=np.float32)[None, :] - cx) / (ax * w / 2)  # image-circle coordinates: 1 on its rim
+    v = (np.arange(h, dtype=np.float32)[:, None] - cy) / (ay * h / 2)
+    r = np.sqrt(u * u + v * v)
+    # Equidistant: angle proportional to r; the pinhole frame's radius is tan(angle) (1 at the rim's angle).
+    gain = np.where(r > 1e-6, np.tan(np.minimum(r, 1.0) * theta) / (np.tan(theta) * np.maximum(r, 1e-6)), 1.0)
+    map_x = (cx + u * gain * (w / 2)).astype(np.float32)
+    map_y = (cy + v * gain * (h / 2)).astype(np.float32)
+    out = cv2.remap(x, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    rim = np.clip((1.0 - r) / 0.04, 0.0, 1.0)  # a soft dark rim, black outside
+    return out * (rim[..., None] if out.ndim == 3 else rim)
 
 
 # ============================================================================ model helpers
@@ -534,7 +561,12 @@ def main(argv: list[str] | None = None) -> int:
     step = ckpt.resume(model, optimizer, device)
     if step is None:
         step = 0
-        if cfg["init"]["enabled"] and (info.is_main or info.world_size == 1):
+        if cfg["init"].get("checkpoint"):  # fine-tune one of our own earlier models (same architecture)
+            src = resolve(cfg["init"]["checkpoint"])
+            state = torch.load(src, map_location=device, weights_only=True)
+            model.load_state_dict(state["model"] if "model" in state else state)
+            logger.info("initialised from %s", src)
+        elif cfg["init"]["enabled"] and (info.is_main or info.world_size == 1):
             initialise(model, store, train_set, cfg["init"], device, np.random.default_rng(tcfg["seed"]))
     ddp_model = wrap_ddp(model, info)  # DDP broadcasts rank 0's (initialised) weights
 

@@ -56,6 +56,10 @@ class RouteConfig:
 
 @dataclass
 class SceneConfig:
+    # street: box buildings along a road (KITTI-like); indoor: a corridor along the route, walls floor to
+    # ceiling with doors, notice boards, windows into rooms, lockers, a carpet / tile floor and a tiled ceiling
+    # with light panels (use a small route.corner_radius_m, lap offsets inside the corridor, a walking speed).
+    kind: str = "street"
     road_width_m: float = 8.0  # asphalt width
     sidewalk_m: float = 3.0  # pavement beside the road
     margin_m: float = 40.0  # ground texture beyond the route's bounding box
@@ -71,6 +75,13 @@ class SceneConfig:
     sun_elevation_deg: float = 40.0
     haze_distance_m: float = 250.0  # distance at which the ground fades halfway to haze
     sensor_noise: float = 1.5  # std-dev of per-pixel sensor noise (8-bit levels), per frame
+    corridor_width_m: list[float] = field(default_factory=lambda: [2.2, 3.2])  # indoor: wall to wall, per edge
+    ceiling_m: list[float] = field(default_factory=lambda: [2.4, 3.2])  # indoor: ceiling height range (per world)
+    wall_panel_m: list[float] = field(default_factory=lambda: [2.0, 7.0])  # indoor: wall stretch with one texture
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("street", "indoor"):
+            raise ConfigError(f"scene.kind must be street or indoor, got {self.kind!r}")
 
 
 @dataclass
@@ -93,3 +104,9 @@ class SyntheticWorldConfig:
     def __post_init__(self) -> None:
         if self.frames < 1:
             raise ConfigError(f"frames must be at least 1, got {self.frames}")
+        if self.scene.kind == "indoor":
+            half = min(self.scene.corridor_width_m) / 2
+            if max(abs(o) for o in self.route.lap_offsets_m) >= half - 0.3:
+                raise ConfigError(f"route.lap_offsets_m must stay 0.3 m inside the corridor (half width {half} m)")
+            if self.camera.height_m >= min(self.scene.ceiling_m) - 0.2:
+                raise ConfigError("camera.height_m must be below the ceiling (scene.ceiling_m)")

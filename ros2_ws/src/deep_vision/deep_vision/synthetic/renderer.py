@@ -5,7 +5,8 @@ texture (texture → image homography) into its projected bounding box, with a
 z-buffer of inverse depth (affine in pixel coordinates for a plane) deciding
 visibility. Textures are mip-mapped: the ground by distance band, each façade
 by its distance, which keeps far surfaces from aliasing. Sky and distance haze
-make the horizon plausible.
+make the horizon plausible. Indoor worlds have a ceiling: a second horizontal
+plane, drawn like the ground.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 
 from deep_vision.geometry.camera import PinholeCamera
 from deep_vision.geometry.transforms import invert_transform
-from deep_vision.synthetic.world import Face, World
+from deep_vision.synthetic.world import Face, Ground, World
 
 NEAR_M = 0.3  # near clipping plane
 
@@ -76,7 +77,14 @@ class Renderer:
         image = self._sky(ray_z)
         ground_mask = inv_depth > 1.0 / 5000.0
         zbuf = np.where(ground_mask, inv_depth, np.float32(0.0))
-        self._draw_ground(image, inv_depth, ground_mask, R_cw, t_cw, centre[2])
+        self._draw_plane(image, self.world.ground, 0.0, inv_depth, ground_mask, R_cw, t_cw, centre[2])
+        if self.world.ceiling is not None:
+            above = float(self.world.ceiling_z - centre[2])
+            inv_depth_c = ray_z / np.float32(above)
+            ceiling_mask = inv_depth_c > 1.0 / 5000.0
+            zbuf = np.where(ceiling_mask, inv_depth_c, zbuf)
+            self._draw_plane(image, self.world.ceiling, self.world.ceiling_z, inv_depth_c, ceiling_mask, R_cw, t_cw,
+                             above)
         for face in self._visible_faces(centre):
             self._draw_face(image, zbuf, face, R_cw, t_cw)
         if self.sensor_noise > 0 and rng is not None:
@@ -96,9 +104,9 @@ class Renderer:
             return np.float32([0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]])
         return rgb.astype(np.float32)
 
-    def _draw_ground(self, image: np.ndarray, inv_depth: np.ndarray, mask: np.ndarray,
-                     R_cw: np.ndarray, t_cw: np.ndarray, height: float) -> None:
-        ground = self.world.ground
+    def _draw_plane(self, image: np.ndarray, ground: Ground, plane_z: float, inv_depth: np.ndarray,
+                    mask: np.ndarray, R_cw: np.ndarray, t_cw: np.ndarray, height: float) -> None:
+        """A horizontal plane at ``plane_z`` (the ground, or a ceiling) ``height`` metres from the camera."""
         H, W, C = image.shape
         if not mask.any():
             return
@@ -107,7 +115,8 @@ class Renderer:
         footprint = depth / (self.camera.fx * ground.texel_m) * np.sqrt(np.maximum(depth / height, 1.0))
         level = np.clip(np.floor(np.log2(np.maximum(footprint, 1.0))), 0, len(ground.levels) - 1).astype(np.int32)
         level[~mask] = -1
-        plane_to_img = self.K @ np.column_stack([R_cw[:, 0], R_cw[:, 1], t_cw]) @ ground.texel_to_world
+        plane_to_img = self.K @ np.column_stack([R_cw[:, 0], R_cw[:, 1], R_cw[:, 2] * plane_z + t_cw]) @ \
+            ground.texel_to_world
         rows_any = [np.flatnonzero((level == L).any(axis=1)) for L in range(len(ground.levels))]
         for L, rows in enumerate(rows_any):
             if len(rows) == 0:

@@ -1,4 +1,5 @@
-"""The synthetic world: a textured ground plane and box-shaped buildings along a closed route.
+"""The synthetic world: a textured ground plane and box-shaped buildings along a closed route
+(``scene.kind: street``), or a corridor along the route: walls, floor and ceiling (``indoor``).
 
 World frame: x, y on the ground, z up (metres). The ground texture is a
 top-down map: texel (column c, row r) covers the point
@@ -15,7 +16,14 @@ import numpy as np
 
 from deep_vision.synthetic.config import SceneConfig, SyntheticWorldConfig
 from deep_vision.synthetic.route import ClosedRoute
-from deep_vision.synthetic.textures import facade_texture, fractal_noise
+from deep_vision.synthetic.textures import (
+    ceiling_texture,
+    facade_texture,
+    floor_texture,
+    fractal_noise,
+    indoor_wall_texture,
+    wall_paint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +90,8 @@ class World:
     sky_horizon: np.ndarray = field(default_factory=lambda: np.array([205.0, 215.0, 225.0]))
     sky_zenith: np.ndarray = field(default_factory=lambda: np.array([110.0, 150.0, 210.0]))
     haze: np.ndarray = field(default_factory=lambda: np.array([185.0, 190.0, 195.0]))
+    ceiling: Ground | None = None  # indoor: the ceiling plane's texture (seen from below)
+    ceiling_z: float = 0.0  # its height (m)
 
 
 def _to_channels(texture: np.ndarray, channels: int) -> np.ndarray:
@@ -221,16 +231,99 @@ def _buildings(route: ClosedRoute, corners: np.ndarray, conf: SceneConfig, rng: 
 
 
 def building_faces(config: SyntheticWorldConfig) -> list[Face]:
-    """The building faces of ``config``'s world (their own random stream: cheap to rebuild alone)."""
+    """The building faces (indoor: wall panels) of ``config``'s world (their own random stream: cheap to rebuild
+    alone)."""
     rng = np.random.default_rng([config.seed, 3])
     route = ClosedRoute(config.route.corners, config.route.corner_radius_m)
     corners = np.asarray(config.route.corners, dtype=np.float64)
     channels = 1 if config.camera.encoding == "mono8" else 3
+    if config.scene.kind == "indoor":
+        return _corridor_walls(corners, config.scene, ceiling_height(config), rng, channels)
     return _buildings(route, corners, config.scene, rng, channels)
+
+
+def ceiling_height(config: SyntheticWorldConfig) -> float:
+    """Indoor worlds: the ceiling's height (m), drawn from ``scene.ceiling_m`` by the seed."""
+    return float(np.random.default_rng([config.seed, 4]).uniform(*config.scene.ceiling_m))
+
+
+def _offset_polygon(corners: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Vertices of the polygon whose edge i runs parallel to ``corners``' edge i, ``offsets[i]`` to its left."""
+    n = len(corners)
+    d = np.roll(corners, -1, axis=0) - corners
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    left = np.c_[-d[:, 1], d[:, 0]]
+    out = np.empty_like(corners)
+    for j in range(n):
+        i = j - 1  # the edges meeting at vertex j: i (incoming) and j (outgoing)
+        a, b = corners[j] + left[i] * offsets[i], corners[j] + left[j] * offsets[j]
+        A = np.column_stack([d[i], -d[j]])
+        if abs(np.linalg.det(A)) < 1e-9:  # straight through
+            out[j] = b
+        else:
+            s = np.linalg.solve(A, b - a)
+            out[j] = a + s[0] * d[i]
+    return out
+
+
+def _corridor_walls(corners: np.ndarray, conf: SceneConfig, ceiling_z: float, rng: np.random.Generator,
+                    channels: int) -> list[Face]:
+    """Walls floor to ceiling on both sides of every route edge (the route runs counter-clockwise: its inside is
+    on the left), cut into panels of ``wall_panel_m`` with textures of their own, facing the corridor."""
+    n = len(corners)
+    widths = rng.uniform(*conf.corridor_width_m, n)
+    s = conf.facade_texel_m / 2.5  # walls are seen from a metre or two
+    faces: list[Face] = []
+    for side in (1.0, -1.0):  # left (inner) wall, right (outer) wall
+        poly = _offset_polygon(corners, side * widths / 2)
+        paint = wall_paint(rng)
+        for i in range(n):
+            a, b = (poly[i], poly[(i + 1) % n]) if side > 0 else (poly[(i + 1) % n], poly[i])
+            # Columns run left to right seen from the corridor: the normal e_u x z points into the corridor.
+            length = float(np.linalg.norm(b - a))
+            e2 = (b - a) / length
+            e_u = np.array([e2[0], e2[1], 0.0])
+            if rng.random() < 0.3:
+                paint = wall_paint(rng)  # another stretch of the corridor, another colour
+            u = 0.0
+            while u < length - 1e-6:
+                w_m = min(float(rng.uniform(*conf.wall_panel_m)), length - u)
+                if length - u - w_m < 0.5:  # no sliver at the end
+                    w_m = length - u
+                tex = indoor_wall_texture(max(4, int(round(w_m / s))), max(4, int(round(ceiling_z / s))), s, rng,
+                                          paint=paint)
+                o = a + e2 * u
+                faces.append(Face(origin=np.array([o[0], o[1], ceiling_z]), e_u=e_u, width_m=w_m,
+                                  height_m=ceiling_z, texel_m=s, levels=pyramid(_to_channels(tex, channels)),
+                                  shade=float(rng.uniform(0.8, 1.0))))
+                u += w_m
+    return faces
+
+
+def _build_indoor(config: SyntheticWorldConfig, route: ClosedRoute, corners: np.ndarray, channels: int) -> World:
+    conf = config.scene
+    rng = np.random.default_rng([config.seed, 1])
+    ceiling_z = ceiling_height(config)
+    m = max(conf.corridor_width_m) + 1.0
+    bounds = (corners[:, 0].min() - m, corners[:, 0].max() + m, corners[:, 1].min() - m, corners[:, 1].max() + m)
+    texel = conf.ground_texel_m / 2  # the camera is close to the floor
+    W, H = int(np.ceil((bounds[1] - bounds[0]) / texel)), int(np.ceil((bounds[3] - bounds[2]) / texel))
+    floor = Ground(levels=pyramid(_to_channels(floor_texture(H, W, texel, rng), channels)), x_min=bounds[0],
+                   y_max=bounds[3], texel_m=texel)
+    ceiling = Ground(levels=pyramid(_to_channels(ceiling_texture(H, W, texel, rng), channels)), x_min=bounds[0],
+                     y_max=bounds[3], texel_m=texel)
+    faces = building_faces(config)
+    logger.info("synthetic indoor world: route %.0f m, %d wall panels, ceiling %.2f m", route.length, len(faces),
+                ceiling_z)
+    return World(ground=floor, faces=faces, route=route, channels=channels, ceiling=ceiling, ceiling_z=ceiling_z)
 
 
 def build_world(config: SyntheticWorldConfig) -> World:
     """Generate the world of ``config`` (deterministic from ``config.seed``)."""
+    if config.scene.kind == "indoor":
+        route = ClosedRoute(config.route.corners, config.route.corner_radius_m)
+        channels = 1 if config.camera.encoding == "mono8" else 3
+        return _build_indoor(config, route, np.asarray(config.route.corners, dtype=np.float64), channels)
     rng = np.random.default_rng([config.seed, 1])
     route = ClosedRoute(config.route.corners, config.route.corner_radius_m)
     corners = np.asarray(config.route.corners, dtype=np.float64)

@@ -58,11 +58,13 @@ class TwoViewMotion:
             self.R_geometry = self.R
 
 
-def fundamental_from_motion(R_pc: np.ndarray, t_pc: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """F with x_currᵀ F x_prev = 0 (pixels) for the current camera at (R_pc, t_pc) in the previous frame."""
+def fundamental_from_motion(R_pc: np.ndarray, t_pc: np.ndarray, K: np.ndarray,
+                            K_inv: np.ndarray | None = None) -> np.ndarray:
+    """F with x_currᵀ F x_prev = 0 (pixels) for the current camera at (R_pc, t_pc) in the previous frame
+    (``K_inv``: K's inverse, when the caller has it)."""
     R = R_pc.T
     t = -R_pc.T @ np.asarray(t_pc, dtype=np.float64).reshape(3)
-    K_inv = np.linalg.inv(K)
+    K_inv = np.linalg.inv(K) if K_inv is None else K_inv
     return K_inv.T @ skew(t) @ R @ K_inv
 
 
@@ -70,8 +72,11 @@ def sampson_error(F: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
     """Signed first-order geometric error of each match (p0[i] → p1[i], [N x 2]) to the epipolar geometry
     x1ᵀ F x0 = 0, in the points' units (pixels for a fundamental matrix, normalised coordinates for an
     essential matrix); its absolute value is the Sampson distance."""
-    x0 = np.c_[p0, np.ones(len(p0))]
-    x1 = np.c_[p1, np.ones(len(p1))]
+    return _sampson_homogeneous(F, np.c_[p0, np.ones(len(p0))], np.c_[p1, np.ones(len(p1))])
+
+
+def _sampson_homogeneous(F: np.ndarray, x0: np.ndarray, x1: np.ndarray) -> np.ndarray:
+    """:func:`sampson_error` of homogeneous points ([N x 3], last coordinate 1)."""
     Fx0 = x0 @ F.T
     Ftx1 = x1 @ F
     den = np.sqrt(Fx0[:, 0] ** 2 + Fx0[:, 1] ** 2 + Ftx1[:, 0] ** 2 + Ftx1[:, 1] ** 2) + 1e-15
@@ -108,14 +113,8 @@ def refine_motion(R_pc: np.ndarray, t_pc: np.ndarray, K: np.ndarray, p0: np.ndar
     K_inv = np.linalg.inv(K)
 
     def residuals(R_pc: np.ndarray, t: np.ndarray) -> np.ndarray:
-        # sampson_error(fundamental_from_motion(R_pc, t, K), p0, p1), inlined: called ~70 times per frame.
-        R = R_pc.T
-        tc = -R @ t
-        F = K_inv.T @ np.array([[0.0, -tc[2], tc[1]], [tc[2], 0.0, -tc[0]], [-tc[1], tc[0], 0.0]]) @ R @ K_inv
-        Fx0 = x0 @ F.T
-        Ftx1 = x1 @ F
-        den = np.sqrt(Fx0[:, 0] ** 2 + Fx0[:, 1] ** 2 + Ftx1[:, 0] ** 2 + Ftx1[:, 1] ** 2) + 1e-15
-        return np.einsum("ij,ij->i", x1, Fx0) / den
+        # Homogeneous points and K⁻¹ computed once: this runs ~70 times per frame.
+        return _sampson_homogeneous(fundamental_from_motion(R_pc, t, K, K_inv), x0, x1)
 
     def cost(r: np.ndarray) -> float:
         return float(np.sum(2.0 * (np.sqrt(1.0 + (r / scale_px) ** 2) - 1.0)))

@@ -177,16 +177,17 @@ def evaluate(vo_factory: Callable[[PinholeCamera, str], object] | None, sequence
             rel_h, t_h = run_vo(vo_factory(seq.camera, "hybrid"), seq)
             methods["hybrid"] = (integrate(rel_h), t_h)
             methods["hybrid, GT scale"] = (integrate(with_gt_scale(rel_h, seq.poses_gt)), t_h)
-        rel_c, t_c, failures = run_classical(seq)
-        methods["classical, GT scale"] = (integrate(with_gt_scale(rel_c, seq.poses_gt)), t_c)
-        rel_r, t_r, failures_r = run_classical(seq, FeatureTracker(refine=True))
-        methods["classical + refinement, GT scale"] = (integrate(with_gt_scale(rel_r, seq.poses_gt)), t_r)
+        failures: dict[str, int] = {}
+        for name, tracker in (("classical, GT scale", FeatureTracker()),
+                              ("classical + refinement, GT scale", FeatureTracker(refine=True))):
+            rel_c, t_c, failures[name] = run_classical(seq, tracker)
+            methods[name] = (integrate(with_gt_scale(rel_c, seq.poses_gt)), t_c)
         rows = {}
         for name, (poses, times) in methods.items():
             m = {**ate_rpe(seq.poses_gt, poses, stamps_s), **kitti_relative_errors(seq.poses_gt, poses),
                  "time_ms_p50": float(np.median(times[1:])) if len(times) > 1 else float("nan")}
-            if name.startswith("classical"):
-                m["geometry_failures"] = failures_r if "refinement" in name else failures
+            if name in failures:
+                m["geometry_failures"] = failures[name]
             m.update(noise_calibration(seq.poses_gt, poses))
             rows[name] = m
             slug = name.replace(", ", "_").replace(" ", "_")

@@ -320,16 +320,14 @@ def _build_indoor(config: SyntheticWorldConfig, route: ClosedRoute, corners: np.
 
 def build_world(config: SyntheticWorldConfig) -> World:
     """Generate the world of ``config`` (deterministic from ``config.seed``)."""
-    if config.scene.kind == "indoor":
-        route = ClosedRoute(config.route.corners, config.route.corner_radius_m)
-        channels = 1 if config.camera.encoding == "mono8" else 3
-        return _build_indoor(config, route, np.asarray(config.route.corners, dtype=np.float64), channels)
-    rng = np.random.default_rng([config.seed, 1])
     route = ClosedRoute(config.route.corners, config.route.corner_radius_m)
     corners = np.asarray(config.route.corners, dtype=np.float64)
+    channels = 1 if config.camera.encoding == "mono8" else 3
+    if config.scene.kind == "indoor":
+        return _build_indoor(config, route, corners, channels)
+    rng = np.random.default_rng([config.seed, 1])
     m = config.scene.margin_m
     bounds = (corners[:, 0].min() - m, corners[:, 0].max() + m, corners[:, 1].min() - m, corners[:, 1].max() + m)
-    channels = 1 if config.camera.encoding == "mono8" else 3
     ground_rgb = _ground_texture(route, config.scene, bounds, rng)
     ground = Ground(
         levels=pyramid(_to_channels(ground_rgb, channels)), x_min=bounds[0], y_max=bounds[3],

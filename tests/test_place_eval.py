@@ -25,7 +25,7 @@ from deep_vision.eval.place_eval import (
 from deep_vision.io.vpr import NORDLAND_EVAL_PLACES, load_corridor, load_nordland
 
 # The shipped PlaceNet on held-out Nordland (bench/results/place-*.md): Recall@1 and its lead over SAD in the
-# same run (measured 54.5 % and +25.8 points on 2026-11-21).
+# same run (measured 52.8 % and +24.2 points on 2026-11-22; Corridor 48.6 % against SAD 43.2 %).
 NORDLAND_MIN_R1 = 0.50
 NORDLAND_MIN_GAIN = 0.20  # the issue's target
 
@@ -94,6 +94,21 @@ def test_shipped_placenet_beats_sad_on_held_out_nordland(shared_data):
     assert ours[1] >= classical[1] + NORDLAND_MIN_GAIN, (ours, classical)
     assert ours[5] > classical[5] and ours[10] > classical[10]
 
+
+
+def test_shipped_placenet_beats_sad_on_held_out_corridor(shared_data):
+    """models/place.onnx on the Corridor benchmark (indoor, fisheye, colour; never trained on): better than the
+    patch-normalised SAD thumbnail at R@1 and R@10 (the issue's +20 points at R@1 are not reached yet)."""
+    from deep_vision.estimators import PlaceRecognizer
+    from deep_vision.eval.place_eval import NetworkMatcher, sad_size_for
+    from deep_vision.io.vpr import read_image
+
+    bench = load_corridor(shared_data / "vpr_corridor")
+    recognizer = PlaceRecognizer.from_model(REPO / "models" / "place.onnx", backend="onnxruntime:cpu")
+    sad = SadMatcher(sad_size_for(read_image(bench.references[0]).shape))
+    scores = run_vpr(bench, [sad, NetworkMatcher(recognizer)])
+    ours, classical = scores["PlaceNet (ours)"].recall, scores[SadMatcher.name].recall
+    assert ours[1] > classical[1] and ours[10] > classical[10], (ours, classical)
 
 def test_scaling_exact_and_hnsw():
     rows = run_scaling([500, 2000], dim=32, queries=20)

@@ -133,6 +133,50 @@ def test_source_weights_steer_the_queries():
     assert 0.87 < share_y < 0.93
 
 
+def test_small_sources_are_cached_whole(monkeypatch):
+    """mining.cache_whole_below: a small source keeps every image (and so every pair) in each refresh; the
+    rest of the cache is drawn from the large sources; without the key the whole cache is a random draw."""
+    s = train_place.PlaceSet()
+    for name, group, n in (("big", "g", 400), ("small", "h", 30)):
+        s.source_names.append(name)
+        for k in range(n):
+            s.add(f"{group}{k}", group=group, pos=[10.0 * (k // 2), 0, 0], traversal=k % 2, pos_r=5.0, neg_r=25.0,
+                  gap_s=10.0)
+    s.freeze()
+
+    desc = np.random.default_rng(0).normal(size=(len(s), 4)).astype(np.float32)
+    # The descriptors do not matter here: stand in for describe_distributed.
+    monkeypatch.setattr(train_place, "describe_distributed", lambda model, store, idx, device, info: desc[idx])
+
+    def refresh(mcfg, seed):
+        miner = train_place.Miner(s, mcfg)
+        miner.refresh(None, None, "cpu", None, np.random.default_rng(seed))
+        return miner
+
+    whole = refresh({"cache_size": 100, "cache_whole_below": 50}, 0)
+    small = whole.cache_idx[s.source[whole.cache_idx] == 1]
+    assert len(whole.cache_idx) == 100 and len(small) == 30
+    assert np.isin(np.flatnonzero(s.source == 1), whole.cache_idx[whole.eligible]).all()  # each with its pair
+    drawn = [np.sum(s.source[refresh({"cache_size": 100}, seed).cache_idx] == 1) for seed in range(5)]
+    assert max(drawn) < 30  # a random draw keeps ~7 of them
+
+
+def test_per_source_augment_override(tmp_path):
+    """An entry's own ``augment`` mapping overrides data.augment for its images only; unknown keys are refused."""
+    entries = [{"type": "nordland", "root": str(REPO.parent / "shared/data/vpr_nordland"), "first": 900,
+                "last": 905, "augment": {"fisheye_prob": 0.0}},
+               {"type": "nordland", "root": str(REPO.parent / "shared/data/vpr_nordland"), "first": 906,
+                "last": 910}]
+    if not (REPO.parent / "shared/data/vpr_nordland").is_dir():
+        pytest.skip("../shared/data/vpr_nordland is absent (Nordland thumbnails)")
+    dcfg = {"pos_radius_m": 5.0, "neg_radius_m": 25.0, "min_gap_s": 10.0,
+            "augment": {"crop_min": 0.9, "fisheye_prob": 0.5}}
+    s = train_place.build_set(entries, dcfg, True, "data.train")
+    assert s.source_augment == [{"fisheye_prob": 0.0}, {}]
+    with pytest.raises(ValueError, match="not keys of data.augment"):
+        train_place.build_set([{**entries[0], "augment": {"fisheye": 0.0}}], dcfg, True, "data.train")
+
+
 def test_positive_and_negative_rules():
     s = train_place.PlaceSet()
     s.source_names.append("x")

@@ -31,12 +31,16 @@ Sources (``data.train`` / ``data.val`` entries, by ``type``):
 Any entry may set ``weight`` (default 1): its images are drawn as queries with
 that relative weight (e.g. to give a small real source as many queries as the
 synthetic worlds); it may also override ``pos_radius_m`` / ``neg_radius_m`` /
-``min_gap_s`` of ``data``.
+``min_gap_s`` of ``data`` and, with its own ``augment`` mapping, any key of
+``data.augment`` (e.g. no fisheye look on Nordland's 64x32 thumbnails).
 
 Each step takes ``batch_size`` queries; the positive is the most similar of
 the query's positives and the negatives are drawn from the ``hard_pool`` most
 similar negatives, both by a descriptor cache of ``cache_size`` training images
-recomputed every ``refresh_every`` steps. Loss (``loss.name``): ``triplet``,
+recomputed every ``refresh_every`` steps. Sources of at most
+``cache_whole_below`` images are always cached whole (a small real source
+drawn at random into a cache shared with large synthetic ones would keep only
+a few pairs, and few hard negatives, per refresh). Loss (``loss.name``): ``triplet``,
 ``max(0, λ + ‖F(q) − F(p)‖ − ‖F(q) − F(n)‖)`` averaged over the negatives, or
 ``margin`` (Wu et al. 2017: ``max(0, α + y(‖F(q) − F(x)‖ − β))``) or ``infonce`` (the positive
 against every negative of the batch, softmax with temperature τ; robust where the triplet loss with hard
@@ -108,6 +112,7 @@ class PlaceSet:
     gap_s: list[float] = field(default_factory=list)
     weight: list[float] = field(default_factory=list)  # query-sampling weight
     source_names: list[str] = field(default_factory=list)
+    source_augment: list[dict] = field(default_factory=list)  # per source: its overrides of data.augment
     groups: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -213,6 +218,10 @@ def build_set(entries: list[dict], dcfg: dict, is_main: bool, role: str) -> Plac
         kind = e["type"]
         r = _entry_rules(e, dcfg)
         s.source_names.append(e.get("name") or f"{kind}{k}")
+        unknown = set(e.get("augment") or {}) - set(dcfg.get("augment") or {}) - {"fisheye_prob"}
+        if unknown:
+            raise ValueError(f"{role} source {k}: augment keys {sorted(unknown)} are not keys of data.augment")
+        s.source_augment.append(dict(e.get("augment") or {}))
         if kind == "synthetic":
             cache = resolve(e.get("cache", "training_data/place_synthetic"))
             for seed in _seeds(e["seeds"]):
@@ -424,8 +433,11 @@ class Miner:
         self.eligible = np.zeros(0, np.int64)
 
     def refresh(self, model, store, device, info, rng: np.random.Generator) -> None:
-        n = len(self.places)
-        self.cache_idx = np.sort(rng.choice(n, min(n, int(self.cfg["cache_size"])), replace=False))
+        sizes = np.bincount(self.places.source, minlength=len(self.places.source_names))
+        whole = np.isin(self.places.source, np.flatnonzero(sizes <= int(self.cfg.get("cache_whole_below", 0))))
+        fixed, rest = np.flatnonzero(whole), np.flatnonzero(~whole)
+        drawn = rng.choice(rest, min(len(rest), max(0, int(self.cfg["cache_size"]) - len(fixed))), replace=False)
+        self.cache_idx = np.sort(np.concatenate([fixed, drawn]).astype(np.int64))
         self.desc = describe_distributed(model, store, self.cache_idx, device, info)
         self.positive, self.negative = self.places.relations(self.cache_idx, self.cache_idx)
         self.eligible = np.flatnonzero(self.positive.any(axis=1) & self.negative.any(axis=1))
@@ -584,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
     total = int(tcfg["steps"])
     n_neg = int(mcfg["negatives"])
     rng = np.random.default_rng([tcfg["seed"], info.rank, step])
-    acfg = dcfg["augment"]
+    acfg = [{**dcfg["augment"], **over} for over in train_set.source_augment]  # per source
     from tqdm import tqdm
 
     bar = tqdm(total=total, initial=step, unit="step", disable=not info.is_main, mininterval=10, file=sys.stderr)
@@ -601,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
         images = []
         tuples = miner.triplets(int(tcfg["batch_size"]), rng)
         for q, p, negs in tuples:
-            images += [augment(store[i], rng, acfg) for i in (q, p, *negs)]
+            images += [augment(store[i], rng, acfg[train_set.source[i]]) for i in (q, p, *negs)]
         desc = ddp_model(batch_tensor(images, model, device))
         negatives = batch_negatives(train_set, tuples) if cfg["loss"]["name"] == "infonce" else None
         loss, stats = place_loss(desc, n_neg, cfg["loss"], negatives)

@@ -101,7 +101,7 @@ def rotation_split(frames: list, K: np.ndarray, g: list[np.ndarray], tracker) ->
     for i, rel in enumerate(g):
         m = tracker.motion(frames[i], frames[i + 1], K)
         p0, p1 = tracker.track(frames[i], frames[i + 1])
-        E, mask = cv2.findEssentialMat(p0, p1, K, method=cv2.RANSAC, prob=0.999, threshold=tracker.ransac_px)
+        _, mask = cv2.findEssentialMat(p0, p1, K, method=cv2.RANSAC, prob=0.999, threshold=tracker.ransac_px)
         if m is None or mask is None:
             continue
         inl = mask.ravel() > 0

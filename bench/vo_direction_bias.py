@@ -100,9 +100,11 @@ def rotation_split(frames: list, K: np.ndarray, g: list[np.ndarray], tracker) ->
     out = np.full((len(g), 5), np.nan)
     for i, rel in enumerate(g):
         m = tracker.motion(frames[i], frames[i + 1], K)
+        if m is None:
+            continue
         p0, p1 = tracker.track(frames[i], frames[i + 1])
         _, mask = cv2.findEssentialMat(p0, p1, K, method=cv2.RANSAC, prob=0.999, threshold=tracker.ransac_px)
-        if m is None or mask is None:
+        if mask is None:
             continue
         inl = mask.ravel() > 0
         x0 = np.c_[p0[inl], np.ones(inl.sum())] @ K_inv.T

@@ -79,36 +79,32 @@ def test_classical_baselines_on_corridor(shared_data):
     assert 0.2 < scores[OrbVladMatcher.name].recall[1] < 0.7 and sad.query_ms_p50 < 50
 
 
-def test_shipped_placenet_beats_sad_on_held_out_nordland(shared_data):
-    """models/place.onnx on Nordland places 0-899 (never trained on): winter queries, summer references."""
+def _shipped_and_sad_recall(bench) -> tuple[dict, dict]:
+    """Recall@N of models/place.onnx and of the SAD thumbnail, in one run on ``bench``."""
     from deep_vision.estimators import PlaceRecognizer
     from deep_vision.eval.place_eval import NetworkMatcher, sad_size_for
     from deep_vision.io.vpr import read_image
 
-    bench = load_nordland(shared_data / "vpr_nordland", NORDLAND_EVAL_PLACES)
     recognizer = PlaceRecognizer.from_model(REPO / "models" / "place.onnx", backend="onnxruntime:cpu")
     sad = SadMatcher(sad_size_for(read_image(bench.references[0]).shape))
     scores = run_vpr(bench, [sad, NetworkMatcher(recognizer)])
-    ours, classical = scores["PlaceNet (ours)"].recall, scores[SadMatcher.name].recall
+    return scores["PlaceNet (ours)"].recall, scores[SadMatcher.name].recall
+
+
+def test_shipped_placenet_beats_sad_on_held_out_nordland(shared_data):
+    """models/place.onnx on Nordland places 0-899 (never trained on): winter queries, summer references."""
+    ours, classical = _shipped_and_sad_recall(load_nordland(shared_data / "vpr_nordland", NORDLAND_EVAL_PLACES))
     assert ours[1] >= NORDLAND_MIN_R1, ours
     assert ours[1] >= classical[1] + NORDLAND_MIN_GAIN, (ours, classical)
     assert ours[5] > classical[5] and ours[10] > classical[10]
 
 
-
 def test_shipped_placenet_beats_sad_on_held_out_corridor(shared_data):
     """models/place.onnx on the Corridor benchmark (indoor, fisheye, colour; never trained on): better than the
     patch-normalised SAD thumbnail at R@1 and R@10 (the issue's +20 points at R@1 are not reached yet)."""
-    from deep_vision.estimators import PlaceRecognizer
-    from deep_vision.eval.place_eval import NetworkMatcher, sad_size_for
-    from deep_vision.io.vpr import read_image
-
-    bench = load_corridor(shared_data / "vpr_corridor")
-    recognizer = PlaceRecognizer.from_model(REPO / "models" / "place.onnx", backend="onnxruntime:cpu")
-    sad = SadMatcher(sad_size_for(read_image(bench.references[0]).shape))
-    scores = run_vpr(bench, [sad, NetworkMatcher(recognizer)])
-    ours, classical = scores["PlaceNet (ours)"].recall, scores[SadMatcher.name].recall
+    ours, classical = _shipped_and_sad_recall(load_corridor(shared_data / "vpr_corridor"))
     assert ours[1] > classical[1] and ours[10] > classical[10], (ours, classical)
+
 
 def test_scaling_exact_and_hnsw():
     rows = run_scaling([500, 2000], dim=32, queries=20)

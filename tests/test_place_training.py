@@ -161,8 +161,9 @@ def test_small_sources_are_cached_whole(monkeypatch):
     assert max(drawn) < 30  # a random draw keeps ~7 of them
 
 
-def test_per_source_augment_override(tmp_path):
-    """An entry's own ``augment`` mapping overrides data.augment for its images only; unknown keys are refused."""
+def test_per_source_augment_override():
+    """build_set keeps each entry's own ``augment`` mapping (main merges it over data.augment for that source's
+    images); keys data.augment does not have are refused."""
     entries = [{"type": "nordland", "root": str(REPO.parent / "shared/data/vpr_nordland"), "first": 900,
                 "last": 905, "augment": {"fisheye_prob": 0.0}},
                {"type": "nordland", "root": str(REPO.parent / "shared/data/vpr_nordland"), "first": 906,

@@ -432,15 +432,20 @@ class Miner:
         self.positive = self.negative = np.zeros((0, 0), bool)
         self.eligible = np.zeros(0, np.int64)
 
-    def refresh(self, model, store, device, info, rng: np.random.Generator) -> None:
+    def draw_cache(self, rng: np.random.Generator) -> None:
+        """Choose the cached images (small sources whole, the rest at random) and which of them can be queries
+        (a positive and a negative in the cache)."""
         sizes = np.bincount(self.places.source, minlength=len(self.places.source_names))
         whole = np.isin(self.places.source, np.flatnonzero(sizes <= int(self.cfg.get("cache_whole_below", 0))))
         fixed, rest = np.flatnonzero(whole), np.flatnonzero(~whole)
         drawn = rng.choice(rest, min(len(rest), max(0, int(self.cfg["cache_size"]) - len(fixed))), replace=False)
         self.cache_idx = np.sort(np.concatenate([fixed, drawn]).astype(np.int64))
-        self.desc = describe_distributed(model, store, self.cache_idx, device, info)
         self.positive, self.negative = self.places.relations(self.cache_idx, self.cache_idx)
         self.eligible = np.flatnonzero(self.positive.any(axis=1) & self.negative.any(axis=1))
+
+    def refresh(self, model, store, device, info, rng: np.random.Generator) -> None:
+        self.draw_cache(rng)
+        self.desc = describe_distributed(model, store, self.cache_idx, device, info)
         if not len(self.eligible):
             raise ValueError(f"no training image among the {len(self.cache_idx)} cached has both a positive and a "
                              "negative: check data.pos_radius_m / neg_radius_m / min_gap_s and mining.cache_size")
@@ -576,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         if cfg["init"].get("checkpoint"):  # fine-tune one of our own earlier models (same architecture)
             src = resolve(cfg["init"]["checkpoint"])
             state = torch.load(src, map_location=device, weights_only=True)
-            model.load_state_dict(state["model"] if "model" in state else state)
+            model.load_state_dict(state.get("model", state))
             logger.info("initialised from %s", src)
         elif cfg["init"]["enabled"] and (info.is_main or info.world_size == 1):
             initialise(model, store, train_set, cfg["init"], device, np.random.default_rng(tcfg["seed"]))

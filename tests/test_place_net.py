@@ -24,13 +24,15 @@ def test_compact_preset_is_netvlad_and_fits_the_size_limit():
 
 
 @pytest.mark.parametrize("conf", [{**SMALL}, {**SMALL, "preset": "gem"}, {**SMALL, "in_channels": 3},
-                                  {**SMALL, "dim": 0}])
+                                  {**SMALL, "dim": 0}, {**SMALL, "preset": "gem", "gem_grid": [1, 2], "dim": 0},
+                                  {**SMALL, "preset": "gem", "gem_grid": [1, 2]}])
 def test_forward_gives_unit_descriptors(conf):
     net = PlaceNet(conf).eval()
     x = torch.rand(3, net.conf["in_channels"], 32, 64) * 2 - 1
     with torch.no_grad():
         d = net(x)
-    expected = conf["dim"] or (8 * 32 if net.conf["head"] == "netvlad" else 32)
+    cells = sum(g * g for g in conf.get("gem_grid", [1]))
+    expected = conf["dim"] or (8 * 32 if net.conf["head"] == "netvlad" else 32 * cells)
     assert d.shape == (3, expected) and net.out_dim == expected
     assert torch.allclose(d.norm(dim=1), torch.ones(3), atol=1e-5)
 
@@ -46,6 +48,48 @@ def test_conf_errors():
         PlaceNet({"channels": [8, 8], "strides": [2]})
     with pytest.raises(ValueError, match=r"\[B x 1 x H x W\]"):
         PlaceNet(SMALL)(torch.zeros(1, 3, 32, 64))
+    with pytest.raises(ConfigError, match=r"gem_grid \[3\] does not divide the 8x4 feature map"):
+        PlaceNet({**SMALL, "preset": "gem", "gem_grid": [1, 3]})
+    with pytest.raises(ConfigError, match="gem_grid needs head gem"):
+        PlaceNet({**SMALL, "gem_grid": [1, 2]})
+    with pytest.raises(ConfigError, match="grid sizes >= 1"):
+        PlaceNet({**SMALL, "preset": "gem", "gem_grid": [0]})
+
+
+def test_gem_grid_keeps_the_layout_and_starts_from_a_global_model():
+    """Global GeM cannot tell a view from its halves swapped; the grid can. A global model's weights seed a grid
+    model: without images its descriptor is the old projection of the mean of the cell vectors; with images, the
+    PCA of the cells' old descriptors, which keeps their distances."""
+    torch.manual_seed(0)
+    conf = {**SMALL, "preset": "gem"}
+    old, new = PlaceNet(conf).eval(), PlaceNet({**conf, "gem_grid": [1, 2]}).eval()
+    feats = torch.rand(2, 32, 4, 8)
+    swapped = torch.cat([feats[..., 4:], feats[..., :4]], dim=3)  # left and right halves exchanged
+    with torch.no_grad():
+        assert torch.allclose(old.pool(feats), old.pool(swapped), atol=1e-6)
+        assert not torch.allclose(new.pool(feats), new.pool(swapped), atol=1e-3)
+        assert new.load_pretrained(old.state_dict()) == "projection [16, 32] tiled over 5 GeM cells"
+        cells = new.pool(feats).reshape(2, 5, 32) * 5**0.5  # the whole map, then 4 quadrants, each unit norm
+        assert torch.allclose(cells.norm(dim=2), torch.ones(2, 5), atol=1e-5)
+        expected = torch.nn.functional.normalize(old.projection(cells.mean(dim=1)), dim=1)
+        got = torch.nn.functional.normalize(new.projection(new.pool(feats)), dim=1)
+        assert torch.allclose(got, expected, atol=1e-5)
+        assert torch.allclose(new.backbone[0].weight, old.backbone[0].weight)
+    assert new.load_pretrained(new.state_dict()) == ""  # the same architecture loads as is
+    # With training images: the PCA of the cells' old descriptors concatenated. 16 images span at most 15
+    # dimensions, so the 16-d PCA keeps every distance between them: the layout survives.
+    images = torch.rand(16, 1, 32, 64) * 2 - 1
+    grid = PlaceNet({**conf, "gem_grid": [1, 2]}).eval()
+    assert grid.load_pretrained(old.state_dict(), images).startswith("projection [16, 32] applied per GeM cell")
+    with torch.no_grad():
+        pooled = grid.pool(grid.features(images))
+        per_cell = old.projection(pooled.reshape(16, 5, 32) * 5**0.5).reshape(16, -1)  # [16 x 80]
+        assert torch.allclose(torch.cdist(grid.projection(pooled), grid.projection(pooled)),
+                              torch.cdist(per_cell, per_cell), atol=1e-3)
+    with pytest.raises(ValueError, match="at least 16 images"):
+        PlaceNet({**conf, "gem_grid": [1, 2]}).load_pretrained(old.state_dict(), images[:8])
+    with pytest.raises(ConfigError, match="cannot seed"):
+        PlaceNet({**conf, "gem_grid": [1, 2], "dim": 8}).load_pretrained(old.state_dict())
 
 
 def test_netvlad_init_from_kmeans_and_pca():
@@ -85,12 +129,13 @@ def test_preprocess_grey_rgb_and_sizes():
         preprocess(grey.astype(np.float32), (64, 32), 1)
 
 
-def test_export_and_recognizer_on_onnx(tmp_path):
+@pytest.mark.parametrize("conf", [SMALL, {**SMALL, "preset": "gem", "gem_grid": [1, 2]}], ids=["netvlad", "gem-grid"])
+def test_export_and_recognizer_on_onnx(tmp_path, conf):
     from deep_vision.estimators.place import PlaceRecognizer
     from deep_vision.inference.export import export_onnx
 
     torch.manual_seed(0)
-    net = PlaceNet(SMALL).eval()
+    net = PlaceNet(conf).eval()
     spec = net.input_spec()
     frames = [np.random.default_rng(i).integers(0, 255, (120, 320), dtype=np.uint8) for i in range(2)]
     card = export_onnx(net, net.example_inputs(), tmp_path / "place.onnx", output_names=["descriptor"],

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         dynamic_axes=getattr(model, "dynamic_axes", None),
         card_fields={
             "name": out.stem,
-            "description": (f"PlaceNet ({model.conf['preset']} preset, {model.conf['head']} head, "
+            "description": (f"PlaceNet ({model.conf['preset']} preset, {head_name(model.conf)} head, "
                             f"{parameter_count(model)} parameters): {model.out_dim}-d global place descriptor "
                             f"of a {model.conf['image_size'][0]}x{model.conf['image_size'][1]} "
                             f"{'grey' if model.conf['in_channels'] == 1 else 'RGB'} frame. {HELD_OUT}."),
@@ -102,6 +102,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"training curve: {plot_training(run / 'metrics.csv', out.with_name(out.stem + '-training.png'))}")
     print(f"onnx: {out} (sha256 {card.sha256[:16]}…), card: {out.with_suffix('.yaml')}")
     return 0
+
+
+def head_name(conf: dict) -> str:
+    """'gem', 'netvlad' or, with a GeM grid, e.g. 'gem (1x1 + 2x2 grid)'."""
+    grid = conf.get("gem_grid", [1])
+    if conf["head"] != "gem" or list(grid) == [1]:
+        return conf["head"]
+    return f"gem ({' + '.join(f'{g}x{g}' for g in grid)} grid)"
 
 
 if __name__ == "__main__":

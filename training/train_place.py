@@ -51,7 +51,9 @@ with ``fisheye_prob``, a fisheye lens (equidistant radii, black outside the
 image circle).
 At a fresh start the NetVLAD centres come from k-means on backbone features and
 the projection from PCA-whitening of VLAD vectors (the paper's recipe), unless
-``init.checkpoint`` names one of our earlier models to fine-tune.
+``init.checkpoint`` names one of our earlier models to fine-tune (a global-GeM
+model can seed a ``gem_grid`` model: ``PlaceNet.load_pretrained``, its PCA on
+``init.images`` training images).
 Validation: Recall@1/5 per ``data.val`` source. Resumes from
 ``<out>/checkpoints/last.pt``; writes ``<out>/config.yaml``, ``metrics.csv``
 and ``final.pt`` (state dict + conf + validation recall).
@@ -578,11 +580,16 @@ def main(argv: list[str] | None = None) -> int:
     step = ckpt.resume(model, optimizer, device)
     if step is None:
         step = 0
-        if cfg["init"].get("checkpoint"):  # fine-tune one of our own earlier models (same architecture)
+        if cfg["init"].get("checkpoint"):  # fine-tune one of our own earlier models (PlaceNet.load_pretrained)
             src = resolve(cfg["init"]["checkpoint"])
             state = torch.load(src, map_location=device, weights_only=True)
-            model.load_state_dict(state.get("model", state))
-            logger.info("initialised from %s", src)
+            images = None
+            if model.conf["head"] == "gem" and model.conf["gem_grid"] != [1]:  # for a global model's projection
+                pick = np.random.default_rng(tcfg["seed"]).choice(
+                    len(train_set), min(len(train_set), int(cfg["init"]["images"])), replace=False)
+                images = batch_tensor([store[int(i)] for i in pick], model, device)
+            adapted = model.load_pretrained(state.get("model", state), images)
+            logger.info("initialised from %s%s", src, f" ({adapted})" if adapted else "")
         elif cfg["init"]["enabled"] and (info.is_main or info.world_size == 1):
             initialise(model, store, train_set, cfg["init"], device, np.random.default_rng(tcfg["seed"]))
     ddp_model = wrap_ddp(model, info)  # DDP broadcasts rank 0's (initialised) weights

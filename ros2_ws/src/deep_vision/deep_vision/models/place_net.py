@@ -12,7 +12,12 @@ one of two aggregation heads:
   features (:meth:`PlaceNet.init_netvlad`), the assignment weights from the
   centres as in the paper (``w_k = 2αc_k``, ``b_k = −α‖c_k‖²``).
 - ``gem``: generalised-mean pooling (Radenović et al. 2018) with a learnable
-  exponent p, then the projection and L2 normalisation.
+  exponent p, then the projection and L2 normalisation. ``gem_grid`` adds a
+  spatial pyramid: GeM over the whole map and over each cell of a g×g grid
+  per listed g (``[1, 2]``: the whole image + 4 quadrants), each pooled vector
+  L2-normalised, concatenated, projected. Global pooling discards where things
+  are; in self-similar places (corridors: doors and lockers on both sides,
+  everywhere) the layout is what tells places apart.
 
 Presets: ``compact`` (7 conv layers 32-64-64-128-128-192-192 at total stride
 16, NetVLAD head with 32 clusters, 256-d output; 2.4 M parameters ≈ 10 MB in
@@ -94,17 +99,34 @@ class NetVLAD(nn.Module):
 
 
 class GeM(nn.Module):
-    """Generalised-mean pooling: [B x D x H x W] → [B x D], ``(mean x^p)^(1/p)`` with learnable p."""
+    """Generalised-mean pooling: [B x D x H x W] → [B x D·Σg²], ``(mean x^p)^(1/p)`` with learnable p.
 
-    def __init__(self, p: float = 3.0, eps: float = 1e-6) -> None:
+    ``grid``: pool over g×g cells for each g (1: the whole map); every cell's
+    vector is L2-normalised, the concatenation (whole map first, then the cells
+    row by row) is scaled to unit norm. The map's sides must divide by each g.
+    """
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6, grid: list[int] | tuple[int, ...] = (1,)) -> None:
         super().__init__()
         self.p = nn.Parameter(torch.tensor(float(p)))
         self.eps = eps
+        self.grid = [int(g) for g in grid]
+        self.cells = sum(g * g for g in self.grid)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.p.clamp(min=1.0)
-        pooled = x.clamp(min=self.eps).pow(p).mean(dim=(2, 3))
-        return F.normalize(pooled.pow(1.0 / p), p=2.0, dim=1)
+        powered = x.clamp(min=self.eps).pow(p)
+        parts = []
+        for g in self.grid:
+            if g == 1:
+                pooled = powered.mean(dim=(2, 3))
+            else:
+                h, w = powered.shape[2] // g, powered.shape[3] // g
+                pooled = F.avg_pool2d(powered, (h, w), stride=(h, w)).flatten(2).transpose(1, 2)  # [B x g² x D]
+            parts.append(F.normalize(pooled.pow(1.0 / p), p=2.0, dim=-1).flatten(1))
+        if self.cells == 1:
+            return parts[0]
+        return torch.cat(parts, dim=1) * (1.0 / math.sqrt(self.cells))
 
 
 class PlaceNet(nn.Module):
@@ -119,6 +141,7 @@ class PlaceNet(nn.Module):
         "clusters": None,  # NetVLAD cluster count K
         "dim": None,  # output descriptor size after the learned projection (0: no projection)
         "gem_p": 3.0,  # initial GeM exponent
+        "gem_grid": [1],  # gem head: pool over g x g cells per entry (1: whole map; [1, 2]: + 4 quadrants)
         "netvlad_alpha": 100.0,  # initial NetVLAD assignment sharpness before k-means initialisation
         "dynamic_batch": False,  # export with a dynamic batch axis (the runtime feeds one frame)
     }
@@ -138,8 +161,8 @@ class PlaceNet(nn.Module):
             self.pool: nn.Module = NetVLAD(conf["clusters"], c_in, conf["netvlad_alpha"])
             pooled = conf["clusters"] * c_in
         else:
-            self.pool = GeM(conf["gem_p"])
-            pooled = c_in
+            self.pool = GeM(conf["gem_p"], grid=conf["gem_grid"])
+            pooled = c_in * self.pool.cells
         self.projection = nn.Linear(pooled, conf["dim"]) if conf["dim"] else None
         self.out_dim = conf["dim"] or pooled
         if conf["dynamic_batch"]:
@@ -162,6 +185,20 @@ class PlaceNet(nn.Module):
             raise ConfigError(f"PlaceNet: image_size must be [W, H], each at least the total stride {stride}, "
                               f"got {size}")
         merged["image_size"] = [int(v) for v in size]
+        grid = merged["gem_grid"]
+        if not isinstance(grid, (list, tuple)) or not grid or any(int(g) < 1 for g in grid):
+            raise ConfigError(f"PlaceNet: gem_grid must be a list of grid sizes >= 1, got {grid!r}")
+        merged["gem_grid"] = [int(g) for g in grid]
+        if merged["head"] == "gem":
+            fw, fh = size[0], size[1]
+            for s in merged["strides"]:  # 3x3 conv, padding 1: ceil(n / s)
+                fw, fh = -(-fw // s), -(-fh // s)
+            bad = [g for g in merged["gem_grid"] if fw % g or fh % g]
+            if bad:
+                raise ConfigError(f"PlaceNet: gem_grid {bad} does not divide the {fw}x{fh} feature map of a "
+                                  f"{size[0]}x{size[1]} input")
+        elif merged["gem_grid"] != [1]:
+            raise ConfigError("PlaceNet: gem_grid needs head gem")
         return merged
 
     @classmethod
@@ -187,6 +224,58 @@ class PlaceNet(nn.Module):
         return F.normalize(self.projection(pooled), p=2.0, dim=1)
 
     # ------------------------------------------------------------------ initialisation
+    @torch.no_grad()
+    def load_pretrained(self, state: dict[str, torch.Tensor], images: torch.Tensor | None = None) -> str:
+        """Load one of our earlier models' state dict for fine-tuning; returns what was adapted ('' if nothing).
+
+        The same architecture loads as is. A GeM model with a larger ``gem_grid``
+        takes a global-GeM model's backbone and builds its projection from the
+        old one (``W``, ``b``), so that training starts from a descriptor that
+        already knows the layout:
+
+        - with ``images`` ([N x C x H x W] normalised training frames, N ≥
+          ``dim``): each cell's vector gets the old projection, ``W cₖ + b``;
+          the projection is the PCA (to ``dim``) of those concatenated, folded
+          into one linear map;
+        - without: ``W`` tiled over the cells (the old projection of the mean
+          of the cell vectors). The mean forgets which cell is which: a
+          starting point without layout.
+        """
+        key = "projection.weight"
+        own = self.state_dict()
+        if not (key in state and key in own and state[key].shape != own[key].shape and self.conf["head"] == "gem"):
+            self.load_state_dict(state)
+            return ""
+        old_w, old_b = state[key].float(), state["projection.bias"].float()
+        new = own[key]
+        cells, dim = self.pool.cells, self.conf["dim"]
+        if old_w.shape[0] != new.shape[0] or old_w.shape[1] * cells != new.shape[1]:
+            raise ConfigError(f"PlaceNet.load_pretrained: projection {list(old_w.shape)} cannot seed "
+                              f"{list(new.shape)} (gem_grid {self.conf['gem_grid']})")
+        state = dict(state)
+        state[key] = old_w.repeat(1, cells) * (1.0 / math.sqrt(cells))
+        self.load_state_dict(state)
+        if images is None:
+            return f"projection {list(old_w.shape)} tiled over {cells} GeM cells"
+        if len(images) < dim:
+            raise ValueError(f"load_pretrained: need at least {dim} images for the PCA, got {len(images)}")
+        was_training = self.training
+        self.eval()
+        pooled = torch.cat([self.aggregate(self.features(images[k : k + 32])).cpu() for k in range(0, len(images), 32)])
+        self.train(was_training)
+        d = old_w.shape[1]
+        z = pooled.double().reshape(len(pooled), cells, d) * math.sqrt(cells)  # unit cell vectors
+        y = (z @ old_w.double().T + old_b.double()).reshape(len(pooled), -1)  # [N x cells·dim]
+        mean = y.mean(dim=0)
+        _, _, vh = torch.linalg.svd(y - mean, full_matrices=False)
+        comps = vh[:dim].reshape(dim, cells, -1)  # [dim x cells x dim_old]
+        weight = torch.einsum("ikj,jd->ikd", comps, old_w.double()) * math.sqrt(cells)  # acts on pooled
+        bias = torch.einsum("ikj,j->i", comps, old_b.double()) - vh[:dim] @ mean
+        self.projection.weight.copy_(weight.reshape(dim, -1).float())
+        self.projection.bias.copy_(bias.float())
+        return (f"projection {list(old_w.shape)} applied per GeM cell, PCA of the {cells} cells' descriptors "
+                f"({cells * dim}-d, {len(images)} images) to {dim}-d")
+
     @torch.no_grad()
     def init_netvlad(self, features: np.ndarray | torch.Tensor, seed: int = 0, iterations: int = 25) -> float:
         """Initialise the NetVLAD centres by k-means (FAISS) on local features; returns α.

@@ -206,6 +206,30 @@ def test_indoor_world_is_a_closed_corridor_around_the_route():
     np.testing.assert_array_equal(same.image(50), seq.image(50))
 
 
+def test_repetitive_corridor_repeats_its_wall_designs():
+    """scene.wall_designs N: every wall panel shows one of N designs (its left part, or the design repeated), the
+    ceiling lights sit on a grid; the default world gives every panel its own texture."""
+    from deep_vision.synthetic.world import build_world, building_faces
+
+    def designs(faces) -> int:
+        return len({f.levels[0][:, :8].tobytes() for f in faces})  # a panel's design starts at its left edge
+
+    config = from_dict(SyntheticWorldConfig, {**INDOOR, "seed": 3, "scene": {**INDOOR["scene"], "wall_designs": 3}})
+    faces = building_faces(config)
+    assert len(faces) > 8 and designs(faces) <= 3
+    assert designs(building_faces(from_dict(SyntheticWorldConfig, {**INDOOR, "seed": 3}))) > 8
+    # Light panels (the brightest texels) on a regular grid of ceiling tiles: their rows repeat with one period.
+    ceiling = build_world(config).ceiling.levels[0][..., 0].astype(float)
+    rows = np.flatnonzero((ceiling >= 240).mean(axis=1) > 0.05)
+    starts = rows[np.r_[True, np.diff(rows) > 1]]
+    assert len(starts) > 3 and np.ptp(np.diff(starts)) <= 2
+    img = SyntheticSequence(from_dict(SyntheticWorldConfig, {**INDOOR, "seed": 3, "frames": 50,
+                                                             "scene": {**INDOOR["scene"], "wall_designs": 3}})).image(10)
+    assert img.shape == (120, 160) and img.std() > 5
+    with pytest.raises(ConfigError, match="wall_designs"):
+        from_dict(SyntheticWorldConfig, {**INDOOR, "scene": {**INDOOR["scene"], "wall_designs": -1}})
+
+
 def test_indoor_config_keeps_the_route_inside_the_corridor():
     with pytest.raises(ConfigError, match="scene.kind"):
         from_dict(SyntheticWorldConfig, {"scene": {"kind": "cave"}})

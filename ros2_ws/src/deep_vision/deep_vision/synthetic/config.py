@@ -78,10 +78,17 @@ class SceneConfig:
     corridor_width_m: list[float] = field(default_factory=lambda: [2.2, 3.2])  # indoor: wall to wall, per edge
     ceiling_m: list[float] = field(default_factory=lambda: [2.4, 3.2])  # indoor: ceiling height range (per world)
     wall_panel_m: list[float] = field(default_factory=lambda: [2.0, 7.0])  # indoor: wall stretch with one texture
+    # indoor: 0: every wall panel its own texture; N: a repetitive corridor, as real office corridors are: the
+    # walls repeat N panel designs in one paint (the same doors, lockers and boards again and again), the
+    # ceiling lights sit on a regular grid and the floor is an even carpet, so only the order of the panels and
+    # the corridor's shape tell places apart
+    wall_designs: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in ("street", "indoor"):
             raise ConfigError(f"scene.kind must be street or indoor, got {self.kind!r}")
+        if self.wall_designs < 0:
+            raise ConfigError(f"scene.wall_designs must be 0 (off) or a number of designs, got {self.wall_designs}")
 
 
 @dataclass

@@ -214,9 +214,13 @@ def indoor_wall_texture(width_px: int, height_px: int, texel_m: float, rng: np.r
     return to_uint8(wall)
 
 
-def floor_texture(height_px: int, width_px: int, texel_m: float, rng: np.random.Generator) -> np.ndarray:
-    """[H x W x 3] uint8 indoor floor: carpet, tiles or linoleum (one per world)."""
+def floor_texture(height_px: int, width_px: int, texel_m: float, rng: np.random.Generator,
+                  plain: bool = False) -> np.ndarray:
+    """[H x W x 3] uint8 indoor floor: carpet, tiles or linoleum (one per world); ``plain``: an even carpet
+    without wear patches (nothing on it marks a place)."""
     h, w = height_px, width_px
+    if plain:
+        return to_uint8(colourise(fractal_noise((h, w), rng, (1, 3)), rng.uniform(40, 190, 3), 0.3))
     kind = rng.integers(0, 3)
     colour = rng.uniform(40, 190, 3)
     if kind == 0:  # carpet: fine grain and wear
@@ -233,8 +237,10 @@ def floor_texture(height_px: int, width_px: int, texel_m: float, rng: np.random.
     return to_uint8(floor)
 
 
-def ceiling_texture(height_px: int, width_px: int, texel_m: float, rng: np.random.Generator) -> np.ndarray:
-    """[H x W x 3] uint8 suspended ceiling: tile grid, light panels, vents (one per world)."""
+def ceiling_texture(height_px: int, width_px: int, texel_m: float, rng: np.random.Generator,
+                    regular: bool = False) -> np.ndarray:
+    """[H x W x 3] uint8 suspended ceiling: tile grid, light panels, vents (one per world); ``regular``: light
+    panels on a fixed grid (every few tiles), no vents, so the ceiling looks the same everywhere."""
     h, w = height_px, width_px
     base = rng.uniform(170, 240) * np.array([1.0, 1.0, 1.0]) * rng.uniform(0.92, 1.05, 3)
     ceiling = colourise(fractal_noise((h, w), rng, (1, 4)), base, 0.08)
@@ -242,8 +248,13 @@ def ceiling_texture(height_px: int, width_px: int, texel_m: float, rng: np.rando
     grid = ((np.arange(h) % tile) < 2)[:, None] | ((np.arange(w) % tile) < 2)[None, :]
     ceiling[grid] *= 0.8
     rows, cols = h // tile, w // tile
-    lights = rng.random((rows, cols)) < rng.uniform(0.05, 0.15)
-    vents = rng.random((rows, cols)) < 0.03
+    if regular:
+        every = int(rng.integers(2, 5))
+        lights = ((np.arange(rows) % every) == 0)[:, None] & ((np.arange(cols) % every) == 0)[None, :]
+        vents = np.zeros_like(lights)
+    else:
+        lights = rng.random((rows, cols)) < rng.uniform(0.05, 0.15)
+        vents = rng.random((rows, cols)) < 0.03
     for r, c in zip(*np.nonzero(lights | vents)):
         y0, x0 = r * tile + 3, c * tile + 3
         if lights[r, c]:

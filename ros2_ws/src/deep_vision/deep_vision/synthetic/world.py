@@ -273,6 +273,8 @@ def _corridor_walls(corners: np.ndarray, conf: SceneConfig, ceiling_z: float, rn
     n = len(corners)
     widths = rng.uniform(*conf.corridor_width_m, n)
     s = conf.facade_texel_m / 2.5  # walls are seen from a metre or two
+    if conf.wall_designs:
+        return _repeated_walls(corners, widths, conf, ceiling_z, s, rng, channels)
     faces: list[Face] = []
     for side in (1.0, -1.0):  # left (inner) wall, right (outer) wall
         poly = _offset_polygon(corners, side * widths / 2)
@@ -300,6 +302,40 @@ def _corridor_walls(corners: np.ndarray, conf: SceneConfig, ceiling_z: float, rn
     return faces
 
 
+def _repeated_walls(corners: np.ndarray, widths: np.ndarray, conf: SceneConfig, ceiling_z: float, s: float,
+                    rng: np.random.Generator, channels: int) -> list[Face]:
+    """``scene.wall_designs`` panel designs in one paint, drawn again and again along both walls (a panel longer
+    than its design, at the end of an edge, repeats the design; one shorter shows its left part)."""
+    paint = wall_paint(rng)
+    designs = []
+    for _ in range(conf.wall_designs):
+        w_m = float(rng.uniform(*conf.wall_panel_m))
+        tex = indoor_wall_texture(max(4, round(w_m / s)), max(4, round(ceiling_z / s)), s, rng, paint=paint)
+        designs.append((w_m, _to_channels(tex, channels)))
+    faces: list[Face] = []
+    for side in (1.0, -1.0):  # left (inner) wall, right (outer) wall
+        poly = _offset_polygon(corners, side * widths / 2)
+        for i in range(len(corners)):
+            a, b = (poly[i], poly[(i + 1) % len(corners)]) if side > 0 else (poly[(i + 1) % len(corners)], poly[i])
+            length = float(np.linalg.norm(b - a))
+            e2 = (b - a) / length
+            e_u = np.array([e2[0], e2[1], 0.0])
+            u = 0.0
+            while u < length - 1e-6:
+                w_m, tex = designs[int(rng.integers(len(designs)))]
+                w_m = min(w_m, length - u)
+                if length - u - w_m < 0.5:  # no sliver at the end
+                    w_m = length - u
+                cols = max(4, round(w_m / s))
+                tex = np.tile(tex, (1, -(-cols // tex.shape[1]), 1))[:, :cols]
+                o = a + e2 * u
+                faces.append(Face(origin=np.array([o[0], o[1], ceiling_z]), e_u=e_u, width_m=w_m,
+                                  height_m=ceiling_z, texel_m=s, levels=pyramid(np.ascontiguousarray(tex)),
+                                  shade=float(rng.uniform(0.8, 1.0))))
+                u += w_m
+    return faces
+
+
 def _build_indoor(config: SyntheticWorldConfig, route: ClosedRoute, corners: np.ndarray, channels: int) -> World:
     conf = config.scene
     rng = np.random.default_rng([config.seed, 1])
@@ -308,10 +344,11 @@ def _build_indoor(config: SyntheticWorldConfig, route: ClosedRoute, corners: np.
     bounds = (corners[:, 0].min() - m, corners[:, 0].max() + m, corners[:, 1].min() - m, corners[:, 1].max() + m)
     texel = conf.ground_texel_m / 2  # the camera is close to the floor
     W, H = int(np.ceil((bounds[1] - bounds[0]) / texel)), int(np.ceil((bounds[3] - bounds[2]) / texel))
-    floor = Ground(levels=pyramid(_to_channels(floor_texture(H, W, texel, rng), channels)), x_min=bounds[0],
-                   y_max=bounds[3], texel_m=texel)
-    ceiling = Ground(levels=pyramid(_to_channels(ceiling_texture(H, W, texel, rng), channels)), x_min=bounds[0],
-                     y_max=bounds[3], texel_m=texel)
+    repetitive = conf.wall_designs > 0
+    floor = Ground(levels=pyramid(_to_channels(floor_texture(H, W, texel, rng, plain=repetitive), channels)),
+                   x_min=bounds[0], y_max=bounds[3], texel_m=texel)
+    ceiling = Ground(levels=pyramid(_to_channels(ceiling_texture(H, W, texel, rng, regular=repetitive), channels)),
+                     x_min=bounds[0], y_max=bounds[3], texel_m=texel)
     faces = building_faces(config)
     logger.info("synthetic indoor world: route %.0f m, %d wall panels, ceiling %.2f m", route.length, len(faces),
                 ceiling_z)

@@ -246,14 +246,14 @@ class PlaceNet(nn.Module):
         if not (key in state and key in own and state[key].shape != own[key].shape and self.conf["head"] == "gem"):
             self.load_state_dict(state)
             return ""
-        old_w, old_b = state[key].float(), state["projection.bias"].float()
+        old_w, old_b = state[key].float().cpu(), state["projection.bias"].float().cpu()
         new = own[key]
         cells, dim = self.pool.cells, self.conf["dim"]
         if old_w.shape[0] != new.shape[0] or old_w.shape[1] * cells != new.shape[1]:
             raise ConfigError(f"PlaceNet.load_pretrained: projection {list(old_w.shape)} cannot seed "
                               f"{list(new.shape)} (gem_grid {self.conf['gem_grid']})")
         state = dict(state)
-        state[key] = old_w.repeat(1, cells) * (1.0 / math.sqrt(cells))
+        state[key] = (old_w.repeat(1, cells) * (1.0 / math.sqrt(cells))).to(new.device)
         self.load_state_dict(state)
         if images is None:
             return f"projection {list(old_w.shape)} tiled over {cells} GeM cells"

@@ -47,14 +47,18 @@ def batch(images: list[np.ndarray], conf: dict) -> torch.Tensor:
 
 
 @torch.no_grad()
-def variants(state: dict, conf: dict, train_images: torch.Tensor) -> dict[str, callable]:
+def variants(state: dict, conf: dict) -> dict[str, callable]:
     base = PlaceNet(conf).eval()
     base.load_state_dict(state)
     grid_conf = {**conf, "gem_grid": [1, 2]}
     tiled, pca = PlaceNet(grid_conf).eval(), PlaceNet(grid_conf).eval()
     tiled.load_pretrained(state)
-    pca.load_pretrained(state, train_images)
-    pca.eval()
+    # The images train_place starts place_street_indoor_grid.yaml's run from (its init.images, its seed).
+    cfg = yaml.safe_load((ROOT / "training/configs/place_street_indoor_grid.yaml").read_text())
+    places = train_place.build_set(cfg["data"]["train"], cfg["data"], True, "data.train")
+    store = train_place.ImageStore(places, cfg["data"]["store_size"], conf["in_channels"] == 3)
+    pca.load_pretrained(state, train_place.pretrained_init_images(pca, store, places, cfg["init"], cfg["train"]["seed"],
+                                                                  torch.device("cpu")))
 
     def concat(x: torch.Tensor) -> torch.Tensor:
         cells = tiled.pool(base.features(x)).reshape(len(x), 5, -1) * 5**0.5
@@ -76,7 +80,8 @@ def recall(fn, bench, conf: dict, chunk: int = 64) -> dict[int, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="runs/place_street_indoor/final.pt", help="a global-GeM PlaceNet .pt")
+    parser.add_argument("--model", default=str(ROOT / "runs" / "place_street_indoor" / "final.pt"),
+                        help="a global-GeM PlaceNet .pt")
     parser.add_argument("--nordland", action="store_true", help="also Nordland places 0-899 (slower)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
@@ -85,11 +90,6 @@ def main() -> int:
     state, conf = ckpt.get("model", ckpt), ckpt["conf"]
     if conf["head"] != "gem" or conf.get("gem_grid", [1]) != [1]:
         parser.error(f"{args.model} is not a global-GeM PlaceNet (head {conf['head']}, gem_grid {conf.get('gem_grid')})")
-    cfg = yaml.safe_load((ROOT / "training/configs/place_street_indoor_grid.yaml").read_text())
-    places = train_place.build_set(cfg["data"]["train"], cfg["data"], True, "data.train")
-    store = train_place.ImageStore(places, cfg["data"]["store_size"], conf["in_channels"] == 3)
-    pick = np.random.default_rng(0).choice(len(places), 300, replace=False)
-    train_images = batch([store[int(i)] for i in pick], conf)
     benches = [load_corridor(DATA / "vpr_corridor")]
     if args.nordland:
         benches.append(load_nordland(DATA / "vpr_nordland"))
@@ -97,7 +97,7 @@ def main() -> int:
     lines = ["# PlaceNet: layout probe (grid pooling of a global-GeM model, no training)", "",
              f"- command: `{command}`", f"- model: {args.model}", "- Recall@1 / @5 / @10 in %", "",
              "| variant | " + " | ".join(b.name for b in benches) + " |", "|---|" + "---|" * len(benches)]
-    for name, fn in variants(state, conf, train_images).items():
+    for name, fn in variants(state, conf).items():
         cells = []
         for b in benches:
             r = recall(fn, b, conf)

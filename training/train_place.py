@@ -423,6 +423,16 @@ def initialise(model: PlaceNet, store: ImageStore, places: PlaceSet, icfg: dict,
     model.train()
 
 
+def pretrained_init_images(model: PlaceNet, store: ImageStore, places: PlaceSet, icfg: dict, seed: int,
+                           device: torch.device) -> torch.Tensor | None:
+    """The training frames ``PlaceNet.load_pretrained`` builds a GeM-grid model's projection from (when the
+    checkpoint is a global-GeM model): ``init.images`` of them, drawn with the run's seed; None for other heads."""
+    if model.conf["head"] != "gem" or model.conf["gem_grid"] == [1]:
+        return None
+    pick = np.random.default_rng(seed).choice(len(places), min(len(places), int(icfg["images"])), replace=False)
+    return batch_tensor([store[int(i)] for i in pick], model, device)
+
+
 # ============================================================================ mining, loss, validation
 class Miner:
     """Hard positives and negatives from a periodically refreshed descriptor cache."""
@@ -583,11 +593,7 @@ def main(argv: list[str] | None = None) -> int:
         if cfg["init"].get("checkpoint"):  # fine-tune one of our own earlier models (PlaceNet.load_pretrained)
             src = resolve(cfg["init"]["checkpoint"])
             state = torch.load(src, map_location=device, weights_only=True)
-            images = None
-            if model.conf["head"] == "gem" and model.conf["gem_grid"] != [1]:  # for a global model's projection
-                pick = np.random.default_rng(tcfg["seed"]).choice(
-                    len(train_set), min(len(train_set), int(cfg["init"]["images"])), replace=False)
-                images = batch_tensor([store[int(i)] for i in pick], model, device)
+            images = pretrained_init_images(model, store, train_set, cfg["init"], tcfg["seed"], device)
             adapted = model.load_pretrained(state.get("model", state), images)
             logger.info("initialised from %s%s", src, f" ({adapted})" if adapted else "")
         elif cfg["init"]["enabled"] and (info.is_main or info.world_size == 1):

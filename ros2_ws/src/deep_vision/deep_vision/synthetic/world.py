@@ -266,71 +266,89 @@ def _offset_polygon(corners: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return out
 
 
+class _NewPanels:
+    """Corridor wall panels, each its own texture (``indoor_wall_texture``) in the corridor's paint; the paint
+    changes on a new wall and, one edge in three or so, on a new stretch of the corridor."""
+
+    def __init__(self, conf: SceneConfig, ceiling_z: float, s: float, rng: np.random.Generator,
+                 channels: int) -> None:
+        self.conf, self.ceiling_z, self.s, self.rng, self.channels = conf, ceiling_z, s, rng, channels
+        self.paint: np.ndarray | None = None
+
+    def new_wall(self) -> None:
+        self.paint = wall_paint(self.rng)
+
+    def new_edge(self) -> None:
+        if self.rng.random() < 0.3:
+            self.paint = wall_paint(self.rng)  # another stretch of the corridor, another colour
+
+    def width(self) -> float:
+        return float(self.rng.uniform(*self.conf.wall_panel_m))
+
+    def texture(self, w_m: float) -> np.ndarray:
+        tex = indoor_wall_texture(max(4, round(w_m / self.s)), max(4, round(self.ceiling_z / self.s)), self.s,
+                                  self.rng, paint=self.paint)
+        return _to_channels(tex, self.channels)
+
+
+class _RepeatedPanels(_NewPanels):
+    """``scene.wall_designs`` panel designs in one paint, drawn again and again along both walls (a panel longer
+    than its design, at the end of an edge, repeats the design; one shorter shows its left part)."""
+
+    def __init__(self, conf: SceneConfig, ceiling_z: float, s: float, rng: np.random.Generator,
+                 channels: int) -> None:
+        super().__init__(conf, ceiling_z, s, rng, channels)
+        super().new_wall()  # the one paint
+        self.designs = []
+        for _ in range(conf.wall_designs):
+            w_m = super().width()
+            self.designs.append((w_m, super().texture(w_m)))
+        self.chosen = self.designs[0][1]
+
+    def new_wall(self) -> None:
+        pass
+
+    def new_edge(self) -> None:
+        pass
+
+    def width(self) -> float:
+        w_m, self.chosen = self.designs[int(self.rng.integers(len(self.designs)))]
+        return w_m
+
+    def texture(self, w_m: float) -> np.ndarray:
+        cols = max(4, round(w_m / self.s))
+        return np.ascontiguousarray(np.tile(self.chosen, (1, -(-cols // self.chosen.shape[1]), 1))[:, :cols])
+
+
 def _corridor_walls(corners: np.ndarray, conf: SceneConfig, ceiling_z: float, rng: np.random.Generator,
                     channels: int) -> list[Face]:
     """Walls floor to ceiling on both sides of every route edge (the route runs counter-clockwise: its inside is
-    on the left), cut into panels of ``wall_panel_m`` with textures of their own, facing the corridor."""
+    on the left), cut into panels of ``wall_panel_m`` facing the corridor: each with a texture of its own, or
+    (``scene.wall_designs``) one of a few designs repeated."""
     n = len(corners)
     widths = rng.uniform(*conf.corridor_width_m, n)
     s = conf.facade_texel_m / 2.5  # walls are seen from a metre or two
-    if conf.wall_designs:
-        return _repeated_walls(corners, widths, conf, ceiling_z, s, rng, channels)
+    panels = (_RepeatedPanels if conf.wall_designs else _NewPanels)(conf, ceiling_z, s, rng, channels)
     faces: list[Face] = []
     for side in (1.0, -1.0):  # left (inner) wall, right (outer) wall
         poly = _offset_polygon(corners, side * widths / 2)
-        paint = wall_paint(rng)
+        panels.new_wall()
         for i in range(n):
             a, b = (poly[i], poly[(i + 1) % n]) if side > 0 else (poly[(i + 1) % n], poly[i])
             # Columns run left to right seen from the corridor: the normal e_u x z points into the corridor.
             length = float(np.linalg.norm(b - a))
             e2 = (b - a) / length
             e_u = np.array([e2[0], e2[1], 0.0])
-            if rng.random() < 0.3:
-                paint = wall_paint(rng)  # another stretch of the corridor, another colour
+            panels.new_edge()
             u = 0.0
             while u < length - 1e-6:
-                w_m = min(float(rng.uniform(*conf.wall_panel_m)), length - u)
+                w_m = min(panels.width(), length - u)
                 if length - u - w_m < 0.5:  # no sliver at the end
                     w_m = length - u
-                tex = indoor_wall_texture(max(4, int(round(w_m / s))), max(4, int(round(ceiling_z / s))), s, rng,
-                                          paint=paint)
+                tex = panels.texture(w_m)
                 o = a + e2 * u
                 faces.append(Face(origin=np.array([o[0], o[1], ceiling_z]), e_u=e_u, width_m=w_m,
-                                  height_m=ceiling_z, texel_m=s, levels=pyramid(_to_channels(tex, channels)),
-                                  shade=float(rng.uniform(0.8, 1.0))))
-                u += w_m
-    return faces
-
-
-def _repeated_walls(corners: np.ndarray, widths: np.ndarray, conf: SceneConfig, ceiling_z: float, s: float,
-                    rng: np.random.Generator, channels: int) -> list[Face]:
-    """``scene.wall_designs`` panel designs in one paint, drawn again and again along both walls (a panel longer
-    than its design, at the end of an edge, repeats the design; one shorter shows its left part)."""
-    paint = wall_paint(rng)
-    designs = []
-    for _ in range(conf.wall_designs):
-        w_m = float(rng.uniform(*conf.wall_panel_m))
-        tex = indoor_wall_texture(max(4, round(w_m / s)), max(4, round(ceiling_z / s)), s, rng, paint=paint)
-        designs.append((w_m, _to_channels(tex, channels)))
-    faces: list[Face] = []
-    for side in (1.0, -1.0):  # left (inner) wall, right (outer) wall
-        poly = _offset_polygon(corners, side * widths / 2)
-        for i in range(len(corners)):
-            a, b = (poly[i], poly[(i + 1) % len(corners)]) if side > 0 else (poly[(i + 1) % len(corners)], poly[i])
-            length = float(np.linalg.norm(b - a))
-            e2 = (b - a) / length
-            e_u = np.array([e2[0], e2[1], 0.0])
-            u = 0.0
-            while u < length - 1e-6:
-                w_m, tex = designs[int(rng.integers(len(designs)))]
-                w_m = min(w_m, length - u)
-                if length - u - w_m < 0.5:  # no sliver at the end
-                    w_m = length - u
-                cols = max(4, round(w_m / s))
-                tex = np.tile(tex, (1, -(-cols // tex.shape[1]), 1))[:, :cols]
-                o = a + e2 * u
-                faces.append(Face(origin=np.array([o[0], o[1], ceiling_z]), e_u=e_u, width_m=w_m,
-                                  height_m=ceiling_z, texel_m=s, levels=pyramid(np.ascontiguousarray(tex)),
+                                  height_m=ceiling_z, texel_m=s, levels=pyramid(tex),
                                   shade=float(rng.uniform(0.8, 1.0))))
                 u += w_m
     return faces

@@ -143,3 +143,29 @@ def test_report_and_cli(tmp_path, shared_data, monkeypatch, capsys):
     png = place_eval.pr_png(curves, tmp_path / "pr.png", "test")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["evaluate", "nothing"]) == 1
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_loop_routes_in_colour_for_an_rgb_network(tmp_path, monkeypatch, channels):
+    """(b) renders the routes in colour when the network takes RGB (the SAD baseline converts them to grey) and
+    says so in the report; a grey network gets grey routes."""
+    import torch
+    from deep_vision.estimators import PlaceRecognizer
+    from deep_vision.models.place_net import PlaceNet
+
+    net = PlaceNet({"preset": "gem", "image_size": [64, 32], "channels": [8, 16], "strides": [2, 2], "dim": 8,
+                    "in_channels": channels})
+    torch.save({"model": net.state_dict(), "conf": net.conf}, tmp_path / "net.pt")
+    seen = []
+
+    def record(sequence, recognizer, scores, *, images, **kwargs):
+        norm = float(np.linalg.norm(recognizer.describe(images[0])))
+        seen.append((recognizer.descriptor, images[0].ndim, round(norm, 4)))
+
+    monkeypatch.setattr(place_eval, "run_route", record)
+    settings = PlaceEvalSettings(vpr=False, routes=(9001,), route_frames=4, route_size=(64, 32), sizes=())
+    md = place_eval.evaluate(PlaceRecognizer.from_model(tmp_path / "net.pt", backend="torch"), tmp_path / "none",
+                             tmp_path / "out", settings)
+    ndim = 2 if channels == 1 else 3
+    assert seen == [("network", ndim, 1.0), ("sad", ndim, 1.0)]  # both describe the frames they are given
+    assert ("in colour (SAD: their grey)" in md.read_text()) == (channels == 3)

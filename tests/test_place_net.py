@@ -3,6 +3,7 @@ and PlaceRecognizer on top of it (network and the classical thumbnail descriptor
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -90,6 +91,32 @@ def test_gem_grid_keeps_the_layout_and_starts_from_a_global_model():
         PlaceNet({**conf, "gem_grid": [1, 2]}).load_pretrained(old.state_dict(), images[:8])
     with pytest.raises(ConfigError, match="cannot seed"):
         PlaceNet({**conf, "gem_grid": [1, 2], "dim": 8}).load_pretrained(old.state_dict())
+
+
+def test_rgb_model_starts_as_the_grey_model_it_is_seeded_from():
+    """load_pretrained spreads a grey model's first convolution over R, G, B by the luma weights: on a colour
+    frame the RGB model's descriptor is the grey model's on the frame's grey conversion (cv2 rounds the grey to
+    uint8, hence the tolerance), and on a grey frame (replicated) exactly the grey model's. A grey global model
+    seeds an RGB grid model in one call."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(3)
+    conf = {**SMALL, "preset": "gem"}
+    size = conf["image_size"]
+    grey, rgb = PlaceNet(conf).eval(), PlaceNet({**conf, "in_channels": 3}).eval()
+    assert rgb.load_pretrained(grey.state_dict()) == "grey first convolution spread over RGB by the luma weights"
+    assert torch.allclose(rgb.backbone[0].weight.sum(dim=1, keepdim=True), grey.backbone[0].weight, atol=1e-6)
+    frames = [cv2.GaussianBlur(rng.integers(0, 256, (48, 80, 3), dtype=np.uint8), (0, 0), s) for s in (0.5, 3.0)]
+    with torch.no_grad():
+        for f in frames:
+            want = grey(torch.from_numpy(preprocess(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), size, 1)))
+            assert torch.allclose(rgb(torch.from_numpy(preprocess(f, size, 3))), want, atol=2e-2)
+        g = rng.integers(0, 256, (48, 80), dtype=np.uint8)
+        assert torch.allclose(rgb(torch.from_numpy(preprocess(g, size, 3))),
+                              grey(torch.from_numpy(preprocess(g, size, 1))), atol=1e-5)
+    images = torch.rand(16, 3, 32, 64) * 2 - 1
+    note = PlaceNet({**conf, "in_channels": 3, "gem_grid": [1, 2]}).load_pretrained(grey.state_dict(), images)
+    assert note.startswith("grey first convolution spread over RGB by the luma weights; projection [16, 32] "
+                           "applied per GeM cell")
 
 
 def test_netvlad_init_from_kmeans_and_pca():

@@ -206,6 +206,28 @@ def test_refuses_evaluation_data(tmp_path, entry, message):
         train_place.main(args)
 
 
+def test_saturation_augmentation():
+    """``saturation`` scales each RGB frame's colour about its grey (luma) by a factor in [1 - s, 1 + s]: the
+    grey and a grey frame stay as they are; grey frames ignore it."""
+    off = {"crop_min": 1.0, "brightness": 0.0, "contrast": 0.0, "gamma": 0.0, "colour": 0.0, "haze_prob": 0.0,
+           "blur_prob": 0.0, "noise": 0.0}
+    rng = np.random.default_rng(0)
+    image = np.zeros((16, 32, 3), np.uint8)
+    image[..., 0], image[..., 1], image[..., 2] = 60, 140, 120  # teal
+    luma = image.astype(np.float64) @ [0.299, 0.587, 0.114]
+    factors = []
+    for _ in range(20):
+        out = train_place.augment(image, rng, {**off, "saturation": 0.4}).astype(np.float64)
+        assert np.abs(out @ [0.299, 0.587, 0.114] - luma).max() <= 1.0
+        factors.append((out[0, 0, 1] - out[0, 0, 0]) / 80.0)  # green minus red, 80 before
+        assert np.all(out == out[0, 0])
+    assert 0.6 - 0.02 <= min(factors) < 0.85 and 1.15 < max(factors) <= 1.4 + 0.02
+    grey = np.full((16, 32, 3), 77, np.uint8)
+    assert np.array_equal(train_place.augment(grey, rng, {**off, "saturation": 0.4}), grey)
+    mono = np.full((16, 32), 77, np.uint8)
+    assert np.array_equal(train_place.augment(mono, rng, {**off, "saturation": 0.4}), mono)
+
+
 def test_fisheye_augmentation():
     """The fisheye look keeps the frame's size and its centre, keeps a line near the centre near it (radii
     change by the lens and the image circle's width), and is black outside the image circle."""
@@ -221,3 +243,33 @@ def test_fisheye_augmentation():
         assert dark.size and 84 < dark[0] < 130  # the line
     rgb = train_place.fisheye(np.dstack([x] * 3), rng)
     assert rgb.shape == (80, 160, 3)
+
+
+def test_freeze_modules_keeps_a_backbone_as_trained():
+    """train.freeze: the frozen submodule's weights and BatchNorm statistics stay as they were through training
+    steps (model.train() leaves it in eval mode, DDP's train() included), the rest learns; unknown names are
+    refused."""
+    from deep_vision.models.place_net import PlaceNet
+
+    from training.common import freeze_modules
+
+    torch.manual_seed(0)
+    model = PlaceNet({"preset": "gem", "image_size": [64, 32], "channels": [8, 16], "strides": [2, 2], "dim": 8})
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert freeze_modules(model, ["backbone"]) == sum(p.numel() for p in model.backbone.parameters())
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    assert model.training and model.projection.training and not model.backbone.training
+    for _ in range(3):
+        loss = model(torch.rand(4, 1, 32, 64)).sum(dim=0).pow(2).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("backbone."))
+    assert not torch.equal(before["projection.weight"], after["projection.weight"])
+    model.eval()
+    model.train()
+    assert not model.backbone.training
+    with pytest.raises(ValueError, match="no submodule"):
+        freeze_modules(model, ["backbone", "head"])

@@ -131,6 +131,36 @@ def make_optimizer(params, conf: dict) -> torch.optim.Optimizer:
     raise ValueError(f"optim.name must be sgd or adam, got {conf['name']!r}")
 
 
+def freeze_modules(model: torch.nn.Module, names: list[str]) -> int:
+    """Freeze the submodules ``names`` (as in ``model.named_modules()``) for fine-tuning; returns the frozen
+    parameter count.
+
+    Their parameters stop learning and their BatchNorm layers keep the running statistics they were trained
+    with: ``model.train()`` leaves them in eval mode (so a frozen backbone computes what it computed before).
+    """
+    modules = dict(model.named_modules())
+    unknown = [n for n in names if not n or n not in modules]
+    if unknown:
+        raise ValueError(f"train.freeze: no submodule {unknown} (top level: {[n for n, _ in model.named_children()]})")
+    frozen = [modules[n] for n in names]
+    count = 0
+    for m in frozen:
+        for p in m.parameters():
+            count += p.numel() if p.requires_grad else 0
+            p.requires_grad_(False)
+    base_train = model.train
+
+    def train(mode: bool = True) -> torch.nn.Module:
+        base_train(mode)
+        for m in frozen:
+            m.eval()
+        return model
+
+    model.train = train  # type: ignore[method-assign]  # DDP's train() reaches it through children() too
+    model.train(model.training)
+    return count
+
+
 def wrap_ddp(model: torch.nn.Module, info: "DistInfo") -> torch.nn.Module:
     """``model`` inside DistributedDataParallel when there are several ranks, else ``model`` itself."""
     if info.world_size == 1:

@@ -46,7 +46,7 @@ a few pairs, and few hard negatives, per refresh). Loss (``loss.name``): ``tripl
 against every negative of the batch, softmax with temperature τ; robust where the triplet loss with hard
 negatives collapses to one descriptor for every image).
 Augmentation imitates illumination and season change (gain, contrast, gamma,
-colour cast, haze, blur, noise), small viewpoint changes (random crops) and,
+colour cast, saturation, haze, blur, noise), small viewpoint changes (random crops) and,
 with ``fisheye_prob``, a fisheye lens (equidistant radii, black outside the
 image circle).
 At a fresh start the NetVLAD centres come from k-means on backbone features and
@@ -80,12 +80,13 @@ from deep_vision.estimators.geolocation import LocalTangentPlane  # noqa: E402
 from deep_vision.eval.place_eval import SYNTHETIC_EVAL_FIRST_SEED  # noqa: E402
 from deep_vision.geometry.kitti import read_kitti_poses  # noqa: E402
 from deep_vision.io import vpr  # noqa: E402
-from deep_vision.models.place_net import PlaceNet, parameter_count, preprocess  # noqa: E402
+from deep_vision.models.place_net import LUMA, PlaceNet, parameter_count, preprocess  # noqa: E402
 
 from training.common import (  # noqa: E402
     Checkpointer,
     MetricLog,
     cleanup_distributed,
+    freeze_modules,
     resolve,
     save_config,
     start_run,
@@ -330,6 +331,9 @@ def augment(image: np.ndarray, rng: np.random.Generator, a: dict) -> np.ndarray:
         np.float32(rng.uniform(-a["brightness"], a["brightness"]))
     if x.ndim == 3 and a["colour"] > 0:  # colour cast (white balance, season)
         x = x * rng.uniform(1 - a["colour"], 1 + a["colour"], 3).astype(np.float32)
+    if x.ndim == 3 and a.get("saturation", 0.0) > 0:  # camera colour processing: saturation scaled about the grey
+        grey = (x @ LUMA.numpy().astype(np.float32))[..., None]
+        x = grey + (x - grey) * np.float32(rng.uniform(1 - a["saturation"], 1 + a["saturation"]))
     if rng.random() < a["haze_prob"]:  # fog / snow glare: blend towards a bright flat level
         k = np.float32(rng.uniform(0.1, 0.5))
         x = (1 - k) * x + k * np.float32(rng.uniform(0.6, 1.0))
@@ -598,6 +602,8 @@ def main(argv: list[str] | None = None) -> int:
             logger.info("initialised from %s%s", src, f" ({adapted})" if adapted else "")
         elif cfg["init"]["enabled"] and (info.is_main or info.world_size == 1):
             initialise(model, store, train_set, cfg["init"], device, np.random.default_rng(tcfg["seed"]))
+    if tcfg.get("freeze"):
+        logger.info("frozen: %s (%d parameters)", ", ".join(tcfg["freeze"]), freeze_modules(model, tcfg["freeze"]))
     ddp_model = wrap_ddp(model, info)  # DDP broadcasts rank 0's (initialised) weights
 
     if info.is_main:

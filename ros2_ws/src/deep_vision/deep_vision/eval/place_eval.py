@@ -255,12 +255,12 @@ def vpr_benchmarks(data_root: Path) -> list[tuple[VprBenchmark, bool]]:
 
 
 # ============================================================================ (b) loop closure
-def route_config(seed: int, frames: int = 600, width: int = 620, height: int = 188):
+def route_config(seed: int, frames: int = 600, width: int = 620, height: int = 188, encoding: str = "mono8"):
     """The default closed route (2.4 laps at 600 frames) of world ``seed`` at a reduced image size."""
     from deep_vision.synthetic.config import SyntheticWorldConfig
 
     config = SyntheticWorldConfig(seed=seed, frames=frames)
-    config.camera.width, config.camera.height = width, height
+    config.camera.width, config.camera.height, config.camera.encoding = width, height, encoding
     return config
 
 
@@ -617,6 +617,8 @@ def evaluate(recognizer: PlaceRecognizer | None, data_root: Path, out: Path, set
                                                           and recognizer.wants_rgb, progress=prog)
     loops: dict[str, dict[str, Any]] = {}
     curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    # An RGB network sees the routes in colour; the SAD thumbnail takes their grey conversion.
+    encoding = "rgb8" if recognizer is not None and recognizer.wants_rgb else "mono8"
     if settings.routes:
         descs: dict[str, PlaceRecognizer] = {}
         if recognizer is not None:
@@ -625,7 +627,7 @@ def evaluate(recognizer: PlaceRecognizer | None, data_root: Path, out: Path, set
         descs["SAD thumbnail"] = PlaceRecognizer.classical("sad", sad_size=sad_size_for((h, w)))
         all_scores = {name: LoopScores() for name in descs}
         for seed in settings.routes:
-            seq = SyntheticSequence(route_config(seed, settings.route_frames, w, h))
+            seq = SyntheticSequence(route_config(seed, settings.route_frames, w, h, encoding))
             images = [seq.image(i) for i in range(len(seq))]
             for name, rec in descs.items():
                 prog = progress_factory(len(seq), f"(b) route {seed}, {name}") if progress_factory else None
@@ -648,7 +650,8 @@ def evaluate(recognizer: PlaceRecognizer | None, data_root: Path, out: Path, set
         "model": getattr(recognizer.backend, "model_path", "–") if recognizer is not None else "–",
         "data": str(data_root),
         "routes": ", ".join(f"world seed {s}" for s in settings.routes) +
-                  f" ({settings.route_frames} frames at {settings.route_size[0]}x{settings.route_size[1]}, "
+                  f" ({settings.route_frames} frames at {settings.route_size[0]}x{settings.route_size[1]}"
+                  f"{' in colour (SAD: their grey)' if encoding == 'rgb8' else ''}, "
                   f"keyframe every {settings.keyframe_interval_s} s, last {settings.exclude_recent_s} s excluded)",
         "loop_radius_m": 4.0, "correct_radius_m": settings.correct_radius_m, "scaling_dim": dim,
         "split": f"Nordland places {NORDLAND_EVAL_PLACES[0]}-{NORDLAND_EVAL_PLACES[1] - 1} and Corridor are never "

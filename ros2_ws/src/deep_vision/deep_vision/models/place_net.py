@@ -44,6 +44,9 @@ from torch import nn
 from deep_vision.errors import ConfigError
 from deep_vision.models.conf import merge_conf
 
+#: RGB → grey weights of ITU-R BT.601 (``cv2.COLOR_RGB2GRAY``); they sum to one.
+LUMA = torch.tensor([0.299, 0.587, 0.114])
+
 PRESETS: dict[str, dict[str, Any]] = {
     "compact": {
         "channels": [32, 64, 64, 128, 128, 192, 192],
@@ -240,23 +243,32 @@ class PlaceNet(nn.Module):
         - without: ``W`` tiled over the cells (the old projection of the mean
           of the cell vectors). The mean forgets which cell is which: a
           starting point without layout.
+
+        An RGB model takes a grey model's first convolution times the luma
+        weights (ITU-R BT.601, as ``cv2.COLOR_RGB2GRAY``): they sum to one, so
+        on the normalised input the RGB model starts as the grey model on the
+        frame's grey conversion, and training can then learn what colour adds.
         """
-        key = "projection.weight"
+        state, notes = dict(state), []
         own = self.state_dict()
+        stem = "backbone.0.weight"
+        if stem in state and stem in own and state[stem].shape[1] == 1 and own[stem].shape[1] == 3:
+            state[stem] = state[stem].float() * LUMA.to(state[stem].device).view(1, 3, 1, 1)
+            notes.append("grey first convolution spread over RGB by the luma weights")
+        key = "projection.weight"
         if not (key in state and key in own and state[key].shape != own[key].shape and self.conf["head"] == "gem"):
             self.load_state_dict(state)
-            return ""
+            return "; ".join(notes)
         old_w, old_b = state[key].float().cpu(), state["projection.bias"].float().cpu()
         new = own[key]
         cells, dim = self.pool.cells, self.conf["dim"]
         if old_w.shape[0] != new.shape[0] or old_w.shape[1] * cells != new.shape[1]:
             raise ConfigError(f"PlaceNet.load_pretrained: projection {list(old_w.shape)} cannot seed "
                               f"{list(new.shape)} (gem_grid {self.conf['gem_grid']})")
-        state = dict(state)
         state[key] = (old_w.repeat(1, cells) * (1.0 / math.sqrt(cells))).to(new.device)
         self.load_state_dict(state)
         if images is None:
-            return f"projection {list(old_w.shape)} tiled over {cells} GeM cells"
+            return "; ".join([*notes, f"projection {list(old_w.shape)} tiled over {cells} GeM cells"])
         if len(images) < dim:
             raise ValueError(f"load_pretrained: need at least {dim} images for the PCA, got {len(images)}")
         was_training = self.training
@@ -273,8 +285,9 @@ class PlaceNet(nn.Module):
         bias = torch.einsum("ikj,j->i", comps, old_b.double()) - vh[:dim] @ mean
         self.projection.weight.copy_(weight.reshape(dim, -1).float())
         self.projection.bias.copy_(bias.float())
-        return (f"projection {list(old_w.shape)} applied per GeM cell, PCA of the {cells} cells' descriptors "
-                f"({cells * dim}-d, {len(images)} images) to {dim}-d")
+        pca = (f"projection {list(old_w.shape)} applied per GeM cell, PCA of the {cells} cells' descriptors "
+               f"({cells * dim}-d, {len(images)} images) to {dim}-d")
+        return "; ".join([*notes, pca])
 
     @torch.no_grad()
     def init_netvlad(self, features: np.ndarray | torch.Tensor, seed: int = 0, iterations: int = 25) -> float:

@@ -4,7 +4,7 @@ measures Corridor Recall@1 (and Nordland 0-899 with ``--nordland``).
 
 Usage: .venv/bin/python bench/place_grid_probe.py [--model runs/place_street_indoor/final.pt] [--nordland]
 (the default: the second training stage, training/configs/place_street_indoor.yaml; the same weights as
-models/place.pt until commit 3fb6736)
+models/place.pt from commit 3d726f3 until ad58421)
 Writes bench/results/<date>-place-grid-probe.md. Variants:
 - global: the model as trained (GeM over the whole feature map);
 - cells concat: each cell (whole map + 2x2 quadrants) through the model's own projection, L2-normalised,
@@ -57,8 +57,8 @@ def variants(state: dict, conf: dict) -> dict[str, callable]:
     cfg = yaml.safe_load((ROOT / "training/configs/place_street_indoor_grid.yaml").read_text())
     places = train_place.build_set(cfg["data"]["train"], cfg["data"], True, "data.train")
     store = train_place.ImageStore(places, cfg["data"]["store_size"], conf["in_channels"] == 3)
-    pca.load_pretrained(state, train_place.pretrained_init_images(pca, store, places, cfg["init"], cfg["train"]["seed"],
-                                                                  torch.device("cpu")))
+    pca.load_pretrained(state, train_place.pretrained_init_images(pca, state, store, places, cfg["init"],
+                                                                  cfg["train"]["seed"], torch.device("cpu")))
 
     def concat(x: torch.Tensor) -> torch.Tensor:
         cells = tiled.pool(base.features(x)).reshape(len(x), 5, -1) * 5**0.5
@@ -89,7 +89,8 @@ def main() -> int:
     ckpt = torch.load(args.model, map_location="cpu", weights_only=True)
     state, conf = ckpt.get("model", ckpt), ckpt["conf"]
     if conf["head"] != "gem" or conf.get("gem_grid", [1]) != [1]:
-        parser.error(f"{args.model} is not a global-GeM PlaceNet (head {conf['head']}, gem_grid {conf.get('gem_grid')})")
+        parser.error(f"{args.model} is not a global-GeM PlaceNet "
+                     f"(head {conf['head']}, gem_grid {conf.get('gem_grid')})")
     benches = [load_corridor(DATA / "vpr_corridor")]
     if args.nordland:
         benches.append(load_nordland(DATA / "vpr_nordland"))

@@ -95,6 +95,8 @@ from training.common import (  # noqa: E402
 
 logger = logging.getLogger("train_place")
 HEADING_LIMIT_DEG = 30.0
+#: Augmentation keys that data.augment may leave out (off by default); a source's own augment may set them too.
+AUGMENT_OPTIONAL = {"fisheye_prob": 0.0, "saturation": 0.0}
 
 
 # ============================================================================ data
@@ -221,7 +223,7 @@ def build_set(entries: list[dict], dcfg: dict, is_main: bool, role: str) -> Plac
         kind = e["type"]
         r = _entry_rules(e, dcfg)
         s.source_names.append(e.get("name") or f"{kind}{k}")
-        unknown = set(e.get("augment") or {}) - set(dcfg.get("augment") or {}) - {"fisheye_prob"}
+        unknown = set(e.get("augment") or {}) - set(dcfg.get("augment") or {}) - set(AUGMENT_OPTIONAL)
         if unknown:
             raise ValueError(f"{role} source {k}: augment keys {sorted(unknown)} are not keys of data.augment")
         s.source_augment.append(dict(e.get("augment") or {}))
@@ -318,6 +320,7 @@ class ImageStore:
 
 def augment(image: np.ndarray, rng: np.random.Generator, a: dict) -> np.ndarray:
     """Illumination / season / viewpoint changes of a uint8 grey or RGB image (same size out)."""
+    a = {**AUGMENT_OPTIONAL, **a}
     h, w = image.shape[:2]
     # Viewpoint: a random crop of at least crop_min of each side, resized back.
     s = rng.uniform(a["crop_min"], 1.0)
@@ -331,15 +334,15 @@ def augment(image: np.ndarray, rng: np.random.Generator, a: dict) -> np.ndarray:
         np.float32(rng.uniform(-a["brightness"], a["brightness"]))
     if x.ndim == 3 and a["colour"] > 0:  # colour cast (white balance, season)
         x = x * rng.uniform(1 - a["colour"], 1 + a["colour"], 3).astype(np.float32)
-    if x.ndim == 3 and a.get("saturation", 0.0) > 0:  # camera colour processing: saturation scaled about the grey
-        grey = (x @ LUMA.numpy().astype(np.float32))[..., None]
+    if x.ndim == 3 and a["saturation"] > 0:  # camera colour processing: saturation scaled about the grey
+        grey = (x @ LUMA.numpy())[..., None]
         x = grey + (x - grey) * np.float32(rng.uniform(1 - a["saturation"], 1 + a["saturation"]))
     if rng.random() < a["haze_prob"]:  # fog / snow glare: blend towards a bright flat level
         k = np.float32(rng.uniform(0.1, 0.5))
         x = (1 - k) * x + k * np.float32(rng.uniform(0.6, 1.0))
     if rng.random() < a["blur_prob"]:
         x = cv2.GaussianBlur(x, (0, 0), float(rng.uniform(0.5, 1.5)))
-    if rng.random() < a.get("fisheye_prob", 0.0):
+    if rng.random() < a["fisheye_prob"]:
         x = fisheye(x, rng)
     x = x * 255.0 + rng.normal(0.0, rng.uniform(0, a["noise"]), x.shape).astype(np.float32)
     return np.clip(x, 0, 255).astype(np.uint8)
@@ -427,11 +430,14 @@ def initialise(model: PlaceNet, store: ImageStore, places: PlaceSet, icfg: dict,
     model.train()
 
 
-def pretrained_init_images(model: PlaceNet, store: ImageStore, places: PlaceSet, icfg: dict, seed: int,
+def pretrained_init_images(model: PlaceNet, state: dict, store: ImageStore, places: PlaceSet, icfg: dict, seed: int,
                            device: torch.device) -> torch.Tensor | None:
-    """The training frames ``PlaceNet.load_pretrained`` builds a GeM-grid model's projection from (when the
-    checkpoint is a global-GeM model): ``init.images`` of them, drawn with the run's seed; None for other heads."""
-    if model.conf["head"] != "gem" or model.conf["gem_grid"] == [1]:
+    """The training frames ``PlaceNet.load_pretrained`` builds a GeM-grid model's projection from when ``state``
+    (the checkpoint's) is a global-GeM model's: ``init.images`` of them, drawn with the run's seed; None when the
+    checkpoint's projection already fits (nothing to build) and for other heads."""
+    key = "projection.weight"
+    if model.conf["head"] != "gem" or model.conf["gem_grid"] == [1] or \
+            (key in state and state[key].shape == model.state_dict()[key].shape):
         return None
     pick = np.random.default_rng(seed).choice(len(places), min(len(places), int(icfg["images"])), replace=False)
     return batch_tensor([store[int(i)] for i in pick], model, device)
@@ -597,8 +603,9 @@ def main(argv: list[str] | None = None) -> int:
         if cfg["init"].get("checkpoint"):  # fine-tune one of our own earlier models (PlaceNet.load_pretrained)
             src = resolve(cfg["init"]["checkpoint"])
             state = torch.load(src, map_location=device, weights_only=True)
-            images = pretrained_init_images(model, store, train_set, cfg["init"], tcfg["seed"], device)
-            adapted = model.load_pretrained(state.get("model", state), images)
+            state = state.get("model", state)
+            images = pretrained_init_images(model, state, store, train_set, cfg["init"], tcfg["seed"], device)
+            adapted = model.load_pretrained(state, images)
             logger.info("initialised from %s%s", src, f" ({adapted})" if adapted else "")
         elif cfg["init"]["enabled"] and (info.is_main or info.world_size == 1):
             initialise(model, store, train_set, cfg["init"], device, np.random.default_rng(tcfg["seed"]))

@@ -104,27 +104,28 @@ class Renderer:
             return np.float32([0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]])
         return rgb.astype(np.float32)
 
-    def _draw_plane(self, image: np.ndarray, ground: Ground, plane_z: float, inv_depth: np.ndarray,
+    def _draw_plane(self, image: np.ndarray, plane: Ground, plane_z: float, inv_depth: np.ndarray,
                     mask: np.ndarray, R_cw: np.ndarray, t_cw: np.ndarray, height: float) -> None:
-        """A horizontal plane at ``plane_z`` (the ground, or a ceiling) ``height`` metres from the camera."""
+        """The horizontal textured ``plane`` at ``plane_z`` (the ground, or a ceiling), ``height`` metres from the
+        camera."""
         H, W, C = image.shape
         if not mask.any():
             return
         depth = 1.0 / np.maximum(inv_depth, 1e-6)
         # Texel footprint (geometric mean of the two axes on the slanted ground).
-        footprint = depth / (self.camera.fx * ground.texel_m) * np.sqrt(np.maximum(depth / height, 1.0))
-        level = np.clip(np.floor(np.log2(np.maximum(footprint, 1.0))), 0, len(ground.levels) - 1).astype(np.int32)
+        footprint = depth / (self.camera.fx * plane.texel_m) * np.sqrt(np.maximum(depth / height, 1.0))
+        level = np.clip(np.floor(np.log2(np.maximum(footprint, 1.0))), 0, len(plane.levels) - 1).astype(np.int32)
         level[~mask] = -1
         plane_to_img = self.K @ np.column_stack([R_cw[:, 0], R_cw[:, 1], R_cw[:, 2] * plane_z + t_cw]) @ \
-            ground.texel_to_world
-        rows_any = [np.flatnonzero((level == L).any(axis=1)) for L in range(len(ground.levels))]
+            plane.texel_to_world
+        rows_any = [np.flatnonzero((level == L).any(axis=1)) for L in range(len(plane.levels))]
         for L, rows in enumerate(rows_any):
             if len(rows) == 0:
                 continue
             r0, r1 = int(rows[0]), int(rows[-1]) + 1
             shift = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, -r0], [0.0, 0.0, 1.0]])
             Hm = shift @ plane_to_img @ _level_matrix(L)
-            warped = cv2.warpPerspective(ground.levels[L], Hm, (W, r1 - r0), flags=cv2.INTER_LINEAR,
+            warped = cv2.warpPerspective(plane.levels[L], Hm, (W, r1 - r0), flags=cv2.INTER_LINEAR,
                                          borderMode=cv2.BORDER_REFLECT_101).reshape(r1 - r0, W, C)
             sel = level[r0:r1] == L
             image[r0:r1][sel] = warped[sel]

@@ -156,7 +156,9 @@ def test_preprocess_grey_rgb_and_sizes():
         preprocess(grey.astype(np.float32), (64, 32), 1)
 
 
-@pytest.mark.parametrize("conf", [SMALL, {**SMALL, "preset": "gem", "gem_grid": [1, 2]}], ids=["netvlad", "gem-grid"])
+@pytest.mark.parametrize("conf", [SMALL, {**SMALL, "preset": "gem", "gem_grid": [1, 2]},
+                                  {**SMALL, "preset": "gem", "gem_grid": [1, 2], "local_features": True}],
+                         ids=["netvlad", "gem-grid", "gem-grid-local"])
 def test_export_and_recognizer_on_onnx(tmp_path, conf):
     from deep_vision.estimators.place import PlaceRecognizer
     from deep_vision.inference.export import export_onnx
@@ -165,7 +167,8 @@ def test_export_and_recognizer_on_onnx(tmp_path, conf):
     net = PlaceNet(conf).eval()
     spec = net.input_spec()
     frames = [np.random.default_rng(i).integers(0, 255, (120, 320), dtype=np.uint8) for i in range(2)]
-    card = export_onnx(net, net.example_inputs(), tmp_path / "place.onnx", output_names=["descriptor"],
+    card = export_onnx(net, net.example_inputs(), tmp_path / "place.onnx",
+                       output_names=[o["name"] for o in spec["outputs"]],
                        real_inputs=net.inputs_from_frames(frames), random_trials=1,
                        card_fields={"inputs": spec["inputs"], "outputs": spec["outputs"], "model_class": "place_net",
                                     "model_config": net.conf})
@@ -174,9 +177,19 @@ def test_export_and_recognizer_on_onnx(tmp_path, conf):
     assert rec.dim == 16 and rec.image_size == (64, 32) and rec.in_channels == 1 and not rec.wants_rgb
     d = rec.describe(frames[0])
     with torch.no_grad():
-        ref = net(torch.from_numpy(preprocess(frames[0], (64, 32), 1)))[0].numpy()
+        out = net(torch.from_numpy(preprocess(frames[0], (64, 32), 1)))
+    ref = (out[0] if conf.get("local_features") else out)[0].numpy()
     assert d.shape == (16,) and d.dtype == np.float32
     assert abs(np.linalg.norm(d) - 1) < 1e-5 and np.allclose(d, ref, atol=1e-4)
+    d2, local = rec.describe_local(frames[0])
+    assert np.allclose(d2, d)
+    if conf.get("local_features"):
+        # The backbone's 8 x 4 map (stride 8) of 32-d cells, unit norm, as PyTorch computes it.
+        assert rec.local_name == "local_features" and local.grid == (8, 4) and local.cells.shape == (32, 32)
+        assert np.allclose(local.cells, out[1][0].numpy().reshape(32, 32).T, atol=1e-4)
+        assert spec["outputs"][1]["shape"] == [1, 32, 4, 8]
+    else:
+        assert rec.local_name is None and local is None
     assert rec.describe(np.stack([frames[1]] * 3, axis=2)).shape == (16,)  # RGB input
     assert rec.describe_many(frames).shape == (2, 16)
     assert len(rec.model_id) == 64

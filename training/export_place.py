@@ -2,6 +2,12 @@
 
 Usage (repository root):
     .venv/bin/python training/export_place.py --run runs/place [--checkpoint PT] [--out models/place.onnx]
+        [--description-from models/place.yaml]
+
+The ONNX graph has two outputs: ``descriptor`` and ``local_features`` (the
+backbone map for spatial re-ranking; see ``deep_vision.models.place_net``).
+``--description-from`` keeps an earlier card's description (a re-export of the
+same weights, e.g. one whose training history was written by hand).
 
 The card records the training command, the training data (from the run's
 ``config.yaml``) and what is held out. The parity check (ONNX Runtime vs
@@ -22,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from deep_vision.eval.homography_pairs import list_images, load_grey  # noqa: E402
 from deep_vision.inference.export import export_onnx  # noqa: E402
+from deep_vision.inference.modelcard import ModelCard
 from deep_vision.models.place_net import PlaceNet, parameter_count  # noqa: E402
 
 from training.common import load_trained  # noqa: E402
@@ -67,9 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", help="state dict to export (default: <run>/final.pt, else checkpoints/last.pt)")
     parser.add_argument("--out", default=str(ROOT / "models" / "place.onnx"))
     parser.add_argument("--kitti", default=str(ROOT.parent / "shared/data/kitti/sequences/00/image_0"))
+    parser.add_argument("--description-from", help="model card whose description to keep (same weights)")
     args = parser.parse_args(argv)
     run = Path(args.run)
-    model, state, cfg = load_trained(run, args.checkpoint, PlaceNet)
+    trained, state, cfg = load_trained(run, args.checkpoint, PlaceNet)
+    model = PlaceNet({**trained.conf, "local_features": True})
+    model.load_state_dict(trained.state_dict())
+    model.eval()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict(), "conf": model.conf}, out.with_suffix(".pt"))
@@ -79,15 +90,19 @@ def main(argv: list[str] | None = None) -> int:
         real = model.inputs_from_frames([load_grey(p) for p in list_images(Path(args.kitti), "*.png", 100, 119)])
     spec = model.input_spec()
     metrics = {f"validation_{k}": round(float(v), 4) for k, v in (state.get("val") or {}).items()}
+    description = (f"PlaceNet ({model.conf['preset']} preset, {head_name(model.conf)} head, "
+                   f"{parameter_count(model)} parameters): {model.out_dim}-d global place descriptor "
+                   f"of a {model.conf['image_size'][0]}x{model.conf['image_size'][1]} "
+                   f"{'grey' if model.conf['in_channels'] == 1 else 'RGB'} frame, and its local features "
+                   f"for re-ranking. {HELD_OUT}.")
+    if args.description_from:
+        description = ModelCard.load(Path(args.description_from)).description
     card = export_onnx(
-        model, model.example_inputs(), out, output_names=["descriptor"], real_inputs=real,
+        model, model.example_inputs(), out, output_names=[o["name"] for o in spec["outputs"]], real_inputs=real,
         dynamic_axes=getattr(model, "dynamic_axes", None),
         card_fields={
             "name": out.stem,
-            "description": (f"PlaceNet ({model.conf['preset']} preset, {head_name(model.conf)} head, "
-                            f"{parameter_count(model)} parameters): {model.out_dim}-d global place descriptor "
-                            f"of a {model.conf['image_size'][0]}x{model.conf['image_size'][1]} "
-                            f"{'grey' if model.conf['in_channels'] == 1 else 'RGB'} frame. {HELD_OUT}."),
+            "description": description,
             "model_class": "place_net",
             "model_config": model.conf,
             "checkpoint": out.with_suffix(".pt").name,

@@ -536,6 +536,21 @@ def place_loss(desc: torch.Tensor, n_neg: int, lcfg: dict,
 
 
 @torch.no_grad()
+def validation_search(places: PlaceSet, idx: np.ndarray, desc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(similarities, positives) [len(idx) x len(idx)] of images ``idx`` searching each other by ``desc``;
+    pairs a query may not return are at -inf."""
+    pos, neg = places.relations(idx, idx)
+    sims = desc @ desc.T
+    sims[~(pos | neg)] = -np.inf  # itself and near, same-traversal images: neither right nor wrong
+    # As at run time (and in VPR benchmarks), a query searches only what could be a loop: another
+    # traversal, or its own long enough ago. (Searching its own traversal too made Nordland's summer
+    # queries find other summer places first: recall 0 whatever the descriptor.)
+    t = places.traversal[idx]
+    dt = np.abs(places.time_s[idx][:, None] - places.time_s[idx][None])
+    sims[~((t[:, None] != t[None]) | (dt >= places.gap_s[idx][:, None]))] = -np.inf
+    return sims, pos
+
+
 def validate(model, store: ImageStore, places: PlaceSet, device, max_per_source: int) -> dict[str, float]:
     """Recall@1/5 per source: each image with a positive queries all others (ignoring the grey zone)."""
     out = {}
@@ -544,16 +559,7 @@ def validate(model, store: ImageStore, places: PlaceSet, device, max_per_source:
         idx = np.flatnonzero(places.source == k)
         if len(idx) > max_per_source:
             idx = np.sort(rng.choice(idx, max_per_source, replace=False))
-        desc = describe(model, store, idx, device)
-        pos, neg = places.relations(idx, idx)
-        sims = desc @ desc.T
-        sims[~(pos | neg)] = -np.inf  # itself and near, same-traversal images: neither right nor wrong
-        # As at run time (and in VPR benchmarks), a query searches only what could be a loop: another
-        # traversal, or its own long enough ago. (Searching its own traversal too made Nordland's summer
-        # queries find other summer places first: recall 0 whatever the descriptor.)
-        t = places.traversal[idx]
-        dt = np.abs(places.time_s[idx][:, None] - places.time_s[idx][None])
-        sims[~((t[:, None] != t[None]) | (dt >= places.gap_s[idx][:, None]))] = -np.inf
+        sims, pos = validation_search(places, idx, describe(model, store, idx, device))
         queries = np.flatnonzero(pos.any(axis=1))
         if not len(queries):
             continue

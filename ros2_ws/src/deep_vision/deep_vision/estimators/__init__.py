@@ -10,8 +10,8 @@ from deep_vision.estimators.loop_closure import (
     QueryResult,
 )
 from deep_vision.estimators.odometry import OdometryResult, VisualOdometry
-from deep_vision.estimators.place import PlaceRecognizer
+from deep_vision.estimators.place import LocalMap, PlaceRecognizer, SpatialReranker
 
 __all__ = ["GeometricVerifier", "HomographyEstimator", "HomographyResult", "KeyframeDatabase", "KeyframeSelector",
-           "LoopCandidate", "LoopClosureDetector", "OdometryResult", "PlaceRecognizer", "QueryResult",
-           "VisualOdometry"]
+           "LocalMap", "LoopCandidate", "LoopClosureDetector", "OdometryResult", "PlaceRecognizer", "QueryResult",
+           "SpatialReranker", "VisualOdometry"]

@@ -8,6 +8,10 @@
     d = rec.describe(frame)            # [D] float32, unit L2 norm; similarity = d1 @ d2
     sad = PlaceRecognizer.classical()  # no network: SeqSLAM's patch-normalised thumbnail
 
+    # Two stages (retrieval, then re-ranking the top candidates by the network's local features):
+    d, local = rec.describe_local(frame)            # local: LocalMap (None for a model without them)
+    order, scores = SpatialReranker().rerank(similarities, local, candidate_locals)
+
 Two descriptors:
 
 - ``network``: PlaceNet run by any inference backend on the frame resized to
@@ -20,13 +24,18 @@ Two descriptors:
   vector is L2-normalised, so the inner product is their normalised
   correlation. It needs no training, which makes it the baseline and a
   working descriptor for tests before a network is trained.
+
+:class:`SpatialReranker` re-orders a retrieval's top candidates with the
+network's local features (exported models carry the backbone's map as a second
+output, ``local_features``), in the spirit of Patch-NetVLAD's spatial scoring.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +48,8 @@ from deep_vision.io.image import as_grey as to_grey
 logger = logging.getLogger(__name__)
 
 DESCRIPTORS = ("network", "sad")
+#: Name of the exported PlaceNet's second output (see ``deep_vision.models.place_net``).
+LOCAL_OUTPUT = "local_features"
 
 
 def patch_normalize(grey: np.ndarray, patch: int) -> np.ndarray:
@@ -71,7 +82,7 @@ class PlaceRecognizer:
 
     def __init__(self, backend: Any = None, *, descriptor: str = "network", image_size: tuple[int, int] = (256, 128),
                  in_channels: int = 1, input_name: str = "image", output_name: str = "descriptor",
-                 sad_size: tuple[int, int] = (64, 32), sad_patch: int = 8) -> None:
+                 local_name: str | None = None, sad_size: tuple[int, int] = (64, 32), sad_patch: int = 8) -> None:
         if descriptor not in DESCRIPTORS:
             raise ConfigError(f"descriptor must be one of {', '.join(DESCRIPTORS)}, got {descriptor!r}")
         if descriptor == "network" and backend is None:
@@ -86,6 +97,8 @@ class PlaceRecognizer:
         self.in_channels = int(in_channels)
         self.input_name = input_name
         self.output_name = output_name
+        #: The backend's local-feature output (None: the model has none; :meth:`describe_local` gives None).
+        self.local_name = local_name if descriptor == "network" else None
         self.sad_size = (int(sad_size[0]), int(sad_size[1]))
         self.sad_patch = int(sad_patch)
         self._dim: int | None = None
@@ -96,7 +109,7 @@ class PlaceRecognizer:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_model(cls, path: str | Path, backend: str = "auto", threads: int | None = None,
-                   **kwargs: Any) -> "PlaceRecognizer":
+                   **kwargs: Any) -> PlaceRecognizer:
         """Load a PlaceNet: ONNX file (+ model card), or a PyTorch checkpoint (``final.pt`` of training).
 
         The input size, channels and tensor names come from the model card, else
@@ -117,7 +130,9 @@ class PlaceRecognizer:
             raise ModelError(f"{path}: input {spec.name!r} has shape {shape}; a PlaceNet takes [B x C x H x W] "
                              "with C 1 or 3")
         defaults: dict[str, Any] = {"image_size": (int(shape[3]), int(shape[2])), "in_channels": int(shape[1]),
-                                    "input_name": spec.name, "output_name": net.outputs[0].name}
+                                    "input_name": spec.name, "output_name": net.outputs[0].name,
+                                    "local_name": LOCAL_OUTPUT if any(o.name == LOCAL_OUTPUT for o in net.outputs)
+                                    else None}
         defaults.update(kwargs)
         logger.info("place recognizer: %s", net.describe())
         rec = cls(net, descriptor="network", **defaults)
@@ -125,7 +140,7 @@ class PlaceRecognizer:
         return rec
 
     @classmethod
-    def classical(cls, descriptor: str = "sad", **kwargs: Any) -> "PlaceRecognizer":
+    def classical(cls, descriptor: str = "sad", **kwargs: Any) -> PlaceRecognizer:
         """A recognizer without a network (``descriptor="sad"``)."""
         if descriptor == "network":
             raise ConfigError("PlaceRecognizer.classical: 'network' needs a model (use from_model)")
@@ -133,7 +148,7 @@ class PlaceRecognizer:
 
     @classmethod
     def create(cls, descriptor: str, model_path: str | Path | None = None, backend: str = "auto",
-               threads: int | None = None, **kwargs: Any) -> "PlaceRecognizer":
+               threads: int | None = None, **kwargs: Any) -> PlaceRecognizer:
         """``from_model`` for ``descriptor="network"``, ``classical`` otherwise."""
         if descriptor == "network":
             if not model_path:
@@ -175,6 +190,13 @@ class PlaceRecognizer:
 
         A frame without any texture (all flat) gives the zero vector under ``sad``.
         """
+        return self.describe_local(image, local=False)[0]
+
+    def describe_local(self, image: np.ndarray, local: bool = True) -> tuple[np.ndarray, LocalMap | None]:
+        """(:meth:`describe`'s descriptor, the network's :class:`LocalMap` of the frame).
+
+        The map is None for ``sad``, for a model without the ``local_features`` output, or with ``local`` False.
+        """
         t0 = time.perf_counter()
         image = np.asarray(image)
         if image.dtype != np.uint8:
@@ -182,17 +204,21 @@ class PlaceRecognizer:
         if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3)) or min(image.shape[:2]) < 1:
             raise ImageEncodingError(f"expected an [H x W] grey or [H x W x 3] RGB image, "
                                      f"got shape {list(image.shape)}")
+        local_map = None
         if self.descriptor == "sad":
             d = thumbnail(image, self.sad_size, self.sad_patch).reshape(-1)
         else:
             from deep_vision.models.place_net import preprocess
 
             x = preprocess(image, self.image_size, self.in_channels)
-            d = np.asarray(self.backend.run({self.input_name: x})[self.output_name], dtype=np.float32).reshape(-1)
+            outputs = self.backend.run({self.input_name: x})
+            d = np.asarray(outputs[self.output_name], dtype=np.float32).reshape(-1)
+            if local and self.local_name is not None:
+                local_map = LocalMap.from_output(outputs[self.local_name])
         norm = float(np.linalg.norm(d))
         out = (d / norm if norm > 1e-12 else np.zeros_like(d)).astype(np.float32)
         self.last_time_ms = (time.perf_counter() - t0) * 1e3
-        return out
+        return out, local_map
 
     def describe_many(self, images: Iterable[np.ndarray]) -> np.ndarray:
         """[N x D] descriptors of ``images`` (one at a time: the exported network has batch 1)."""
@@ -200,6 +226,81 @@ class PlaceRecognizer:
         if not rows:
             return np.zeros((0, self.dim), np.float32)
         return np.stack(rows)
+
+
+@dataclass(frozen=True)
+class LocalMap:
+    """A frame's network feature map: ``cells`` [H*W x D] float32, row-major, unit-norm rows; ``grid`` (W, H)."""
+
+    cells: np.ndarray
+    grid: tuple[int, int]
+
+    @classmethod
+    def from_output(cls, value: np.ndarray) -> LocalMap:
+        """From the network's [1 x D x H x W] ``local_features`` output."""
+        value = np.asarray(value, dtype=np.float32)
+        if value.ndim != 4 or value.shape[0] != 1:
+            raise ModelError(f"{LOCAL_OUTPUT}: expected [1 x D x H x W], got {list(value.shape)}")
+        _, dim, h, w = value.shape
+        return cls(np.ascontiguousarray(value[0].reshape(dim, h * w).T), (int(w), int(h)))
+
+
+class SpatialReranker:
+    """Re-orders retrieval candidates by matching the network's local features (two-stage place recognition).
+
+    For a query and a candidate, the cells of the two feature maps are matched
+    as mutual nearest neighbours (cosine similarity). Seen again, a place's
+    cells reappear shifted by about the same amount (a sideways or forward
+    step), while a look-alike place's chance matches scatter; so the spatial
+    score is the size of the largest group of matches sharing one grid shift
+    (a vote over the integer shifts), as a fraction of the cells. A
+    candidate's score is its global similarity + ``weight`` × spatial score;
+    the ``top_k`` best retrieved candidates are re-ordered by it.
+
+    The defaults (10 candidates, weight 1, one exact shift) were chosen on the
+    training configs' validation sets, not on the held-out benchmarks
+    (bench/results/2026-11-22-place-rerank.md).
+    """
+
+    def __init__(self, top_k: int = 10, weight: float = 1.0) -> None:
+        if top_k < 1:
+            raise ConfigError(f"top_k must be at least 1, got {top_k}")
+        if weight < 0:
+            raise ConfigError(f"weight must be 0 or more, got {weight}")
+        self.top_k = int(top_k)
+        self.weight = float(weight)
+
+    @staticmethod
+    def spatial_score(query: LocalMap, candidate: LocalMap) -> float:
+        """Fraction of the cells in the largest group of mutual nearest neighbours sharing one shift."""
+        if query.grid != candidate.grid or query.cells.shape[1] != candidate.cells.shape[1]:
+            raise ValueError(f"local maps differ: {query.grid} x {query.cells.shape[1]} against "
+                             f"{candidate.grid} x {candidate.cells.shape[1]} (another network?)")
+        n = len(query.cells)
+        if n == 0:
+            return 0.0
+        sims = query.cells @ candidate.cells.T
+        nearest = sims.argmax(axis=1)
+        mutual = np.flatnonzero(sims.argmax(axis=0)[nearest] == np.arange(n))
+        if not len(mutual):
+            return 0.0
+        w, h = query.grid
+        a, b = mutual, nearest[mutual]
+        dx, dy = b % w - a % w, b // w - a // w
+        votes = np.bincount((dx + w - 1) * (2 * h - 1) + (dy + h - 1))
+        return float(votes.max()) / n
+
+    def rerank(self, similarities: Sequence[float] | np.ndarray, query: LocalMap,
+               candidates: Sequence[LocalMap]) -> tuple[np.ndarray, np.ndarray]:
+        """(order, scores): the first ``top_k`` candidates (given best first, with their global
+        ``similarities``) re-ordered by score, then the rest in their order; scores of the re-ordered ones."""
+        sims = np.asarray(similarities, dtype=np.float64).reshape(-1)
+        if len(sims) != len(candidates):
+            raise ValueError(f"{len(sims)} similarities for {len(candidates)} candidates")
+        k = min(self.top_k, len(candidates))
+        scores = np.array([sims[i] + self.weight * self.spatial_score(query, candidates[i]) for i in range(k)])
+        head = np.argsort(-scores, kind="stable")
+        return np.concatenate([head, np.arange(k, len(candidates))]).astype(np.int64), scores[head]
 
 
 def _model_id(path: Path) -> str:

@@ -28,7 +28,11 @@ Input ``image``: [B x C x H x W] float32, C = 1 (grey) or 3 (RGB, in that
 order), the frame resized to ``image_size`` (W, H) with ``cv2.INTER_AREA`` and
 mapped by ``(x / 255 − ½) / ½`` (see :func:`preprocess`). Output
 ``descriptor``: [B x dim] float32, unit L2 norm; the cosine similarity of two
-places is the inner product of their descriptors.
+places is the inner product of their descriptors. With ``local_features``
+(the exported models), a second output ``local_features``: the backbone's map
+[B x D x H/s x W/s] (s: total stride), each cell's D-vector at unit L2 norm —
+what :class:`deep_vision.estimators.SpatialReranker` matches between a query and
+its retrieved candidates. Training uses the descriptor alone.
 """
 
 from __future__ import annotations
@@ -147,6 +151,7 @@ class PlaceNet(nn.Module):
         "gem_grid": [1],  # gem head: pool over g x g cells per entry (1: whole map; [1, 2]: + 4 quadrants)
         "netvlad_alpha": 100.0,  # initial NetVLAD assignment sharpness before k-means initialisation
         "dynamic_batch": False,  # export with a dynamic batch axis (the runtime feeds one frame)
+        "local_features": False,  # forward also returns the unit-norm backbone map (exported models)
     }
 
     def __init__(self, conf: dict[str, Any] | None = None) -> None:
@@ -170,6 +175,8 @@ class PlaceNet(nn.Module):
         self.out_dim = conf["dim"] or pooled
         if conf["dynamic_batch"]:
             self.dynamic_axes = {"image": {0: "batch"}, "descriptor": {0: "batch"}}
+            if conf["local_features"]:
+                self.dynamic_axes["local_features"] = {0: "batch"}
 
     @classmethod
     def resolve_conf(cls, conf: dict[str, Any] | None) -> dict[str, Any]:
@@ -193,9 +200,7 @@ class PlaceNet(nn.Module):
             raise ConfigError(f"PlaceNet: gem_grid must be a list of grid sizes >= 1, got {grid!r}")
         merged["gem_grid"] = [int(g) for g in grid]
         if merged["head"] == "gem":
-            fw, fh = size[0], size[1]
-            for s in merged["strides"]:  # 3x3 conv, padding 1: ceil(n / s)
-                fw, fh = -(-fw // s), -(-fh // s)
+            fw, fh = feature_map_size(size, merged["strides"])
             bad = [g for g in merged["gem_grid"] if fw % g or fh % g]
             if bad:
                 raise ConfigError(f"PlaceNet: gem_grid {bad} does not divide the {fw}x{fh} feature map of a "
@@ -203,6 +208,11 @@ class PlaceNet(nn.Module):
         elif merged["gem_grid"] != [1]:
             raise ConfigError("PlaceNet: gem_grid needs head gem")
         return merged
+
+    @property
+    def feature_size(self) -> tuple[int, int]:
+        """(W, H) of the backbone's map for the configured input."""
+        return feature_map_size(self.conf["image_size"], self.conf["strides"])
 
     @classmethod
     def from_conf(cls, conf: dict[str, Any] | None) -> "PlaceNet":
@@ -217,14 +227,19 @@ class PlaceNet(nn.Module):
         """Local features → the head's pooled vector before the projection (L2-normalised)."""
         return self.pool(feats)
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """[B x C x H x W] normalised image → [B x dim] unit-norm descriptor."""
+    def forward(self, image: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """[B x C x H x W] normalised image → [B x dim] unit-norm descriptor.
+
+        With ``local_features``: (descriptor, [B x D x H/s x W/s] backbone map with unit-norm cells).
+        """
         if image.dim() != 4 or image.shape[1] != self.conf["in_channels"]:
             raise ValueError(f"image: expected [B x {self.conf['in_channels']} x H x W], got {list(image.shape)}")
-        pooled = self.aggregate(self.features(image))
-        if self.projection is None:
-            return pooled
-        return F.normalize(self.projection(pooled), p=2.0, dim=1)
+        feats = self.features(image)
+        pooled = self.aggregate(feats)
+        desc = pooled if self.projection is None else F.normalize(self.projection(pooled), p=2.0, dim=1)
+        if self.conf["local_features"]:
+            return desc, F.normalize(feats, p=2.0, dim=1)
+        return desc
 
     # ------------------------------------------------------------------ initialisation
     @torch.no_grad()
@@ -360,14 +375,27 @@ class PlaceNet(nn.Module):
         w, h = self.conf["image_size"]
         c = self.conf["in_channels"]
         batch: int | str = "batch" if self.conf["dynamic_batch"] else 1
+        outputs = [{"name": "descriptor", "shape": [batch, self.out_dim], "dtype": "float32",
+                    "meaning": "global place descriptor, unit L2 norm; cosine similarity = inner product"}]
+        if self.conf["local_features"]:
+            fw, fh = self.feature_size
+            outputs.append({"name": "local_features", "shape": [batch, self.feature_dim, fh, fw], "dtype": "float32",
+                            "meaning": "backbone feature map, each cell unit L2 norm (spatial re-ranking)"})
         return {
             "inputs": [{"name": "image", "shape": [batch, c, h, w], "dtype": "float32",
                         "channel_order": "grey" if c == 1 else "RGB",
                         "meaning": f"the camera frame resized to {w}x{h} (cv2.INTER_AREA)",
                         "normalization": "(x / 255 - 0.5) / 0.5"}],
-            "outputs": [{"name": "descriptor", "shape": [batch, self.out_dim], "dtype": "float32",
-                         "meaning": "global place descriptor, unit L2 norm; cosine similarity = inner product"}],
+            "outputs": outputs,
         }
+
+
+def feature_map_size(image_size: list[int] | tuple[int, int], strides: list[int]) -> tuple[int, int]:
+    """(W, H) of the backbone's map for an input of ``image_size`` (3x3 conv, padding 1: ceil(n / stride))."""
+    fw, fh = int(image_size[0]), int(image_size[1])
+    for s in strides:
+        fw, fh = -(-fw // s), -(-fh // s)
+    return fw, fh
 
 
 def preprocess(image: np.ndarray, image_size: list[int] | tuple[int, int], in_channels: int) -> np.ndarray:

@@ -48,6 +48,7 @@ def batch(images: list[np.ndarray], conf: dict) -> torch.Tensor:
 
 @torch.no_grad()
 def variants(state: dict, conf: dict) -> dict[str, callable]:
+    conf = {**conf, "local_features": False}  # the descriptor alone, also from an exported checkpoint's conf
     base = PlaceNet(conf).eval()
     base.load_state_dict(state)
     grid_conf = {**conf, "gem_grid": [1, 2]}

@@ -266,9 +266,10 @@ class RerankedNetworkMatcher(GlobalMatcher):
 
 
 class VerifiedMatcher(GlobalMatcher):
-    """Two stages, classical: a matcher's top candidates re-ordered by ORB + RANSAC (as hloc re-ranks by
-    inliers): the verified ones first, by inlier count, then the rest in retrieval order. Frames are
-    enlarged to ``min_side`` pixels first (ORB needs room around its keypoints)."""
+    """Two stages, classical: a matcher's top candidates re-ordered by local features + RANSAC (the
+    loop-closure :class:`GeometricVerifier`, ORB by default; as hloc re-ranks by inliers): the verified ones
+    first, by inlier count, then the rest in retrieval order. Frames are enlarged to ``min_side`` pixels
+    first (ORB needs room around its keypoints)."""
 
     two_stage = True
 
@@ -279,7 +280,7 @@ class VerifiedMatcher(GlobalMatcher):
         self.verifier = verifier or GeometricVerifier()
         self.top_k = int(top_k)
         self.min_side = int(min_side)
-        self.name = f"{base.name} + ORB/RANSAC re-ranking of the top {self.top_k}"
+        self.name = f"{base.name} + {self.verifier.features.upper()}/RANSAC re-ranking of the top {self.top_k}"
 
     def _features(self, image: np.ndarray):
         scale = max(1.0, self.min_side / min(image.shape[:2]))

@@ -90,13 +90,14 @@ def main(argv: list[str] | None = None) -> int:
         real = model.inputs_from_frames([load_grey(p) for p in list_images(Path(args.kitti), "*.png", 100, 119)])
     spec = model.input_spec()
     metrics = {f"validation_{k}": round(float(v), 4) for k, v in (state.get("val") or {}).items()}
-    description = (f"PlaceNet ({model.conf['preset']} preset, {head_name(model.conf)} head, "
-                   f"{parameter_count(model)} parameters): {model.out_dim}-d global place descriptor "
-                   f"of a {model.conf['image_size'][0]}x{model.conf['image_size'][1]} "
-                   f"{'grey' if model.conf['in_channels'] == 1 else 'RGB'} frame, and its local features "
-                   f"for re-ranking. {HELD_OUT}.")
     if args.description_from:
         description = ModelCard.load(Path(args.description_from)).description
+    else:
+        description = (f"PlaceNet ({model.conf['preset']} preset, {head_name(model.conf)} head, "
+                       f"{parameter_count(model)} parameters): {model.out_dim}-d global place descriptor "
+                       f"of a {model.conf['image_size'][0]}x{model.conf['image_size'][1]} "
+                       f"{'grey' if model.conf['in_channels'] == 1 else 'RGB'} frame, and its local features "
+                       f"for re-ranking. {HELD_OUT}.")
     card = export_onnx(
         model, model.example_inputs(), out, output_names=[o["name"] for o in spec["outputs"]], real_inputs=real,
         dynamic_axes=getattr(model, "dynamic_axes", None),

@@ -119,6 +119,14 @@ def sad_size_for(shape: tuple[int, ...], width: int = 64, patch: int = 8) -> tup
     return width, max(patch, int(round(width * h / w / patch)) * patch)
 
 
+def enlarge(image: np.ndarray, min_side: int) -> np.ndarray:
+    """``image`` scaled up (bicubic) so that its shorter side is at least ``min_side`` pixels; larger ones as is."""
+    scale = max(1.0, min_side / min(image.shape[:2]))
+    if scale == 1.0:
+        return image
+    return cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+
+
 class GlobalMatcher:
     """Single-stage retrieval: ``fit`` on the references, ``describe`` each image, ``rank`` by the descriptors.
 
@@ -180,9 +188,7 @@ class OrbVladMatcher(GlobalMatcher):
 
     def _bits(self, image: np.ndarray) -> np.ndarray:
         grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        scale = max(1.0, self.min_side / min(grey.shape))
-        if scale > 1.0:  # ORB needs room around its keypoints: enlarge thumbnails
-            grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+        grey = enlarge(grey, self.min_side)  # ORB needs room around its keypoints
         _, desc = self._orb.detectAndCompute(grey, None)
         if desc is None:
             return np.zeros((0, 256), np.float32)
@@ -283,10 +289,7 @@ class VerifiedMatcher(GlobalMatcher):
         self.name = f"{base.name} + {self.verifier.features.upper()}/RANSAC re-ranking of the top {self.top_k}"
 
     def _features(self, image: np.ndarray):
-        scale = max(1.0, self.min_side / min(image.shape[:2]))
-        if scale > 1.0:
-            image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
-        return self.verifier.extract(image)
+        return self.verifier.extract(enlarge(image, self.min_side))
 
     def index(self, references: list[np.ndarray]) -> None:
         self.base.index(references)

@@ -31,22 +31,36 @@ def drive(tmp_path_factory):
     return out, SyntheticSequence(config)
 
 
-class TruthBackend:
-    """Replaces the network's output with the true camera motion (and counts calls)."""
+@pytest.fixture(scope="module")
+def drive_wide(tmp_path_factory):
+    """The same drive at 620 x 188: enough road below the horizon for the ground plane."""
+    from deep_vision.synthetic import SyntheticSequence
+    from deep_vision.synthetic.recording import record
 
-    def __init__(self, inner, poses):
-        self.inner, self.poses, self.k = inner, poses, 0
+    config = small_world_config(frames=FRAMES, width=620, height=188)
+    out = tmp_path_factory.mktemp("drive_wide") / "bag"
+    record(config, out, workers=1)
+    return out, SyntheticSequence(config)
+
+
+class TruthBackend:
+    """Replaces the network's output with the true camera motion, its length times ``length`` (and counts
+    calls)."""
+
+    def __init__(self, inner, poses, length=1.0):
+        self.inner, self.poses, self.k, self.length = inner, poses, 0, length
         self.label, self.precision = inner.label, inner.precision
 
     def run(self, feeds):
         out = self.inner.run(feeds)  # the real network runs: shapes and state are real
         rel = invert_transform(self.poses[self.k]) @ self.poses[self.k + 1]
         self.k += 1
-        out["motion"] = np.concatenate([rel[:3, 3], euler_zyx_from_rotation(rel[:3, :3])])[None].astype(np.float32)
+        out["motion"] = np.concatenate([rel[:3, 3] * self.length,
+                                        euler_zyx_from_rotation(rel[:3, :3])])[None].astype(np.float32)
         return out
 
 
-def _factory(vo_model, seq=None, **overrides):
+def _factory(vo_model, seq=None, length=1.0, **overrides):
     from deep_vision.nodes.odometry_node import OdometryNode
     from rclpy.parameter import Parameter
 
@@ -60,7 +74,7 @@ def _factory(vo_model, seq=None, **overrides):
     def make(context):
         node = OdometryNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
         if seq is not None:
-            node.vo.backend = TruthBackend(node.vo.backend, seq.kitti_poses)
+            node.vo.backend = TruthBackend(node.vo.backend, seq.kitti_poses, length)
         return node
 
     return make
@@ -93,6 +107,33 @@ def test_odometry_matches_ground_truth_in_base_link(ros_harness, vo_model, drive
     tw = out[5].twist.twist.linear
     assert tw.x == pytest.approx(seq.config.route.speed_mps, rel=0.05) and abs(tw.y) < 0.3
     assert np.all(np.diag(np.asarray(out[5].twist.covariance).reshape(6, 6)) > 0)
+
+
+def test_hybrid_mode_with_the_ground_plane_scale(ros_harness, vo_model, drive_wide):
+    """mode hybrid + scale_source ground: a network whose steps are 30 % short; after camera_info the step
+    lengths come from the ground plane and the camera's height (camera_pose), so the speed is near the
+    route's (this small, coarsely textured world gives noisy planes: ±25 % per frame)."""
+    from nav_msgs.msg import Odometry
+    from sensor_msgs.msg import CameraInfo, Image
+
+    bag, seq = drive_wide
+    h = ros_harness
+    h.add_node(_factory(vo_model, seq, length=0.7, mode="hybrid", scale_source="ground"))
+    out = h.collect("odometry", Odometry)
+    probe = h.publisher("image", Image)
+    info = h.publisher("camera_info", CameraInfo)
+    h.wait_for_subscribers(probe)
+    h.wait_for_subscribers(info)
+    h.publish_bag(bag, {"/camera/image_raw": "image", "/camera/camera_info": "camera_info"},
+                  between=lambda: h.spin_for(0.05))
+    h.wait_for(out, FRAMES, timeout=30.0)
+    speeds = [m.twist.twist.linear.x for m in out[2:]]
+    network = 0.7 * seq.config.route.speed_mps
+    assert sum(abs(v - network) < 0.05 for v in speeds) <= 1, speeds  # the network's length: before the first plane
+    assert np.median(speeds) == pytest.approx(seq.config.route.speed_mps, rel=0.15), speeds
+    p = out[-1].pose.pose.position
+    travelled = np.linalg.norm(seq.T_map_base[-1][:3, 3] - seq.T_map_base[0][:3, 3])
+    assert np.linalg.norm([p.x, p.y, p.z] - seq.T_map_base[-1][:3, 3]) < 0.25 * travelled
 
 
 def test_reset_and_bad_frames(ros_harness, vo_model, drive):
@@ -143,5 +184,9 @@ def test_bad_parameters_fail_at_start(vo_model):
             _factory("/missing.onnx")(context)
         with pytest.raises(ConfigError, match="camera_pose"):
             _factory(vo_model, camera_pose=[0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 2.0])(context)
+        with pytest.raises(ConfigError, match="'scale_source' is ground, which needs 'mode' hybrid"):
+            _factory(vo_model, scale_source="ground")(context)
+        with pytest.raises(ConfigError, match="'camera_pose'/'camera_height_m'.*height must be positive"):
+            _factory(vo_model, mode="hybrid", scale_source="ground")(context)  # camera_pose: identity, height 0
     finally:
         rclpy.shutdown(context=context)

@@ -30,10 +30,20 @@ Modes:
   Falls back to the network for a frame whose two-view geometry is not
   determined (too few inliers, too little parallax).
 
-Metric scale: the network regresses metres, learned from training data with a
-fixed camera height (KITTI: 1.65 m); ``scale_source="network"``. For a camera
-mounted very differently, pass ``scale_source="external"`` and give
-``process(..., scale=metres)`` per frame (wheel odometry, speed), or rescale.
+Metric scale, ``scale_source``:
+
+- ``network``: the network regresses metres, learned from training data with a
+  fixed camera height (KITTI: 1.65 m);
+- ``ground`` (hybrid mode): the step's inliers are triangulated and the ground
+  plane fitted below the horizon; the camera's known height over it gives the
+  length (:class:`~deep_vision.estimators.ground_scale.GroundPlaneScale`, from
+  the camera's mounting: ``ground=``). The speed is the median of the last
+  ``scale_window`` frames' ground estimates; a frame without one keeps that
+  median (none in the window: the network's length, ``OdometryResult.scale``
+  says which; either lowers the frame's quality). Frames without two-view
+  geometry keep the network's step;
+- ``external``: give ``process(..., scale=metres)`` per frame (wheel odometry,
+  speed), for a camera mounted very differently or one that sees no ground.
 
 Covariance: each step adds an independent noise of std
 ``trans_rel·|t| + trans_abs`` (metres) and ``rot_rel·|angle| + rot_abs``
@@ -61,10 +71,15 @@ import cv2
 import numpy as np
 
 from deep_vision.errors import ConfigError
+from deep_vision.estimators.ground_scale import GroundEstimate, GroundPlaneScale
 from deep_vision.estimators.homography import to_grey
 from deep_vision.estimators.two_view import DenseFlowTracker, FeatureTracker
 from deep_vision.geometry.camera import PinholeCamera
-from deep_vision.geometry.transforms import adjoint, rotation_angle, rotation_from_euler_zyx
+from deep_vision.geometry.transforms import (
+    adjoint,
+    rotation_angle,
+    rotation_from_euler_zyx,
+)
 from deep_vision.models.vo_input import flow_front_end, pair_input, resize_frame
 
 logger = logging.getLogger(__name__)
@@ -82,6 +97,7 @@ class OdometryResult:
     quality: float = 1.0  # in (0, 1]: low values inflate the covariance
     distance_m: float = 0.0  # travelled along the trajectory
     timings_ms: dict[str, float] = field(default_factory=dict)
+    scale: str = "network"  # where the step length came from: network | ground | ground_held | external
 
 
 def image_quality(grey: np.ndarray, reference_contrast: float = 25.0) -> float:
@@ -89,6 +105,8 @@ def image_quality(grey: np.ndarray, reference_contrast: float = 25.0) -> float:
     lap = cv2.Laplacian(cv2.resize(grey, (320, max(8, grey.shape[0] * 320 // grey.shape[1]))), cv2.CV_32F)
     return float(np.clip(np.sqrt(np.mean(lap * lap)) / reference_contrast, 0.05, 1.0))
 
+
+SCALE_SOURCES = ("network", "ground", "external")
 
 #: hybrid mode's correspondence front ends (``geometry=``)
 GEOMETRY_FRONT_ENDS = {"dense_flow": DenseFlowTracker,
@@ -103,18 +121,25 @@ class VisualOdometry:
                  trans_abs: float = 0.01, rot_rel: float = 0.05, rot_abs: float = 0.002,
                  max_speed_mps: float = 40.0, geometry: str = "dense_flow", tracker: FeatureTracker | None = None,
                  track_width: int = 400, refine_geometry: bool = True, prior_window: int = 20,
-                 prior_max_disagreement_deg: float = 0.0) -> None:
+                 prior_max_disagreement_deg: float = 0.0, ground: GroundPlaneScale | None = None,
+                 scale_window: int = 1) -> None:
         if mode not in ("network", "hybrid"):
             raise ConfigError(f"VO mode must be network or hybrid, got {mode!r}")
         if mode == "hybrid" and camera is None:
             raise ConfigError("VO mode hybrid needs the camera intrinsics (camera=PinholeCamera or camera_info)")
-        if scale_source not in ("network", "external"):
-            raise ConfigError(f"scale_source must be network or external, got {scale_source!r}")
+        if scale_source not in SCALE_SOURCES:
+            raise ConfigError(f"scale_source must be one of {SCALE_SOURCES}, got {scale_source!r}")
+        if scale_source == "ground" and mode != "hybrid":
+            raise ConfigError("scale_source ground needs mode hybrid (the two-view geometry's points)")
+        if scale_window < 1:
+            raise ConfigError(f"scale_window must be at least 1 frame, got {scale_window}")
         self.backend = backend
         self.conf = conf
         self.camera = camera
         self.mode = mode
         self.scale_source = scale_source
+        self.ground = ground or GroundPlaneScale()
+        self.scale_window = int(scale_window)
         self.noise = (trans_rel, trans_abs, rot_rel, rot_abs)
         self.max_speed_mps = max_speed_mps
         if geometry not in GEOMETRY_FRONT_ENDS:
@@ -153,6 +178,7 @@ class VisualOdometry:
         self.pose = np.eye(4)
         self._cov_local = np.zeros((6, 6))
         self.distance = 0.0
+        self._ground_speeds: deque[float | None] = deque(maxlen=self.scale_window)
         self._pending_reset = reason
 
     def prior_trusted(self) -> bool:
@@ -201,14 +227,20 @@ class VisualOdometry:
         t1 = time.perf_counter()
         t_net, R_net = motion[:3], rotation_from_euler_zyx(motion[3:])
         quality = image_quality(grey)
-        mode = "network"
+        mode, scale_from = "network", "network"
         t_step, R_step = t_net, R_net
+        dt = (stamp_ns - prev_stamp) / 1e9
         if self.mode == "hybrid":
-            tv = pending.result() if pending is not None else self._two_view(prev_grey, grey, (R_net, t_net))
+            tv, ground = pending.result() if pending is not None else \
+                self._two_view(prev_grey, grey, (R_net, t_net))
             if tv is not None:
                 self._disagreement.append(rotation_angle(R_net.T @ tv.R_geometry))
             if tv is not None and tv.parallax_px >= 1.0:
                 length = np.linalg.norm(t_net)
+                if self.scale_source == "ground":
+                    length, scale_from = self._ground_length(ground, dt, length)
+                    if scale_from != "ground":
+                        quality *= 0.7  # the length was not measured on this frame
                 t_dir = tv.t_dir if tv.t_dir @ t_net >= 0 else -tv.t_dir
                 t_step, R_step, mode = t_dir * length, tv.R, "hybrid" if tv.source == "geometry" else "hybrid_prior"
             else:
@@ -218,7 +250,7 @@ class VisualOdometry:
                 raise ConfigError("scale_source is external: pass scale= (metres of this step) to process()")
             n = np.linalg.norm(t_step)
             t_step = t_step / n * scale if n > 0 else t_step
-        dt = (stamp_ns - prev_stamp) / 1e9
+            scale_from = "external"
         if np.linalg.norm(t_step) > self.max_speed_mps * max(dt, 1e-3):
             quality *= 0.2  # implausible speed
         T_step = np.eye(4)
@@ -230,12 +262,26 @@ class VisualOdometry:
         reason, self._pending_reset = self._pending_reset, None
         t2 = time.perf_counter()
         return OdometryResult(stamp_ns, self.pose.copy(), self._covariance_world(), T_step, True, reason, mode,
-                              quality, self.distance, {"network_ms": (t1 - t0) * 1e3, "total_ms": (t2 - t0) * 1e3})
+                              quality, self.distance, {"network_ms": (t1 - t0) * 1e3, "total_ms": (t2 - t0) * 1e3},
+                              scale_from)
 
     def _two_view(self, prev: np.ndarray, curr: np.ndarray, prior: tuple[np.ndarray, np.ndarray] | None = None):
-        """Two-view motion (the tracker works at most ``track_width`` pixels wide), checked against the ``prior``
-        (R_pc, t_pc)."""
-        return self.tracker.motion(prev, curr, self.camera.K, prior=prior)
+        """(two-view motion, its ground-plane scale or None): the tracker works at most ``track_width`` pixels
+        wide; the motion is checked against the ``prior`` (R_pc, t_pc)."""
+        tv = self.tracker.motion(prev, curr, self.camera.K, prior=prior)
+        ground = None
+        if tv is not None and self.scale_source == "ground" and tv.p0 is not None:
+            ground = self.ground.estimate(tv.R, tv.t_dir, self.camera.K, tv.p0, tv.p1)
+        return tv, ground
+
+    def _ground_length(self, ground: GroundEstimate | None, dt: float, fallback: float) -> tuple[float, str]:
+        """(step length, its source): the median speed of the last ``scale_window`` ground estimates × ``dt``."""
+        dt = max(dt, 1e-3)
+        self._ground_speeds.append(None if ground is None else ground.scale_m / dt)
+        speeds = [v for v in self._ground_speeds if v is not None]
+        if not speeds:
+            return fallback, "network"
+        return float(np.median(speeds)) * dt, "ground" if ground is not None else "ground_held"
 
     def step_covariance(self, T_step: np.ndarray, quality: float) -> np.ndarray:
         """[6 x 6] noise of one step (its own frame): std ``rel·size + abs`` per axis, divided by ``quality``."""

@@ -52,6 +52,9 @@ class TwoViewMotion:
     source: str = "geometry"  # geometry | prior (rotation re-estimated on the prior's tracks, prior direction)
     prior_support: float | None = None  # tracks the prior explains / tracks the RANSAC solution explains
     R_geometry: np.ndarray | None = None  # RANSAC's rotation (R itself when source is geometry)
+    # RANSAC's inlier correspondences ([N x 2] full-size pixels in the previous / current frame)
+    p0: np.ndarray | None = field(default=None, repr=False)
+    p1: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.R_geometry is None:
@@ -237,10 +240,10 @@ class FeatureTracker:
         if norm == 0:
             return None
         t_pc = t_pc / norm
+        inl = mask.ravel() > 0
         if self.refine:
-            inl = mask.ravel() > 0
             R_pc, t_pc = refine_motion(R_pc, t_pc, K, p0[inl], p1[inl], self.ransac_px)
-        geometry = TwoViewMotion(R_pc, t_pc, int(n), int(len(p0)), parallax)
+        geometry = TwoViewMotion(R_pc, t_pc, n, len(p0), parallax, p0=p0[inl], p1=p1[inl])
         if prior is None or np.linalg.norm(prior[1]) < 1e-9:
             return geometry
         return self._check_prior(geometry, p0, p1, K, prior)
@@ -267,7 +270,7 @@ class FeatureTracker:
         if ratio < self.prior_support:
             return geometry
         return TwoViewMotion(R, t_dir, int(prior_in.sum()), geometry.tracked, geometry.parallax_px, "prior", ratio,
-                             geometry.R)
+                             geometry.R, p0[prior_in], p1[prior_in])
 
 
 @dataclass

@@ -4,6 +4,9 @@ Methods, per sequence:
 
 - ``network``: :class:`~deep_vision.estimators.odometry.VisualOdometry`, network mode, its own (learned) scale;
 - ``network, GT scale``: the same motions with each step's length set to the ground truth's;
+- ``hybrid``: two-view rotation/direction + the network's step length (the shipped hybrid mode);
+- ``hybrid, ground scale``: the same geometry, the step length from the ground plane and the camera's height
+  (``scale_source="ground"``; no ground truth and no network in the scale);
 - ``hybrid, GT scale``: two-view rotation/direction + GT step length (the network's role is only the scale,
   so with GT scale this isolates the geometry; reported for completeness);
 - ``classical, GT scale``: Shi–Tomasi + LK tracking + essential matrix RANSAC (no network), GT step length,
@@ -29,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deep_vision.estimators.ground_scale import GroundPlaneScale
 from deep_vision.estimators.two_view import FeatureTracker
 from deep_vision.eval.trajectory_metrics import (
     ate_rpe,
@@ -49,6 +53,7 @@ class VOSequence:
     stamps_ns: np.ndarray
     poses_gt: np.ndarray  # [N x 4 x 4] KITTI convention
     camera: PinholeCamera
+    camera_height_m: float = 1.65  # above the ground, for the ground-plane scale (KITTI's cameras: 1.65 m)
 
     def preloaded(self) -> "VOSequence":
         """The same sequence with its frames read (or rendered) once and kept in memory, for repeated runs."""
@@ -158,9 +163,12 @@ def trajectory_plot(seq: VOSequence, trajectories: dict[str, np.ndarray], path: 
     return path
 
 
-def evaluate(vo_factory: Callable[[PinholeCamera, str], object] | None, sequences: list[VOSequence], out: Path,
+def evaluate(vo_factory: Callable[..., object] | None, sequences: list[VOSequence], out: Path,
              command: str = "", model_label: str = "") -> Path:
-    """Run every method on every sequence; write trajectories, plots and ``vo-<date>.md/json``; return the md."""
+    """Run every method on every sequence; write trajectories, plots and ``vo-<date>.md/json``; return the md.
+
+    ``vo_factory(camera, mode, **kwargs)``: a fresh VisualOdometry (kwargs: VisualOdometry's keyword arguments).
+    """
     out.mkdir(parents=True, exist_ok=True)
     stem = f"vo-{date.today().isoformat()}"
     traj_dir = out / f"{stem}-trajectories"
@@ -177,6 +185,9 @@ def evaluate(vo_factory: Callable[[PinholeCamera, str], object] | None, sequence
             rel_h, t_h = run_vo(vo_factory(seq.camera, "hybrid"), seq)
             methods["hybrid"] = (integrate(rel_h), t_h)
             methods["hybrid, GT scale"] = (integrate(with_gt_scale(rel_h, seq.poses_gt)), t_h)
+            rel_g, t_g = run_vo(vo_factory(seq.camera, "hybrid", scale_source="ground",
+                                           ground=GroundPlaneScale(height_m=seq.camera_height_m)), seq)
+            methods["hybrid, ground scale"] = (integrate(rel_g), t_g)
         failures: dict[str, int] = {}
         for name, tracker in (("classical, GT scale", FeatureTracker()),
                               ("classical + refinement, GT scale", FeatureTracker(refine=True))):
@@ -227,7 +238,8 @@ def kitti_sequence(seq_dir: Path, first: int, last: int) -> VOSequence:
     idx = list(range(first, min(last, len(k) - 1) + 1))
     poses = invert_transform(k.poses[idx[0]]) @ k.poses[idx]
     return VOSequence(f"kitti_{seq_dir.name}_{first}-{idx[-1]}", lambda: (k.image(i) for i in idx),
-                      np.round(k.times[idx] * 1e9).astype(np.int64), poses, k.camera)
+                      np.round(k.times[idx] * 1e9).astype(np.int64), poses, k.camera,
+                      1.65)  # KITTI's cameras sit 1.65 m above the road (Geiger et al., IJRR 2013)
 
 
 def synthetic_sequence(seed: int, frames: int, varied: bool = False) -> VOSequence:
@@ -240,7 +252,7 @@ def synthetic_sequence(seed: int, frames: int, varied: bool = False) -> VOSequen
         vary_route(config.route, np.random.default_rng([seed, 31]))
     s = SyntheticSequence(config)
     return VOSequence(f"synthetic_seed{seed}{'_varied' if varied else ''}", s.images, s.stamps_ns, s.kitti_poses,
-                      s.camera)
+                      s.camera, config.camera.height_m)
 
 
 def evaluate_from_cli(args) -> int:
@@ -270,9 +282,9 @@ def evaluate_from_cli(args) -> int:
             model = str(default_model_path("vo"))
         label = model
 
-        def factory(camera: PinholeCamera, mode: str):
+        def factory(camera: PinholeCamera, mode: str, **kwargs):
             return VisualOdometry.from_model(model, backend=args.backend, camera=camera, mode=mode,
-                                             threads=args.threads or None)
+                                             threads=args.threads or None, **kwargs)
 
     md = evaluate(factory, sequences, Path(args.out), command="deep-vision " + " ".join(sys.argv[1:]),
                   model_label=label)

@@ -25,7 +25,7 @@ from nav_msgs.msg import Odometry
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, Image
 
-from deep_vision.errors import ImageEncodingError
+from deep_vision.errors import ConfigError, ImageEncodingError
 from deep_vision.geometry.camera import PinholeCamera
 from deep_vision.geometry.transforms import (
     adjoint,
@@ -49,7 +49,7 @@ from deep_vision.nodes.common import (
     spin_node,
     stamp_ns,
 )
-from deep_vision.pipeline.build import build_odometry
+from deep_vision.pipeline.build import build_odometry, ground_scale_from_params
 
 PARAMS = [
     Param("model_path", "", "DeepVO model (.onnx with its model card, or a .pt checkpoint); empty: the shipped "
@@ -70,6 +70,13 @@ PARAMS = [
     Param("prior_max_disagreement_deg", 0.0, "Hybrid mode: median rotation disagreement (degrees) over "
           "prior_window under which the network is trusted as a prior; 0 switches the prior off.",
           range=(0.0, 180.0)),
+    Param("scale_source", "network", "Step length: network (learned metres) or ground (hybrid mode: the ground "
+          "plane under the camera, triangulated from the tracked points, and the camera's known height above it).",
+          choices=("network", "ground")),
+    Param("camera_height_m", 0.0, "scale_source ground: camera height above the ground (m); 0: the camera's "
+          "height above base_frame (camera_pose or /tf_static; base_frame on the ground).", range=(0.0, 100.0)),
+    Param("scale_window", 1, "scale_source ground: the speed is the median of this many frames' estimates (a "
+          "frame without one keeps it; none in the window: the network's length).", range=(1, 1000)),
     Param("odom_frame", "odom", "Frame of the published pose (REP 105)."),
     Param("base_frame", "base_link", "Robot body frame (child frame of the odometry)."),
     Param("publish_tf", True, "Broadcast odom -> base_link on /tf (tf2_ros, else tf2_msgs)."),
@@ -88,9 +95,17 @@ class OdometryNode(ImageNode):
         p = declare(self, PARAMS)
         self.params = p
         self.camera_pose = CameraPose(self, p)
-        # Hybrid mode needs the intrinsics: it starts in network mode and switches at the first camera_info.
-        self.vo = build_odometry({**p, "mode": "network"})  # raises ConfigError naming the parameter
+        # Hybrid mode needs the intrinsics: it starts in network mode (network scale) and switches at the first
+        # camera_info. build_odometry raises ConfigError naming the parameter.
+        if p["scale_source"] == "ground" and p["mode"] != "hybrid":
+            raise ConfigError("odometry_node: parameter 'scale_source' is ground, which needs 'mode' hybrid")
+        self.vo = build_odometry({**p, "mode": "network", "scale_source": "network"})
         self.want_hybrid = p["mode"] == "hybrid"
+        if p["scale_source"] == "ground":
+            try:
+                self.vo.ground = ground_scale_from_params(p, self.camera_pose.T)
+            except ConfigError as exc:  # e.g. the camera at base_link's height and camera_height_m 0
+                raise ConfigError(f"odometry_node: parameters 'camera_pose'/'camera_height_m': {exc}") from exc
         self.tf_out = TransformOutput(self) if p["publish_tf"] else None
         backend = self.vo.backend
         self.diag = NodeDiagnostics(self, "visual odometry", {**backend_diagnostics(backend), "mode": p["mode"]})
@@ -111,6 +126,7 @@ class OdometryNode(ImageNode):
         self.vo.set_camera(PinholeCamera.from_K(K, msg.width, msg.height))
         if self.want_hybrid:
             self.vo.mode = "hybrid"
+            self.vo.scale_source = self.params["scale_source"]
 
     def on_image(self, msg: Image) -> None:
         self.diag.frame_in()
@@ -121,7 +137,12 @@ class OdometryNode(ImageNode):
             self.diag.bad("image")
             self.get_logger().warning(f"image skipped: {exc}", throttle_duration_sec=5.0)
             return
-        self.camera_pose.update(msg.header.frame_id)
+        if self.camera_pose.update(msg.header.frame_id) and self.params["scale_source"] == "ground":
+            try:
+                self.vo.ground = ground_scale_from_params(self.params, self.camera_pose.T)
+            except ConfigError as exc:  # /tf_static puts the camera at or below base_link: keep the last mounting
+                self.get_logger().error(f"ground plane scale: {exc}; keeping camera height "
+                                        f"{self.vo.ground.height_m:.3f} m")
         stamp = stamp_ns(msg.header.stamp)
         result = self.vo.process(grey, stamp)
         if result.reset:

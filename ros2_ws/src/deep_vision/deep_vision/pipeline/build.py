@@ -99,6 +99,20 @@ def build_loop_detector(p: dict[str, Any], node: str = "place_recognition_node",
         approximate_above=int(p.get("approximate_above", 50000)))
 
 
+def ground_scale_from_params(p: dict[str, Any], T_base_cam: np.ndarray | None = None):
+    """GroundPlaneScale from odometry_node's ``camera_pose`` (or ``T_base_cam``, e.g. from /tf_static) and
+    ``camera_height_m`` (0: the camera's height above base_link)."""
+    from deep_vision.estimators.ground_scale import GroundPlaneScale
+    from deep_vision.geometry.transforms import make_transform, rotation_from_quaternion
+
+    if T_base_cam is None:
+        pose = [float(v) for v in p.get("camera_pose", [0.0, 0.0, 1.65, 0.5, -0.5, 0.5, -0.5])]
+        if len(pose) != 7 or not np.isclose(np.linalg.norm(pose[3:]), 1.0, atol=1e-3):
+            raise ConfigError("camera_pose must be x y z qx qy qz qw with a unit quaternion")
+        T_base_cam = make_transform(rotation_from_quaternion(pose[3:]), pose[:3])
+    return GroundPlaneScale.from_extrinsic(T_base_cam, float(p.get("camera_height_m", 0.0)))
+
+
 def build_odometry(p: dict[str, Any], camera: PinholeCamera | None = None, node: str = "odometry_node"):
     """VisualOdometry from odometry_node's parameters (``mode: hybrid`` needs ``camera``)."""
     from deep_vision.estimators.odometry import VisualOdometry
@@ -106,11 +120,24 @@ def build_odometry(p: dict[str, Any], camera: PinholeCamera | None = None, node:
     mode = p.get("mode", "network")
     if mode == "hybrid" and camera is None:
         raise ConfigError(f"{node}: parameter 'mode' is hybrid, which needs the camera intrinsics (camera_info)")
+    scale_source = p.get("scale_source", "network")
+    if scale_source not in ("network", "ground"):
+        raise ConfigError(f"{node}: parameter 'scale_source' must be network or ground, got {scale_source!r}")
+    if scale_source == "ground" and mode != "hybrid":
+        raise ConfigError(f"{node}: parameter 'scale_source' is ground, which needs 'mode' hybrid")
+    try:
+        ground = ground_scale_from_params(p) if scale_source == "ground" else None
+        scale_window = int(p.get("scale_window", 1))
+        if scale_window < 1:
+            raise ConfigError(f"scale_window must be at least 1, got {scale_window}")
+    except ConfigError as exc:
+        raise ConfigError(f"{node}: parameters 'camera_pose'/'camera_height_m'/'scale_window': {exc}") from exc
     path = ""
     try:
         path = _model_path(p, "vo")
         return VisualOdometry.from_model(
             path, backend=p.get("backend", "auto"), threads=_threads(p), camera=camera, mode=mode,
+            scale_source=scale_source, ground=ground, scale_window=scale_window,
             trans_rel=float(p.get("trans_noise_rel", 0.03)), trans_abs=float(p.get("trans_noise_abs", 0.01)),
             rot_rel=float(p.get("rot_noise_rel", 0.05)), rot_abs=float(p.get("rot_noise_abs", 0.002)),
             geometry=p.get("geometry", "dense_flow"), track_width=int(p.get("track_width", 400)),

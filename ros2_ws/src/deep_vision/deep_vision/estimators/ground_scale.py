@@ -1,0 +1,148 @@
+"""Metric scale for monocular VO from the ground plane and the camera's known height.
+
+Two-view geometry gives the step's translation only up to scale. A camera at a
+known height above a flat ground (a car's camera: KITTI's is 1.65 m up) can
+measure it: triangulate the step's inlier correspondences with a unit-length
+translation, fit the ground plane among the points below the horizon, and the
+plane's distance from the camera, ``h`` (in units of the step), gives the
+step's length as ``height_m / h`` metres. This is the classical scale recovery
+of monocular driving VO (e.g. Kitt et al., IROS 2011; Song & Chandraker,
+CVPR 2014), here on the hybrid mode's dense-flow inliers.
+
+The plane is found by RANSAC over triplets of points (a fixed number of
+hypotheses, vectorised, seeded: the same frames give the same result): a
+hypothesis must tilt at most ``max_tilt_deg`` from the expected ground (the
+camera's ``up`` axis, from its mounting), and its inliers lie within
+``inlier_tol`` × its distance of it. The best plane is refitted to its inliers
+by least squares. No estimate (``None``) when too few points lie below the
+horizon, or the plane has fewer than ``min_inliers`` inliers: the caller falls
+back to another scale source.
+
+Assumes what the method needs: the ground near the vehicle is roughly planar
+and visible in the lower image, and the camera's height above it is known and
+stays about the same (a car's pitch and bounce change it by a few
+centimetres). A robot whose camera sees no floor, or whose height changes,
+needs another source (``VisualOdometry(scale_source="external")``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from deep_vision.errors import ConfigError
+
+
+@dataclass
+class GroundEstimate:
+    scale_m: float  # metres per unit of translation: the step's length for a unit-length step
+    height: float  # the plane's distance from the previous camera, in units of the step
+    inliers: int  # points on the plane
+    candidates: int  # triangulated points below the horizon
+
+
+@dataclass
+class GroundPlaneScale:
+    """Step length from the ground plane (see the module docstring).
+
+    ``height_m``: the camera centre's height above the ground; ``up``: the
+    world's up direction in the camera frame (optical frame, x right, y down,
+    z forward: a level camera has up = (0, -1, 0)).
+    """
+
+    height_m: float = 1.65
+    up: tuple[float, float, float] | np.ndarray = (0.0, -1.0, 0.0)
+    min_below_deg: float = 6.0  # only rays at least this far below the horizon are ground candidates
+    max_tilt_deg: float = 10.0  # plane normal within this angle of up
+    inlier_tol: float = 0.04  # point-to-plane distance for an inlier, fraction of the plane's distance
+    min_inliers: int = 15
+    iterations: int = 200
+    seed: int = 0
+    _up: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.height_m > 0:
+            raise ConfigError(f"ground plane scale: camera height must be positive, got {self.height_m} m")
+        up = np.asarray(self.up, dtype=np.float64).reshape(3)
+        if not np.isfinite(up).all() or np.linalg.norm(up) < 1e-9:
+            raise ConfigError(f"ground plane scale: up must be a non-zero 3-vector, got {self.up}")
+        if not 0 < self.inlier_tol < 1:
+            raise ConfigError(f"ground plane scale: inlier_tol must be in (0, 1), got {self.inlier_tol}")
+        if self.min_inliers < 3 or self.iterations < 1:
+            raise ConfigError("ground plane scale: min_inliers must be at least 3 and iterations at least 1")
+        self._up = up / np.linalg.norm(up)
+
+    @classmethod
+    def from_extrinsic(cls, T_base_cam: np.ndarray, height_m: float | None = None, **kwargs) -> GroundPlaneScale:
+        """From the camera's pose on the robot (``T_base_cam``, base_link z up): up = the base's z axis in the
+        camera frame; the height is the camera's z above base_link (base_link on the ground, as the default
+        camera_pose assumes) unless ``height_m`` > 0 is given."""
+        T = np.asarray(T_base_cam, dtype=np.float64)
+        h = float(T[2, 3]) if height_m is None or height_m <= 0 else float(height_m)
+        return cls(height_m=h, up=T[:3, :3].T @ np.array([0.0, 0.0, 1.0]), **kwargs)
+
+    def estimate(self, R_pc: np.ndarray, t_pc: np.ndarray, K: np.ndarray, p0: np.ndarray,
+                 p1: np.ndarray) -> GroundEstimate | None:
+        """Scale of the step (R_pc, unit t_pc: the current camera in the previous one's frame) from the
+        correspondences ``p0`` → ``p1`` (the step's inliers, pixels, [N x 2])."""
+        if p0 is None or len(p0) < self.min_inliers:
+            return None
+        R_pc, t_pc = np.asarray(R_pc, np.float64), np.asarray(t_pc, np.float64).reshape(3)
+        n_t = np.linalg.norm(t_pc)
+        if n_t < 1e-12:
+            return None
+        t_pc = t_pc / n_t
+        down = -self._up
+        rays = np.c_[np.asarray(p0, np.float64), np.ones(len(p0))] @ np.linalg.inv(K).T
+        below = rays @ down > np.sin(np.radians(self.min_below_deg)) * np.linalg.norm(rays, axis=1)
+        if below.sum() < self.min_inliers:
+            return None
+        R_cp, t_cp = R_pc.T, -R_pc.T @ t_pc
+        P0 = K @ np.c_[np.eye(3), np.zeros(3)]
+        P1 = K @ np.c_[R_cp, t_cp]
+        Xh = cv2.triangulatePoints(P0, P1, np.asarray(p0, np.float64)[below].T, np.asarray(p1, np.float64)[below].T)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            X = (Xh[:3] / Xh[3]).T
+        ok = np.isfinite(X).all(axis=1) & (X[:, 2] > 0) & ((X @ R_cp.T + t_cp)[:, 2] > 0) & (X @ down > 0)
+        X = X[ok]
+        if len(X) < self.min_inliers:
+            return None
+        plane = self._ransac(X, down)
+        if plane is None:
+            return None
+        _, dist, inliers = plane
+        return GroundEstimate(self.height_m / dist, dist, int(inliers.sum()), len(X))
+
+    def _ransac(self, X: np.ndarray, down: np.ndarray) -> tuple[np.ndarray, float, np.ndarray] | None:
+        rng = np.random.default_rng(self.seed)
+        idx = np.argsort(rng.random((self.iterations, len(X))), axis=1)[:, :3]
+        a, b, c = X[idx[:, 0]], X[idx[:, 1]], X[idx[:, 2]]
+        normals = np.cross(b - a, c - a)
+        norms = np.linalg.norm(normals, axis=1)
+        good = norms > 1e-12
+        normals[good] /= norms[good, None]
+        normals *= np.sign(normals @ down)[:, None]
+        dist = np.einsum("ij,ij->i", normals, a)
+        good &= (normals @ down >= np.cos(np.radians(self.max_tilt_deg))) & (dist > 0)
+        if not good.any():
+            return None
+        normals, dist = normals[good], dist[good]
+        counts = (np.abs(X @ normals.T - dist) < self.inlier_tol * dist).sum(axis=0)
+        best = int(np.argmax(counts))
+        normal, d = normals[best], dist[best]
+        for _ in range(2):  # least-squares refit on the inliers, then once more on the refit's inliers
+            inliers = np.abs(X @ normal - d) < self.inlier_tol * d
+            if inliers.sum() < self.min_inliers:
+                return None
+            centre = X[inliers].mean(axis=0)
+            normal = np.linalg.svd(X[inliers] - centre)[2][2]
+            normal *= np.sign(normal @ down) or 1.0
+            d = float(normal @ centre)
+            if d <= 0 or normal @ down < np.cos(np.radians(self.max_tilt_deg)):
+                return None
+        inliers = np.abs(X @ normal - d) < self.inlier_tol * d
+        if inliers.sum() < self.min_inliers:
+            return None
+        return normal, d, inliers

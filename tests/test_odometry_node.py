@@ -20,27 +20,25 @@ def vo_model(random_vo_model):
     return random_vo_model
 
 
-@pytest.fixture(scope="module")
-def drive(tmp_path_factory):
+def _record_drive(tmp_path_factory, name: str, width: int, height: int):
     from deep_vision.synthetic import SyntheticSequence
     from deep_vision.synthetic.recording import record
 
-    config = small_world_config(frames=FRAMES, width=320, height=120)
-    out = tmp_path_factory.mktemp("drive") / "bag"
+    config = small_world_config(frames=FRAMES, width=width, height=height)
+    out = tmp_path_factory.mktemp(name) / "bag"
     record(config, out, workers=1)
     return out, SyntheticSequence(config)
+
+
+@pytest.fixture(scope="module")
+def drive(tmp_path_factory):
+    return _record_drive(tmp_path_factory, "drive", 320, 120)
 
 
 @pytest.fixture(scope="module")
 def drive_wide(tmp_path_factory):
     """The same drive at 620 x 188: enough road below the horizon for the ground plane."""
-    from deep_vision.synthetic import SyntheticSequence
-    from deep_vision.synthetic.recording import record
-
-    config = small_world_config(frames=FRAMES, width=620, height=188)
-    out = tmp_path_factory.mktemp("drive_wide") / "bag"
-    record(config, out, workers=1)
-    return out, SyntheticSequence(config)
+    return _record_drive(tmp_path_factory, "drive_wide", 620, 188)
 
 
 class TruthBackend:

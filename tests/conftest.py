@@ -60,6 +60,14 @@ def small_world_config(frames: int = 12, seed: int = 0, encoding: str = "mono8",
     )
 
 
+@pytest.fixture(scope="module")
+def synthetic():
+    """30 rendered frames, 620 x 188, of the small world's route (the VO tests' drive)."""
+    from deep_vision.synthetic import SyntheticSequence
+
+    return SyntheticSequence(small_world_config(frames=30, width=620, height=188))
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

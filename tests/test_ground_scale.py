@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import small_world_config
 from deep_vision.errors import ConfigError
 from deep_vision.estimators.ground_scale import GroundPlaneScale
 from deep_vision.estimators.odometry import VisualOdometry
@@ -79,13 +78,6 @@ def test_settings_and_mounting():
     g = GroundPlaneScale.from_extrinsic(make_transform(R_pitch @ R_base_opt, [1.2, 0.0, 1.4]))
     assert g.height_m == pytest.approx(1.4)
     np.testing.assert_allclose(g._up, [0.0, -np.cos(pitch), -np.sin(pitch)], atol=1e-12)
-
-
-@pytest.fixture(scope="module")
-def synthetic():
-    from deep_vision.synthetic import SyntheticSequence
-
-    return SyntheticSequence(small_world_config(frames=30, width=620, height=188))
 
 
 def test_hybrid_vo_takes_the_step_length_from_the_ground(synthetic):

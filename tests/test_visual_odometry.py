@@ -6,12 +6,18 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import small_world_config
-
 from deep_vision.errors import ConfigError
 from deep_vision.estimators.odometry import VisualOdometry
-from deep_vision.estimators.two_view import DenseFlowTracker, FeatureTracker, refine_motion
-from deep_vision.geometry.transforms import euler_zyx_from_rotation, invert_transform, rotation_from_euler_zyx
+from deep_vision.estimators.two_view import (
+    DenseFlowTracker,
+    FeatureTracker,
+    refine_motion,
+)
+from deep_vision.geometry.transforms import (
+    euler_zyx_from_rotation,
+    invert_transform,
+    rotation_from_euler_zyx,
+)
 from deep_vision.models.deepvo import DeepVO, parameter_count
 
 
@@ -57,13 +63,6 @@ class GroundTruthBackend:
         m = self.motions[self.calls]
         self.calls += 1
         return {"motion": m[None].astype(np.float32), "h1": feeds["h0"] + 1, "c1": feeds["c0"]}
-
-
-@pytest.fixture(scope="module")
-def synthetic():
-    from deep_vision.synthetic import SyntheticSequence
-
-    return SyntheticSequence(small_world_config(frames=30, width=620, height=188))
 
 
 def _true_motions(poses: np.ndarray) -> list[np.ndarray]:

@@ -112,10 +112,11 @@ class GroundPlaneScale:
         plane = self._ransac(X, down)
         if plane is None:
             return None
-        _, dist, inliers = plane
-        return GroundEstimate(self.height_m / dist, dist, int(inliers.sum()), len(X))
+        dist, inliers = plane
+        return GroundEstimate(self.height_m / dist, dist, inliers, len(X))
 
-    def _ransac(self, X: np.ndarray, down: np.ndarray) -> tuple[np.ndarray, float, np.ndarray] | None:
+    def _ransac(self, X: np.ndarray, down: np.ndarray) -> tuple[float, int] | None:
+        """(the plane's distance from the camera, its inlier count) or None."""
         rng = np.random.default_rng(self.seed)
         idx = np.argsort(rng.random((self.iterations, len(X))), axis=1)[:, :3]
         a, b, c = X[idx[:, 0]], X[idx[:, 1]], X[idx[:, 2]]
@@ -142,7 +143,5 @@ class GroundPlaneScale:
             d = float(normal @ centre)
             if d <= 0 or normal @ down < np.cos(np.radians(self.max_tilt_deg)):
                 return None
-        inliers = np.abs(X @ normal - d) < self.inlier_tol * d
-        if inliers.sum() < self.min_inliers:
-            return None
-        return normal, d, inliers
+        inliers = int((np.abs(X @ normal - d) < self.inlier_tol * d).sum())
+        return (d, inliers) if inliers >= self.min_inliers else None

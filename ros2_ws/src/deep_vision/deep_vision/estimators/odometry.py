@@ -270,7 +270,7 @@ class VisualOdometry:
         wide; the motion is checked against the ``prior`` (R_pc, t_pc)."""
         tv = self.tracker.motion(prev, curr, self.camera.K, prior=prior)
         ground = None
-        if tv is not None and self.scale_source == "ground" and tv.p0 is not None:
+        if tv is not None and self.scale_source == "ground":
             ground = self.ground.estimate(tv.R, tv.t_dir, self.camera.K, tv.p0, tv.p1)
         return tv, ground
 

@@ -26,6 +26,7 @@ from rclpy.qos import QoSReliabilityPolicy as Reliability
 from deep_vision.errors import ConfigError
 from deep_vision.geometry.transforms import make_transform, rotation_from_quaternion
 from deep_vision.inference.selection import BACKENDS
+from deep_vision.pipeline.build import DEFAULT_CAMERA_POSE, camera_pose_transform
 
 
 @dataclass(frozen=True)
@@ -72,9 +73,6 @@ INFERENCE_PARAMS = [
     Param("threads", 0, "CPU threads for inference (0: the library default).", range=(0, 64)),
 ]
 
-
-# Camera optical frame on a KITTI-like car: 1.65 m above base_link, looking forward.
-DEFAULT_CAMERA_POSE = [0.0, 0.0, 1.65, 0.5, -0.5, 0.5, -0.5]
 
 # Every node that needs the camera's pose on the robot (read by CameraPose).
 CAMERA_POSE_PARAMS = [
@@ -141,11 +139,10 @@ class CameraPose:
     """
 
     def __init__(self, node: Node, params: dict[str, Any]) -> None:
-        pose = list(params["camera_pose"])
-        if len(pose) != 7 or not np.isclose(np.linalg.norm(pose[3:]), 1.0, atol=1e-3):
-            raise ConfigError(f"{node.get_name()}: parameter 'camera_pose' must be x y z qx qy qz qw with a unit "
-                              "quaternion")
-        self.T = make_transform(rotation_from_quaternion(pose[3:]), pose[:3])
+        try:
+            self.T = camera_pose_transform(params["camera_pose"])
+        except ConfigError as exc:
+            raise ConfigError(f"{node.get_name()}: {exc}") from exc
         self.from_tf = False
         self.node = node
         self.base_frame = params["base_frame"]

@@ -49,7 +49,11 @@ from deep_vision.nodes.common import (
     spin_node,
     stamp_ns,
 )
-from deep_vision.pipeline.build import build_odometry, ground_scale_from_params
+from deep_vision.pipeline.build import (
+    build_odometry,
+    ground_scale_from_params,
+    scale_settings,
+)
 
 PARAMS = [
     Param("model_path", "", "DeepVO model (.onnx with its model card, or a .pt checkpoint); empty: the shipped "
@@ -96,16 +100,11 @@ class OdometryNode(ImageNode):
         self.params = p
         self.camera_pose = CameraPose(self, p)
         # Hybrid mode needs the intrinsics: it starts in network mode (network scale) and switches at the first
-        # camera_info. build_odometry raises ConfigError naming the parameter.
-        if p["scale_source"] == "ground" and p["mode"] != "hybrid":
-            raise ConfigError("odometry_node: parameter 'scale_source' is ground, which needs 'mode' hybrid")
+        # camera_info. Both raise ConfigError naming the parameter.
+        self.scale_source, ground, _ = scale_settings(p, self.camera_pose.T)
         self.vo = build_odometry({**p, "mode": "network", "scale_source": "network"})
         self.want_hybrid = p["mode"] == "hybrid"
-        if p["scale_source"] == "ground":
-            try:
-                self.vo.ground = ground_scale_from_params(p, self.camera_pose.T)
-            except ConfigError as exc:  # e.g. the camera at base_link's height and camera_height_m 0
-                raise ConfigError(f"odometry_node: parameters 'camera_pose'/'camera_height_m': {exc}") from exc
+        self.vo.ground = ground or self.vo.ground
         self.tf_out = TransformOutput(self) if p["publish_tf"] else None
         backend = self.vo.backend
         self.diag = NodeDiagnostics(self, "visual odometry", {**backend_diagnostics(backend), "mode": p["mode"]})
@@ -126,7 +125,7 @@ class OdometryNode(ImageNode):
         self.vo.set_camera(PinholeCamera.from_K(K, msg.width, msg.height))
         if self.want_hybrid:
             self.vo.mode = "hybrid"
-            self.vo.scale_source = self.params["scale_source"]
+            self.vo.scale_source = self.scale_source
 
     def on_image(self, msg: Image) -> None:
         self.diag.frame_in()
@@ -137,7 +136,7 @@ class OdometryNode(ImageNode):
             self.diag.bad("image")
             self.get_logger().warning(f"image skipped: {exc}", throttle_duration_sec=5.0)
             return
-        if self.camera_pose.update(msg.header.frame_id) and self.params["scale_source"] == "ground":
+        if self.camera_pose.update(msg.header.frame_id) and self.scale_source == "ground":
             try:
                 self.vo.ground = ground_scale_from_params(self.params, self.camera_pose.T)
             except ConfigError as exc:  # /tf_static puts the camera at or below base_link: keep the last mounting

@@ -99,18 +99,45 @@ def build_loop_detector(p: dict[str, Any], node: str = "place_recognition_node",
         approximate_above=int(p.get("approximate_above", 50000)))
 
 
+#: Camera optical frame on a KITTI-like car: 1.65 m above base_link, looking forward (``camera_pose`` default).
+DEFAULT_CAMERA_POSE = [0.0, 0.0, 1.65, 0.5, -0.5, 0.5, -0.5]
+
+
+def camera_pose_transform(pose: Any) -> np.ndarray:
+    """T_base_cam of a ``camera_pose`` parameter (x y z qx qy qz qw)."""
+    from deep_vision.geometry.transforms import make_transform, rotation_from_quaternion
+
+    pose = [float(v) for v in pose]
+    if len(pose) != 7 or not np.isclose(np.linalg.norm(pose[3:]), 1.0, atol=1e-3):
+        raise ConfigError("parameter 'camera_pose' must be x y z qx qy qz qw with a unit quaternion")
+    return make_transform(rotation_from_quaternion(pose[3:]), pose[:3])
+
+
 def ground_scale_from_params(p: dict[str, Any], T_base_cam: np.ndarray | None = None):
     """GroundPlaneScale from odometry_node's ``camera_pose`` (or ``T_base_cam``, e.g. from /tf_static) and
     ``camera_height_m`` (0: the camera's height above base_link)."""
     from deep_vision.estimators.ground_scale import GroundPlaneScale
-    from deep_vision.geometry.transforms import make_transform, rotation_from_quaternion
 
     if T_base_cam is None:
-        pose = [float(v) for v in p.get("camera_pose", [0.0, 0.0, 1.65, 0.5, -0.5, 0.5, -0.5])]
-        if len(pose) != 7 or not np.isclose(np.linalg.norm(pose[3:]), 1.0, atol=1e-3):
-            raise ConfigError("camera_pose must be x y z qx qy qz qw with a unit quaternion")
-        T_base_cam = make_transform(rotation_from_quaternion(pose[3:]), pose[:3])
+        T_base_cam = camera_pose_transform(p.get("camera_pose", DEFAULT_CAMERA_POSE))
     return GroundPlaneScale.from_extrinsic(T_base_cam, float(p.get("camera_height_m", 0.0)))
+
+
+def scale_settings(p: dict[str, Any], T_base_cam: np.ndarray | None = None, node: str = "odometry_node"):
+    """odometry_node's scale parameters, checked: (scale_source, its GroundPlaneScale or None, scale_window)."""
+    scale_source = p.get("scale_source", "network")
+    if scale_source not in ("network", "ground"):
+        raise ConfigError(f"{node}: parameter 'scale_source' must be network or ground, got {scale_source!r}")
+    if scale_source == "ground" and p.get("mode", "network") != "hybrid":
+        raise ConfigError(f"{node}: parameter 'scale_source' is ground, which needs 'mode' hybrid")
+    try:
+        ground = ground_scale_from_params(p, T_base_cam) if scale_source == "ground" else None
+        scale_window = int(p.get("scale_window", 1))
+        if scale_window < 1:
+            raise ConfigError(f"scale_window must be at least 1, got {scale_window}")
+    except ConfigError as exc:
+        raise ConfigError(f"{node}: parameters 'camera_pose'/'camera_height_m'/'scale_window': {exc}") from exc
+    return scale_source, ground, scale_window
 
 
 def build_odometry(p: dict[str, Any], camera: PinholeCamera | None = None, node: str = "odometry_node"):
@@ -120,18 +147,7 @@ def build_odometry(p: dict[str, Any], camera: PinholeCamera | None = None, node:
     mode = p.get("mode", "network")
     if mode == "hybrid" and camera is None:
         raise ConfigError(f"{node}: parameter 'mode' is hybrid, which needs the camera intrinsics (camera_info)")
-    scale_source = p.get("scale_source", "network")
-    if scale_source not in ("network", "ground"):
-        raise ConfigError(f"{node}: parameter 'scale_source' must be network or ground, got {scale_source!r}")
-    if scale_source == "ground" and mode != "hybrid":
-        raise ConfigError(f"{node}: parameter 'scale_source' is ground, which needs 'mode' hybrid")
-    try:
-        ground = ground_scale_from_params(p) if scale_source == "ground" else None
-        scale_window = int(p.get("scale_window", 1))
-        if scale_window < 1:
-            raise ConfigError(f"scale_window must be at least 1, got {scale_window}")
-    except ConfigError as exc:
-        raise ConfigError(f"{node}: parameters 'camera_pose'/'camera_height_m'/'scale_window': {exc}") from exc
+    scale_source, ground, scale_window = scale_settings(p, node=node)
     path = ""
     try:
         path = _model_path(p, "vo")

@@ -80,7 +80,12 @@ from deep_vision.geometry.transforms import (
     rotation_angle,
     rotation_from_euler_zyx,
 )
-from deep_vision.models.vo_input import flow_front_end, pair_input, resize_frame
+from deep_vision.models.vo_input import (
+    flow_front_end,
+    pair_input,
+    resize_frame,
+    resolve_conf,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -161,12 +166,11 @@ class VisualOdometry:
         """Load a DeepVO model (.onnx + card, or .pt) on ``backend``; ``camera`` enables the hybrid mode."""
         from deep_vision.inference import load_backend
         from deep_vision.inference.modelcard import ModelCard, card_path_for
-        from deep_vision.models.deepvo import DeepVO
 
         net = load_backend(path, backend, threads=kwargs.pop("threads", None))
         card_path = card_path_for(Path(path))
         conf = ModelCard.load(card_path).model_config if card_path.is_file() else {}
-        conf = DeepVO.resolve_conf(conf or None)
+        conf = resolve_conf(conf or None)
         return cls(net, conf, camera=camera, **kwargs)
 
     # ------------------------------------------------------------------ state

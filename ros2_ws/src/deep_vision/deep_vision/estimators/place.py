@@ -44,6 +44,7 @@ import numpy as np
 
 from deep_vision.errors import ConfigError, ImageEncodingError, ModelError
 from deep_vision.io.image import as_grey as to_grey
+from deep_vision.models.place_input import preprocess
 
 logger = logging.getLogger(__name__)
 
@@ -208,8 +209,6 @@ class PlaceRecognizer:
         if self.descriptor == "sad":
             d = thumbnail(image, self.sad_size, self.sad_patch).reshape(-1)
         else:
-            from deep_vision.models.place_net import preprocess
-
             x = preprocess(image, self.image_size, self.in_channels)
             outputs = self.backend.run({self.input_name: x})
             d = np.asarray(outputs[self.output_name], dtype=np.float32).reshape(-1)

@@ -32,7 +32,10 @@ def tensorrt_version() -> str:
 
 
 def torch_available() -> bool:
-    return importlib.util.find_spec("torch") is not None
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # an import hook refusing torch; ValueError: sys.modules["torch"] is None
+        return False
 
 
 def cuda_available() -> bool:

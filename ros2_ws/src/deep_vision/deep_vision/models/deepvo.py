@@ -34,42 +34,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from deep_vision.errors import ConfigError
-from deep_vision.models.conf import merge_conf
-from deep_vision.models.vo_input import DIS_PRESETS, flow_front_end, input_channels, pair_input, resize_frame
-
-# (out channels, kernel, stride) per conv layer
-_FLOWNET_S = [(64, 7, 2), (128, 5, 2), (256, 5, 2), (256, 3, 1), (512, 3, 2), (512, 3, 1), (512, 3, 2),
-              (512, 3, 1), (1024, 3, 2)]
-_COMPACT = [(16, 5, 2), (32, 5, 2), (64, 3, 2), (64, 3, 1), (128, 3, 2), (128, 3, 1), (192, 3, 2)]
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {"input": "frames", "channels": 3, "height": 384, "width": 1280, "encoder": _FLOWNET_S,
-              "lstm_hidden": 1000, "lstm_layers": 2, "fc_dim": None, "batch_norm": True},
-    "compact": {"input": "frames", "channels": 1, "height": 96, "width": 320, "encoder": _COMPACT,
-                "lstm_hidden": 256, "lstm_layers": 1, "fc_dim": 256, "batch_norm": True},
-}
-PRESETS["compact_flow"] = {**PRESETS["compact"], "input": "flow"}
+from deep_vision.models.vo_input import (  # noqa: F401 - PRESETS re-exported
+    DEFAULT_CONF,
+    PRESETS,
+    flow_front_end,
+    input_channels,
+    pair_input,
+    resize_frame,
+    resolve_conf,
+)
 
 
 class DeepVO(nn.Module):
     frames_per_sample = 2  # inputs_from_frames pairs consecutive frames
-    default_conf: dict[str, Any] = {
-        "preset": "compact",  # paper | compact | compact_flow: fills the architecture keys left at None
-        "input": None,  # frames (the pair stacked on channels, as the paper) | flow (DIS optical flow of the pair)
-        "flow_preset": "medium",  # DIS preset (ultrafast | fast | medium) for input flow
-        "flow_scale": 8.0,  # pixels of flow (at the network size) per input unit, for input flow
-        "channels": None,  # 1 (grey) or 3 (RGB) per frame
-        "height": None,  # input height in pixels (frames are resized to it)
-        "width": None,  # input width in pixels
-        "encoder": None,  # conv layers as [out_channels, kernel, stride]
-        "lstm_hidden": None,  # LSTM units per layer
-        "lstm_layers": None,  # stacked LSTM layers
-        "fc_dim": None,  # projection of the flattened features before the LSTM (None: none, as the paper)
-        "batch_norm": None,  # BatchNorm after each conv
-        "dropout": 0.3,  # dropout on the LSTM input and output
-        "translation_scale": 1.0,  # metres per output unit of the translation head
-    }
+    default_conf: dict[str, Any] = DEFAULT_CONF  # keys and defaults: deep_vision.models.vo_input
 
     def __init__(self, conf: dict[str, Any] | None = None) -> None:
         super().__init__()
@@ -96,15 +74,7 @@ class DeepVO(nn.Module):
 
     @classmethod
     def resolve_conf(cls, conf: dict[str, Any] | None) -> dict[str, Any]:
-        merged = merge_conf("DeepVO", cls.default_conf, PRESETS, conf)
-        merged["encoder"] = [list(map(int, layer)) for layer in merged["encoder"]]
-        if merged["channels"] not in (1, 3):
-            raise ConfigError(f"DeepVO: channels must be 1 or 3, got {merged['channels']}")
-        if merged["input"] not in ("frames", "flow"):
-            raise ConfigError(f"DeepVO: input must be frames or flow, got {merged['input']!r}")
-        if merged["input"] == "flow" and merged["flow_preset"] not in DIS_PRESETS:
-            raise ConfigError(f"DeepVO: flow_preset must be one of {sorted(DIS_PRESETS)}, got {merged['flow_preset']!r}")
-        return merged
+        return resolve_conf(conf)
 
     @property
     def input_channels(self) -> int:

@@ -67,7 +67,7 @@ import numpy as np
 from deep_vision.errors import ConfigError, DatasetError
 from deep_vision.estimators.geolocation import GeoEstimate, estimate_location
 from deep_vision.estimators.place import PlaceRecognizer, to_grey
-from deep_vision.estimators.two_view import fundamental_from_motion, sampson_error
+from deep_vision.estimators.two_view import fundamental_from_motion, sampson_homogeneous
 
 logger = logging.getLogger(__name__)
 
@@ -337,6 +337,8 @@ class GeometricVerifier:
         from scipy.spatial.transform import Rotation
 
         identity = np.eye(3)  # normalised coordinates: K = I, the fundamental matrix is the essential matrix
+        # Homogeneous points once: the cost below runs ~30 times per candidate (numeric Jacobians).
+        xm_h, xq_h = np.c_[xm, np.ones(len(xm))], np.c_[xq, np.ones(len(xq))]
 
         def tangent(direction: np.ndarray) -> np.ndarray:
             a = np.array([1.0, 0.0, 0.0]) if abs(direction[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
@@ -349,7 +351,7 @@ class GeometricVerifier:
             return Rotation.from_rotvec(p[:3]).as_matrix() @ R0, cc / np.linalg.norm(cc)
 
         def sampson(R: np.ndarray, cc: np.ndarray) -> np.ndarray:
-            return sampson_error(fundamental_from_motion(R, cc, identity), xm, xq)
+            return sampson_homogeneous(fundamental_from_motion(R, cc, identity, identity), xm_h, xq_h)
 
         B0 = tangent(c)
         if len(xq) >= 6:

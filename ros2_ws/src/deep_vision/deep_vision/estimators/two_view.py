@@ -75,10 +75,10 @@ def sampson_error(F: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
     """Signed first-order geometric error of each match (p0[i] → p1[i], [N x 2]) to the epipolar geometry
     x1ᵀ F x0 = 0, in the points' units (pixels for a fundamental matrix, normalised coordinates for an
     essential matrix); its absolute value is the Sampson distance."""
-    return _sampson_homogeneous(F, np.c_[p0, np.ones(len(p0))], np.c_[p1, np.ones(len(p1))])
+    return sampson_homogeneous(F, np.c_[p0, np.ones(len(p0))], np.c_[p1, np.ones(len(p1))])
 
 
-def _sampson_homogeneous(F: np.ndarray, x0: np.ndarray, x1: np.ndarray) -> np.ndarray:
+def sampson_homogeneous(F: np.ndarray, x0: np.ndarray, x1: np.ndarray) -> np.ndarray:
     """:func:`sampson_error` of homogeneous points ([N x 3], last coordinate 1)."""
     Fx0 = x0 @ F.T
     Ftx1 = x1 @ F
@@ -117,7 +117,7 @@ def refine_motion(R_pc: np.ndarray, t_pc: np.ndarray, K: np.ndarray, p0: np.ndar
 
     def residuals(R_pc: np.ndarray, t: np.ndarray) -> np.ndarray:
         # Homogeneous points and K⁻¹ computed once: this runs ~70 times per frame.
-        return _sampson_homogeneous(fundamental_from_motion(R_pc, t, K, K_inv), x0, x1)
+        return sampson_homogeneous(fundamental_from_motion(R_pc, t, K, K_inv), x0, x1)
 
     def cost(r: np.ndarray) -> float:
         return float(np.sum(2.0 * (np.sqrt(1.0 + (r / scale_px) ** 2) - 1.0)))

@@ -6,7 +6,8 @@ translation (metres, in the previous camera's frame) and Euler angles (radians,
 ZYX as :func:`deep_vision.geometry.transforms`), trained with
 ``1/N Σ ‖p̂ − p‖² + κ‖φ̂ − φ‖²``.
 
-Presets:
+Presets (defined with the configuration keys and their checks in the torch-free
+:mod:`deep_vision.models.vo_input`, which run time imports):
 
 - ``paper``: FlowNetSimple's encoder (conv1–conv6, 64…1024 channels) on RGB
   frames at 1280×384, two LSTM layers of 1000 units — ≈ 250 M parameters,
@@ -34,9 +35,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from deep_vision.models.vo_input import (  # noqa: F401 - PRESETS re-exported
+from deep_vision.models.vo_input import (
     DEFAULT_CONF,
-    PRESETS,
     flow_front_end,
     input_channels,
     pair_input,

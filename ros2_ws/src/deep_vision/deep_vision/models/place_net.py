@@ -47,9 +47,7 @@ from torch import nn
 
 from deep_vision.errors import ConfigError
 from deep_vision.models.conf import merge_conf
-from deep_vision.models.place_input import (
-    preprocess,  # also imported from here by training and benches
-)
+from deep_vision.models.place_input import preprocess
 
 #: RGB → grey weights of ITU-R BT.601 (``cv2.COLOR_RGB2GRAY``); they sum to one.
 LUMA = torch.tensor([0.299, 0.587, 0.114])

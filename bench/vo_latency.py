@@ -2,11 +2,11 @@
 
 Usage: .venv/bin/python bench/vo_latency.py [--model models/vo.onnx] [--threads 1] [--repeats 3]
 Times, in one run on the same frames (KITTI 00 frames 100-159, 1241x376, as a stream):
-``VisualOdometry.process`` in network mode, in hybrid mode (dense-flow geometry, the default, also with the ground-plane scale, with twice
-the ONNX Runtime threads and without the non-linear refinement of the geometry; and the corner-tracking front end with the network prior, the hybrid of earlier
-releases), and the classical baseline of ``deep-vision evaluate vo`` (Shi-Tomasi + Lucas-Kanade at full
-resolution + essential matrix), each timed as ``deep-vision evaluate vo`` times it (``run_vo``,
-``run_classical``).
+``VisualOdometry.process`` in network mode, in hybrid mode (dense-flow geometry, the default; also with the
+ground-plane scale, with twice the ONNX Runtime threads and without the non-linear refinement of the geometry;
+and the corner-tracking front end with the network prior, the hybrid of earlier releases), and the classical
+baseline of ``deep-vision evaluate vo`` (Shi-Tomasi + Lucas-Kanade at full resolution + essential matrix), each
+timed as ``deep-vision evaluate vo`` times it (``run_vo``, ``run_classical``).
 The cases take turns in ``--repeats`` rounds, so a change in the shared host's speed reaches every case
 alike; each round's p50 is reported beside the overall one. ``--threads`` is ONNX Runtime's intra-op count
 (in hybrid mode the two-view geometry runs beside the network in threads of its own).

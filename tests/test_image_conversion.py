@@ -10,6 +10,7 @@ from deep_vision.errors import ImageEncodingError
 from deep_vision.io.image import (
     ENCODINGS,
     ImageFields,
+    check_image_message,
     image_to_numpy,
     message_to_mono8,
     message_to_rgb8,
@@ -95,6 +96,22 @@ def test_errors_name_encoding_and_sizes(bad, words):
         image_to_numpy(bad)
     for word in words:
         assert word in str(info.value)
+    with pytest.raises(ImageEncodingError) as checked:  # the check without decoding says the same
+        check_image_message(bad)
+    assert str(checked.value) == str(info.value)
+
+
+@pytest.mark.parametrize("encoding", sorted(ENCODINGS))
+def test_check_without_decoding_agrees_with_the_decoders(encoding):
+    msg = numpy_to_image_fields(sample(encoding), encoding)
+    if encoding == "32FC1":
+        with pytest.raises(ImageEncodingError, match="not an intensity image"):
+            check_image_message(msg)
+        with pytest.raises(ImageEncodingError, match="not an intensity image"):
+            message_to_mono8(msg)
+    else:
+        check_image_message(msg)
+        message_to_mono8(msg), message_to_rgb8(msg)
 
 
 def test_error_type_is_value_error_too():

@@ -125,7 +125,7 @@ def test_offline_pipeline_closes_loops_and_reduces_drift(loop_bag, vo_model, tmp
     assert counts["/loop_closures"] > 5 and counts["/path"] == 1 and counts["/tf"] >= 1
 
 
-def test_realtime_counts_every_frame_as_processed_or_dropped(loop_bag, vo_model):
+def test_realtime_counts_every_frame_as_processed_dropped_or_skipped(loop_bag, vo_model):
     from deep_vision.io.bag import BagSequence
 
     path, seq = loop_bag
@@ -137,9 +137,12 @@ def test_realtime_counts_every_frame_as_processed_or_dropped(loop_bag, vo_model)
     for stage in ("homography", "loop_closure", "vo"):
         s = out.stats[stage]
         assert s.frames_in == 120
-        assert s.processed + s.dropped + s.errors == 120, (stage, s)
+        assert s.processed + s.dropped + s.skipped + s.errors == 120, (stage, s)
         dropped += s.dropped
     assert dropped > 0
+    # Keyframes every 0.3 s are chosen on arrival: about 2 of 3 frames never enter the loop-closure queue.
+    assert out.stats["homography"].skipped == out.stats["vo"].skipped == 0
+    assert 70 <= out.stats["loop_closure"].skipped <= 85
 
 
 def test_realtime_at_bag_rate_keeps_up_on_small_frames(loop_bag, vo_model):

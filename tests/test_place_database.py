@@ -11,6 +11,7 @@ import pytest
 from deep_vision.errors import ConfigError, DatasetError
 from deep_vision.estimators.loop_closure import (
     KeyframeDatabase,
+    KeyframeGate,
     KeyframeSelector,
     LocalFeatures,
     LoopClosureDetector,
@@ -146,3 +147,49 @@ def test_detector_recency_window_sessions_and_map_reuse(tmp_path):
     assert r.query_id == 34 and r.candidates[0].match_id == 10
     with pytest.raises(ConfigError, match="holds"):
         LoopClosureDetector.load_database(tmp_path / "map", PlaceRecognizer.classical("sad", sad_size=(16, 8)))
+
+
+def _stream(n=120, seed=3):
+    """10 Hz stamps with jitter, one repeated stamp, and the stream played again from its start (time backwards)."""
+    rng = np.random.default_rng(seed)
+    stamps = [T0 + int(i * 0.1 * S + rng.integers(-20, 20) * 1_000_000) for i in range(n)]
+    stamps.insert(40, stamps[39])
+    return stamps + stamps[:30]
+
+
+@pytest.mark.parametrize("interval_s, min_interval_s", [(0.5, 0.0), (0.3, 0.45), (0.2, 0.0)])
+def test_keyframe_gate_admits_exactly_the_selectors_keyframes(interval_s, min_interval_s):
+    table = unit_rows(1)
+
+    def detector():
+        return LoopClosureDetector(FakeRecognizer(table), exclude_recent_s=1.0, top_k=1,
+                                   keyframes=KeyframeSelector(interval_s=interval_s, min_interval_s=min_interval_s))
+
+    every, gated = detector(), detector()
+    gate = gated.keyframes.arrival_gate()
+    assert isinstance(gate, KeyframeGate)
+    keyframes_every, keyframes_gated, admitted = [], [], 0
+    for stamp in _stream():
+        if every.process(frame(0), stamp) is not None:
+            keyframes_every.append(stamp)
+        if gate.admit(stamp):
+            admitted += 1
+            assert gated.process(frame(0), stamp) is not None  # every admitted frame becomes a keyframe
+            keyframes_gated.append(stamp)
+    assert keyframes_gated == keyframes_every and admitted == len(keyframes_every)
+    assert gated.session == every.session == 1  # the replay started a new session in both
+
+
+def test_keyframe_gate_reopens_after_a_lost_keyframe_and_is_off_for_other_criteria():
+    gate = KeyframeSelector(interval_s=0.5).arrival_gate()
+    assert gate.admit(T0) and not gate.admit(T0 + S // 10)
+    gate.reopen()  # the admitted frame could not be decoded: the next arrival becomes the keyframe
+    assert gate.admit(T0 + 2 * S // 10) and not gate.admit(T0 + 3 * S // 10)
+    assert not gate.admit(T0 + 2 * S // 10)  # a repeated stamp is not a keyframe
+    assert gate.admit(T0 + 7 * S // 10) and gate.admit(T0)  # interval passed; time went backwards
+    # Distance or appearance decide on what the frame shows or where it is: every frame goes to the detector.
+    assert KeyframeSelector(interval_s=0.5, distance_m=2.0).arrival_gate() is None
+    assert KeyframeSelector(interval_s=0.5, max_similarity=0.9).arrival_gate() is None
+    assert KeyframeSelector(interval_s=0.0).arrival_gate() is None
+    with pytest.raises(ConfigError, match="positive"):
+        KeyframeGate(0.0)

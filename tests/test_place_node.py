@@ -79,12 +79,13 @@ def _ns(t):
 
 
 def _play_images(h, node, bag, limit=None):
-    """Publish the bag's images one at a time, waiting until the node has taken each."""
+    """Publish the bag's images one at a time, waiting until the node has received and processed each."""
     sent = [0]
 
     def wait():
         sent[0] += 1
-        h.spin_until(lambda: node.diag.counters["frames_in"] >= sent[0] + _play_images.offset, 5.0)
+        h.spin_until(lambda: node.diag.counters["frames_in"] >= sent[0] + _play_images.offset and node.frames.idle(),
+                     5.0)
 
     h.publish_bag(bag, {"/camera/image_raw": "image"}, limit=limit, between=wait)
     _play_images.offset += sent[0]
@@ -199,6 +200,9 @@ def test_loop_closures_on_a_bag_with_revisits(ros_harness, revisit_bag, tmp_path
     assert values["sessions"] == "2" and float(values["geolocation_error_m_p50"]) < 3.0
     db = node.detector.db
     assert len(db) > n_first and np.all(np.diff(db.sessions) >= 0) and db.sessions[-1] == 1
+    # Keyframes (every 0.3 s) were chosen on arrival: only they reached the worker, the rest was counted.
+    assert values["frames_out"] == str(len(db)) and "dropped_frames" not in values
+    assert int(values["frames_between_keyframes"]) + len(db) == int(values["frames_in"])  # the bad frame among them
     assert np.all(np.diff(db.stamps_ns[:n_first]) > 0) and np.all(np.diff(db.stamps_ns[n_first:]) > 0)
     replay = out[len(first_pass):]
     assert len(replay) >= 8 and all(m.candidates[0].query_id >= n_first for m in replay)

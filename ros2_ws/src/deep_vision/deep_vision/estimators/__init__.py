@@ -4,6 +4,7 @@ from deep_vision.estimators.homography import HomographyEstimator, HomographyRes
 from deep_vision.estimators.loop_closure import (
     GeometricVerifier,
     KeyframeDatabase,
+    KeyframeGate,
     KeyframeSelector,
     LoopCandidate,
     LoopClosureDetector,
@@ -12,6 +13,6 @@ from deep_vision.estimators.loop_closure import (
 from deep_vision.estimators.odometry import OdometryResult, VisualOdometry
 from deep_vision.estimators.place import LocalMap, PlaceRecognizer, SpatialReranker
 
-__all__ = ["GeometricVerifier", "HomographyEstimator", "HomographyResult", "KeyframeDatabase", "KeyframeSelector",
-           "LocalMap", "LoopCandidate", "LoopClosureDetector", "OdometryResult", "PlaceRecognizer", "QueryResult",
-           "SpatialReranker", "VisualOdometry"]
+__all__ = ["GeometricVerifier", "HomographyEstimator", "HomographyResult", "KeyframeDatabase", "KeyframeGate",
+           "KeyframeSelector", "LocalMap", "LoopCandidate", "LoopClosureDetector", "OdometryResult",
+           "PlaceRecognizer", "QueryResult", "SpatialReranker", "VisualOdometry"]

@@ -19,6 +19,12 @@ Pieces (each usable alone):
   time (``interval_s``), travelled distance (``distance_m``, when positions
   are given) or appearance change (descriptor similarity to the last keyframe
   below ``max_similarity``). With no criterion enabled every frame is one.
+- :class:`KeyframeGate` (``KeyframeSelector.arrival_gate()``): with the time
+  criterion alone, whether a frame becomes a keyframe follows from its stamp,
+  so a node or pipeline decides it on arrival and queues keyframes only: a
+  slow keyframe (verification) then delays the next ones instead of filling
+  the queue with frames that would be skipped anyway and pushing out the next
+  keyframe.
 - :class:`KeyframeDatabase`: descriptors (unit vectors) in a FAISS index,
   searched by inner product (= cosine similarity): exact
   (``IndexFlatIP``) up to ``approximate_above`` keyframes, then HNSW
@@ -54,6 +60,7 @@ import json
 import logging
 import math
 import os
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -135,6 +142,47 @@ class KeyframeSelector:
             self._position = np.asarray(position, float).copy()
         if descriptor is not None:
             self._descriptor = np.asarray(descriptor, np.float32).copy()
+
+
+    def arrival_gate(self) -> KeyframeGate | None:
+        """A :class:`KeyframeGate` when keyframes follow from the stamps alone (time criterion only: no
+        distance, no appearance); None otherwise (every frame must reach :meth:`is_keyframe`)."""
+        if self.interval_s > 0 and self.distance_m == 0 and self.max_similarity == 0:
+            return KeyframeGate(max(self.interval_s, self.min_interval_s))
+        return None
+
+
+class KeyframeGate:
+    """Decides on arrival, from the stamp alone, which frames a time-only :class:`KeyframeSelector` will
+    take, so that a queue in front of :meth:`LoopClosureDetector.process` holds keyframes only.
+
+    A frame is admitted when it is the first, when its stamp is before the last admitted one (time went
+    backwards: the detector starts a new session, whose first frame is a keyframe) or when at least
+    ``interval_s`` passed since the last admitted one: exactly the frames the selector would take, as long
+    as each admitted frame reaches the detector. When one does not (undecodable, failed), :meth:`reopen`
+    admits the next arrival. Thread-safe: frames arrive on one thread and are processed on another.
+    """
+
+    def __init__(self, interval_s: float) -> None:
+        if interval_s <= 0:
+            raise ConfigError(f"keyframe gate interval must be positive, got {interval_s}")
+        self.interval_s = float(interval_s)
+        self._stamp: int | None = None
+        self._lock = threading.Lock()
+
+    def admit(self, stamp_ns: int) -> bool:
+        """Whether the frame at ``stamp_ns`` will be a keyframe (and is to be queued)."""
+        stamp_ns = int(stamp_ns)
+        with self._lock:
+            if self._stamp is None or stamp_ns < self._stamp or (stamp_ns - self._stamp) / 1e9 >= self.interval_s:
+                self._stamp = stamp_ns
+                return True
+            return False
+
+    def reopen(self) -> None:
+        """An admitted frame did not become a keyframe: admit the next arrival."""
+        with self._lock:
+            self._stamp = None
 
 
 # ============================================================================ local features

@@ -85,15 +85,8 @@ def _data_bytes(data: Any) -> np.ndarray:
         return np.asarray(data, dtype=np.uint8)
 
 
-def image_to_numpy(msg: Any) -> np.ndarray:
-    """Pixels of an Image message as a native-endian array, [H x W] or [H x W x C].
-
-    The result is a fresh, C-contiguous copy: the message buffer may be reused.
-
-    Raises:
-        ImageEncodingError: unknown encoding, empty image, ``step`` smaller than a
-            row, or ``data`` whose length is not ``step * height``.
-    """
+def _checked_data(msg: Any) -> np.ndarray:
+    """The message's bytes (a view, not a copy) after checking its encoding, size, step and length."""
     encoding = str(msg.encoding)
     info = encoding_info(encoding)
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
@@ -110,6 +103,31 @@ def image_to_numpy(msg: Any) -> np.ndarray:
             f"{encoding} image {width}x{height} (step {step}): expected {step * height} bytes of data, "
             f"got {data.size}" + (" (truncated)" if data.size < step * height else "")
         )
+    return data
+
+
+def check_image_message(msg: Any) -> None:
+    """Raise :class:`ImageEncodingError` for a message :func:`message_to_mono8` / :func:`message_to_rgb8`
+    would refuse, without decoding it: for a node that looks at some frames only (keyframes) and still
+    counts the malformed ones among those it skips."""
+    _checked_data(msg)
+    if str(msg.encoding) not in INTENSITY_ENCODINGS:
+        raise ImageEncodingError(f"{msg.encoding} is not an intensity image")
+
+
+def image_to_numpy(msg: Any) -> np.ndarray:
+    """Pixels of an Image message as a native-endian array, [H x W] or [H x W x C].
+
+    The result is a fresh, C-contiguous copy: the message buffer may be reused.
+
+    Raises:
+        ImageEncodingError: unknown encoding, empty image, ``step`` smaller than a
+            row, or ``data`` whose length is not ``step * height``.
+    """
+    data = _checked_data(msg)
+    info = encoding_info(str(msg.encoding))
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    row_bytes = width * info.channels * info.dtype.itemsize
     rows = data.reshape(height, step)[:, :row_bytes]
     dtype = info.dtype
     if dtype.itemsize > 1:

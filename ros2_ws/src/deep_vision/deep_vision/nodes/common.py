@@ -265,15 +265,19 @@ class FrameQueue:
     """Image callbacks return at once; a worker thread processes the frames in order.
 
     The executor is never blocked by inference: the subscription callback only
-    appends the message to a deque of ``depth`` frames; when it is full the
-    oldest waiting frame is dropped and counted in the diagnostics
-    (``dropped_frames``), as a live camera loses frames a node cannot keep up
-    with. An exception in ``handler`` is logged and counted, and the worker
-    goes on with the next frame.
+    counts the frame's arrival (``frames_in``, ``input_rate_hz``) and appends the
+    message to a deque of ``depth`` frames; when it is full the oldest waiting
+    frame is dropped and counted in the diagnostics (``dropped_frames``), as a
+    live camera loses frames a node cannot keep up with. ``admit`` (optional)
+    decides on arrival whether a frame is worth queueing at all (the place
+    recognition node: only frames that will be keyframes); a refused frame is
+    not a drop. An exception in ``handler`` is logged and counted, and the
+    worker goes on with the next frame.
     """
 
-    def __init__(self, node: Node, handler: Callable[[Any], None], depth: int, diag: NodeDiagnostics) -> None:
-        self.node, self.handler, self.diag = node, handler, diag
+    def __init__(self, node: Node, handler: Callable[[Any], None], depth: int, diag: NodeDiagnostics,
+                 admit: Callable[[Any], bool] | None = None) -> None:
+        self.node, self.handler, self.diag, self.admit = node, handler, diag, admit
         self.queue: deque[Any] = deque(maxlen=max(1, int(depth)))
         self.cond = threading.Condition()
         self.closed = False
@@ -282,6 +286,9 @@ class FrameQueue:
         self.thread.start()
 
     def push(self, msg: Any) -> None:
+        self.diag.frame_in()
+        if self.admit is not None and not self.admit(msg):
+            return
         with self.cond:
             if len(self.queue) == self.queue.maxlen:
                 self.diag.counters["dropped_frames"] += 1

@@ -65,7 +65,6 @@ class HomographyNode(ImageNode):
         self.get_logger().info(f"estimating homographies with {getattr(backend, 'describe', lambda: backend)()}")
 
     def on_image(self, msg: Image) -> None:
-        self.diag.frame_in()
         t0 = time.perf_counter()
         try:
             grey = message_to_mono8(msg)

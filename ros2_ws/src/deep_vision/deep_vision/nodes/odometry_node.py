@@ -128,7 +128,6 @@ class OdometryNode(ImageNode):
             self.vo.scale_source = self.scale_source
 
     def on_image(self, msg: Image) -> None:
-        self.diag.frame_in()
         t0 = time.perf_counter()
         try:
             grey = message_to_mono8(msg)

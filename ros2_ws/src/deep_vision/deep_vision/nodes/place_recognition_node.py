@@ -15,7 +15,11 @@ start-up when the folder holds one; on shutdown and every ``save_every_s``), so
 a map is reused across runs. A time jump backwards (a bag played again) starts
 a new session: the database is kept and the recency window follows the new
 stamps (see :mod:`deep_vision.estimators.loop_closure`). Undecodable images are
-counted and skipped.
+counted and skipped. With time-only keyframes (``keyframe_distance_m`` and
+``keyframe_max_similarity`` 0) the keyframes are chosen on arrival and only they
+are queued (``queue_depth`` keyframes wait, not frames; the others are counted as
+``frames_between_keyframes``), so a slow keyframe delays the next ones instead of
+crowding them out.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from deep_vision.estimators.loop_closure import (
     QueryResult,
 )
 from deep_vision.geometry.transforms import quaternion_from_rotation
-from deep_vision.io.image import message_to_mono8, message_to_rgb8
+from deep_vision.io.image import check_image_message, message_to_mono8, message_to_rgb8
 from deep_vision.nodes.common import (
     INFERENCE_PARAMS,
     QOS_PARAMS,
@@ -124,7 +128,10 @@ class PlaceRecognitionNode(ImageNode):
         qos = image_qos(p["image_qos"], p["queue_depth"])
         self.pub = self.create_publisher(LoopClosureArray, "loop_closures", 10)
         self.geo_pub = self.create_publisher(NavSatFix, "geolocation", 10)
-        self.frames = FrameQueue(self, self.on_image, p["queue_depth"], self.diag)
+        # Time-only keyframes are chosen on arrival: the queue then holds keyframes, not frames to be skipped.
+        self.gate = self.detector.keyframes.arrival_gate()
+        self.frames = FrameQueue(self, self.on_image, p["queue_depth"], self.diag,
+                                 admit=self._admit if self.gate is not None else None)
         self.sub = self.create_subscription(Image, "image", self.frames.push, qos)
         self.info_sub = self.create_subscription(CameraInfo, "camera_info", self.on_camera_info, qos)
         self.gps_sub = self.create_subscription(NavSatFix, "gps/fix", self.on_gps, qos)
@@ -165,15 +172,38 @@ class PlaceRecognitionNode(ImageNode):
             return None
         return self.gps[k][1], self.gps[k][2], self.gps[k][3]
 
-    def on_image(self, msg: Image) -> None:
-        self.diag.frame_in()
-        t0 = time.perf_counter()
+    def _admit(self, msg: Image) -> bool:
+        """Whether a frame is queued: with time-only keyframes, the frames between keyframes are not (they are
+        still checked, without decoding, so that malformed ones are counted)."""
+        if self.gate.admit(stamp_ns(msg.header.stamp)):
+            return True
+        self.diag.counters["frames_between_keyframes"] += 1
         try:
-            image = message_to_rgb8(msg) if self.detector.recognizer.wants_rgb else message_to_mono8(msg)
+            check_image_message(msg)
         except ImageEncodingError as exc:
             self.diag.bad("image")
             self.get_logger().warning(f"image skipped: {exc}", throttle_duration_sec=5.0)
-            return
+        return False
+
+    def on_image(self, msg: Image) -> None:
+        t0 = time.perf_counter()
+        result = None
+        try:
+            try:
+                image = message_to_rgb8(msg) if self.detector.recognizer.wants_rgb else message_to_mono8(msg)
+            except ImageEncodingError as exc:
+                self.diag.bad("image")
+                self.get_logger().warning(f"image skipped: {exc}", throttle_duration_sec=5.0)
+                return
+            result = self._keyframe(msg, image)
+        finally:
+            if self.gate is not None and result is None:
+                self.gate.reopen()  # the admitted frame did not become a keyframe: take the next one
+        now = self.get_clock().now().nanoseconds
+        self.diag.processed((time.perf_counter() - t0) * 1e3, (now - stamp_ns(msg.header.stamp)) / 1e6 if now else None)
+
+    def _keyframe(self, msg: Image, image: np.ndarray) -> QueryResult | None:
+        """Query and add the frame when it becomes a keyframe; publishes the result."""
         stamp = stamp_ns(msg.header.stamp)
         K = self.K if self.K_size == (image.shape[1], image.shape[0]) else None
         gps = self.gps_at(stamp)
@@ -190,8 +220,7 @@ class PlaceRecognitionNode(ImageNode):
         self.diag.counters["map_keyframes"] = len(self.detector.db)
         if result is not None:
             self._publish(msg, result, gps)
-        now = self.get_clock().now().nanoseconds
-        self.diag.processed((time.perf_counter() - t0) * 1e3, (now - stamp) / 1e6 if now else None)
+        return result
 
     # ------------------------------------------------------------------ outputs
     def _publish(self, msg: Image, result: QueryResult, gps: tuple[float, float, float] | None) -> None:

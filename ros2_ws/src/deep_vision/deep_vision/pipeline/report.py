@@ -265,6 +265,7 @@ def compute_metrics(out: PipelineOutputs, bag, pipeline, *, mode: str, camera_fr
             continue
         s = out.stats[stage]
         metrics[stage] = {"frames_in": s.frames_in, "processed": s.processed, "dropped": s.dropped,
+                          "skipped": s.skipped,
                           "errors": s.errors, "latency_ms": _pct(s.latency_ms), "age_ms": _pct(s.age_ms)}
         plots.setdefault("latency", {})[stage] = s.latency_ms
     if "homography" in pipeline.stages:

@@ -10,7 +10,10 @@ Stages, as the nodes: ``homography`` (consecutive frames), ``loop_closure``
   each image stage has its own worker thread and a bounded queue of
   ``queue_depth`` frames, like a node's KEEP_LAST subscription: when a frame
   arrives and the queue is full, the oldest waiting frame is dropped and
-  counted, as a live camera would lose it. The pose graph runs in the VO
+  counted, as a live camera would lose it. With time-only keyframes the
+  loop-closure stage, like its node, queues only the frames that will be
+  keyframes (:class:`~deep_vision.estimators.loop_closure.KeyframeGate`; the
+  others are counted as ``skipped``). The pose graph runs in the VO
   worker; loop closures wait there until the VO has reached their stamp.
 
 Everything the stages output is kept in :class:`PipelineOutputs` for the
@@ -53,6 +56,7 @@ class StageStats:
     frames_in: int = 0
     processed: int = 0
     dropped: int = 0
+    skipped: int = 0  # realtime loop closure: frames not queued, decided on arrival not to be keyframes
     errors: int = 0
     latency_ms: list[float] = field(default_factory=list)  # processing time per frame
     age_ms: list[float] = field(default_factory=list)  # frame release -> output (realtime: includes queueing)
@@ -125,6 +129,7 @@ class Pipeline:
         self.out = PipelineOutputs()
         self._graph_lock = threading.Lock()
         self._pending_loops: deque[tuple[int, int, Any]] = deque(maxlen=100)
+        self._gate = None  # realtime: the loop-closure stage's KeyframeGate
         self.gps_fixes: list[tuple[int, float, float, float]] = []  # (stamp, lat, lon, alt) from the bag
         self._gps_stamps = np.zeros(0, np.int64)
 
@@ -146,6 +151,8 @@ class Pipeline:
                 gps = self.gps_fixes[i][1:]
         result = self.detector.process(f.grey, f.stamp_ns, K=None if cam is None else cam.K, gps=gps)
         if result is None:
+            if self._gate is not None:
+                self._gate.reopen()  # an admitted frame that did not become a keyframe: take the next one
             return
         self.out.keyframes.append(result)
         if self.graph is None:
@@ -202,6 +209,8 @@ class Pipeline:
             {"homography": self._homography, "loop_closure": self._loop_closure, "vo": self._vo}[stage](f)
         except (ValueError, ImageEncodingError, np.linalg.LinAlgError) as exc:
             s.errors += 1
+            if stage == "loop_closure" and self._gate is not None:
+                self._gate.reopen()
             logger.warning("%s: frame %d (%d ns) failed: %s", stage, f.index, f.stamp_ns, exc)
             return
         t1 = time.perf_counter()
@@ -275,6 +284,8 @@ class Pipeline:
         queues = {s: deque(maxlen=self.queue_depth[s]) for s in stages}
         cond = {s: threading.Condition() for s in stages}
         closed = threading.Event()
+        if "loop_closure" in stages:
+            self._gate = self.detector.keyframes.arrival_gate()
 
         def worker(stage: str) -> None:
             q, c = queues[stage], cond[stage]
@@ -306,6 +317,9 @@ class Pipeline:
                     with cond[stage]:
                         s = self.out.stats[stage]
                         s.frames_in += 1
+                        if stage == "loop_closure" and self._gate is not None and not self._gate.admit(f.stamp_ns):
+                            s.skipped += 1
+                            continue
                         if len(queues[stage]) == queues[stage].maxlen:
                             s.dropped += 1  # the oldest waiting frame is pushed out
                         queues[stage].append(f)

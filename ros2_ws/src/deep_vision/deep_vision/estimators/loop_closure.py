@@ -143,7 +143,6 @@ class KeyframeSelector:
         if descriptor is not None:
             self._descriptor = np.asarray(descriptor, np.float32).copy()
 
-
     def arrival_gate(self) -> KeyframeGate | None:
         """A :class:`KeyframeGate` when keyframes follow from the stamps alone (time criterion only: no
         distance, no appearance); None otherwise (every frame must reach :meth:`is_keyframe`)."""

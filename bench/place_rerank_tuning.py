@@ -8,10 +8,12 @@ same-traversal rule), and Recall@1 is measured before and after re-ranking the t
 - ``k``: candidates re-ranked (5, 10, 20);
 - ``weight``: score = global similarity + weight x spatial score; ``only`` orders by the spatial score alone
   (ties by similarity);
-- ``--stride 8``: the local features taken from the backbone's stride-8 map instead of the last (stride 16).
+- ``--stride 8``: the local features taken from the backbone's stride-8 map instead of the last (stride 16);
+- ``--extra-val FILE``: more validation sources (a YAML with a ``val`` list), e.g.
+  ``training/configs/place_val_wide_corridors.yaml`` (session 16: corridors with laps 0.75 m apart).
 
-Usage (repository root; on 2 cores about 1 min at stride 16, 8 min at stride 8):
-    .venv/bin/python bench/place_rerank_tuning.py [--model models/place.pt] [--stride 16] [--out DIR]
+Usage (repository root; on 2 cores about 1 min at stride 16, 8 min at stride 8, plus rendering new sources once):
+    .venv/bin/python bench/place_rerank_tuning.py [--model models/place.pt] [--stride 16] [--extra-val FILE]
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(ROOT / "training" / "configs" / "place_street_indoor_grid.yaml"))
     parser.add_argument("--stride", type=int, default=16, help="total stride of the local features' layer")
     parser.add_argument("--max-per-source", type=int, default=600)
+    parser.add_argument("--extra-val", help="YAML with a 'val' list of more validation sources")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     state = torch.load(args.model, map_location="cpu", weights_only=True)
@@ -77,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     depth = backbone_depth(model, args.stride)
     cfg = load_config(args.config, [])
     dcfg = cfg["data"]
-    places = tp.build_set(dcfg["val"], dcfg, True, "data.val")
+    extra = load_config(args.extra_val, [])["val"] if args.extra_val else []
+    places = tp.build_set(dcfg["val"] + extra, dcfg, True, "data.val")
     store = tp.ImageStore(places, dcfg["store_size"], model.conf["in_channels"] == 3)
     rng = np.random.default_rng(12345)  # the same draw as train_place.validate
     print(f"model {args.model}, local features at stride {args.stride}; Recall@1 in %")

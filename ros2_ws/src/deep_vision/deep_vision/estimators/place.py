@@ -256,12 +256,13 @@ class SpatialReranker:
     candidate's score is its global similarity + ``weight`` × spatial score;
     the ``top_k`` best retrieved candidates are re-ordered by it.
 
-    The defaults (10 candidates, weight 1, one exact shift) were chosen on the
-    training configs' validation sets, not on the held-out benchmarks
-    (bench/results/2026-11-22-place-rerank.md).
+    The defaults (5 candidates, weight 1, one exact shift) were chosen on
+    validation sets, not on the held-out benchmarks: the training configs'
+    and two corridors with laps 0.75 m apart (session 16; until then 10
+    candidates, chosen without those two; bench/results/2026-11-22-place-rerank.md).
     """
 
-    def __init__(self, top_k: int = 10, weight: float = 1.0) -> None:
+    def __init__(self, top_k: int = 5, weight: float = 1.0) -> None:
         if top_k < 1:
             raise ConfigError(f"top_k must be at least 1, got {top_k}")
         if weight < 0:

@@ -8,8 +8,8 @@
     absolute differences) and VLAD on ORB (binary descriptors as bit vectors,
     a 32-word vocabulary by k-means on the reference images, which needs no
     labels; signed-square-root and intra-normalisation). Then both kinds in
-    two stages: the network's top 10 re-ordered by its own local features
-    (:class:`~deep_vision.estimators.SpatialReranker`), and SAD's top 10
+    two stages: the network's top 5 re-ordered by its own local features
+    (:class:`~deep_vision.estimators.SpatialReranker`, its defaults), and SAD's top 10
     re-ordered by ORB + RANSAC inliers (the loop-closure verifier), so that
     each side gets a re-ranking. Time per query: describing the query plus
     ranking all references (and re-ranking).

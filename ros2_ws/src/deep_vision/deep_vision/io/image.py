@@ -85,8 +85,9 @@ def _data_bytes(data: Any) -> np.ndarray:
         return np.asarray(data, dtype=np.uint8)
 
 
-def _checked_data(msg: Any) -> np.ndarray:
-    """The message's bytes (a view, not a copy) after checking its encoding, size, step and length."""
+def _checked_rows(msg: Any) -> tuple[np.ndarray, EncodingInfo]:
+    """([height x row bytes] view of the message's pixel bytes, padding cut off; the encoding's info), after
+    checking the encoding, size, step and length. Nothing is copied."""
     encoding = str(msg.encoding)
     info = encoding_info(encoding)
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
@@ -103,14 +104,14 @@ def _checked_data(msg: Any) -> np.ndarray:
             f"{encoding} image {width}x{height} (step {step}): expected {step * height} bytes of data, "
             f"got {data.size}" + (" (truncated)" if data.size < step * height else "")
         )
-    return data
+    return data.reshape(height, step)[:, :row_bytes], info
 
 
 def check_image_message(msg: Any) -> None:
     """Raise :class:`ImageEncodingError` for a message :func:`message_to_mono8` / :func:`message_to_rgb8`
     would refuse, without decoding it: for a node that looks at some frames only (keyframes) and still
     counts the malformed ones among those it skips."""
-    _checked_data(msg)
+    _checked_rows(msg)
     if str(msg.encoding) not in INTENSITY_ENCODINGS:
         raise ImageEncodingError(f"{msg.encoding} is not an intensity image")
 
@@ -124,11 +125,8 @@ def image_to_numpy(msg: Any) -> np.ndarray:
         ImageEncodingError: unknown encoding, empty image, ``step`` smaller than a
             row, or ``data`` whose length is not ``step * height``.
     """
-    data = _checked_data(msg)
-    info = encoding_info(str(msg.encoding))
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    row_bytes = width * info.channels * info.dtype.itemsize
-    rows = data.reshape(height, step)[:, :row_bytes]
+    rows, info = _checked_rows(msg)
+    height, width = int(msg.height), int(msg.width)
     dtype = info.dtype
     if dtype.itemsize > 1:
         dtype = dtype.newbyteorder(">" if msg.is_bigendian else "<")

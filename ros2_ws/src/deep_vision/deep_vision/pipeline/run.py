@@ -149,10 +149,13 @@ class Pipeline:
             i = int(np.argmin(np.abs(self._gps_stamps - f.stamp_ns)))
             if abs(int(self._gps_stamps[i]) - f.stamp_ns) <= self.gps_max_age_ns:
                 gps = self.gps_fixes[i][1:]
-        result = self.detector.process(f.grey, f.stamp_ns, K=None if cam is None else cam.K, gps=gps)
-        if result is None:
-            if self._gate is not None:
+        result = None
+        try:
+            result = self.detector.process(f.grey, f.stamp_ns, K=None if cam is None else cam.K, gps=gps)
+        finally:
+            if result is None and self._gate is not None:
                 self._gate.reopen()  # an admitted frame that did not become a keyframe: take the next one
+        if result is None:
             return
         self.out.keyframes.append(result)
         if self.graph is None:
@@ -209,8 +212,6 @@ class Pipeline:
             {"homography": self._homography, "loop_closure": self._loop_closure, "vo": self._vo}[stage](f)
         except (ValueError, ImageEncodingError, np.linalg.LinAlgError) as exc:
             s.errors += 1
-            if stage == "loop_closure" and self._gate is not None:
-                self._gate.reopen()
             logger.warning("%s: frame %d (%d ns) failed: %s", stage, f.index, f.stamp_ns, exc)
             return
         t1 = time.perf_counter()

@@ -92,7 +92,7 @@ def main() -> int:
     if conf["head"] != "gem" or conf.get("gem_grid", [1]) != [1]:
         parser.error(f"{args.model} is not a global-GeM PlaceNet "
                      f"(head {conf['head']}, gem_grid {conf.get('gem_grid')})")
-    benches = [load_corridor(DATA / "vpr_corridor")]
+    benches = [load_corridor(DATA / "vpr_corridor", (0, 10**6))]  # the whole folder, as in session 11
     if args.nordland:
         benches.append(load_nordland(DATA / "vpr_nordland"))
     command = ".venv/bin/python bench/place_grid_probe.py " + " ".join(sys.argv[1:])

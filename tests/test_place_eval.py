@@ -25,15 +25,22 @@ from deep_vision.eval.place_eval import (
     target_lines,
     update_card,
 )
-from deep_vision.io.vpr import NORDLAND_EVAL_PLACES, load_corridor, load_nordland
+from deep_vision.io.vpr import (
+    CORRIDOR_EVAL_PLACES,
+    CORRIDOR_TRAIN_PLACES,
+    NORDLAND_EVAL_PLACES,
+    load_corridor,
+    load_nordland,
+)
 
 # The shipped PlaceNet on held-out Nordland (bench/results/place-*.md): Recall@1 and its lead over SAD in the
-# same run (measured 63.3 % and +34.6 points on 2026-11-22; Corridor 50.5 % against SAD 43.2 %). With spatial
-# re-ranking of the top 5 (session 16): Nordland 69.8 %, Corridor 55.0 % (bench/results/2026-11-22-place-rerank.md).
+# same run (measured 63.2 % and +34.6 points on 2026-11-22, session 17). With spatial re-ranking of the top 5:
+# Nordland 69.9 %, Corridor places 0-55 71.4 % (56 queries; the global descriptor 62.5 %, SAD 44.6 %;
+# bench/results/2026-11-22-place-corridor-split.md).
 NORDLAND_MIN_R1 = 0.50
 NORDLAND_MIN_GAIN = 0.20  # the issue's target
 NORDLAND_RERANKED_MIN_R1 = 0.66
-CORRIDOR_RERANKED_MIN_R1 = 0.52
+CORRIDOR_RERANKED_MIN_R1 = 0.68
 
 
 def test_recall_at_n():
@@ -58,9 +65,18 @@ def test_precision_recall_and_recall_at_full_precision():
 
 
 def test_vpr_readers_and_split(shared_data):
-    corridor = load_corridor(shared_data / "vpr_corridor")
-    assert len(corridor.queries) == len(corridor.references) == 111
+    corridor = load_corridor(shared_data / "vpr_corridor", (0, 10**6))
+    assert len(corridor.queries) == len(corridor.references) == 111 and corridor.name == "corridor"
     assert list(corridor.positives[0]) == [0, 1, 2] and list(corridor.positives[50]) == [48, 49, 50, 51, 52]
+    # The evaluation part (the default) and the training part: disjoint, 5 places apart, so no query of one has a
+    # positive (within 2 places) in the other; positives beyond the part are dropped (clipped, as at the ends).
+    held_out = load_corridor(shared_data / "vpr_corridor")
+    assert held_out.query_places == held_out.reference_places == list(range(*CORRIDOR_EVAL_PLACES))
+    assert list(held_out.positives[-1]) == [53, 54, 55] and list(held_out.positives[10]) == [8, 9, 10, 11, 12]
+    assert [q.name for q in held_out.queries] == [q.name for q in corridor.queries[:56]]
+    train_part = load_corridor(shared_data / "vpr_corridor", CORRIDOR_TRAIN_PLACES)
+    assert train_part.query_places[0] == CORRIDOR_TRAIN_PLACES[0] == CORRIDOR_EVAL_PLACES[1] + 5
+    assert len(train_part.queries) == 50 and list(train_part.positives[0]) == [0, 1, 2]  # places 61, 62, 63
     nordland = load_nordland(shared_data / "vpr_nordland")
     assert max(nordland.reference_places) < NORDLAND_EVAL_PLACES[1] and min(nordland.reference_places) >= 17
     # Ground truth: the same file name in both seasons.
@@ -76,8 +92,8 @@ def test_vpr_readers_and_split(shared_data):
 
 
 def test_classical_baselines_on_corridor(shared_data):
-    """Patch-normalised SAD reproduces the R@1 of 0.432 documented in vpr_corridor/GT.md."""
-    bench = load_corridor(shared_data / "vpr_corridor")
+    """Patch-normalised SAD reproduces the R@1 of 0.432 documented in vpr_corridor/GT.md (the whole folder)."""
+    bench = load_corridor(shared_data / "vpr_corridor", (0, 10**6))
     verified = VerifiedMatcher(SadMatcher((64, 48)))
     scores = run_vpr(bench, [SadMatcher((64, 48)), OrbVladMatcher(), verified])
     sad = scores[SadMatcher.name]
@@ -119,12 +135,14 @@ def test_shipped_placenet_beats_sad_on_held_out_nordland(shared_data):
 
 
 def test_shipped_placenet_beats_sad_on_held_out_corridor(shared_data):
-    """models/place.onnx on the Corridor benchmark (indoor, fisheye, colour; never trained on): better than the
-    patch-normalised SAD thumbnail at R@1 and R@10; spatial re-ranking of its top 5 lifts R@1 (the issue's
-    +20 points at R@1 are not reached yet)."""
+    """models/place.onnx on Corridor's evaluation part (places 0-55; indoor, fisheye, colour; places from 61 are
+    trained on): better than the patch-normalised SAD thumbnail at R@1 and R@5 (R@10 is 100 % for SAD among 56
+    references); spatial re-ranking of its top 5 lifts R@1 (the issue's +20 points over the best classical
+    method, re-ranked SAD, are missed by 0.4)."""
     ours, reranked, classical = _shipped_and_sad_recall(load_corridor(shared_data / "vpr_corridor"))
-    assert ours[1] > classical[1] and ours[10] > classical[10], (ours, classical)
-    assert reranked[1] >= CORRIDOR_RERANKED_MIN_R1 and reranked[10] == ours[10], (reranked, ours)
+    assert ours[1] > classical[1] and ours[5] > classical[5], (ours, classical)
+    assert reranked[1] >= CORRIDOR_RERANKED_MIN_R1 and reranked[1] > ours[1] and reranked[10] == ours[10], \
+        (reranked, ours)
 
 
 def _scores(r1: float, learned: bool, two_stage: bool) -> VprScores:

@@ -197,7 +197,8 @@ def test_positive_and_negative_rules():
 @pytest.mark.parametrize("entry, message", [
     ("{type: synthetic, seeds: [9001], frames: 10, size: [64, 32]}", "reserved for evaluation"),
     ("{type: nordland, root: ../shared/data/vpr_nordland, first: 100, last: 200}", "evaluation part"),
-    ("{type: vpr_csv, root: ../shared/data/vpr_corridor}", "held-out Corridor"),
+    ("{type: vpr_csv, root: ../shared/data/vpr_corridor}", "Corridor places below 61"),
+    ("{type: vpr_csv, root: ../shared/data/vpr_corridor, first: 58, last: 110}", "Corridor places below 61"),
 ])
 def test_refuses_evaluation_data(tmp_path, entry, message):
     args = ["--config", str(REPO / "training/configs/place.yaml"), f"data.train=[{entry}]", "data.val=[]",
@@ -273,3 +274,27 @@ def test_freeze_modules_keeps_a_backbone_as_trained():
     assert not model.backbone.training
     with pytest.raises(ValueError, match="no submodule"):
         freeze_modules(model, ["backbone", "head"])
+
+
+def test_config_base_merges_and_appends(tmp_path):
+    """``base:`` starts a config from another: mappings merge key by key, ``name+:`` appends to a list, other
+    values replace; overrides apply last; a loop in the chain is an error."""
+    from training.common import load_config
+
+    (tmp_path / "a.yaml").write_text("data: {train: [{type: x}], pos: 5}\noptim: {lr: 1, warmup: 10}\nout: a\n")
+    (tmp_path / "b.yaml").write_text(f"base: {tmp_path / 'a.yaml'}\ndata: {{train+: [{{type: y}}]}}\n"
+                                     "optim: {lr: 2}\nout: b\n")
+    cfg = load_config(tmp_path / "b.yaml", ["data.pos=7"])
+    assert cfg == {"data": {"train": [{"type": "x"}, {"type": "y"}], "pos": 7}, "optim": {"lr": 2, "warmup": 10},
+                   "out": "b"}
+    (tmp_path / "c.yaml").write_text(f"base: {tmp_path / 'a.yaml'}\noptim+: [1]\n")
+    with pytest.raises(ValueError, match="appends a list"):
+        load_config(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text(f"base: {tmp_path / 'd.yaml'}\n")
+    with pytest.raises(ValueError, match="loops"):
+        load_config(tmp_path / "d.yaml")
+    # The shipped stage-4 config: the grid stage's data plus Corridor's training part.
+    stage4 = load_config(REPO / "training/configs/place_corridor_split.yaml")
+    grid = load_config(REPO / "training/configs/place_street_indoor_grid.yaml")
+    assert stage4["data"]["train"][:-1] == grid["data"]["train"] and stage4["data"]["val"] == grid["data"]["val"]
+    assert stage4["data"]["train"][-1]["first"] == 61 and "base" not in stage4

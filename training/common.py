@@ -48,10 +48,42 @@ def _set_dotted(cfg: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    """YAML config (safe_load) with ``a.b=value`` overrides (values parsed as YAML); unknown keys are an error."""
-    with Path(path).open() as f:
+def _merge(base: dict[str, Any], top: dict[str, Any], where: str) -> dict[str, Any]:
+    """``top`` over ``base``: mappings merge key by key, other values replace; a key ending in ``+`` appends its
+    list to the base's list of that name."""
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if key.endswith("+"):
+            name = key[:-1]
+            if not isinstance(out.get(name), list) or not isinstance(value, list):
+                raise ValueError(f"{where}: {key!r} appends a list to a list, but {name!r} is "
+                                 f"{type(out.get(name)).__name__} in the base config")
+            out[name] = out[name] + copy.deepcopy(value)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value, f"{where}.{key}")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_config(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        raise ValueError(f"config {path}: 'base' chain loops back to itself")
+    with path.open() as f:
         cfg = yaml.safe_load(f) or {}
+    if "base" not in cfg:
+        return cfg
+    base_path = Path(cfg.pop("base"))
+    base = _read_config(base_path if base_path.is_absolute() else resolve(base_path), (*seen, path))
+    return _merge(base, cfg, path.name)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """YAML config (safe_load) with ``a.b=value`` overrides (values parsed as YAML); unknown keys are an error.
+    A config may start from another: ``base: training/configs/x.yaml`` (relative to the repository root) with its
+    own keys merged over the base's (mappings key by key, ``name+:`` appends to a list)."""
+    cfg = _read_config(Path(path))
     cfg = copy.deepcopy(cfg)
     for item in overrides or []:
         if "=" not in item:

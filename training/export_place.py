@@ -2,12 +2,14 @@
 
 Usage (repository root):
     .venv/bin/python training/export_place.py --run runs/place [--checkpoint PT] [--out models/place.onnx]
-        [--description-from models/place.yaml]
+        [--description-from models/place.yaml | --description TEXT]
 
 The ONNX graph has two outputs: ``descriptor`` and ``local_features`` (the
 backbone map for spatial re-ranking; see ``deep_vision.models.place_net``).
 ``--description-from`` keeps an earlier card's description (a re-export of the
-same weights, e.g. one whose training history was written by hand).
+same weights, e.g. one whose training history was written by hand);
+``--description`` gives one (e.g. the stages a fine-tuned model went through),
+to which the held-out split is added.
 
 The card records the training command, the training data (from the run's
 ``config.yaml``) and what is held out. The parity check (ONNX Runtime vs
@@ -33,7 +35,7 @@ from deep_vision.models.place_net import PlaceNet, parameter_count  # noqa: E402
 
 from training.common import load_trained  # noqa: E402
 
-HELD_OUT = ("Nordland places 0-899, the Corridor benchmark and synthetic worlds from seed 9001 on are never "
+HELD_OUT = ("Nordland places 0-899, Corridor places 0-55 and synthetic worlds from seed 9001 on are never "
             "trained on (deep-vision evaluate place)")
 
 
@@ -74,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", help="state dict to export (default: <run>/final.pt, else checkpoints/last.pt)")
     parser.add_argument("--out", default=str(ROOT / "models" / "place.onnx"))
     parser.add_argument("--kitti", default=str(ROOT.parent / "shared/data/kitti/sequences/00/image_0"))
-    parser.add_argument("--description-from", help="model card whose description to keep (same weights)")
+    described = parser.add_mutually_exclusive_group()
+    described.add_argument("--description-from", help="model card whose description to keep (same weights)")
+    described.add_argument("--description", help="the card's description (the held-out split is appended)")
     args = parser.parse_args(argv)
     run = Path(args.run)
     trained, state, cfg = load_trained(run, args.checkpoint, PlaceNet)
@@ -92,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics = {f"validation_{k}": round(float(v), 4) for k, v in (state.get("val") or {}).items()}
     if args.description_from:
         description = ModelCard.load(Path(args.description_from)).description
+    elif args.description:
+        description = f"{args.description.rstrip('. ')}. {HELD_OUT}."
     else:
         description = (f"PlaceNet ({model.conf['preset']} preset, {head_name(model.conf)} head, "
                        f"{parameter_count(model)} parameters): {model.out_dim}-d global place descriptor "

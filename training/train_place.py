@@ -26,7 +26,10 @@ Sources (``data.train`` / ``data.val`` entries, by ``type``):
   the same place), places ``first``–``last``, which must lie in the training
   part (≥ 900; places below 900 are the evaluation part);
 - ``vpr_csv``: a query/ref folder with a ``DERIVED_ground_truth.csv`` like
-  Corridor's (Corridor itself is refused: it is the held-out benchmark).
+  Corridor's, places ``first``–``last`` (the place index is the position:
+  set ``pos_radius_m`` / ``neg_radius_m`` in places); on Corridor itself they
+  must lie in the training part (≥ 61; places below 56 are the evaluation
+  part, 56–60 a gap).
 
 Any entry may set ``weight`` (default 1): its images are drawn as queries with
 that relative weight (e.g. to give a small real source as many queries as the
@@ -281,13 +284,17 @@ def build_set(entries: list[dict], dcfg: dict, is_main: bool, role: str) -> Plac
                 s.add(f, group="nordland", pos=[place * spacing, 0.0, 0.0], traversal=1, **r)
         elif kind == "vpr_csv":
             root = resolve(e["root"])
-            if root.resolve().name == "vpr_corridor":
-                raise ValueError(f"{role} source {k}: {root} is the held-out Corridor benchmark; never train on it")
-            bench = vpr.load_corridor(root)
-            for j, f in enumerate(bench.references):
-                s.add(f, group=f"vpr:{root}", pos=[float(j), 0.0, 0.0], traversal=0, **r)
-            for i, f in enumerate(bench.queries):
-                s.add(f, group=f"vpr:{root}", pos=[float(np.median(bench.positives[i])), 0.0, 0.0], traversal=1, **r)
+            first, last = int(e.get("first", 0)), int(e.get("last", 10**6 - 1))
+            if (root.resolve().name == "vpr_corridor" and first < vpr.CORRIDOR_TRAIN_PLACES[0]
+                    and not e.get("allow_eval_places", False)):
+                raise ValueError(f"{role} source {k}: Corridor places below {vpr.CORRIDOR_TRAIN_PLACES[0]} are the "
+                                 "evaluation part (and the gap before it); train on places from "
+                                 f"{vpr.CORRIDOR_TRAIN_PLACES[0]} on")
+            bench = vpr.load_corridor(root, (first, last + 1))
+            for f, place in zip(bench.references, bench.reference_places):
+                s.add(f, group=f"vpr:{root}", pos=[float(place), 0.0, 0.0], traversal=0, **r)
+            for f, place in zip(bench.queries, bench.query_places):
+                s.add(f, group=f"vpr:{root}", pos=[float(place), 0.0, 0.0], traversal=1, **r)
         else:
             raise ValueError(f"{role} source {k}: unknown type {kind!r} "
                              "(synthetic, kitti, robotcar, nordland, vpr_csv)")

@@ -2,7 +2,8 @@
 
 (a) **VPR benchmarks** (real images, held out from training): Recall@1/5/10
     of winter queries against summer references on Nordland places < 900
-    (places ≥ 900 may be trained on) and on Corridor (never trained on), for
+    (places ≥ 900 may be trained on) and of Corridor's queries against its
+    references on places < 56 (places ≥ 61 may be trained on), for
     the network and, in the same run, two classical baselines: SeqSLAM's
     single-image matcher (patch-normalised thumbnail, 64 px wide, sum of
     absolute differences) and VLAD on ORB (binary descriptors as bit vectors,
@@ -55,6 +56,8 @@ from deep_vision.errors import ConfigError, DatasetError
 from deep_vision.estimators.geolocation import LocalTangentPlane, haversine_m
 from deep_vision.estimators.place import PlaceRecognizer, SpatialReranker, thumbnail
 from deep_vision.io.vpr import (
+    CORRIDOR_EVAL_PLACES,
+    CORRIDOR_TRAIN_PLACES,
     NORDLAND_EVAL_PLACES,
     VprBenchmark,
     load_corridor,
@@ -347,7 +350,7 @@ def vpr_benchmarks(data_root: Path) -> list[tuple[VprBenchmark, bool]]:
     """The held-out benchmarks present under ``data_root``: (benchmark, read as RGB)."""
     out = []
     if (data_root / "vpr_corridor").is_dir():
-        out.append((load_corridor(data_root / "vpr_corridor"), True))
+        out.append((load_corridor(data_root / "vpr_corridor", CORRIDOR_EVAL_PLACES), True))
     if (data_root / "vpr_nordland").is_dir():
         out.append((load_nordland(data_root / "vpr_nordland", NORDLAND_EVAL_PLACES), False))
     return out
@@ -771,8 +774,10 @@ def evaluate(recognizer: PlaceRecognizer | None, data_root: Path, out: Path, set
                   f"{' in colour (SAD: their grey)' if encoding == 'rgb8' else ''}, "
                   f"keyframe every {settings.keyframe_interval_s} s, last {settings.exclude_recent_s} s excluded)",
         "loop_radius_m": 4.0, "correct_radius_m": settings.correct_radius_m, "scaling_dim": dim,
-        "split": f"Nordland places {NORDLAND_EVAL_PLACES[0]}-{NORDLAND_EVAL_PLACES[1] - 1} and Corridor are never "
-                 f"trained on; synthetic worlds from seed {SYNTHETIC_EVAL_FIRST_SEED} are never trained on",
+        "split": f"Nordland places {NORDLAND_EVAL_PLACES[0]}-{NORDLAND_EVAL_PLACES[1] - 1} and Corridor places "
+                 f"{CORRIDOR_EVAL_PLACES[0]}-{CORRIDOR_EVAL_PLACES[1] - 1} (queries and references) are never "
+                 f"trained on (Corridor places from {CORRIDOR_TRAIN_PLACES[0]} may be); synthetic worlds from seed "
+                 f"{SYNTHETIC_EVAL_FIRST_SEED} are never trained on",
     }
     return write_report(out, stem, header, vpr, loops, scaling, pr, sp)
 

@@ -13,7 +13,10 @@ Benchmarks (``../shared/data``; see each folder's ``GT.md``):
   (:data:`NORDLAND_TRAIN_PLACES`).
 - **Corridor** (``vpr_corridor``): ``query/`` and ``ref/`` (111 each,
   160×120 colour); query i matches references i−2 … i+2
-  (``DERIVED_ground_truth.csv``). Never trained on: a fully held-out benchmark.
+  (``DERIVED_ground_truth.csv``). Split like Nordland's: places ``< 56`` are
+  the evaluation part (:data:`CORRIDOR_EVAL_PLACES`), places ``≥ 61`` may be
+  trained on (:data:`CORRIDOR_TRAIN_PLACES`); the 5 places between keep every
+  evaluation query's ±2 window and every training query's apart.
 
 GPS/INS: :func:`read_robotcar_gps` reads Oxford RobotCar ``gps.csv`` /
 ``ins.csv`` (microsecond timestamps, WGS-84 latitude/longitude/altitude);
@@ -34,6 +37,8 @@ from deep_vision.errors import DatasetError
 
 NORDLAND_EVAL_PLACES = (0, 900)  # [first, end): evaluation part of Nordland; never trained on
 NORDLAND_TRAIN_PLACES = (900, 1_000_000)  # [first, end): the part training may use
+CORRIDOR_EVAL_PLACES = (0, 56)  # [first, end): evaluation part of Corridor; never trained on
+CORRIDOR_TRAIN_PLACES = (61, 1_000_000)  # [first, end): the part training may use
 NORDLAND_STATION_FRAMES = 17  # first places: identical frames in both seasons
 NORDLAND_STILL_WINTER_FRAMES = 15  # last winter frames: the train standing still
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".pgm", ".bmp")
@@ -111,8 +116,10 @@ def load_nordland(root: str | Path, places: tuple[int, int] = NORDLAND_EVAL_PLAC
     )
 
 
-def load_corridor(root: str | Path) -> VprBenchmark:
-    """Corridor queries against references with the ±2 ground truth of ``DERIVED_ground_truth.csv``."""
+def load_corridor(root: str | Path, places: tuple[int, int] = CORRIDOR_EVAL_PLACES) -> VprBenchmark:
+    """Corridor queries against references with the ±2 ground truth of ``DERIVED_ground_truth.csv``, both restricted
+    to places in ``[places[0], places[1])`` (positives outside the range are dropped, as the ground truth itself
+    clips them at the folder's ends); ``(0, 10**6)`` is the whole folder."""
     root = Path(root)
     queries, refs = _images(root / "query"), _images(root / "ref")
     gt_path = root / "DERIVED_ground_truth.csv"
@@ -129,10 +136,19 @@ def load_corridor(root: str | Path) -> VprBenchmark:
         raise DatasetError(f"{gt_path}: no ground truth for queries {missing[:5]}")
     if any(int(p.max()) >= len(refs) for p in positives.values()):
         raise DatasetError(f"{gt_path}: reference index beyond the {len(refs)} images in {root / 'ref'}")
-    return VprBenchmark(name="corridor", queries=queries, references=refs,
-                        positives=[positives[i] for i in range(len(queries))],
-                        query_places=list(range(len(queries))), reference_places=list(range(len(refs))),
-                        notes="query i matches references i-2..i+2 (VPR-Bench ground truth)")
+    first = max(0, places[0])
+    query_idx = list(range(first, min(len(queries), places[1])))
+    ref_idx = list(range(first, min(len(refs), places[1])))
+    if not query_idx or not ref_idx:
+        raise DatasetError(f"{root}: no Corridor place in [{places[0]}, {places[1]}) (the folder has {len(queries)})")
+    whole = len(query_idx) == len(queries) and len(ref_idx) == len(refs)
+    return VprBenchmark(name="corridor" if whole else f"corridor[{first}:{ref_idx[-1] + 1}]",
+                        queries=[queries[i] for i in query_idx], references=[refs[j] for j in ref_idx],
+                        positives=[positives[i][(positives[i] >= first) & (positives[i] <= ref_idx[-1])] - first
+                                   for i in query_idx],
+                        query_places=query_idx, reference_places=ref_idx,
+                        notes="query i matches references i-2..i+2 (VPR-Bench ground truth)"
+                              + ("" if whole else f", places {first}-{ref_idx[-1]}"))
 
 
 # ------------------------------------------------------------------ RobotCar GPS / INS

@@ -8,12 +8,15 @@ same-traversal rule), and Recall@1 is measured before and after re-ranking the t
 - ``k``: candidates re-ranked (5, 10, 20);
 - ``weight``: score = global similarity + weight x spatial score; ``only`` orders by the spatial score alone
   (ties by similarity);
+- ``--score``: the spatial score (``homography``, the default since session 17, or ``shift``, which the
+  earlier outputs used);
 - ``--stride 8``: the local features taken from the backbone's stride-8 map instead of the last (stride 16);
 - ``--extra-val FILE``: more validation sources (a YAML with a ``val`` list), e.g.
   ``training/configs/place_val_wide_corridors.yaml`` (session 16: corridors with laps 0.75 m apart).
 
 Usage (repository root; on 2 cores about 1 min at stride 16, 8 min at stride 8, plus rendering new sources once):
     .venv/bin/python bench/place_rerank_tuning.py [--model models/place.pt] [--stride 16] [--extra-val FILE]
+        [--score homography|shift]
 """
 
 from __future__ import annotations
@@ -64,14 +67,19 @@ def describe(model: PlaceNet, images: list[np.ndarray], depth: int) -> tuple[np.
     return np.concatenate(descs), maps
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_source_args(parser: argparse.ArgumentParser) -> None:
+    """The arguments that choose the model and the validation sources (shared with place_rerank_variants.py)."""
     parser.add_argument("--model", default=str(ROOT / "models" / "place.pt"))
     parser.add_argument("--config", default=str(ROOT / "training" / "configs" / "place_street_indoor_grid.yaml"))
     parser.add_argument("--stride", type=int, default=16, help="total stride of the local features' layer")
     parser.add_argument("--max-per-source", type=int, default=600)
     parser.add_argument("--extra-val", help="YAML with a 'val' list of more validation sources")
-    args = parser.parse_args(argv)
+
+
+def validation_data(args: argparse.Namespace) -> list[tuple[str, np.ndarray, np.ndarray, list[LocalMap]]]:
+    """Per validation source: (name, similarities [queries x images], positives [queries x images], local maps),
+    with the shipped model (``args.model``), at most ``args.max_per_source`` images drawn as train_place.validate
+    draws them."""
     torch.set_num_threads(2)
     state = torch.load(args.model, map_location="cpu", weights_only=True)
     model = PlaceNet({**state["conf"], "local_features": False})
@@ -84,20 +92,32 @@ def main(argv: list[str] | None = None) -> int:
     places = tp.build_set(dcfg["val"] + extra, dcfg, True, "data.val")
     store = tp.ImageStore(places, dcfg["store_size"], model.conf["in_channels"] == 3)
     rng = np.random.default_rng(12345)  # the same draw as train_place.validate
-    print(f"model {args.model}, local features at stride {args.stride}; Recall@1 in %")
-    header = ["source", "queries", "retrieval"] + [f"k={k} w={w}" for k in KS for w in WEIGHTS]
-    rows = []
+    out = []
     for src, name in enumerate(places.source_names):
         idx = np.flatnonzero(places.source == src)
         if len(idx) > args.max_per_source:
             idx = np.sort(rng.choice(idx, args.max_per_source, replace=False))
         desc, maps = describe(model, [store[int(i)] for i in idx], depth)
         sims, pos = tp.validation_search(places, idx, desc)
+        out.append((name, sims, pos, maps))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_source_args(parser)
+    parser.add_argument("--score", choices=SpatialReranker.SCORES, default="homography",
+                        help="SpatialReranker's spatial score (shift: the score until session 17)")
+    args = parser.parse_args(argv)
+    print(f"model {args.model}, local features at stride {args.stride}, {args.score} score; Recall@1 in %")
+    header = ["source", "queries", "retrieval"] + [f"k={k} w={w}" for k in KS for w in WEIGHTS]
+    rows = []
+    for name, sims, pos, maps in validation_data(args):
         queries = np.flatnonzero(pos.any(axis=1))
         row = [name, str(len(queries)), f"{100 * pos[queries, np.argmax(sims[queries], axis=1)].mean():.1f}"]
         for k in KS:
             for w in WEIGHTS:
-                rr = SpatialReranker(top_k=k, weight=1e6 if w == "only" else float(w))
+                rr = SpatialReranker(top_k=k, weight=1e6 if w == "only" else float(w), score=args.score)
                 hits = []
                 for q in queries:
                     top = [int(c) for c in np.argsort(-sims[q], kind="stable")[:k] if math.isfinite(sims[q, c])]

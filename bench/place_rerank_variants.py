@@ -2,53 +2,35 @@
 
 Against the shipped score (the largest group of mutual-nearest-neighbour cell matches sharing one grid shift):
 the same vote with a +-1 cell tolerance; RANSAC (OpenCV) similarity, affine and homography models on the
-matched cells' grid positions (Patch-NetVLAD's RANSAC scoring); the match count alone. Each with k = 10
-candidates and weight 0.5 / 1 / 2 / only, as bench/place_rerank_tuning.py (same sources, same draw, same
-protocol). Results: bench/results/2026-11-22-place-rerank.md, "Other spatial scores".
+matched cells' grid positions (Patch-NetVLAD's RANSAC scoring), which allow what one shift cannot (a scale
+change, a shift that grows across the frame as parallax makes it); the match count alone. Each with ``--k``
+candidates and weight 0.5 / 1 / 2 / only, on the sources of bench/place_rerank_tuning.py (same arguments, same
+draw, same protocol). Results: bench/results/2026-11-22-place-rerank.md, "Other spatial scores" (session 14,
+k = 10, the stage-3 model) and bench/results/2026-11-22-place-rerank-stage4-variants.txt (session 17, k = 5,
+the stage-4 model, with the wide corridors).
 
-Usage (repository root, about 3 min on 2 cores; the descriptions are cached in /tmp/place_rerank_variants.pkl):
-    .venv/bin/python bench/place_rerank_variants.py
+Usage (repository root, about 3 min on 2 cores per k, plus describing the sources):
+    .venv/bin/python bench/place_rerank_variants.py [--model models/place.pt] [--extra-val FILE] [--k 5 10]
 """
+import argparse
 import math
-import pickle
 import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 import place_rerank_tuning as prt
-from deep_vision.models.place_net import PlaceNet
 
-from training import train_place as tp
-from training.common import load_config
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+prt.add_source_args(parser)
+parser.add_argument("--k", type=int, nargs="+", default=[10], help="candidates re-ranked")
+args = parser.parse_args()
+data = prt.validation_data(args)
 
-cache = Path("/tmp/place_rerank_variants.pkl")
-if cache.exists():
-    data = pickle.loads(cache.read_bytes())
-else:
-    torch.set_num_threads(2)
-    state = torch.load(ROOT / "models/place.pt", map_location="cpu", weights_only=True)
-    model = PlaceNet({**state["conf"], "local_features": False}); model.load_state_dict(state["model"]); model.eval()
-    depth = prt.backbone_depth(model, 16)
-    cfg = load_config(str(ROOT / "training/configs/place_street_indoor_grid.yaml"), [])
-    dcfg = cfg["data"]
-    places = tp.build_set(dcfg["val"], dcfg, True, "data.val")
-    store = tp.ImageStore(places, dcfg["store_size"], False)
-    rng = np.random.default_rng(12345)
-    data = []
-    for src, name in enumerate(places.source_names):
-        idx = np.flatnonzero(places.source == src)
-        if len(idx) > 600:
-            idx = np.sort(rng.choice(idx, 600, replace=False))
-        desc, maps = prt.describe(model, [store[int(i)] for i in idx], depth)
-        sims, pos = tp.validation_search(places, idx, desc)
-        data.append((name, sims, pos, maps))
-    cache.write_bytes(pickle.dumps(data))
 
 def mnn(q, c):
     s = q.cells @ c.cells.T
@@ -90,28 +72,32 @@ variants = {"shift": shift, "shift_tol1": lambda q, c: shift(q, c, 1),
             "affine1.5": lambda q, c: ransac(q, c, "affine", 1.5),
             "homog1.5": lambda q, c: ransac(q, c, "homography", 1.5),
             "mnn": mnncount}
-K = 10; WS = [0.5, 1.0, 2.0, "only"]
+WS = [0.5, 1.0, 2.0, "only"]
+print(f"model {args.model}, local features at stride {args.stride}; Recall@1 in %")
 res = {}
 for name, sims, pos, maps in data:
     queries = np.flatnonzero(pos.any(axis=1))
     base = 100 * pos[queries, np.argmax(sims[queries], axis=1)].mean()
     res[(name, "retrieval")] = base
+    K = max(args.k)
     for vn, fn in variants.items():
         tops = {}
         sc = {}
         for q in queries:
             top = [int(c) for c in np.argsort(-sims[q], kind="stable")[:K] if math.isfinite(sims[q, c])]
             tops[q] = top; sc[q] = np.array([fn(maps[q], maps[c]) for c in top])
-        for w in WS:
-            hits = []
-            for q in queries:
-                top = tops[q]; s = sims[q, top] + (1e6 if w == "only" else w) * sc[q]
-                hits.append(pos[q, top[int(np.argmax(s))]])
-            res[(name, f"{vn} w={w}")] = 100 * np.mean(hits)
+        for k in args.k:
+            for w in WS:
+                hits = []
+                for q in queries:
+                    top = tops[q][:k]; s = sims[q, top] + (1e6 if w == "only" else w) * sc[q][:k]
+                    hits.append(pos[q, top[int(np.argmax(s))]])
+                res[(name, f"{vn} k={k} w={w}")] = 100 * np.mean(hits)
     print(name, len(queries), flush=True)
 names = [d[0] for d in data]
-settings = ["retrieval"] + [f"{vn} w={w}" for vn in variants for w in WS]
-print("| setting | " + " | ".join(names) + " | mean | mean non-synthetic |")
+settings = ["retrieval"] + [f"{vn} k={k} w={w}" for vn in variants for k in args.k for w in WS]
+print("| setting | " + " | ".join(names) + " | mean |")
+print("|---|" + "---|" * (len(names) + 1))
 for s in settings:
     v = [res[(n, s)] for n in names]
-    print(f"| {s} | " + " | ".join(f"{x:.1f}" for x in v) + f" | {np.mean(v):.2f} | {np.mean(v[1:]):.2f} |")
+    print(f"| {s} | " + " | ".join(f"{x:.1f}" for x in v) + f" | {np.mean(v):.2f} |")

@@ -34,13 +34,13 @@ from deep_vision.io.vpr import (
 )
 
 # The shipped PlaceNet on held-out Nordland (bench/results/place-*.md): Recall@1 and its lead over SAD in the
-# same run (measured 63.2 % and +34.6 points on 2026-11-22, session 17). With spatial re-ranking of the top 5:
-# Nordland 69.9 %, Corridor places 0-55 71.4 % (56 queries; the global descriptor 62.5 %, SAD 44.6 %;
-# bench/results/2026-11-22-place-corridor-split.md).
+# same run (measured 63.2 % and +34.6 points on 2026-11-22, session 17). With spatial re-ranking of the top 5
+# (homography score): Nordland 68.7 %, Corridor places 0-55 75.0 % (56 queries; the global descriptor 62.5 %,
+# SAD 44.6 %; bench/results/2026-11-22-place-corridor-split.md).
 NORDLAND_MIN_R1 = 0.50
 NORDLAND_MIN_GAIN = 0.20  # the issue's target
 NORDLAND_RERANKED_MIN_R1 = 0.66
-CORRIDOR_RERANKED_MIN_R1 = 0.68
+CORRIDOR_RERANKED_MIN_R1 = 0.70
 
 
 def test_recall_at_n():
@@ -137,8 +137,8 @@ def test_shipped_placenet_beats_sad_on_held_out_nordland(shared_data):
 def test_shipped_placenet_beats_sad_on_held_out_corridor(shared_data):
     """models/place.onnx on Corridor's evaluation part (places 0-55; indoor, fisheye, colour; places from 61 are
     trained on): better than the patch-normalised SAD thumbnail at R@1 and R@5 (R@10 is 100 % for SAD among 56
-    references); spatial re-ranking of its top 5 lifts R@1 (the issue's +20 points over the best classical
-    method, re-ranked SAD, are missed by 0.4)."""
+    references); spatial re-ranking of its top 5 lifts R@1 (75.0 %: the issue's +20 points over the best
+    classical method, re-ranked SAD at 51.8 %, are met by 3.2)."""
     ours, reranked, classical = _shipped_and_sad_recall(load_corridor(shared_data / "vpr_corridor"))
     assert ours[1] > classical[1] and ours[5] > classical[5], (ours, classical)
     assert reranked[1] >= CORRIDOR_RERANKED_MIN_R1 and reranked[1] > ours[1] and reranked[10] == ours[10], \

@@ -249,46 +249,74 @@ class SpatialReranker:
 
     For a query and a candidate, the cells of the two feature maps are matched
     as mutual nearest neighbours (cosine similarity). Seen again, a place's
-    cells reappear shifted by about the same amount (a sideways or forward
-    step), while a look-alike place's chance matches scatter; so the spatial
-    score is the size of the largest group of matches sharing one grid shift
-    (a vote over the integer shifts), as a fraction of the cells. A
-    candidate's score is its global similarity + ``weight`` × spatial score;
+    cells reappear where a viewpoint change puts them, while a look-alike
+    place's chance matches scatter. The spatial score is the fraction of the
+    cells whose matches agree with one geometric model of the grid positions:
+
+    - ``"homography"`` (default): a homography fitted by RANSAC (OpenCV,
+      ``ransac_cells`` cells), which allows a change of scale and a shift that
+      grows across the frame, as a sideways step past near and far walls
+      gives (Patch-NetVLAD's RANSAC scoring, on our cells);
+    - ``"shift"``: the largest group of matches sharing one integer grid shift
+      (a vote), the score until session 17.
+
+    A candidate's score is its global similarity + ``weight`` × spatial score;
     the ``top_k`` best retrieved candidates are re-ordered by it.
 
-    The defaults (5 candidates, weight 1, one exact shift) were chosen on
-    validation sets, not on the held-out benchmarks: the training configs'
-    and two corridors with laps 0.75 m apart (session 16; until then 10
-    candidates, chosen without those two; bench/results/2026-11-22-place-rerank.md).
+    The defaults (5 candidates, the homography score, weight 0.5) were chosen on
+    validation sets, not on the held-out benchmarks: the training configs' and two
+    corridors with laps 0.75 m apart (bench/results/2026-11-22-place-corridor-split.md;
+    the shift vote, first with 10 candidates: bench/results/2026-11-22-place-rerank.md).
     """
 
-    def __init__(self, top_k: int = 5, weight: float = 1.0) -> None:
+    SCORES = ("homography", "shift")
+
+    def __init__(self, top_k: int = 5, weight: float = 0.5, score: str = "homography",
+                 ransac_cells: float = 1.5) -> None:
         if top_k < 1:
             raise ConfigError(f"top_k must be at least 1, got {top_k}")
         if weight < 0:
             raise ConfigError(f"weight must be 0 or more, got {weight}")
+        if score not in self.SCORES:
+            raise ConfigError(f"score must be one of {', '.join(self.SCORES)}, got {score!r}")
+        if ransac_cells <= 0:
+            raise ConfigError(f"ransac_cells must be positive, got {ransac_cells}")
         self.top_k = int(top_k)
         self.weight = float(weight)
+        self.score = score
+        self.ransac_cells = float(ransac_cells)
 
     @staticmethod
-    def spatial_score(query: LocalMap, candidate: LocalMap) -> float:
-        """Fraction of the cells in the largest group of mutual nearest neighbours sharing one shift."""
+    def mutual_matches(query: LocalMap, candidate: LocalMap) -> tuple[np.ndarray, np.ndarray]:
+        """Grid positions (x, y) [M x 2] float32 of the query's and the candidate's mutually nearest cells."""
         if query.grid != candidate.grid or query.cells.shape[1] != candidate.cells.shape[1]:
             raise ValueError(f"local maps differ: {query.grid} x {query.cells.shape[1]} against "
                              f"{candidate.grid} x {candidate.cells.shape[1]} (another network?)")
-        n = len(query.cells)
-        if n == 0:
-            return 0.0
+        if not len(query.cells):
+            return np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32)
         sims = query.cells @ candidate.cells.T
         nearest = sims.argmax(axis=1)
-        mutual = np.flatnonzero(sims.argmax(axis=0)[nearest] == np.arange(n))
-        if not len(mutual):
+        a = np.flatnonzero(sims.argmax(axis=0)[nearest] == np.arange(len(nearest)))
+        b = nearest[a]
+        w = query.grid[0]
+        return (np.stack([a % w, a // w], axis=1).astype(np.float32),
+                np.stack([b % w, b // w], axis=1).astype(np.float32))
+
+    def spatial_score(self, query: LocalMap, candidate: LocalMap) -> float:
+        """Fraction of the query's cells whose mutual nearest neighbours agree with one model (``score``)."""
+        pa, pb = self.mutual_matches(query, candidate)
+        n = len(query.cells)
+        if self.score == "shift":
+            if not len(pa):
+                return 0.0
+            w, h = query.grid
+            d = (pb - pa).astype(np.int64)
+            votes = np.bincount((d[:, 0] + w - 1) * (2 * h - 1) + (d[:, 1] + h - 1))
+            return float(votes.max()) / n
+        if len(pa) < 4:
             return 0.0
-        w, h = query.grid
-        a, b = mutual, nearest[mutual]
-        dx, dy = b % w - a % w, b // w - a // w
-        votes = np.bincount((dx + w - 1) * (2 * h - 1) + (dy + h - 1))
-        return float(votes.max()) / n
+        _, inliers = cv2.findHomography(pa, pb, cv2.RANSAC, self.ransac_cells, maxIters=500, confidence=0.99)
+        return 0.0 if inliers is None else float(inliers.sum()) / n
 
     def rerank(self, similarities: Sequence[float] | np.ndarray, query: LocalMap,
                candidates: Sequence[LocalMap]) -> tuple[np.ndarray, np.ndarray]:

@@ -6,8 +6,8 @@ matched cells' grid positions (Patch-NetVLAD's RANSAC scoring), which allow what
 change, a shift that grows across the frame as parallax makes it); the match count alone. Each with ``--k``
 candidates and weight 0.5 / 1 / 2 / only, on the sources of bench/place_rerank_tuning.py (same arguments, same
 draw, same protocol). Results: bench/results/2026-11-22-place-rerank.md, "Other spatial scores" (session 14,
-k = 10, the stage-3 model) and bench/results/2026-11-22-place-rerank-stage4-variants.txt (session 17, k = 5,
-the stage-4 model, with the wide corridors).
+k = 10, the stage-3 model) and bench/results/2026-11-22-place-rerank-stage4-variants.txt (session 17, k = 5
+and 10, the stage-4 model, with the wide corridors). The matching is SpatialReranker.mutual_matches.
 
 Usage (repository root, about 3 min on 2 cores per k, plus describing the sources):
     .venv/bin/python bench/place_rerank_variants.py [--model models/place.pt] [--extra-val FILE] [--k 5 10]
@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 import place_rerank_tuning as prt
+from deep_vision.estimators.place import SpatialReranker
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 prt.add_source_args(parser)
@@ -32,12 +33,7 @@ args = parser.parse_args()
 data = prt.validation_data(args)
 
 
-def mnn(q, c):
-    s = q.cells @ c.cells.T
-    nn = s.argmax(1); mutual = np.flatnonzero(s.argmax(0)[nn] == np.arange(len(nn)))
-    w = q.grid[0]
-    a, b = mutual, nn[mutual]
-    return np.stack([a % w, a // w], 1).astype(np.float32), np.stack([b % w, b // w], 1).astype(np.float32)
+mnn = SpatialReranker.mutual_matches
 
 def shift(q, c, tol=0):
     pa, pb = mnn(q, c); n = len(q.cells)

@@ -34,7 +34,7 @@ from deep_vision.io.vpr import (
 )
 
 # The shipped PlaceNet on held-out Nordland (bench/results/place-*.md): Recall@1 and its lead over SAD in the
-# same run (measured 63.2 % and +34.6 points on 2026-11-22, session 17). With spatial re-ranking of the top 5
+# same run (measured 63.2 % and +34.5 points on 2026-11-22, session 17). With spatial re-ranking of the top 5
 # (homography score): Nordland 68.7 %, Corridor places 0-55 75.0 % (56 queries; the global descriptor 62.5 %,
 # SAD 44.6 %; bench/results/2026-11-22-place-corridor-split.md).
 NORDLAND_MIN_R1 = 0.50

@@ -24,15 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 from deep_vision.estimators.place import PlaceRecognizer
 from deep_vision.eval.place_eval import (
     NetworkMatcher,
-    OrbVladMatcher,
     RerankedNetworkMatcher,
-    SadMatcher,
-    VerifiedMatcher,
+    classical_matchers,
     run_vpr,
-    sad_size_for,
     vpr_benchmarks,
 )
-from deep_vision.io.vpr import load_corridor, read_image
+from deep_vision.io.vpr import load_corridor
 
 DATA = ROOT.parent / "shared" / "data"
 
@@ -58,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, dict]] = {}
     t0 = time.monotonic()
     for bench, rgb in benches:
-        sad = SadMatcher(sad_size_for(read_image(bench.queries[0]).shape))
-        matchers = [sad, OrbVladMatcher(), VerifiedMatcher(SadMatcher(sad.size))]
+        matchers = classical_matchers(bench)
         for label, rec in models.items():
             matchers.append(NetworkMatcher(rec, name=f"{label}"))
             reranked = RerankedNetworkMatcher(rec)

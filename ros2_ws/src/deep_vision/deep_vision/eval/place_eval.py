@@ -346,6 +346,13 @@ def run_vpr(bench: VprBenchmark, matchers: Sequence[Any], rgb: bool = False,
     return out
 
 
+def classical_matchers(bench: VprBenchmark) -> list[GlobalMatcher]:
+    """The classical baselines of (a), sized for ``bench``'s frames: the SAD thumbnail, VLAD on ORB, and SAD's
+    top 10 re-ordered by ORB + RANSAC."""
+    sad = SadMatcher(sad_size_for(read_image(bench.queries[0]).shape))
+    return [sad, OrbVladMatcher(), VerifiedMatcher(SadMatcher(sad.size))]
+
+
 def vpr_benchmarks(data_root: Path) -> list[tuple[VprBenchmark, bool]]:
     """The held-out benchmarks present under ``data_root``: (benchmark, read as RGB)."""
     out = []
@@ -721,7 +728,6 @@ def evaluate(recognizer: PlaceRecognizer | None, data_root: Path, out: Path, set
         if not benches:
             logger.warning("no VPR benchmark folder under %s (vpr_corridor, vpr_nordland): (a) skipped", data_root)
         for bench, rgb in benches:
-            first = read_image(bench.queries[0])
             matchers: list[GlobalMatcher] = []
             if recognizer is not None:
                 matchers.append(NetworkMatcher(recognizer))
@@ -730,8 +736,7 @@ def evaluate(recognizer: PlaceRecognizer | None, data_root: Path, out: Path, set
                 else:
                     logger.warning("%s has no local_features output: no spatial re-ranking row",
                                    getattr(recognizer.backend, "model_path", "the model"))
-            sad = SadMatcher(sad_size_for(first.shape))
-            matchers += [sad, OrbVladMatcher(), VerifiedMatcher(SadMatcher(sad.size))]
+            matchers += classical_matchers(bench)
             prog = progress_factory(len(matchers), f"(a) {bench.name}") if progress_factory else None
             vpr[f"{bench.name}: {bench.notes}"] = run_vpr(bench, matchers, rgb=rgb and recognizer is not None
                                                           and recognizer.wants_rgb, progress=prog)

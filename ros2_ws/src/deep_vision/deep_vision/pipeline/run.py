@@ -285,8 +285,12 @@ class Pipeline:
         queues = {s: deque(maxlen=self.queue_depth[s]) for s in stages}
         cond = {s: threading.Condition() for s in stages}
         closed = threading.Event()
+        # Per stage, what decides on arrival whether a frame is queued at all (as FrameQueue's admit in a node).
+        admit: dict[str, Callable[[int], bool]] = {}
         if "loop_closure" in stages:
             self._gate = self.detector.keyframes.arrival_gate()
+            if self._gate is not None:
+                admit["loop_closure"] = self._gate.admit
 
         def worker(stage: str) -> None:
             q, c = queues[stage], cond[stage]
@@ -318,7 +322,7 @@ class Pipeline:
                     with cond[stage]:
                         s = self.out.stats[stage]
                         s.frames_in += 1
-                        if stage == "loop_closure" and self._gate is not None and not self._gate.admit(f.stamp_ns):
+                        if stage in admit and not admit[stage](f.stamp_ns):
                             s.skipped += 1
                             continue
                         if len(queues[stage]) == queues[stage].maxlen:

@@ -10,7 +10,7 @@ from deep_vision.cli.main import main
 from deep_vision.geometry import write_kitti_poses
 from deep_vision.geometry.transforms import make_transform, rotation_z
 from deep_vision.io.bag import BagSequence
-from deep_vision.io.convert import kitti_to_bag
+from deep_vision.io.convert import KITTI_START_TIME_S, kitti_to_bag
 
 P0 = "7.188560e+02 0 6.071928e+02 0 0 7.188560e+02 1.852157e+02 0 0 0 1 0"
 
@@ -36,8 +36,10 @@ def test_fabricated_sequence(fake_kitti, tmp_path):
     bag = BagSequence(tmp_path / "bag")
     frames = list(bag)
     assert [f.image.shape for f in frames] == [(40, 64)] * 3 and frames[0].encoding == "mono8"
-    assert frames[0].camera.fx == pytest.approx(718.856)
-    np.testing.assert_allclose(np.diff([f.stamp_ns for f in frames]), 200_000_000)
+    cam = frames[0].camera
+    assert (cam.fx, cam.fy, cam.cx, cam.cy) == pytest.approx((718.856, 718.856, 607.1928, 185.2157), abs=1e-9)
+    # Stamps: the sequence's start time (KITTI's times.txt starts at 0) plus times.txt, frames 1, 3, 5.
+    assert [f.stamp_ns for f in frames] == [round((KITTI_START_TIME_S + t) * 1e9) for t in (0.1, 0.3, 0.5)]
     # The camera moves 1 m forward per frame: base_link moves 2 m along +x per kept frame.
     np.testing.assert_allclose(frames[2].gt_pose[:3, 3], [4.0, 0.0, 0.0], atol=1e-9)
     _, kitti = bag.camera_poses_kitti("camera_optical_frame")

@@ -46,9 +46,40 @@ def test_refined_accuracy_on_synthetic_pairs(estimator, raw_estimator, synthetic
     refined = np.array([corner_error(estimator.estimate(p.prev, p.curr).matrix, p.H, C) for p in synthetic_pairs])
     identity = np.array([corner_error(np.eye(3), p.H, C) for p in synthetic_pairs])
     # The shipped network alone is coarse (card: ~17 px MACE on real pairs); refinement makes it precise.
-    assert raw.mean() < 0.85 * identity.mean(), (raw.mean(), identity.mean())
+    # Measured on these 40 pairs (2026-12-05): identity 23.68 px, raw 6.22 px; bound = measured + 20 %.
+    assert identity.mean() > 20.0 and raw.mean() < 7.5, (raw.mean(), identity.mean())
     assert np.median(refined) < 0.5, np.median(refined)
     assert (refined < 1.0).mean() >= 0.8, refined
+
+
+def test_network_sees_grey_levels_on_its_training_scale():
+    """The feed is the two frames' patches mapped by (x / 255 - 1/2) / (1/2), the scale the network was trained
+    on: black -1, white +1, exactly linear between. The network is tolerant of a wrong scale (x / 255 raises
+    the raw error on the pairs above by only 6 %), so accuracy alone would not show a broken feed."""
+    est = HomographyEstimator.from_model(MODEL, backend="onnxruntime", refine=False)
+    fed = []
+    inner = est.backend
+
+    class Recording:
+        def __getattr__(self, name):
+            return getattr(inner, name)
+
+        def run(self, feeds):
+            fed.append({k: np.array(v) for k, v in feeds.items()})
+            return inner.run(feeds)
+
+    est.backend = Recording()
+    est.estimate(np.zeros((240, 320), np.uint8), np.full((240, 320), 255, np.uint8))
+    x = fed[-1][est.input_name]
+    assert x.shape == (1, 2, 128, 128) and x.dtype == np.float32
+    np.testing.assert_array_equal(x[0, 0], -1.0)
+    np.testing.assert_array_equal(x[0, 1], 1.0)
+    # A ramp at the network's size is not resized: every grey level maps linearly.
+    ramp = (np.arange(128 * 128) % 256).astype(np.uint8).reshape(128, 128)
+    est.estimate(ramp, ramp[::-1].copy())
+    x = fed[-1][est.input_name]
+    np.testing.assert_allclose(x[0, 0], ramp / 127.5 - 1.0, atol=1e-6)
+    np.testing.assert_allclose(x[0, 1], ramp[::-1] / 127.5 - 1.0, atol=1e-6)
 
 
 def test_refined_accuracy_on_held_out_real_pairs(estimator, shared_data):

@@ -101,6 +101,14 @@ def test_odometry_matches_ground_truth_in_base_link(ros_harness, vo_model, drive
         np.testing.assert_allclose(cov, cov.T, atol=1e-12)
         traces.append(np.trace(cov))
     assert traces[0] == 0 and all(b > a for a, b in zip(traces[1:], traces[2:]))
+    # The covariance is in base_link's axes (x forward, y left, z up), not the camera's (z forward): after 9 m
+    # straight ahead, heading noise makes the sideways and vertical positions the least certain and couples
+    # them with yaw (about z) and pitch (about y). Measured 2026-12-05: var x / var y 0.89, var x / var z 0.90,
+    # correlation(y, rot z) -0.30, (z, rot y) +0.30; in camera axes they would be 1.12 and about 0.
+    c = np.asarray(out[-1].pose.covariance).reshape(6, 6)
+    assert c[0, 0] < 0.95 * min(c[1, 1], c[2, 2]), np.diag(c)
+    corr = c / np.sqrt(np.outer(np.diag(c), np.diag(c)))
+    assert corr[1, 5] < -0.2 and corr[2, 4] > 0.2, corr
     # Twist in base_link: forward at the route's speed, no sideways motion.
     tw = out[5].twist.twist.linear
     assert tw.x == pytest.approx(seq.config.route.speed_mps, rel=0.05) and abs(tw.y) < 0.3

@@ -105,10 +105,34 @@ def test_stream_applies_mirror_and_reverse():
     assert (mixed > 0).any() and (mixed < 0).any()
 
 
-def test_stream_gives_flow_per_pair_for_a_flow_model():
-    x, y = next(_stream(0.0, 0.0, preset="compact_flow"))
-    assert x.shape[:3] == (4, y.shape[1], 2) and x.shape[3:] == (16, 48)
-    assert torch.isfinite(x).all()
+def test_stream_gives_the_flow_of_each_labelled_pair():
+    """A flow model's samples: input k is the flow from the frame before label k's step to the frame after it,
+    under the mirror and reverse augmentations and both strides. The camera steps 1 m forward and 0.1 m right
+    per frame while its image content moves 2 px right, so the flow is 20 px per metre of the label's x step
+    in every case (negated together by a mirror or a reversal, doubled by stride 2). Measured error of the median
+    flow under 0.001 px over 80 pairs; a wrong pair, sign or stride is 2 px or more off: bound 0.25 px."""
+    rng = np.random.default_rng(2)
+    n, h, w = 30, 48, 128
+    big = cv2.GaussianBlur(rng.integers(0, 255, (h, w + 2 * n + 20), dtype=np.uint8), (0, 0), 1.5)
+    frames = np.stack([big[:, 2 * n - 2 * k: 2 * n - 2 * k + w] for k in range(n)])  # content moves +2 px
+    seq = {"frames": frames, "poses": _poses([([0.1, 0.0, 1.0], [0.0, 0.0, 0.0])] * (n - 1)), "name": "pan",
+           "cx": (w - 1) / 2}
+    conf = {"min_pairs": 3, "max_pairs": 5, "strides": [1, 2], "mirror": 0.5, "reverse": 0.5,
+            "photometric": {"brightness": 0.0, "contrast": 0.0, "gamma": 0.0, "noise": 0.0, "blur_prob": 0.0}}
+    model_conf = DeepVO.resolve_conf({"preset": "compact_flow", "height": h, "width": w})
+    stream = iter(train_vo.SequenceStream([seq], conf, batch_size=4, seed=0, rank=0, model_conf=model_conf))
+    flows, labels = [], []
+    for _ in range(6):
+        x, y = next(stream)
+        assert x.shape[:3] == (4, y.shape[1], 2) and x.shape[3:] == (h, w)
+        inner = x[..., 16:-16, 16:-16].flatten(-2).median(-1).values.numpy() * model_conf["flow_scale"]
+        flows.append(inner.reshape(-1, 2))
+        labels.append(y.numpy().reshape(-1, 6))
+    flow, label = np.concatenate(flows), np.concatenate(labels)
+    np.testing.assert_allclose(flow[:, 0], 20.0 * label[:, 0], atol=0.25)
+    np.testing.assert_allclose(flow[:, 1], 0.0, atol=0.25)
+    # every augmentation and stride was drawn: x steps of +-0.1 and +-0.2 m
+    assert set(np.round(label[:, 0].astype(float), 2)) == {-0.2, -0.1, 0.1, 0.2}
 
 
 def test_flow_front_end_measures_a_known_shift():

@@ -41,6 +41,7 @@ from deep_vision.geometry.homography import (
     resize_matrix,
 )
 from deep_vision.io.image import as_grey as to_grey
+from deep_vision.models.homography_input import normalize
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ class HomographyEstimator:
 
     # ------------------------------------------------------------------ network
     def _offsets(self, prev_small: np.ndarray, curr_small: np.ndarray) -> np.ndarray:
-        x = np.stack([prev_small, curr_small]).astype(np.float32)[None] / np.float32(127.5) - np.float32(1.0)
+        x = normalize(np.stack([prev_small, curr_small]))[None]
         out = self.backend.run({self.input_name: x})[self.output_name]
         return np.asarray(out, dtype=np.float64).reshape(4, 2)
 

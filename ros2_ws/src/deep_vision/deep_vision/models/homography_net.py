@@ -36,6 +36,7 @@ from torch import nn
 
 from deep_vision.errors import ConfigError
 from deep_vision.models.conf import merge_conf
+from deep_vision.models.homography_input import normalize
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
@@ -170,11 +171,6 @@ class HomographyNet(nn.Module):
             "outputs": [{"name": "offsets", "shape": [1, 4, 2], "dtype": "float32",
                          "meaning": "pixel displacement of the source patch corners TL, TR, BR, BL"}],
         }
-
-
-def normalize(grey_uint8: np.ndarray) -> np.ndarray:
-    """uint8 grey levels → float32 in [-1, 1], the network's input scale."""
-    return (np.asarray(grey_uint8, dtype=np.float32) / 127.5) - 1.0
 
 
 def normalize_torch(grey: torch.Tensor) -> torch.Tensor:

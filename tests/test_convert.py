@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 
 from deep_vision.cli.main import main
-from deep_vision.geometry import write_kitti_poses
+from deep_vision.errors import DatasetError
+from deep_vision.geometry import OPTICAL_FROM_BODY, write_kitti_poses
 from deep_vision.geometry.transforms import make_transform, rotation_z
 from deep_vision.io.bag import BagSequence
 from deep_vision.io.convert import KITTI_START_TIME_S, kitti_to_bag
+from deep_vision.io.kitti import KittiSequence
 
 P0 = "7.188560e+02 0 6.071928e+02 0 0 7.188560e+02 1.852157e+02 0 0 0 1 0"
 
@@ -44,6 +46,55 @@ def test_fabricated_sequence(fake_kitti, tmp_path):
     np.testing.assert_allclose(frames[2].gt_pose[:3, 3], [4.0, 0.0, 0.0], atol=1e-9)
     _, kitti = bag.camera_poses_kitti("camera_optical_frame")
     np.testing.assert_allclose(kitti[2][:3, 3], [0.0, 0.0, 4.0], atol=1e-9)
+
+
+def test_camera_mounting_and_progress(fake_kitti, tmp_path):
+    """/tf_static: the camera 1.65 m above base_link, optical axes, stamped at the first frame and written
+    first, so a player delivers it before any image; progress counts every frame once."""
+    calls = []
+    kitti_to_bag(fake_kitti, tmp_path / "bag", progress=lambda k, n: calls.append((k, n)))
+    assert calls == [(k, 6) for k in range(1, 7)]
+    bag = BagSequence(tmp_path / "bag")
+    np.testing.assert_allclose(bag.extrinsic("camera_optical_frame"),
+                               make_transform(OPTICAL_FROM_BODY.T, [0.0, 0.0, 1.65]), atol=1e-12)
+    (topic, t, msg), *rest = bag.messages(["/tf_static", "/camera/image_raw"])
+    assert topic == "/tf_static" and t == rest[0][1] == round(KITTI_START_TIME_S * 1e9)
+    assert msg.transforms[0].header.stamp.sec == int(KITTI_START_TIME_S)
+
+
+def test_sequence_reader_cameras_and_stamps(fake_kitti):
+    seq = KittiSequence(fake_kitti)  # image_0 by default
+    assert seq.image(0).shape == (40, 64) and (seq.camera.width, seq.camera.height) == (64, 40)
+    assert seq.times[1] == pytest.approx(0.1)
+    rng = np.random.default_rng(1)
+    for folder in ("image_1", "image_2"):
+        (fake_kitti / folder).mkdir()
+        for i in range(6):
+            shape = (40, 64) if folder == "image_1" else (40, 64, 3)
+            cv2.imwrite(str(fake_kitti / folder / f"{i:06d}.png"), rng.integers(0, 255, shape, dtype=np.uint8))
+    (fake_kitti / "calib.txt").write_text(f"P0: {P0}\nP1: {P0}\nP2: {P0}\n")
+    assert KittiSequence(fake_kitti, camera_index=1).image(0).shape == (40, 64)
+    colour = KittiSequence(fake_kitti, camera_index=2)
+    bgr = cv2.imread(str(fake_kitti / "image_2" / "000000.png"))
+    np.testing.assert_array_equal(colour.image(0), bgr[..., ::-1])  # RGB
+    assert (colour.camera.width, colour.camera.height) == (64, 40)
+    # No times.txt: 10 Hz from 0; a one-frame times.txt is still a list of one stamp.
+    (fake_kitti / "times.txt").unlink()
+    np.testing.assert_allclose(KittiSequence(fake_kitti).times, np.arange(6) * 0.1)
+    for f in sorted((fake_kitti / "image_0").glob("*.png"))[1:]:
+        f.unlink()
+    (fake_kitti / "times.txt").write_text("0.0\n")
+    assert list(KittiSequence(fake_kitti).times) == [0.0] and len(KittiSequence(fake_kitti)) == 1
+
+
+def test_sequence_without_or_with_too_few_poses(fake_kitti):
+    poses = fake_kitti.parent.parent / "poses" / "07.txt"
+    rows = poses.read_text().splitlines()
+    poses.write_text("\n".join(rows[:4]) + "\n")
+    with pytest.raises(DatasetError, match=r"07\.txt: 4 poses for 6 images"):
+        KittiSequence(fake_kitti)
+    poses.unlink()
+    assert KittiSequence(fake_kitti).poses is None
 
 
 def test_unlabelled_calibration_and_cli(fake_kitti, tmp_path, capsys):

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime
 
@@ -144,7 +145,9 @@ def test_timestamps_keep_nanoseconds(sync_drive):
 
 
 def test_sync_drive(sync_drive, tmp_path):
-    counts = kitti_raw_to_bag(sync_drive, tmp_path / "bag")
+    calls = []
+    counts = kitti_raw_to_bag(sync_drive, tmp_path / "bag", progress=lambda k, n: calls.append((k, n)))
+    assert calls == [(k, 5) for k in range(1, 6)]
     assert counts == {"/camera/image_raw": 5, "/camera/camera_info": 5, "/ground_truth/odometry": 5,
                       "/tf_static": 1, "/gps/fix": 5}
     bag = BagSequence(tmp_path / "bag")
@@ -213,17 +216,22 @@ def test_colour_camera_stride_and_calib_dir_from_cli(sync_drive, tmp_path, capsy
     assert abs(T2[0, 3] - T0[0, 3]) < 0.005 and abs(T2[2, 3] - T0[2, 3]) < 0.005
 
 
-def test_extract_drive_matches_oxts_by_time(date_dir, tmp_path):
+def test_extract_drive_matches_oxts_by_time(date_dir, tmp_path, caplog):
     """Raw images (distortion in CameraInfo) with 100 Hz oxts: each frame takes the nearest row; a frame past the
-    end of the oxts gets no ground truth."""
+    end of the oxts gets no ground truth; every fix from 0.5 s before the first frame to 0.5 s after the last
+    is written."""
     drive = date_dir / "2011_09_26_drive_0001_extract"
     offsets_ms = [3, 8, 2, 6]
     write_images(drive, 0, [T0_NS + (100 * k + d) * 1_000_000 for k, d in enumerate(offsets_ms)] + [T0_NS + 10**9])
-    oxts_ms = range(-50, 450, 10)
+    oxts_ms = range(-50, 810, 10)
     write_oxts(drive, [T0_NS + t * 1_000_000 for t in oxts_ms],
                [oxts_line(t / 1000, 0.01 * t, np.pi / 2, 0.2) for t in oxts_ms])
-    counts = kitti_raw_to_bag(drive, tmp_path / "bag")
-    assert counts["/camera/image_raw"] == 5 and counts["/ground_truth/odometry"] == 4 and counts["/gps/fix"] == 50
+    with caplog.at_level(logging.WARNING, logger="deep_vision.io.convert"):
+        counts = kitti_raw_to_bag(drive, tmp_path / "bag")
+    assert counts["/camera/image_raw"] == 5 and counts["/ground_truth/odometry"] == 4 and counts["/gps/fix"] == 86
+    # one line names the frames without ground truth and the gap (1000 ms frame, last row at 800 ms)
+    assert [r.getMessage().split(": ", 1)[1] for r in caplog.records if r.name == "deep_vision.io.convert"] == [
+        "1 of 5 frames have no oxts row within 0.050 s (largest gap 0.200 s); they get no ground truth"]
     bag = BagSequence(tmp_path / "bag")
     _, poses = bag.ground_truth
     for pose, row_ms in zip(poses, [0, 110, 200, 310]):  # the rows nearest to 3, 108, 202, 306 ms

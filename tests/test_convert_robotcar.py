@@ -62,7 +62,9 @@ def run_dir(tmp_path):
 
 def test_ins_ground_truth_bayer_kept(run_dir, tmp_path):
     counts = robotcar_to_bag(run_dir, tmp_path / "bag")
-    assert counts["/camera/image_raw"] == 5 and counts["/ground_truth/odometry"] == 5 and counts["/gps/fix"] > 10
+    assert counts["/camera/image_raw"] == 5 and counts["/ground_truth/odometry"] == 5
+    # INS rows from 0.5 s before the first frame to 0.5 s after the last (0.25 s): -100 ... +740 ms, 50 Hz
+    assert counts["/gps/fix"] == 43
     bag = BagSequence(tmp_path / "bag")
     frames = list(bag)
     assert frames[0].encoding == "bayer_gbrg8" and frames[0].image.shape == (48, 64)
@@ -87,6 +89,14 @@ def test_vo_ground_truth_and_debayer(run_dir, tmp_path, capsys):
     np.testing.assert_allclose(frames[2].gt_pose[:3, 3], [2.5, 0.0, 0.0], atol=1e-6)
     stamps, poses = read_vo(run_dir / "vo" / "vo.csv")
     assert len(stamps) == 5 and poses[-1][0, 3] == pytest.approx(2.5)
+
+
+def test_automatic_ground_truth_takes_the_first_source_present(run_dir, tmp_path):
+    (run_dir / "gps" / "ins.csv").unlink()
+    assert robotcar_to_bag(run_dir, tmp_path / "vo")["/ground_truth/odometry"] == 5  # vo.csv, no fixes
+    np.testing.assert_allclose(BagSequence(tmp_path / "vo").ground_truth[1][4][:3, 3], [2.5, 0.0, 0.0], atol=1e-6)
+    (run_dir / "vo" / "vo.csv").unlink()
+    assert "/ground_truth/odometry" not in robotcar_to_bag(run_dir, tmp_path / "none")
 
 
 def test_sdk_transform_convention():

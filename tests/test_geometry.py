@@ -20,6 +20,7 @@ from deep_vision.geometry import (
     transform_points,
     write_kitti_poses,
 )
+from deep_vision.geometry.transforms import body_velocities, rotation_angle
 
 RNG = np.random.default_rng(1)
 
@@ -84,6 +85,12 @@ def test_plane_induced_homography_matches_projection():
     np.testing.assert_allclose(apply_homography(H, uv_prev), uv_cur, atol=1e-6)
 
 
+def test_plane_behind_or_through_the_camera_is_refused():
+    for d in (0.0, -2.0):
+        with pytest.raises(ValueError, match="distance_prev must be positive"):
+            plane_induced_homography(np.eye(3), np.eye(4), [0, 0, 1], d)
+
+
 def test_identity_motion_gives_identity():
     K = np.diag([500.0, 500.0, 1.0])
     np.testing.assert_allclose(plane_induced_homography(K, np.eye(4), [0, 0, 1], 3.0), np.eye(3))
@@ -95,6 +102,35 @@ def test_kitti_poses_round_trip(tmp_path):
     assert len(path.read_text().splitlines()) == 4
     assert len(path.read_text().splitlines()[0].split()) == 12
     np.testing.assert_allclose(read_kitti_poses(path), poses, atol=1e-8)
+
+
+def test_kitti_poses_written_from_3x4_rows(tmp_path):
+    poses = np.stack([random_transform() for _ in range(3)])
+    np.testing.assert_allclose(read_kitti_poses(write_kitti_poses(tmp_path / "p.txt", poses[:, :3])), poses,
+                               atol=1e-8)
+    with pytest.raises(ValueError, match="N x 4 x 4"):
+        write_kitti_poses(tmp_path / "q.txt", poses[:, :3, :3])
+
+
+@pytest.mark.parametrize("degrees", [0.0, 30.0, 150.0, 180.0])
+def test_rotation_angle_known_values(degrees):
+    axis = np.array([1.0, 2.0, -2.0]) / 3.0
+    R = Rotation.from_rotvec(np.radians(degrees) * axis).as_matrix()
+    assert np.degrees(rotation_angle(R)) == pytest.approx(degrees, abs=1e-6)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_body_velocities_of_a_constant_twist(n):
+    """A body moving 2 m/s forward (its x) while turning 0.1 rad/s about its z, sampled at 10 Hz: two poses
+    already give the velocity (one-sided differences: the chord is off by v·ω·dt/2 = 0.01 m/s sideways)."""
+    times = np.arange(n) * 0.1
+    T = np.stack([make_transform(Rotation.from_rotvec([0, 0, 0.1 * t]).as_matrix(),
+                                 [20.0 * np.sin(0.1 * t), 20.0 * (1 - np.cos(0.1 * t)), 0.0]) for t in times])
+    lin, ang = body_velocities(T, times)
+    np.testing.assert_allclose(lin, np.tile([2.0, 0.0, 0.0], (n, 1)), atol=0.012)
+    np.testing.assert_allclose(ang, np.tile([0.0, 0.0, 0.1], (n, 1)), atol=1e-9)
+    lin, ang = body_velocities(T[:1], times[:1])
+    np.testing.assert_array_equal(lin, np.zeros((1, 3)))
 
 
 def test_kitti_poses_errors(tmp_path):

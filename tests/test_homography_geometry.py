@@ -56,9 +56,28 @@ def test_torch_twin_matches_numpy_and_has_gradients():
     assert torch.autograd.gradcheck(lambda x: ht.four_point_to_homography(c[:1], x), (o1,))
 
 
+def test_batched_corners_and_offsets():
+    """[B x 4 x 2] corners with [B x 4 x 2] offsets, and [4 x 2] corners broadcast over a batch of offsets."""
+    offsets = RNG.normal(0, 8, (3, 4, 2))
+    H = four_point_to_homography(np.stack([C, C + 10, C * 0.5]), offsets)
+    for k, corners in enumerate([C, C + 10, C * 0.5]):
+        np.testing.assert_allclose(H[k], four_point_to_homography(corners, offsets[k]), atol=1e-9)
+        np.testing.assert_allclose(apply_homography(H[k], corners), corners + offsets[k], atol=1e-6)
+    np.testing.assert_allclose(four_point_to_homography(C, offsets)[1], four_point_to_homography(C, offsets[1]),
+                               atol=1e-12)
+
+
+def test_patch_corners_are_the_pixel_centres_of_the_corners():
+    np.testing.assert_array_equal(patch_corners(128), [[0, 0], [127, 0], [127, 127], [0, 127]])
+    np.testing.assert_array_equal(patch_corners(64, 48), [[0, 0], [63, 0], [63, 47], [0, 47]])
+
+
 def test_shape_errors():
     with pytest.raises(ValueError, match=r"\[B x 4 x 2\]"):
         four_point_to_homography(np.zeros((3, 2)), np.zeros((3, 2)))
+    for corners, offsets in [(C, np.zeros((3, 2))), (np.zeros((3, 2)), np.zeros((4, 2)))]:  # either one wrong
+        with pytest.raises(ValueError, match=r"\[B x 4 x 2\]"):
+            four_point_to_homography(corners, offsets)
     with pytest.raises(ValueError, match=r"\[B x 4 x 2\]"):
         ht.four_point_to_homography(torch.zeros(1, 3, 2), torch.zeros(1, 3, 2))
 

@@ -8,6 +8,7 @@ import pytest
 
 from deep_vision.errors import ImageEncodingError
 from deep_vision.io.image import (
+    as_grey,
     ENCODINGS,
     ImageFields,
     check_image_message,
@@ -215,3 +216,20 @@ def test_rclpy_message_round_trip():
         msg = Image(height=f.height, width=f.width, encoding=f.encoding, is_bigendian=f.is_bigendian,
                     step=f.step, data=f.data.tobytes())
         np.testing.assert_array_equal(image_to_numpy(msg), img)
+
+
+def test_as_grey_takes_every_grey_and_rgb_layout():
+    grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    np.testing.assert_array_equal(as_grey(grey), grey)
+    np.testing.assert_array_equal(as_grey(grey[..., None]), grey)  # [H x W x 1], e.g. a mono8 message decoded
+    rgb = np.zeros((3, 4, 3), np.uint8)
+    rgb[..., 1] = 200  # pure green: luma 0.587 * 200
+    np.testing.assert_array_equal(as_grey(rgb), np.full((3, 4), 117, np.uint8))
+    with pytest.raises(ImageEncodingError, match=r"got shape \[3, 4, 2\]"):
+        as_grey(np.zeros((3, 4, 2), np.uint8))
+
+
+def test_one_pixel_wide_and_high_images_decode():
+    for shape in [(5, 1), (1, 5), (1, 1)]:
+        image = np.arange(np.prod(shape), dtype=np.uint8).reshape(shape)
+        np.testing.assert_array_equal(image_to_numpy(numpy_to_image_fields(image, "mono8")), image)

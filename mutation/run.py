@@ -12,6 +12,9 @@ CI), with ``PYTHONPATH`` pointing the tests at the copy, so the checkout is neve
 killed when the group's tests fail (``pytest -x``) or time out. Sessions are SQLite files in
 ``mutation/work/``: an interrupted run resumes where it stopped.
 
+Why Cosmic Ray: it mutates files where they lie and runs any test command, so it works with this package's
+ament layout (``ros2_ws/src/deep_vision``); mutmut 3 imports mutants only from ``./``, ``src/`` or ``source/``.
+
 Operators: Cosmic Ray's core set cut to PIT's default mutators' kinds, so that a run fits in hours on two
 cores: ``+``↔``-`` and ``*``↔``/`` (not bitwise, shift, modulo, power: type errors on numpy floats), the
 comparison boundaries (``<``↔``<=``, ``>``↔``>=``) and negations (``<``↔``>=``, ``>``↔``<=``, ``==``↔``!=``),

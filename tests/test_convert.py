@@ -12,7 +12,7 @@ from deep_vision.geometry import OPTICAL_FROM_BODY, write_kitti_poses
 from deep_vision.geometry.transforms import make_transform, rotation_z
 from deep_vision.io.bag import BagSequence
 from deep_vision.io.convert import KITTI_START_TIME_S, kitti_to_bag
-from deep_vision.io.kitti import KittiSequence
+from deep_vision.io.kitti import KittiSequence, read_calib
 
 P0 = "7.188560e+02 0 6.071928e+02 0 0 7.188560e+02 1.852157e+02 0 0 0 1 0"
 
@@ -46,6 +46,8 @@ def test_fabricated_sequence(fake_kitti, tmp_path):
     np.testing.assert_allclose(frames[2].gt_pose[:3, 3], [4.0, 0.0, 0.0], atol=1e-9)
     _, kitti = bag.camera_poses_kitti("camera_optical_frame")
     np.testing.assert_allclose(kitti[2][:3, 3], [0.0, 0.0, 4.0], atol=1e-9)
+    odom = [m for _, _, m in bag.messages(["/ground_truth/odometry"])]
+    assert odom[1].twist.twist.linear.x == pytest.approx(10.0)  # 1 m per 0.1 s, in base_link
 
 
 def test_camera_mounting_and_progress(fake_kitti, tmp_path):
@@ -67,17 +69,18 @@ def test_sequence_reader_cameras_and_stamps(fake_kitti):
     assert seq.image(0).shape == (40, 64) and (seq.camera.width, seq.camera.height) == (64, 40)
     assert seq.times[1] == pytest.approx(0.1)
     rng = np.random.default_rng(1)
-    for folder in ("image_1", "image_2"):
+    for folder in ("image_1", "image_2", "image_3"):
         (fake_kitti / folder).mkdir()
         for i in range(6):
             shape = (40, 64) if folder == "image_1" else (40, 64, 3)
             cv2.imwrite(str(fake_kitti / folder / f"{i:06d}.png"), rng.integers(0, 255, shape, dtype=np.uint8))
-    (fake_kitti / "calib.txt").write_text(f"P0: {P0}\nP1: {P0}\nP2: {P0}\n")
+    (fake_kitti / "calib.txt").write_text(f"P0: {P0}\nP1: {P0}\nP2: {P0}\nP3: {P0}\n")
     assert KittiSequence(fake_kitti, camera_index=1).image(0).shape == (40, 64)
-    colour = KittiSequence(fake_kitti, camera_index=2)
-    bgr = cv2.imread(str(fake_kitti / "image_2" / "000000.png"))
-    np.testing.assert_array_equal(colour.image(0), bgr[..., ::-1])  # RGB
-    assert (colour.camera.width, colour.camera.height) == (64, 40)
+    for camera in (2, 3):
+        colour = KittiSequence(fake_kitti, camera_index=camera)
+        bgr = cv2.imread(str(fake_kitti / f"image_{camera}" / "000000.png"))
+        np.testing.assert_array_equal(colour.image(0), bgr[..., ::-1])  # RGB
+        assert (colour.camera.width, colour.camera.height) == (64, 40)
     # No times.txt: 10 Hz from 0; a one-frame times.txt is still a list of one stamp.
     (fake_kitti / "times.txt").unlink()
     np.testing.assert_allclose(KittiSequence(fake_kitti).times, np.arange(6) * 0.1)
@@ -98,7 +101,13 @@ def test_sequence_without_or_with_too_few_poses(fake_kitti):
 
 
 def test_unlabelled_calibration_and_cli(fake_kitti, tmp_path, capsys):
-    (fake_kitti / "calib.txt").write_text(f"{P0}\n{P0}\n")
+    P1 = P0.replace("7.188560e+02 0 6", "7.000000e+02 0 6")
+    (fake_kitti / "calib.txt").write_text(f"{P0}\n{P1}\n")
+    calib = read_calib(fake_kitti / "calib.txt")  # unlabelled lines are P0, P1, ... in order
+    assert sorted(calib) == ["P0", "P1"] and calib["P1"][0, 0] == 700.0 and calib["P0"][0, 0] == 718.856
+    (tmp_path / "bad_calib.txt").write_text(f"P0: {P0}\nP1: 1 2 3\n")
+    with pytest.raises(DatasetError, match=r"bad_calib\.txt:2: expected 12 numbers for P1, got 3"):
+        read_calib(tmp_path / "bad_calib.txt")
     assert main(["convert", "kitti", str(fake_kitti), "--out", str(tmp_path / "b2"), "--storage", "sqlite3"]) == 0
     assert "/camera/image_raw" in capsys.readouterr().out
     assert len(BagSequence(tmp_path / "b2")) == 6

@@ -153,6 +153,8 @@ def test_sync_drive(sync_drive, tmp_path):
     bag = BagSequence(tmp_path / "bag")
     frames = list(bag)
     assert [f.encoding for f in frames] == ["mono8"] * 5 and frames[0].image.shape == SIZE
+    topic, t, _ = next(iter(bag.messages(["/tf_static", "/camera/image_raw"])))
+    assert topic == "/tf_static" and t == T0_NS  # before the first image, at its stamp
     assert [f.stamp_ns for f in frames] == [T0_NS + k * 103_616_254 for k in range(5)]
 
     info = next(m for _, _, m in bag.messages(["/camera/camera_info"]))
@@ -190,6 +192,14 @@ def test_sync_drive(sync_drive, tmp_path):
     assert fixes[0].header.frame_id == "base_link" and fixes[0].header.stamp.nanosec == (T0_NS + 2_000_000) % 10**9
 
 
+@pytest.mark.parametrize("camera, encoding", [(1, "mono8"), (3, "rgb8")])
+def test_right_cameras(sync_drive, tmp_path, camera, encoding):
+    write_images(sync_drive, camera, [T0_NS + k * 103_616_254 for k in range(5)])
+    kitti_raw_to_bag(sync_drive, tmp_path / "bag", camera_index=camera)
+    frame = next(iter(BagSequence(tmp_path / "bag")))
+    assert frame.encoding == encoding and frame.image.shape == (SIZE if camera == 1 else SIZE + (3,))
+
+
 def test_colour_camera_stride_and_calib_dir_from_cli(sync_drive, tmp_path, capsys):
     calib = tmp_path / "calib"
     calib.mkdir()
@@ -223,15 +233,15 @@ def test_extract_drive_matches_oxts_by_time(date_dir, tmp_path, caplog):
     drive = date_dir / "2011_09_26_drive_0001_extract"
     offsets_ms = [3, 8, 2, 6]
     write_images(drive, 0, [T0_NS + (100 * k + d) * 1_000_000 for k, d in enumerate(offsets_ms)] + [T0_NS + 10**9])
-    oxts_ms = range(-50, 810, 10)
+    oxts_ms = list(range(-50, 810, 10)) + list(range(1060, 1510, 10))  # none within 50 ms of the 1 s frame
     write_oxts(drive, [T0_NS + t * 1_000_000 for t in oxts_ms],
                [oxts_line(t / 1000, 0.01 * t, np.pi / 2, 0.2) for t in oxts_ms])
     with caplog.at_level(logging.WARNING, logger="deep_vision.io.convert"):
         counts = kitti_raw_to_bag(drive, tmp_path / "bag")
-    assert counts["/camera/image_raw"] == 5 and counts["/ground_truth/odometry"] == 4 and counts["/gps/fix"] == 86
-    # one line names the frames without ground truth and the gap (1000 ms frame, last row at 800 ms)
+    assert counts["/camera/image_raw"] == 5 and counts["/ground_truth/odometry"] == 4 and counts["/gps/fix"] == 131
+    # one line names the frames without ground truth and the gap (1000 ms frame, nearest row at 1060 ms)
     assert [r.getMessage().split(": ", 1)[1] for r in caplog.records if r.name == "deep_vision.io.convert"] == [
-        "1 of 5 frames have no oxts row within 0.050 s (largest gap 0.200 s); they get no ground truth"]
+        "1 of 5 frames have no oxts row within 0.050 s (largest gap 0.060 s); they get no ground truth"]
     bag = BagSequence(tmp_path / "bag")
     _, poses = bag.ground_truth
     for pose, row_ms in zip(poses, [0, 110, 200, 310]):  # the rows nearest to 3, 108, 202, 306 ms

@@ -69,6 +69,8 @@ def test_ins_ground_truth_bayer_kept(run_dir, tmp_path):
     frames = list(bag)
     assert frames[0].encoding == "bayer_gbrg8" and frames[0].image.shape == (48, 64)
     assert frames[1].stamp_ns - frames[0].stamp_ns == 62_500_000
+    topic, t, _ = next(iter(bag.messages(["/tf_static", "/camera/image_raw"])))
+    assert topic == "/tf_static" and t == frames[0].stamp_ns  # before the first image, at its stamp
     assert frames[0].camera.fx == pytest.approx(964.8)
     # 10 m/s north with yaw 0: base_link moves forward (+x) 0.625 m per frame.
     np.testing.assert_allclose(frames[4].gt_pose[:3, 3], [2.5, 0.0, 0.0], atol=1e-6)
@@ -97,6 +99,14 @@ def test_automatic_ground_truth_takes_the_first_source_present(run_dir, tmp_path
     np.testing.assert_allclose(BagSequence(tmp_path / "vo").ground_truth[1][4][:3, 3], [2.5, 0.0, 0.0], atol=1e-6)
     (run_dir / "vo" / "vo.csv").unlink()
     assert "/ground_truth/odometry" not in robotcar_to_bag(run_dir, tmp_path / "none")
+
+
+def test_base_link_is_the_vehicle_frame_turned_about_x():
+    """REP 103 base_link (x forward, y left, z up) from the vehicle frame (x forward, y right, z down)."""
+    from deep_vision.io.convert import T_BASE_VEHICLE
+
+    np.testing.assert_array_equal(T_BASE_VEHICLE @ [1, 2, 3, 1], [1, -2, -3, 1])
+    np.testing.assert_array_equal(T_BASE_VEHICLE @ [0, 0, 0, 1], [0, 0, 0, 1])
 
 
 def test_sdk_transform_convention():

@@ -83,6 +83,14 @@ def test_plane_induced_homography_matches_projection():
     uv_cur, _ = cam.project(X_cur)
     H = plane_induced_homography(cam.K, T_cur_prev, n, d)
     np.testing.assert_allclose(apply_homography(H, uv_prev), uv_cur, atol=1e-6)
+    assert H[2, 2] == pytest.approx(1.0, abs=1e-12)  # normalised
+
+
+def test_camera_intrinsics_must_be_positive():
+    PinholeCamera(1, 1, 1.0, 1.0, 0.0, 0.0)  # the normalised camera (K = I) of a one-pixel image is valid
+    for bad in [(0, 10, 1.0, 1.0), (10, 0, 1.0, 1.0), (10, 10, 0.0, 1.0), (10, 10, 1.0, 0.0), (10, 10, 1.0, -5.0)]:
+        with pytest.raises(ValueError, match="positive"):
+            PinholeCamera(*bad, 5.0, 5.0)
 
 
 def test_plane_behind_or_through_the_camera_is_refused():
@@ -119,13 +127,29 @@ def test_rotation_angle_known_values(degrees):
     assert np.degrees(rotation_angle(R)) == pytest.approx(degrees, abs=1e-6)
 
 
+def test_rotation_angle_of_matrices_with_rounding_noise():
+    """A trace a hair outside [-1, 3] (products of rotations) still gives an angle, not NaN."""
+    assert rotation_angle(np.eye(3) * (1 + 1e-12)) == 0.0
+    assert rotation_angle(np.diag([-1.0, -1.0, 1.0]) * (1 + 1e-12)) == pytest.approx(np.pi)
+
+
+def test_body_velocities_are_central_differences_inside():
+    """Accelerating straight ahead, x = t²: central differences are exact for a parabola (v = 2t) inside, the
+    ends one-sided."""
+    times = 50.0 + np.arange(5) * 0.1
+    T = np.stack([make_transform(np.eye(3), [(t - 50.0) ** 2, 0.0, 0.0]) for t in times])
+    lin, _ = body_velocities(T, times)
+    np.testing.assert_allclose(lin[1:-1, 0], 2 * (times[1:-1] - 50.0), atol=1e-9)
+    assert lin[0, 0] == pytest.approx(0.1) and lin[-1, 0] == pytest.approx(0.7)
+
+
 @pytest.mark.parametrize("n", [2, 3])
 def test_body_velocities_of_a_constant_twist(n):
     """A body moving 2 m/s forward (its x) while turning 0.1 rad/s about its z, sampled at 10 Hz: two poses
     already give the velocity (one-sided differences: the chord is off by v·ω·dt/2 = 0.01 m/s sideways)."""
-    times = np.arange(n) * 0.1
+    times = 100.0 + np.arange(n) * 0.1  # a bag's clock: not from zero
     T = np.stack([make_transform(Rotation.from_rotvec([0, 0, 0.1 * t]).as_matrix(),
-                                 [20.0 * np.sin(0.1 * t), 20.0 * (1 - np.cos(0.1 * t)), 0.0]) for t in times])
+                                 [20.0 * np.sin(0.1 * t), 20.0 * (1 - np.cos(0.1 * t)), 0.0]) for t in times - 100.0])
     lin, ang = body_velocities(T, times)
     np.testing.assert_allclose(lin, np.tile([2.0, 0.0, 0.0], (n, 1)), atol=0.012)
     np.testing.assert_allclose(ang, np.tile([0.0, 0.0, 0.1], (n, 1)), atol=1e-9)
@@ -137,7 +161,7 @@ def test_kitti_poses_errors(tmp_path):
     with pytest.raises(DatasetError, match="not found"):
         read_kitti_poses(tmp_path / "missing.txt")
     (tmp_path / "bad.txt").write_text("1 2 3\n")
-    with pytest.raises(DatasetError, match="12 numbers"):
+    with pytest.raises(DatasetError, match="12 numbers per line .*, got 3"):
         read_kitti_poses(tmp_path / "bad.txt")
 
 

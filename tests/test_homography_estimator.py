@@ -9,7 +9,7 @@ from conftest import REPO, small_world_config
 from deep_vision.errors import ImageEncodingError
 from deep_vision.estimators import HomographyEstimator
 from deep_vision.eval.homography_pairs import sample_pair
-from deep_vision.geometry.homography import corner_error, patch_corners
+from deep_vision.geometry.homography import corner_error, four_point_to_homography, patch_corners
 
 MODEL = REPO / "models" / "homography.onnx"
 
@@ -123,3 +123,28 @@ def test_bad_inputs(estimator):
         estimator.estimate(np.zeros((10, 20), np.uint8), np.zeros((10, 21), np.uint8))
     with pytest.raises(ImageEncodingError, match="uint8"):
         estimator.estimate(np.zeros((10, 20), np.float32), np.zeros((10, 20), np.float32))
+
+
+def test_sanity_check_of_a_homography():
+    """Valid: corners kept in order and the area within [1/3, 3] (max_area_change 3); not: a fold-over (a corner
+    crosses the opposite side), a corner sent through infinity, an area 3.2x or 1/3.2, NaN."""
+    from deep_vision.estimators.homography import homography_is_sane
+
+    W, H = 320, 240
+
+    def corners_to(offsets):
+        return four_point_to_homography(patch_corners(W, H), np.asarray(offsets, float))
+
+    assert homography_is_sane(np.eye(3), W, H, 3.0)
+    assert homography_is_sane(corners_to([[30, 20], [-10, 5], [-25, -30], [12, -8]]), W, H, 3.0)
+    s = np.sqrt(2.9)  # area x2.9 and /2.9: inside
+    assert homography_is_sane(np.diag([s, s, 1.0]), W, H, 3.0) and homography_is_sane(np.diag([1 / s, 1 / s, 1]), W, H, 3.0)
+    s = np.sqrt(3.2)
+    assert not homography_is_sane(np.diag([s, s, 1.0]), W, H, 3.0)
+    assert not homography_is_sane(np.diag([1 / s, 1 / s, 1.0]), W, H, 3.0)
+    assert not homography_is_sane(np.diag([s, 1.0, 1.0]), W, H, 3.0 ** 0.5)  # the bound is a parameter
+    assert not homography_is_sane(corners_to([[0, 0], [0, 0], [-400, 0], [0, 0]]), W, H, 3.0)  # BR past BL: fold
+    far = np.eye(3)
+    far[2, 0] = -1.0 / 200  # x = 200 maps to infinity: the right corners go through it
+    assert not homography_is_sane(far, W, H, 3.0)
+    assert not homography_is_sane(np.full((3, 3), np.nan), W, H, 3.0)

@@ -8,8 +8,8 @@ import pytest
 
 from deep_vision.errors import ImageEncodingError
 from deep_vision.io.image import (
-    as_grey,
     ENCODINGS,
+    as_grey,
     ImageFields,
     check_image_message,
     image_to_numpy,
@@ -128,6 +128,8 @@ def test_error_type_is_value_error_too():
         (np.zeros((4, 5), np.uint8), "mono16", ["uint16", "uint8"]),
         (np.zeros((4, 5), np.uint8), "nv12", ["unsupported"]),
         (np.zeros((0, 5), np.uint8), "mono8", ["empty"]),
+        (np.zeros((5, 0), np.uint8), "mono8", ["empty"]),
+        (np.zeros((4, 5, 4), np.uint8), "rgb8", ["rgb8", "x 3", "[4, 5, 4]"]),
     ],
 )
 def test_writer_errors(array, encoding, words):
@@ -227,9 +229,29 @@ def test_as_grey_takes_every_grey_and_rgb_layout():
     np.testing.assert_array_equal(as_grey(rgb), np.full((3, 4), 117, np.uint8))
     with pytest.raises(ImageEncodingError, match=r"got shape \[3, 4, 2\]"):
         as_grey(np.zeros((3, 4, 2), np.uint8))
+    with pytest.raises(ImageEncodingError, match="expected uint8 pixels, got float32"):
+        as_grey(grey.astype(np.float32))
 
 
 def test_one_pixel_wide_and_high_images_decode():
     for shape in [(5, 1), (1, 5), (1, 1)]:
         image = np.arange(np.prod(shape), dtype=np.uint8).reshape(shape)
         np.testing.assert_array_equal(image_to_numpy(numpy_to_image_fields(image, "mono8")), image)
+
+
+@pytest.mark.parametrize("encoding, order", [("bgra8", [2, 1, 0, 3]), ("rgba8", [0, 1, 2, 3]),
+                                             ("bgr8", [2, 1, 0]), ("rgb8", [0, 1, 2])])
+def test_colour_messages_laid_out_by_hand(encoding, order):
+    """Bytes as a camera driver writes them (REP 118 layouts): B G R A, R G B A, ... per pixel, step = width ×
+    channels; decoded to the right colour."""
+    rgba = np.array([200, 100, 30, 255], np.uint8)
+    h, w = 3, 5
+    pixel = rgba[order]
+    data = np.tile(pixel, h * w)
+    fields = ImageFields(h, w, encoding, 0, w * len(order), data)
+    np.testing.assert_array_equal(message_to_rgb8(fields), np.broadcast_to(rgba[:3], (h, w, 3)))
+
+
+def test_negative_row_padding_is_refused():
+    with pytest.raises(ValueError, match="row_padding must be >= 0, got -1"):
+        numpy_to_image_fields(np.zeros((2, 3), np.uint8), "mono8", row_padding=-1)

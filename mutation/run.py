@@ -110,7 +110,7 @@ def environment(tree: Path) -> dict[str, str]:
             "PYTHONDONTWRITEBYTECODE": "1"}
 
 
-def write_config(group: str, tree: Path) -> Path:
+def write_config(group: str) -> Path:
     modules, tests, timeout = GROUPS[group]
     config = WORK / group / "cosmic-ray.toml"
     paths = ", ".join(f'"{PKG}/{m}"' for m in modules)
@@ -141,7 +141,7 @@ def run_group(group: str, fresh: bool) -> None:
     if fresh or not session.exists() or not tree.exists():
         session.unlink(missing_ok=True)
         copy_tree(tree)
-        config = write_config(group, tree)
+        config = write_config(group)
         # The unmutated code must pass the group's tests in the copy, or every mutant would count as killed.
         if subprocess.run([BIN / "cosmic-ray", "baseline", config], cwd=tree, env=environment(tree)).returncode:
             raise SystemExit(f"[{group}] the tests fail on the unmutated copy in {tree}: fix that first")
@@ -189,11 +189,9 @@ def pending(session: Path) -> int:
     return sum(1 for r in records(session) if r["result"] is None)
 
 
-def changed_lines(diff: str) -> tuple[str, str]:
-    """(the source line, the mutated line) of a mutant's one-line diff, stripped."""
-    old = [line[1:].strip() for line in diff.splitlines() if line.startswith("-") and not line.startswith("---")]
-    new = [line[1:].strip() for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
-    return " ".join(old), " ".join(new)
+def mutated_line(diff: str) -> str:
+    """The mutated line of a mutant's one-line diff, stripped."""
+    return " ".join(line[1:].strip() for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++"))
 
 
 def verdict_key(module: str, operator: str, mutated: str) -> str:
@@ -227,10 +225,10 @@ def report(groups: list[str], out: Path, command: str) -> int:
             outcome = res["test_outcome"]  # killed | survived | incompetent
             per_module[module][outcome] += 1
             if outcome == "survived":
-                line, mutated = changed_lines(res["diff"])
+                mutated = mutated_line(res["diff"])
                 key = verdict_key(module, m["operator_name"], mutated)
-                survivors.append((module, m["start_pos"][0], m["operator_name"].removeprefix("core/"),
-                                  line, mutated, verdicts.get(key), key))
+                survivors.append((module, m["start_pos"][0], m["operator_name"].removeprefix("core/"), mutated,
+                                  verdicts.get(key), key))
     lines = [f"# Mutation testing of the core modules ({datetime.date.today().isoformat()})", "",
              f"Command: `{command}` (Cosmic Ray {cosmic_ray_version()}; groups, tests and operators: "
              "`mutation/run.py`). Score = killed / (killed + survived); incompetent mutants (the mutated "
@@ -251,7 +249,7 @@ def report(groups: list[str], out: Path, command: str) -> int:
               "(a test now kills it; the next fresh run no longer lists it).", "",
               "| module:line | operator | mutated line | verdict |", "|---|---|---|---|"]
     missing = 0
-    for module, line_no, op, _line, mutated, verdict, _ in sorted(survivors):
+    for module, line_no, op, mutated, verdict, _ in sorted(survivors):
         missing += verdict is None
         text = "NO VERDICT" if verdict is None else str(verdict).replace("|", "\\|")
         lines.append(f"| {module}:{line_no} | {op} | `{mutated.replace('|', '/')[:100]}` | {text} |")

@@ -12,6 +12,13 @@ CI), with ``PYTHONPATH`` pointing the tests at the copy, so the checkout is neve
 killed when the group's tests fail (``pytest -x``) or time out. Sessions are SQLite files in
 ``mutation/work/``: an interrupted run resumes where it stopped.
 
+Every outcome is also written to a ledger committed beside this script (``mutation/ledger/<group>.jsonl``:
+module, its sha256, operator, occurrence, line, outcome, and for survivors the sha256 of the group's test
+files they survived and their mutated line). A new session (a fresh checkout, or ``--fresh``) takes its results from
+the ledger and runs only what the ledger cannot answer: mutants of a module whose text changed, and
+survivors of a run against other tests. A killed mutant stays killed while its module is unchanged;
+``--fresh --no-ledger`` runs everything again.
+
 Why Cosmic Ray: it mutates files where they lie and runs any test command, so it works with this package's
 ament layout (``ros2_ws/src/deep_vision``); mutmut 3 imports mutants only from ``./``, ``src/`` or ``source/``.
 
@@ -33,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import shutil
@@ -46,6 +54,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "mutation" / "work"
+LEDGER = REPO / "mutation" / "ledger"
 VERDICTS = REPO / "mutation" / "verdicts.yaml"
 PKG = "ros2_ws/src/deep_vision/deep_vision"
 BIN = Path(sys.executable).parent
@@ -133,7 +142,7 @@ exclude-operators = [
     return config
 
 
-def run_group(group: str, fresh: bool) -> None:
+def run_group(group: str, fresh: bool, use_ledger: bool = True) -> None:
     folder = WORK / group
     session = folder / "session.sqlite"
     tree = folder / "tree"
@@ -147,12 +156,85 @@ def run_group(group: str, fresh: bool) -> None:
             raise SystemExit(f"[{group}] the tests fail on the unmutated copy in {tree}: fix that first")
         subprocess.run([BIN / "cosmic-ray", "init", config, session], cwd=tree, check=True, env=environment(tree))
         subprocess.run([BIN / "cr-filter-operators", session, config], cwd=tree, check=True, env=environment(tree))
+        if use_ledger:
+            seed_from_ledger(group, session)
     config = folder / "cosmic-ray.toml"
     t0 = time.time()
     print(f"[{group}] running {pending(session)} pending mutants (tests: {', '.join(GROUPS[group][1])})", flush=True)
     # Cosmic Ray restores each file after its mutant; the tree is a copy, so an interrupted run harms nothing.
     subprocess.run([BIN / "cosmic-ray", "exec", config, session], cwd=tree, check=True, env=environment(tree))
     print(f"[{group}] done in {time.time() - t0:.0f} s", flush=True)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def tests_sha(root: Path, group: str) -> str:
+    """One hash of the group's test files and ``tests/conftest.py``, the only module they import from
+    ``tests/``: a survivor is run again when any of them changes."""
+    h = hashlib.sha256()
+    for name in sorted(["conftest.py", *GROUPS[group][1]]):
+        h.update(name.encode() + b"\0" + (root / "tests" / name).read_bytes())
+    return h.hexdigest()
+
+
+def ledger_key(module: str, operator: str, occurrence: int) -> tuple[str, str, int]:
+    return module, operator.removeprefix("core/"), int(occurrence)
+
+
+def read_ledger(group: str) -> dict[tuple[str, str, int], dict]:
+    path = LEDGER / f"{group}.jsonl"
+    if not path.exists():
+        return {}
+    entries = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return {ledger_key(e["module"], e["operator"], e["occurrence"]): e for e in entries}
+
+
+def seed_from_ledger(group: str, session: Path) -> None:
+    """Give the session the ledger's outcomes that still hold; the rest stay pending."""
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import TestOutcome, WorkerOutcome, WorkResult
+
+    ledger = read_ledger(group)
+    module_sha = {m: sha256((REPO / PKG / m).read_bytes()) for m in GROUPS[group][0]}
+    current_tests = tests_sha(REPO, group)
+    known = Counter()
+    with use_db(session, WorkDB.Mode.open) as db:
+        for item in db.pending_work_items:
+            m = item.mutations[0]
+            module = str(m.module_path).removeprefix(PKG + "/")
+            e = ledger.get(ledger_key(module, m.operator_name, m.occurrence))
+            if e is None or e["module_sha"] != module_sha.get(module) or e["line"] != m.start_pos[0]:
+                continue
+            if e["outcome"] == "survived" and e.get("tests_sha") != current_tests:
+                continue  # the tests changed since it survived: run it again
+            diff = f"+++ {module}\n+{e['mutated']}\n" if e.get("mutated") else None
+            db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.NORMAL,
+                                                  test_outcome=TestOutcome(e["outcome"]), diff=diff,
+                                                  output="outcome from mutation/ledger"))
+            known[e["outcome"]] += 1
+    print(f"[{group}] from the ledger: {dict(known) or 'nothing'}", flush=True)
+
+
+def write_ledger(group: str, session: Path, tree: Path) -> None:
+    """The session's outcomes, merged into the group's committed ledger."""
+    ledger = read_ledger(group)
+    module_sha = {m: sha256((tree / PKG / m).read_bytes()) for m in GROUPS[group][0]}
+    survived_against = tests_sha(tree, group)
+    for r in records(session):
+        res, m = r["result"], r["item"]["mutations"][0]
+        if res is None or res["worker_outcome"] != "normal":
+            continue
+        module = m["module_path"].removeprefix(PKG + "/")
+        entry = {"module": module, "module_sha": module_sha[module], "operator": m["operator_name"].removeprefix("core/"),
+                 "occurrence": m["occurrence"], "line": m["start_pos"][0], "outcome": res["test_outcome"]}
+        if res["test_outcome"] == "survived":
+            entry.update(tests_sha=survived_against, mutated=mutated_line(res["diff"] or ""))
+        ledger[ledger_key(module, entry["operator"], entry["occurrence"])] = entry
+    LEDGER.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps(e, sort_keys=True) for _, e in sorted(ledger.items())]
+    (LEDGER / f"{group}.jsonl").write_text("\n".join(lines) + "\n")
 
 
 def recheck_group(group: str) -> None:
@@ -277,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", action="store_true", help="report only")
     parser.add_argument("--fresh", action="store_true", help="start the groups' sessions again")
     parser.add_argument("--recheck", action="store_true", help="run the survivors again against today's tests")
+    parser.add_argument("--no-ledger", action="store_true", help="with --fresh: ignore mutation/ledger, run all")
     parser.add_argument("--list", action="store_true", help="list the groups")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" /
                         f"mutation-{datetime.date.today().isoformat()}.md")
@@ -299,7 +382,10 @@ def main(argv: list[str] | None = None) -> int:
             recheck_group(g)
     elif not args.report:
         for g in groups:
-            run_group(g, args.fresh)
+            run_group(g, args.fresh, use_ledger=not args.no_ledger)
+    for g in groups:  # what the sessions know, finished or not, goes into the committed ledger
+        if (WORK / g / "session.sqlite").exists():
+            write_ledger(g, WORK / g / "session.sqlite", WORK / g / "tree")
     command = "make mutation" if not args.groups else f".venv/bin/python mutation/run.py {' '.join(args.groups)}"
     return report(groups, args.out, command)
 

@@ -121,3 +121,43 @@ def test_ground_scale_parameters_are_checked(synthetic):
     vo = build_odometry({"mode": "hybrid", "scale_source": "ground", "camera_height_m": 2.0, "scale_window": 3},
                         synthetic.camera)
     assert vo.scale_source == "ground" and vo.ground.height_m == 2.0 and vo.scale_window == 3
+
+
+def test_settings_are_checked_at_their_edges():
+    for bad in ({"inlier_tol": 0.0}, {"inlier_tol": 1.0}, {"min_inliers": 2}, {"iterations": 0},
+                {"up": (0.0, np.nan, 0.0)}):
+        with pytest.raises(ConfigError):
+            GroundPlaneScale(**bad)
+    for edge in ({"inlier_tol": 1e-3}, {"inlier_tol": 0.99}, {"min_inliers": 3}, {"iterations": 1}):
+        GroundPlaneScale(**edge)
+    np.testing.assert_allclose(GroundPlaneScale(up=(0.0, -2.0, 0.0))._up, [0.0, -1.0, 0.0], atol=1e-12)
+
+
+def test_min_inliers_is_the_least_count_that_gives_an_estimate():
+    """Exactly ``min_inliers`` road points give an estimate, one fewer none (no wall: every point is on the road,
+    well below the horizon); no correspondences at all, or a step given with any length, are handled."""
+    rng = np.random.default_rng(3)
+    road = np.c_[rng.uniform(-3, 3, 20), np.full(20, 1.65), rng.uniform(4, 12, 20)]
+    T1 = make_transform(np.eye(3), [0.0, 0.0, 0.8])
+    p0, p1 = project(road, np.eye(4)), project(road, T1)
+    g = GroundPlaneScale(min_inliers=20)
+    est = g.estimate(T1[:3, :3], np.array([0.0, 0.0, 1.0]), K, p0, p1)
+    assert est is not None and est.inliers == 20 and est.scale_m == pytest.approx(0.8, rel=1e-6)
+    assert g.estimate(T1[:3, :3], np.array([0.0, 0.0, 1.0]), K, p0[1:], p1[1:]) is None
+    # The step direction is normalised: a step given 5 units long reads the same metres.
+    assert g.estimate(T1[:3, :3], np.array([0.0, 0.0, 5.0]), K, p0, p1).scale_m == pytest.approx(0.8, rel=1e-6)
+    assert g.estimate(T1[:3, :3], np.array([0.0, 0.0, 1.0]), K, None, None) is None
+
+
+@pytest.mark.parametrize(("tilt_deg", "found"), [(6.0, True), (14.0, False)])
+def test_a_plane_tilted_beyond_max_tilt_is_not_the_ground(tilt_deg, found):
+    """A road rising sideways (a bank): within max_tilt_deg (10) of up it is the ground, beyond it is not."""
+    rng = np.random.default_rng(4)
+    x, z = rng.uniform(-3, 3, 150), rng.uniform(4, 20, 150)
+    road = np.c_[x, 1.65 + np.tan(np.radians(tilt_deg)) * x, z]
+    T1 = make_transform(np.eye(3), [0.0, 0.0, 0.8])
+    est = GroundPlaneScale().estimate(T1[:3, :3], np.array([0.0, 0.0, 1.0]), K, project(road, np.eye(4)),
+                                      project(road, T1))
+    assert (est is not None) == found
+    if found:  # the plane's distance from the camera is 1.65 cos(tilt): the scale follows it
+        assert est.scale_m == pytest.approx(0.8 / np.cos(np.radians(tilt_deg)), rel=1e-3)

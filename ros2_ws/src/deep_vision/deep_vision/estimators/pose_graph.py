@@ -148,6 +148,7 @@ class PoseGraph:
         params = gtsam.ISAM2Params()
         params.setRelinearizeThreshold(relinearize_threshold)
         params.relinearizeSkip = 1
+        params.setFactorization("QR")
         self.isam = gtsam.ISAM2(params)
         self._estimate = gtsam.Values()
         self.keyframes: list[_Keyframe] = []

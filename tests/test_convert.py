@@ -8,7 +8,7 @@ import pytest
 
 from deep_vision.cli.main import main
 from deep_vision.errors import DatasetError
-from deep_vision.geometry import OPTICAL_FROM_BODY, write_kitti_poses
+from deep_vision.geometry import OPTICAL_FROM_BODY, read_kitti_poses, write_kitti_poses
 from deep_vision.geometry.transforms import make_transform, rotation_z
 from deep_vision.io.bag import BagSequence
 from deep_vision.io.convert import KITTI_START_TIME_S, kitti_to_bag
@@ -100,10 +100,22 @@ def test_sequence_without_or_with_too_few_poses(fake_kitti):
     assert KittiSequence(fake_kitti).poses is None
 
 
+def test_stride_below_one_is_refused(fake_kitti, tmp_path):
+    with pytest.raises(DatasetError, match="--stride must be at least 1, got 0"):
+        kitti_to_bag(fake_kitti, tmp_path / "bag", stride=0)
+
+
+def test_poses_file_written_into_a_new_folder(tmp_path):
+    poses = np.tile(np.eye(4), (3, 1, 1))
+    poses[:, 0, 3] = [0.0, 1.5, 3.0]
+    path = write_kitti_poses(tmp_path / "results" / "00" / "poses.txt", poses)
+    np.testing.assert_allclose(read_kitti_poses(path), poses)
+
+
 def test_unlabelled_calibration_and_cli(fake_kitti, tmp_path, capsys):
     P1 = P0.replace("7.188560e+02 0 6", "7.000000e+02 0 6")
-    (fake_kitti / "calib.txt").write_text(f"{P0}\n{P1}\n")
-    calib = read_calib(fake_kitti / "calib.txt")  # unlabelled lines are P0, P1, ... in order
+    (fake_kitti / "calib.txt").write_text(f"{P0}\n\n{P1}\n")
+    calib = read_calib(fake_kitti / "calib.txt")  # unlabelled lines are P0, P1, ... in order; blank lines skipped
     assert sorted(calib) == ["P0", "P1"] and calib["P1"][0, 0] == 700.0 and calib["P0"][0, 0] == 718.856
     (tmp_path / "bad_calib.txt").write_text(f"P0: {P0}\nP1: 1 2 3\n")
     with pytest.raises(DatasetError, match=r"bad_calib\.txt:2: expected 12 numbers for P1, got 3"):

@@ -46,7 +46,7 @@ def run_dir(tmp_path):
         w = csv.writer(f)
         w.writerow(["timestamp", "ins_status", "latitude", "longitude", "altitude", "northing", "easting", "down",
                     "utm_zone", "velocity_north", "velocity_east", "velocity_down", "roll", "pitch", "yaw"])
-        for k in range(-5, 40):  # 50 Hz, driving north at 10 m/s
+        for k in range(-40, 40):  # 50 Hz from 0.8 s before the first frame, driving north at 10 m/s
             t = T0 + k * 20_000
             north = 5735000.0 + 10.0 * k * 0.02
             w.writerow([t, "INS_SOLUTION_GOOD", 51.76 + 1e-7 * k, -1.26, 110.0, north, 620000.0, -109.0, "30U",
@@ -63,8 +63,8 @@ def run_dir(tmp_path):
 def test_ins_ground_truth_bayer_kept(run_dir, tmp_path):
     counts = robotcar_to_bag(run_dir, tmp_path / "bag")
     assert counts["/camera/image_raw"] == 5 and counts["/ground_truth/odometry"] == 5
-    # INS rows from 0.5 s before the first frame to 0.5 s after the last (0.25 s): -100 ... +740 ms, 50 Hz
-    assert counts["/gps/fix"] == 43
+    # INS rows from 0.5 s before the first frame to 0.5 s after the last (0.25 s): -500 ... +740 ms, 50 Hz
+    assert counts["/gps/fix"] == 63
     bag = BagSequence(tmp_path / "bag")
     frames = list(bag)
     assert frames[0].encoding == "bayer_gbrg8" and frames[0].image.shape == (48, 64)
@@ -78,7 +78,9 @@ def test_ins_ground_truth_bayer_kept(run_dir, tmp_path):
     T_base_cam = bag.extrinsic("camera_optical_frame")
     np.testing.assert_allclose(T_base_cam[:3, 2], [1.0, 0.0, 0.0], atol=1e-9)
     fixes = [m for _, _, m in bag.messages(["/gps/fix"])]
-    assert fixes[0].latitude == pytest.approx(51.76, abs=1e-5) and fixes[0].status.status == 0
+    assert fixes[0].latitude == pytest.approx(51.76 - 25e-7, abs=1e-9) and fixes[0].status.status == 0
+    v = [m for _, _, m in bag.messages(["/ground_truth/odometry"])][2].twist.twist.linear
+    np.testing.assert_allclose([v.x, v.y, v.z], [10.0, 0.0, 0.0], atol=1e-4)  # forward at 10 m/s (measured 10.00002)
 
 
 def test_vo_ground_truth_and_debayer(run_dir, tmp_path, capsys):

@@ -63,6 +63,9 @@ def test_camera_projection_and_scaling():
     half = cam.scaled(0.5)
     assert (half.width, half.height) == (320, 240)
     np.testing.assert_allclose([half.cx, half.cy], [159.5, 119.5])
+    wide = cam.scaled(0.5, 0.25)  # each axis by its own factor
+    assert (wide.width, wide.height) == (320, 120)
+    np.testing.assert_allclose([wide.fx, wide.fy, wide.cx, wide.cy], [250.0, 127.5, 159.5, 59.5])
     with pytest.raises(ValueError):
         PinholeCamera(0, 10, 1, 1, 0, 0)
 
@@ -97,6 +100,8 @@ def test_plane_behind_or_through_the_camera_is_refused():
     for d in (0.0, -2.0):
         with pytest.raises(ValueError, match="distance_prev must be positive"):
             plane_induced_homography(np.eye(3), np.eye(4), [0, 0, 1], d)
+    # any positive distance is a plane in front, however close: no motion, identity
+    np.testing.assert_allclose(plane_induced_homography(np.eye(3), np.eye(4), [0, 0, 1], 0.5), np.eye(3))
 
 
 def test_identity_motion_gives_identity():

@@ -52,6 +52,8 @@ def test_big_endian_bytes_are_big_endian():
     assert bytes(fields.data) == b"\x01\x02"
     fields = numpy_to_image_fields(np.array([[0x0102]], np.uint16), "16UC1", big_endian=False)
     assert bytes(fields.data) == b"\x02\x01"
+    fields = numpy_to_image_fields(np.array([[0x0102]], np.uint16), "mono16")  # little-endian unless asked
+    assert bytes(fields.data) == b"\x02\x01" and fields.is_bigendian == 0
 
 
 def test_result_does_not_alias_message_buffer():

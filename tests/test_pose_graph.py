@@ -233,8 +233,71 @@ def test_reset_joins_chains_and_loosens_the_rotation_gate():
         T[2, 3] = 1.5 * i
         graph.add_odometry((i + 7) * 10**8, T, cov * (i + 1), reset=i == 0)
     assert graph.stats.resets == 1 and graph.stats.odometry_factors == 10 and graph.stats.keyframes == 12
+    # across the reset the gate is 3 x reset_sigma_rad (1 rad): 172 deg; a half turn still fails it
+    half_turn = graph.add_loop(7 * 10**8, 6 * 10**8, rotation_from_euler_zyx(np.array([0.0, np.radians(179.0), 0.0])),
+                               None)
+    assert half_turn.reason == "rotation", half_turn
     R = rotation_from_euler_zyx(np.array([0.0, np.radians(30.0), 0.0]))
     d = graph.add_loop(7 * 10**8, 6 * 10**8, R, None)
     assert d.reason != "rotation" and d.rotation_error_deg == pytest.approx(30.0, abs=1e-6), d
     same_chain = graph.add_loop(5 * 10**8, 10**8, R, None)
     assert same_chain.reason == "rotation", same_chain
+
+
+def _straight_chain(rotation_variance_per_keyframe: float) -> PoseGraph:
+    """11 keyframes 1.5 m apart straight ahead, the odometry's rotation variance growing by the given amount
+    per keyframe (rad², each axis)."""
+    graph = PoseGraph(keyframe_distance_m=1.0)
+    for i in range(11):
+        T = np.eye(4)
+        T[2, 3] = 1.5 * i
+        graph.add_odometry((i + 1) * 10**8, T, np.diag([1e-4] * 3 + [rotation_variance_per_keyframe * i] * 3))
+    return graph
+
+
+@pytest.mark.parametrize("error_deg, rejected", [(28.0, False), (35.0, True)])
+def test_rotation_gate_widens_with_the_odometry_rotation_drift(error_deg, rejected):
+    """The rotation gate is max(10 deg, 3 σ) with σ the odometry's rotation drift between the loop's keyframes:
+    here the variance grows by 7 v between keyframes 3 and 10, σ = 10 deg, so 28 deg passes and 35 deg does not."""
+    graph = _straight_chain(np.radians(10.0) ** 2 / 7)
+    assert graph._rotation_sigma_between(3, 10) == pytest.approx(np.radians(10.0), rel=1e-9)
+    R = rotation_from_euler_zyx(np.array([0.0, np.radians(error_deg), 0.0]))
+    d = graph.add_loop(11 * 10**8, 4 * 10**8, R, np.array([0.0, 0.0, 1.0]))
+    assert (d.query_key, d.match_key) == (10, 3) and d.rotation_error_deg == pytest.approx(error_deg, abs=1e-6)
+    assert (d.reason == "rotation") == rejected, d
+
+
+def test_loop_end_snaps_to_the_nearest_frame_within_a_millisecond():
+    graph = _straight_chain(1e-6)
+    T = np.eye(4)
+    T[2, 3] = 16.5
+    graph.add_odometry(11 * 10**8 + 800_000, T, np.diag([1e-4] * 3 + [1e-5] * 3))  # keyframe 11, 0.8 ms later
+    assert graph.add_loop(11 * 10**8 + 300_000, 10**8, np.eye(3), None).query_key == 10  # 0.3 ms vs 0.5 ms
+    assert graph.add_loop(11 * 10**8 + 500_000, 10**8, np.eye(3), None).query_key == 11  # 0.5 ms vs 0.3 ms
+    stamps, poses = graph.odometry_trajectory()  # the odometry as it came in
+    assert list(stamps) == [(i + 1) * 10**8 for i in range(11)] + [11 * 10**8 + 800_000]
+    assert poses.shape == (12, 4, 4) and np.array_equal(poses[-1], T) and poses[5][2, 3] == 7.5
+
+
+def test_estimate_has_settled_when_a_loop_closure_returns():
+    """The first loop of a drifted lap moves the graph by metres; add_loop iterates until it settles before its
+    chi2 test: one more iteration moves no keyframe by more than 1 mm (measured: 0.0 mm; without the extra
+    iterations, 970 mm and chi2 5.6 instead of 0.94)."""
+    import gtsam
+
+    n = FRAMES_PER_LAP + 1
+    gt = _circle_poses(n)
+    gt[-1] = gt[-1] @ np.array([[1, 0, 0, 0.8], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])
+    odo, covs = _drifting_odometry(gt)
+    graph = PoseGraph(keyframe_distance_m=3.0)
+    for i in range(n):
+        graph.add_odometry(i * 10**8, odo[i], covs[i])
+    R, d = _relative_measurement(gt, n - 1, 0)
+    _, drifted = graph.keyframe_poses()
+    decision = graph.add_loop((n - 1) * 10**8, 0, R, d)
+    assert decision.accepted and decision.chi2 == pytest.approx(0.94, abs=0.1)
+    _, before = graph.keyframe_poses()
+    assert np.abs(before[:, :3, 3] - drifted[:, :3, 3]).max() > 3.0  # a large correction
+    graph._update(gtsam.NonlinearFactorGraph(), gtsam.Values())
+    _, after = graph.keyframe_poses()
+    assert np.abs(after[:, :3, 3] - before[:, :3, 3]).max() < 1e-3

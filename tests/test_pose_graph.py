@@ -186,8 +186,15 @@ def test_keyframes_by_distance_or_angle_and_their_bookkeeping():
     graph = PoseGraph()  # defaults: 2 m, 10 deg
     assert np.array_equal(graph.map_to_odom(), np.eye(4))
     assert (graph.stats.keyframes, graph.stats.odometry_factors) == (0, 0)
-    PoseGraph(keyframe_distance_m=0.0, keyframe_angle_deg=0.5)  # either spacing alone will do
-    PoseGraph(keyframe_distance_m=0.5, keyframe_angle_deg=0.0)
+    # either spacing alone will do: 0 turns it off
+    by_angle, by_distance = PoseGraph(keyframe_distance_m=0.0), PoseGraph(keyframe_angle_deg=0.0)
+    far, turned = np.eye(4), np.eye(4)
+    far[2, 3] = 100.0
+    turned[:3, :3] = rotation_from_euler_zyx(np.array([0.0, np.radians(90.0), 0.0]))
+    for g in (by_angle, by_distance):
+        g.add_odometry(1, np.eye(4), np.eye(6) * 1e-6)
+    assert by_angle.add_odometry(2, far, np.eye(6) * 1e-6) is None and by_angle.add_odometry(3, turned, np.eye(6)) == 1
+    assert by_distance.add_odometry(2, turned, np.eye(6) * 1e-6) is None and by_distance.add_odometry(3, far, np.eye(6)) == 1
     with pytest.raises(ConfigError, match="keyframe_distance_m or keyframe_angle_deg must be positive"):
         PoseGraph(keyframe_distance_m=0.0, keyframe_angle_deg=0.0)
     cov = np.eye(6) * 1e-6
@@ -208,11 +215,15 @@ def test_keyframes_by_distance_or_angle_and_their_bookkeeping():
     assert graph.stats.keyframes == 5 and graph.stats.odometry_factors == 4 and graph.stats.resets == 0
     stamps, poses = graph.keyframe_poses()
     assert poses.shape == (5, 4, 4) and list(stamps) == [10**8 * (i + 1) for i in (0, 4, 8, 13, 16)]
-    with pytest.raises(ValueError, match="not after"):
+    with pytest.raises(ValueError, match=f"odometry stamp {stamp} not after {stamp}$"):
         graph.add_odometry(stamp, np.eye(4), cov)  # the same stamp again
+    for pose, c in ((np.full((4, 4), np.nan), cov), (np.eye(4), cov * np.nan)):
+        with pytest.raises(ValueError, match="odometry pose or covariance is not finite"):
+            graph.add_odometry(stamp + 1, pose, c)
     # Loop ends snap to an odometry frame within 1 ms; farther is unknown; both ends on one keyframe is useless.
     far = graph.add_loop(stamp + 1_000_001, 10**8, np.eye(3), None)
     assert (far.reason, far.query_key, far.match_key) == ("unknown_stamp", -1, -1)
+    assert graph.add_loop(stamp + 1_000_000, 10**8, np.eye(3), None).query_key == 4  # 1 ms: still that frame
     same = graph.add_loop(2 * 10**8 + 999_999, 10**8, np.eye(3), None)
     assert (same.accepted, same.reason, same.query_key, same.match_key) == (False, "same_keyframe", 0, 0)
 
@@ -301,3 +312,31 @@ def test_estimate_has_settled_when_a_loop_closure_returns():
     graph._update(gtsam.NonlinearFactorGraph(), gtsam.Values())
     _, after = graph.keyframe_poses()
     assert np.abs(after[:, :3, 3] - before[:, :3, 3]).max() < 1e-3
+
+
+def test_loop_noise_model_against_a_stiff_graph():
+    """Against odometry far stiffer than the loop, the loop cannot move the graph and its chi2 is its own residual
+    over its noise: rotation error over loop_rotation_sigma_rad (0.03), and without a direction, the cameras'
+    distance over half of loop_max_distance_m (5 m). A zero direction is no direction."""
+    def stiff():
+        graph = PoseGraph(keyframe_distance_m=1.0)
+        for i in range(11):
+            T = np.eye(4)
+            T[2, 3] = 1.5 * i
+            graph.add_odometry((i + 1) * 10**8, T, np.eye(6) * 1e-10 * (i + 1))
+        return graph
+
+    R = rotation_from_euler_zyx(np.array([0.0, np.radians(1.0), 0.0]))
+    rotation_chi2 = (np.radians(1.0) / 0.03) ** 2
+    no_direction = stiff().add_loop(11 * 10**8, 9 * 10**8, R, None)  # keyframes 10 and 8, 3 m apart
+    assert no_direction.accepted and no_direction.chi2 == pytest.approx(rotation_chi2 + (3.0 / 5.0) ** 2, rel=0.01)
+    zero = stiff().add_loop(11 * 10**8, 9 * 10**8, R, np.zeros(3))
+    assert zero.chi2 == pytest.approx(no_direction.chi2, rel=1e-6)
+    # the measured direction along the estimate: the distance is taken from the estimate, only rotation is left
+    # (measured 0.341 against 0.338)
+    along = stiff().add_loop(11 * 10**8, 9 * 10**8, R, np.array([0.0, 0.0, 1.0]))
+    assert along.accepted and along.chi2 == pytest.approx(rotation_chi2, rel=0.02)
+    # a direction pointing away from the estimate: the length clips to 0 and the 3 m are off along it, where the
+    # noise is half of loop_max_distance_m (5 m); measured 0.716 against 0.698
+    away = stiff().add_loop(11 * 10**8, 9 * 10**8, R, np.array([0.0, 0.0, -1.0]))
+    assert away.chi2 == pytest.approx(rotation_chi2 + (3.0 / 5.0) ** 2, rel=0.05)

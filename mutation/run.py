@@ -327,8 +327,10 @@ def report(groups: list[str], out: Path, command: str) -> int:
     lines.append(f"| **all** | {total['killed'] + total['survived'] + total['incompetent']} | {total['killed']} "
                  f"| {total['survived']} | {total['incompetent']} | {total['pending']} | **{100 * score:.1f} %** |")
     lines += ["", "## Surviving mutants and verdicts", "",
-              "Verdicts live in `mutation/verdicts.yaml`: `equivalent: why` (no test can tell), or `test: <test>` "
-              "(a test now kills it; the next fresh run no longer lists it).", "",
+              "Verdicts live in `mutation/verdicts.yaml`: `equivalent: why` (no test can tell; \"in effect\" where "
+              "the difference is below any meaning, e.g. 1 ns of a 0.5 s margin), `test: <test>` (a test now kills "
+              "it; a recheck no longer lists it), or `tuning: why` (a default or threshold moved by one step: a "
+              "different tuning, not a defect a test can name; where the value comes from).", "",
               "| module:line | operator | mutated line | verdict |", "|---|---|---|---|"]
     missing = 0
     for module, line_no, op, mutated, verdict, _ in sorted(survivors):

@@ -150,6 +150,9 @@ def run_group(group: str, fresh: bool, use_ledger: bool = True) -> None:
     if fresh or not session.exists() or not tree.exists():
         session.unlink(missing_ok=True)
         copy_tree(tree)
+        # The modules' hashes as copied: while a mutant is being tested the tree's file is the mutant.
+        (folder / "module_sha.json").write_text(json.dumps(
+            {m: sha256((tree / PKG / m).read_bytes()) for m in GROUPS[group][0]}, indent=1))
         config = write_config(group)
         # The unmutated code must pass the group's tests in the copy, or every mutant would count as killed.
         if subprocess.run([BIN / "cosmic-ray", "baseline", config], cwd=tree, env=environment(tree)).returncode:
@@ -220,7 +223,9 @@ def seed_from_ledger(group: str, session: Path) -> None:
 def write_ledger(group: str, session: Path, tree: Path) -> None:
     """The session's outcomes, merged into the group's committed ledger."""
     ledger = read_ledger(group)
-    module_sha = {m: sha256((tree / PKG / m).read_bytes()) for m in GROUPS[group][0]}
+    shas = tree.parent / "module_sha.json"
+    module_sha = (json.loads(shas.read_text()) if shas.exists()
+                  else {m: sha256((tree / PKG / m).read_bytes()) for m in GROUPS[group][0]})
     survived_against = tests_sha(tree, group)
     for r in records(session):
         res, m = r["result"], r["item"]["mutations"][0]

@@ -97,6 +97,9 @@ def test_hybrid_vo_takes_the_step_length_from_the_ground(synthetic):
     assert all(r.scale == "network" for r in results["network"][1:])
     ground = results["ground"][1:]
     assert sum(r.scale == "ground" for r in ground) >= 0.9 * len(ground)
+    held = [r for r in ground if r.scale != "ground"]  # the length not measured on this frame: trusted less
+    assert all(0 < r.quality <= 0.7 for r in held) and all(0 < r.quality <= 1 for r in ground), \
+        [(r.scale, r.quality) for r in ground]
     # This small world (620 x 188, coarse ground texture) reads about 7 % short; on 1241 x 376 training routes
     # the ground scale reaches t_rel 0.7-0.8 % (bench/results/2026-11-22-vo-ground-scale.md). The network here
     # is 50 % short.
@@ -161,3 +164,17 @@ def test_a_plane_tilted_beyond_max_tilt_is_not_the_ground(tilt_deg, found):
     assert (est is not None) == found
     if found:  # the plane's distance from the camera is 1.65 cos(tilt): the scale follows it
         assert est.scale_m == pytest.approx(0.8 / np.cos(np.radians(tilt_deg)), rel=1e-3)
+
+
+def test_a_frame_without_tracks_in_hybrid_ground_mode(synthetic):
+    """A blank frame gives the two-view geometry nothing: the step is the network's, trusted less, and the ground
+    scale is not asked; the stream goes on."""
+    conf = DeepVO.resolve_conf(None)
+    vo = VisualOdometry(GroundTruthBackend(_true_motions(synthetic.kitti_poses), conf), conf, camera=synthetic.camera,
+                        mode="hybrid", scale_source="ground",
+                        ground=GroundPlaneScale(height_m=synthetic.config.camera.height_m))
+    vo.process(synthetic.image(0), int(synthetic.stamps_ns[0]))
+    r = vo.process(np.zeros_like(synthetic.image(1)), int(synthetic.stamps_ns[1]))
+    assert r.valid and r.mode == "network" and r.scale == "network" and r.quality <= 0.5 * 0.05 + 1e-9
+    assert GroundPlaneScale().estimate(np.eye(3), np.zeros(3), synthetic.camera.K, np.zeros((40, 2)),
+                                       np.zeros((40, 2))) is None  # no translation: no scale

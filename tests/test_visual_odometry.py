@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import REPO
 from deep_vision.errors import ConfigError
 from deep_vision.estimators.odometry import VisualOdometry
 from deep_vision.estimators.two_view import (
@@ -103,7 +106,7 @@ def test_integration_follows_the_motions(synthetic, mode, kwargs):
     assert np.all(np.linalg.eigvalsh(results[-1].covariance) > 0)
 
 
-def test_resets_on_time_backwards_and_size_change(synthetic):
+def test_resets_on_time_backwards_and_size_change(synthetic, caplog):
     conf = DeepVO.resolve_conf(None)
     backend = GroundTruthBackend(_true_motions(synthetic.kitti_poses) * 2, conf)
     vo = VisualOdometry(backend, conf)
@@ -114,8 +117,10 @@ def test_resets_on_time_backwards_and_size_change(synthetic):
     assert r.reset == "time_backwards" and not r.valid
     np.testing.assert_allclose(r.pose, np.eye(4))
     assert np.all(vo._h == 0)
-    r = vo.process(synthetic.image(6)[:100, :300], int(s[3]))
+    with caplog.at_level(logging.WARNING, logger="deep_vision.estimators.odometry"):
+        r = vo.process(synthetic.image(6)[:100, :300], int(s[3]))
     assert r.reset == "size_change"
+    assert "VO: image size changed (620, 188) -> (300, 100): new trajectory" in caplog.messages
     r = vo.process(synthetic.image(7)[:100, :300], int(s[4]))
     assert r.valid and r.reset is None
 
@@ -332,6 +337,46 @@ def test_step_covariance_is_the_documented_noise_model():
     cov = vo.step_covariance(T, 0.5)
     s_t, s_r = (0.1 * 0.5 + 0.02) / 0.5, (0.2 * 0.05 + 0.003) / 0.5
     np.testing.assert_allclose(cov, np.diag([s_t**2] * 3 + [s_r**2] * 3), rtol=1e-9)
+    # the defaults: 3 % + 1 cm, 5 % + 0.002 rad
+    cov = VisualOdometry(None, conf).step_covariance(T, 1.0)
+    s_t, s_r = 0.03 * 0.5 + 0.01, 0.05 * 0.05 + 0.002
+    np.testing.assert_allclose(cov, np.diag([s_t**2] * 3 + [s_r**2] * 3), rtol=1e-9)
+
+
+def test_first_frame_then_one_step_in_the_world_frame(synthetic):
+    """The first frame of a trajectory: identity pose and relative motion, zero covariance. After one step the
+    covariance is the step's noise moved into the first camera's frame (T Σ Tᵀ by the pose's adjoint); the
+    timings add up within the call's own time."""
+    import time
+
+    from deep_vision.geometry.transforms import adjoint
+
+    conf = DeepVO.resolve_conf(None)
+    step = np.array([0.2, 0.0, 1.0, 0.0, 0.1, 0.0])
+    vo = VisualOdometry(GroundTruthBackend([step], conf), conf)
+    img = synthetic.image(0)
+    first = vo.process(img, 0)
+    assert not first.valid and first.mode == "none" and first.quality == 1.0
+    assert np.array_equal(first.relative, np.eye(4)) and np.array_equal(first.pose, np.eye(4))
+    assert np.array_equal(first.covariance, np.zeros((6, 6))) and first.timings_ms["total_ms"] > 0
+    t0 = time.perf_counter()
+    r = vo.process(synthetic.image(1), 100_000_000)
+    wall_ms = (time.perf_counter() - t0) * 1e3
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = rotation_from_euler_zyx(step[3:]), step[:3]
+    np.testing.assert_allclose(r.relative, T, atol=1e-6)
+    A = adjoint(T)
+    np.testing.assert_allclose(r.covariance, A @ vo.step_covariance(T, r.quality) @ A.T, rtol=1e-6, atol=1e-12)
+    assert 0 < r.timings_ms["network_ms"] <= r.timings_ms["total_ms"] <= wall_ms
+
+
+def test_model_card_gives_the_network_configuration():
+    from deep_vision.inference.modelcard import ModelCard
+
+    model = REPO / "models" / "vo.onnx"
+    vo = VisualOdometry.from_model(model, backend="onnxruntime")
+    card = ModelCard.load(model.with_suffix(".yaml")).model_config
+    assert card and all(vo.conf[k] == v for k, v in card.items() if k in vo.conf)
 
 
 def test_image_quality_is_the_laplacian_contrast_clipped():

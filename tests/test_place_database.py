@@ -44,9 +44,35 @@ def test_keyframe_selector_criteria():
     assert not look.is_keyframe(T0 + S // 10, descriptor=d[1])  # closer than min_interval_s
     every = KeyframeSelector(interval_s=0.0)
     every.accept(T0)
-    assert every.is_keyframe(T0 + 1)
+    assert every.is_keyframe(T0 + 1) and not every.is_keyframe(T0)  # never two at one stamp
     with pytest.raises(ConfigError, match="interval_s"):
         KeyframeSelector(interval_s=-1.0)
+    KeyframeSelector(max_similarity=1.0), KeyframeSelector(max_similarity=-1.0)  # the bounds are allowed
+    with pytest.raises(ConfigError, match=r"max_similarity must lie in \[-1, 1\], got 1.01"):
+        KeyframeSelector(max_similarity=1.01)
+
+
+def test_settings_are_checked_at_their_edges():
+    from deep_vision.estimators.loop_closure import GeometricVerifier
+
+    GeometricVerifier(min_inlier_ratio=0.0), GeometricVerifier(min_inlier_ratio=1.0)
+    with pytest.raises(ConfigError, match=r"min_inlier_ratio must lie in \[0, 1\], got 1.5"):
+        GeometricVerifier(min_inlier_ratio=1.5)
+    assert KeyframeDatabase(8, approximate_above=1).approximate_above == 1
+    with pytest.raises(ConfigError, match="approximate_above must be at least 1, got 0"):
+        KeyframeDatabase(8, approximate_above=0)
+
+
+def test_a_frame_without_features_verifies_nothing():
+    from deep_vision.estimators.loop_closure import GeometricVerifier
+
+    none = LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), (64, 48))
+    some = LocalFeatures(np.random.rand(40, 2).astype(np.float32) * 60,
+                         np.random.default_rng(0).integers(0, 255, (40, 32), dtype=np.uint8), (64, 48))
+    v = GeometricVerifier(min_inliers=5).verify(none, some)
+    blank = GeometricVerifier().extract(np.zeros((48, 64), np.uint8))
+    assert blank.keypoints.shape == (0, 2) and blank.descriptors.shape == (0, 32) and blank.image_size == (64, 48)
+    assert (v.verified, v.inliers, v.matches, v.model) == (False, 0, 0, "none")
 
 
 def test_exact_search_limit_and_hnsw_switch():
@@ -59,15 +85,19 @@ def test_exact_search_limit_and_hnsw_switch():
     assert ids[0] == 42 and sims[0] == pytest.approx(1.0, abs=1e-5) and np.all(np.diff(sims) <= 0)
     sims, ids = db.search(x[42], 3, limit=40)  # only ids 0..39 are searchable
     assert len(ids) == 3 and ids.max() < 40
+    assert db.search(x[0], 1, limit=40)[1][0] == 0  # the first of them too
     assert len(db.search(x[0], 5, limit=0)[1]) == 0
     db.add_batch(x[150:], T0 + np.arange(150, 300) * S)
-    assert len(db) == 300 and db.index_kind == "hnsw"
+    assert len(db) == 300 and db.index_kind == "hnsw" and set(db.sessions) == {0}
     agree = [db.search(x[i], 1)[1][0] == i for i in range(0, 300, 7)]
     assert np.mean(agree) > 0.95
     _, ids = db.search(x[250], 5, limit=100)
     assert ids.max() < 100
     with pytest.raises(ValueError, match="length 32"):
         db.add(np.zeros(8, np.float32), T0)
+    for rows, stamps in ((np.zeros((2, 8)), [T0, T0]), (np.zeros((2, 32)), [T0])):  # wrong width; wrong count
+        with pytest.raises(ValueError, match=r"expected \[N x 32\] with N stamps"):
+            db.add_batch(rows, stamps)
 
 
 def test_save_load_round_trip_without_pickle(tmp_path):
@@ -75,16 +105,18 @@ def test_save_load_round_trip_without_pickle(tmp_path):
     db = KeyframeDatabase(32, descriptor="test 32", approximate_above=50)
     feats = LocalFeatures(np.random.rand(7, 2).astype(np.float32), np.random.randint(0, 255, (7, 32), np.uint8),
                           (320, 120))
+    first = LocalFeatures(np.random.rand(4, 2).astype(np.float32), np.random.randint(0, 255, (4, 32), np.uint8),
+                          (320, 120))
     K = np.array([[100.0, 0, 160], [0, 100, 60], [0, 0, 1]])
     for i in range(60):
         db.add(x[i], T0 + i * S, session=i // 30, gps=(51.75 + i * 1e-5, -1.25, 60.0) if i % 2 else None,
-               K=K if i < 10 else None, features=feats if i == 3 else None)
+               K=K if i < 10 else None, features=feats if i == 3 else first if i == 0 else None)
     assert db.index_kind == "hnsw"
     db.save(tmp_path / "map")
     meta = json.loads((tmp_path / "map" / "database.json").read_text())
     assert meta["keyframes"] == 60 and meta["sessions"] == 2 and meta["keyframes_with_gps"] == 30
     with np.load(tmp_path / "map" / "keyframes.npz", allow_pickle=False) as data:  # no object arrays inside
-        assert data["descriptors"].shape == (60, 32)
+        assert data["descriptors"].shape == (60, 32) and "hnsw_index" in data.files  # the graph, not rebuilt
     back = KeyframeDatabase.load(tmp_path / "map", descriptor="test 32")
     assert len(back) == 60 and back.index_kind == "hnsw"
     assert np.array_equal(back.descriptors, db.descriptors) and np.array_equal(back.stamps_ns, db.stamps_ns)
@@ -94,11 +126,30 @@ def test_save_load_round_trip_without_pickle(tmp_path):
     f = back.features(3)
     assert np.array_equal(f.keypoints, feats.keypoints) and np.array_equal(f.descriptors, feats.descriptors)
     assert f.image_size == (320, 120) and back.features(4) is None
+    assert np.array_equal(back.features(0).keypoints, first.keypoints)  # the first keyframe's slice too
+    with pytest.raises(IndexError, match=r"keyframe id 60 out of range 0\.\.59$"):
+        back.keyframe(60)
+    assert [len(a) for a in back.search(x[17], 0)] == [0, 0]  # k = 0: nothing
     assert back.search(x[17], 1)[1][0] == 17
     with pytest.raises(ConfigError, match="cannot be searched"):
         KeyframeDatabase.load(tmp_path / "map", descriptor="another descriptor")
     with pytest.raises(DatasetError, match="no database.json"):
         KeyframeDatabase.load(tmp_path / "nothing")
+    (tmp_path / "map" / "keyframes.npz").write_bytes(b"not a zip")
+    with pytest.raises(DatasetError, match="cannot read .*keyframes.npz"):
+        KeyframeDatabase.load(tmp_path / "map")
+    (tmp_path / "map" / "keyframes.npz").unlink()
+    with pytest.raises(DatasetError, match="cannot read .*keyframes.npz"):
+        KeyframeDatabase.load(tmp_path / "map")
+
+
+def test_descriptor_label_names_the_network_and_its_weights():
+    from types import SimpleNamespace
+
+    from deep_vision.estimators.loop_closure import descriptor_label
+
+    net = SimpleNamespace(descriptor="network", image_size=(320, 240), in_channels=1, model_id="0123456789abcdef0123")
+    assert descriptor_label(net) == "network 320x240x1 sha256:0123456789abcdef"
 
 
 class FakeRecognizer(PlaceRecognizer):
@@ -129,6 +180,9 @@ def test_detector_recency_window_sessions_and_map_reuse(tmp_path):
     assert all(r is not None for r in results.values()) and len(det.db) == 32
     assert results[30].candidates[0].match_id == 2 and results[30].candidates[0].similarity == pytest.approx(1.0)
     assert results[31].candidates[0].match_id != 29  # within the 5 s window: excluded
+    assert det.query(frame(30), T0 + 40 * S)[0].match_id in (2, 30)  # from the image alone
+    with pytest.raises(ValueError, match="give an image or a descriptor"):
+        det.query(None, T0 + 40 * S)
     assert det.searchable_limit(T0 + 31 * S) == 27  # keyframes up to 26 s
     # Repeated stamp: skipped. Time jump backwards: a new session, the database is kept.
     assert det.process(frame(5), T0 + 31 * S) is None and det.counters["repeated_stamp"] == 1

@@ -102,6 +102,11 @@ def test_undistort_points_inverts_opencv_projection():
     distorted, _ = cv2.projectPoints(rays, np.zeros(3), np.zeros(3), K, D)
     assert np.allclose(undistort_points(distorted.reshape(-1, 2), K, D), ideal, atol=0.05)
     assert np.array_equal(undistort_points(ideal, K, None), ideal.astype(np.float32))
+    # equidistant (fisheye): four coefficients; a fifth (some drivers pad D to five) is ignored
+    fish = cv2.fisheye.distortPoints(((ideal - K[:2, 2]) / np.diag(K)[:2]).reshape(-1, 1, 2), K, D.reshape(4, 1))
+    back = undistort_points(fish.reshape(-1, 2), K, D, "equidistant")
+    assert np.allclose(back, ideal, atol=0.05)
+    assert np.array_equal(undistort_points(fish.reshape(-1, 2), K, np.r_[D, 0.0], "equidistant"), back)
 
 
 def test_synthetic_revisits_are_verified_with_the_true_rotation(route):

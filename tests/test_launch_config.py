@@ -44,6 +44,29 @@ def test_every_parameter_in_the_file_is_declared_by_its_node():
     assert set(DEFAULT_NODES) <= set(NODES)
 
 
+def test_parameter_file_applies_in_a_namespace(tmp_path):
+    """The parameter file's keys (/**/<node>) reach a node started in a namespace, as a launch namespace
+    (-r __ns:=/robot1) starts it: a non-default value is read back."""
+    require_ros()
+    import rclpy
+    import yaml
+
+    params = yaml.safe_load((REPO / "config" / "perception.yaml").read_text())
+    assert all(key.startswith("/**/") for key in params), list(params)
+    params["/**/homography_node"]["ros__parameters"]["refine_width"] = 200  # default 256
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    context = rclpy.Context()
+    rclpy.init(context=context, args=["--ros-args", "--params-file", str(path), "-r", "__ns:=/robot1"])
+    try:
+        node = NODES["homography"].load()(context=context)
+        assert node.get_fully_qualified_name() == "/robot1/homography_node"
+        assert node.get_parameter("refine_width").value == 200
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+
+
 def test_runner_plays_a_bag_through_the_nodes(tmp_path):
     require_ros()
     from deep_vision.nodes.runner import run

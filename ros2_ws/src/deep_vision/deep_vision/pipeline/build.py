@@ -180,7 +180,8 @@ def build_pose_graph(p: dict[str, Any], extrinsic: np.ndarray | None = None, nod
 
 
 def load_params(path: str | Path) -> dict[str, dict[str, Any]]:
-    """``{node name: {parameter: value}}`` of a ROS 2 parameter file (``node: ros__parameters: {...}``)."""
+    """``{node name: {parameter: value}}`` of a ROS 2 parameter file (``node: ros__parameters: {...}``);
+    a key's namespace part (``/**/``, ``/robot1/``) is dropped: the name is its last component."""
     import yaml
 
     path = Path(path)

@@ -72,6 +72,8 @@ def test_a_frame_without_features_verifies_nothing():
     v = GeometricVerifier(min_inliers=5).verify(none, some)
     blank = GeometricVerifier().extract(np.zeros((48, 64), np.uint8))
     assert blank.keypoints.shape == (0, 2) and blank.descriptors.shape == (0, 32) and blank.image_size == (64, 48)
+    sift = GeometricVerifier("sift").extract(np.zeros((48, 64), np.uint8))
+    assert sift.descriptors.shape == (0, 128) and sift.descriptors.dtype == np.float32
     assert (v.verified, v.inliers, v.matches, v.model) == (False, 0, 0, "none")
 
 

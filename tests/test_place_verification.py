@@ -194,6 +194,7 @@ def test_detector_finds_the_revisits_of_a_synthetic_route(route, descriptor):
         searchable = np.asarray(frame_of[:limit], int)
         has_loop = searchable.size and np.linalg.norm(centres[searchable] - centres[i], axis=1).min() <= 4.0
         loops += bool(has_loop)
+        assert all(c.inliers == 0 for c in result.candidates if not c.verified)  # failed: no inliers counted
         for c in result.verified[:1]:
             ok = np.linalg.norm(centres[frame_of[c.match_id]] - centres[i]) <= 10.0
             found += ok and bool(has_loop)

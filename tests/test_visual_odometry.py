@@ -299,6 +299,25 @@ def test_hybrid_offers_the_prior_only_while_the_network_agrees_with_geometry(syn
     assert "hybrid_prior" not in modes(truth)  # the default: no prior
 
 
+def test_hybrid_step_points_the_networks_way(synthetic):
+    """Two-view geometry knows the direction up to its sign: a front end that reports it reversed still gives a
+    step along the network's direction, with the network's length."""
+    from deep_vision.estimators.two_view import TwoViewMotion
+
+    class Reversed:
+        def motion(self, prev, curr, K, prior=None):
+            return TwoViewMotion(np.eye(3), np.array([0.0, 0.0, -1.0]), inliers=100, tracked=100, parallax_px=5.0)
+
+    conf = DeepVO.resolve_conf(None)
+    step = np.array([0.0, 0.0, 0.5, 0.0, 0.0, 0.0])
+    vo = VisualOdometry(GroundTruthBackend([step], conf), conf, camera=synthetic.camera, mode="hybrid",
+                        tracker=Reversed())
+    vo.process(synthetic.image(0), 0)
+    r = vo.process(synthetic.image(1), 100_000_000)
+    assert r.mode == "hybrid"
+    np.testing.assert_allclose(r.relative[:3, 3], [0.0, 0.0, 0.5], atol=1e-9)
+
+
 class RecordingBackend:
     """Returns zero motion and keeps each ``pair`` feed."""
 

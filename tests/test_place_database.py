@@ -89,6 +89,9 @@ def test_exact_search_limit_and_hnsw_switch():
     assert len(ids) == 3 and ids.max() < 40
     assert db.search(x[0], 1, limit=40)[1][0] == 0  # the first of them too
     assert len(db.search(x[0], 5, limit=0)[1]) == 0
+    small = KeyframeDatabase(32, approximate_above=200)
+    small.add_batch(x[:10], T0 + np.arange(10) * S)
+    assert small.index_kind == "exact" and small.search(x[3], 1)[1][0] == 3
     db.add_batch(x[150:], T0 + np.arange(150, 300) * S)
     assert len(db) == 300 and db.index_kind == "hnsw" and set(db.sessions) == {0}
     agree = [db.search(x[i], 1)[1][0] == i for i in range(0, 300, 7)]
@@ -121,6 +124,8 @@ def test_save_load_round_trip_without_pickle(tmp_path):
         assert data["descriptors"].shape == (60, 32) and "hnsw_index" in data.files  # the graph, not rebuilt
     back = KeyframeDatabase.load(tmp_path / "map", descriptor="test 32")
     assert len(back) == 60 and back.index_kind == "hnsw"
+    exact = KeyframeDatabase.load(tmp_path / "map", approximate_above=1000)  # small enough for exact search now
+    assert exact.index_kind == "exact" and exact.search(x[17], 1)[1][0] == 17
     assert np.array_equal(back.descriptors, db.descriptors) and np.array_equal(back.stamps_ns, db.stamps_ns)
     kf = back.keyframe(5)
     assert kf.session == 0 and kf.has_gps and kf.latitude == pytest.approx(51.75005) and np.allclose(kf.K, K)

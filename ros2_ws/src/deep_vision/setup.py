@@ -14,8 +14,16 @@ HERE = Path(__file__).resolve().parent
 
 
 def _files(folder: str, pattern: str) -> list[str]:
-    """Files of ``folder`` (relative to this file, as setuptools wants) matching ``pattern``."""
-    return sorted(str(p.relative_to(HERE)) for p in (HERE / folder).glob(pattern))
+    """Files of ``folder`` (relative to this file, as setuptools wants) matching ``pattern``; none is an error.
+
+    launch/, config/ and models/ are links to the repository's top-level folders: a copy that lost the links
+    (an archive without them, a file system without symbolic links) would otherwise install an empty share/.
+    """
+    found = sorted(str(p.relative_to(HERE)) for p in (HERE / folder).glob(pattern))
+    if not found:
+        raise SystemExit(f"deep_vision setup.py: no {pattern} in {HERE / folder} (a link to the repository's "
+                         f"{folder}/ folder): clone the whole repository, with its symbolic links")
+    return found
 
 setup(
     name=PACKAGE,

@@ -1,11 +1,12 @@
 """Start the deep_vision nodes with one parameter file.
 
     ros2 launch deep_vision perception.launch.py [image:=/camera/image_raw] [camera_info:=/camera/camera_info]
-        [params_file:=<share>/config/perception.yaml] [use_sim_time:=false] [backend:=] [nodes:=homography,place_recognition]
-        [namespace:=] [log_level:=info]
+        [gps_fix:=/gps/fix] [odometry:=odometry] [loop_closures:=loop_closures]
+        [params_file:=<share>/config/perception.yaml] [use_sim_time:=false] [backend:=]
+        [nodes:=homography,place_recognition] [namespace:=] [log_level:=info]
 
-Only wiring: the node list comes from deep_vision.nodes.registry (the same list
-`deep-vision run` uses) and every parameter from the parameter file.
+Only wiring: the node list, each node's input topics and declared parameters come from
+deep_vision.nodes.registry (the same table `deep-vision run` uses), every parameter from the parameter file.
 """
 
 from launch import LaunchDescription
@@ -14,7 +15,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-from deep_vision.nodes.registry import DEFAULT_NODES, NODES
+from deep_vision.nodes.registry import DEFAULT_NODES, INPUT_TOPICS, NODES, node_overrides, remappings
 
 
 def _nodes(context, *args, **kwargs):
@@ -26,13 +27,14 @@ def _nodes(context, *args, **kwargs):
     overrides = {"use_sim_time": value("use_sim_time").lower() in ("true", "1")}
     if value("backend"):
         overrides["backend"] = value("backend")
+    targets = {key: value(key) for key in INPUT_TOPICS}
     actions = []
     for key in selected:
         entry = NODES[key]
         actions.append(Node(
             package="deep_vision", executable=entry.executable, name=entry.name, namespace=value("namespace"),
-            parameters=[value("params_file"), overrides],
-            remappings=[("image", value("image")), ("camera_info", value("camera_info"))],
+            parameters=[value("params_file"), node_overrides(entry, overrides)],
+            remappings=remappings(entry, targets),
             arguments=["--ros-args", "--log-level", value("log_level")], output="screen"))
     return actions
 
@@ -40,8 +42,8 @@ def _nodes(context, *args, **kwargs):
 def generate_launch_description():
     share = FindPackageShare("deep_vision")
     return LaunchDescription([
-        DeclareLaunchArgument("image", default_value="/camera/image_raw", description="Camera image topic"),
-        DeclareLaunchArgument("camera_info", default_value="/camera/camera_info", description="CameraInfo topic"),
+        *[DeclareLaunchArgument(key, default_value=default, description=f"Input topic {topic!r} of the nodes")
+          for key, (topic, default) in INPUT_TOPICS.items()],
         DeclareLaunchArgument("params_file", default_value=[share, "/config/perception.yaml"],
                               description="Node parameter file"),
         DeclareLaunchArgument("use_sim_time", default_value="false",

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import ast
 import re
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO, require_ros, small_world_config
 
-from deep_vision.nodes.registry import DEFAULT_NODES, NODES
+from deep_vision.nodes.registry import DEFAULT_NODES, INPUT_TOPICS, NODES
 
 SETUP = (REPO / "ros2_ws" / "src" / "deep_vision" / "setup.py").read_text()
-LAUNCH = (REPO / "launch" / "perception.launch.py").read_text()
 
 
 def test_every_executable_is_a_console_script():
@@ -20,14 +20,69 @@ def test_every_executable_is_a_console_script():
         assert scripts.get(entry.executable) == f"{entry.module}:main", entry
 
 
-def test_launch_file_uses_the_registry_and_declares_its_arguments():
-    tree = ast.parse(LAUNCH)
-    imports = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "deep_vision.nodes.registry"]
-    assert imports, "the launch file must take its node list from deep_vision.nodes.registry"
-    args = re.findall(r'DeclareLaunchArgument\("(\w+)"', LAUNCH)
-    assert set(args) == {"image", "camera_info", "params_file", "use_sim_time", "backend", "nodes", "namespace",
-                         "log_level"}
-    assert "description=" in LAUNCH
+def _launch(monkeypatch, **arguments):
+    """Run the launch file's generate_launch_description and its node function with stand-ins for ``launch`` and
+    ``launch_ros`` (not installed here): (declared arguments {name: default}, the Node keyword arguments)."""
+    import importlib.util
+    import types
+
+    class Recorded:
+        def __init__(self, *args, **kwargs):
+            self.args, self.kwargs = args, kwargs
+
+    class LaunchConfiguration:
+        def __init__(self, name):
+            self.name = name
+
+        def perform(self, context):
+            return context[self.name]
+
+    stubs = {"launch": {"LaunchDescription": lambda entities: entities},
+             "launch.actions": {"DeclareLaunchArgument": Recorded, "OpaqueFunction": Recorded},
+             "launch.substitutions": {"LaunchConfiguration": LaunchConfiguration},
+             "launch_ros.actions": {"Node": Recorded},
+             "launch_ros.substitutions": {"FindPackageShare": lambda package: f"<share of {package}>"}}
+    for name, attrs in stubs.items():
+        monkeypatch.setitem(sys.modules, name, types.SimpleNamespace(**attrs))
+    spec = importlib.util.spec_from_file_location("perception_launch", REPO / "launch" / "perception.launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    entities = module.generate_launch_description()
+    declared = {e.args[0]: e.kwargs["default_value"] for e in entities if "default_value" in e.kwargs}
+    context = {k: "".join(v) if isinstance(v, list) else v for k, v in declared.items()}
+    context.update(arguments)
+    (opaque,) = [e for e in entities if "function" in e.kwargs]
+    return declared, [n.kwargs for n in opaque.kwargs["function"](context)]
+
+
+def test_launch_file_wires_the_registry(monkeypatch):
+    """Arguments: the inputs of INPUT_TOPICS and the run settings. Each node gets the parameter file, only the
+    overrides it declares (the pose graph has no backend) and the remapping of its own inputs."""
+    declared, nodes = _launch(monkeypatch, backend="onnxruntime", use_sim_time="true", namespace="/robot1",
+                              gps_fix="/robot1/fix", odometry="/wheel/odom")
+    assert set(declared) == set(INPUT_TOPICS) | {"params_file", "use_sim_time", "backend", "nodes", "namespace",
+                                                  "log_level"}
+    assert [n["name"] for n in nodes] == [NODES[k].name for k in DEFAULT_NODES]
+    for kw, key in zip(nodes, DEFAULT_NODES):
+        entry = NODES[key]
+        params_file, overrides = kw["parameters"]
+        assert params_file == "<share of deep_vision>/config/perception.yaml" and kw["namespace"] == "/robot1"
+        assert set(overrides) <= entry.parameter_names() and overrides["use_sim_time"] is True
+        assert ("backend" in overrides) == (key != "pose_graph")
+        assert [topic for topic, _ in kw["remappings"]] == [t for t, _ in INPUT_TOPICS.values() if t in entry.inputs]
+    remapped = dict(nodes[DEFAULT_NODES.index("place_recognition")]["remappings"])
+    assert remapped == {"image": "/camera/image_raw", "camera_info": "/camera/camera_info", "gps/fix": "/robot1/fix"}
+    assert dict(nodes[DEFAULT_NODES.index("pose_graph")]["remappings"]) == {"odometry": "/wheel/odom",
+                                                                            "loop_closures": "loop_closures"}
+    _, only = _launch(monkeypatch, nodes="homography")
+    assert [n["name"] for n in only] == ["homography_node"]
+
+
+def test_registry_inputs_are_what_the_nodes_subscribe():
+    for entry in NODES.values():
+        source = (REPO / "ros2_ws" / "src" / "deep_vision" / Path(*entry.module.split("."))).with_suffix(".py")
+        subscribed = re.findall(r'create_subscription\(\s*\w+,\s*"([^"]+)"', source.read_text())
+        assert tuple(subscribed) == entry.inputs, entry
 
 
 def test_every_parameter_in_the_file_is_declared_by_its_node():

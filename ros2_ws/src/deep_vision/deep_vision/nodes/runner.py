@@ -24,7 +24,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from deep_vision.errors import BagError, ConfigError, DeepVisionError
-from deep_vision.nodes.registry import DEFAULT_NODES, NODES
+from deep_vision.nodes.registry import DEFAULT_NODES, NODES, node_overrides, remappings
 from deep_vision.pipeline.build import load_params
 
 logger = logging.getLogger(__name__)
@@ -43,23 +43,26 @@ def load_params_file(path: str | Path) -> dict[str, dict[str, Any]]:
 
 def start_nodes(context: Any, keys: Sequence[str], params_file: str | Path, *, use_sim_time: bool = False,
                 backend: str | None = None, image_topic: str = "/camera/image_raw",
-                camera_info_topic: str = "/camera/camera_info", namespace: str = "") -> list[Node]:
-    """Instantiate the registered nodes ``keys`` with their parameters from ``params_file``."""
+                camera_info_topic: str = "/camera/camera_info", topics: dict[str, str] | None = None,
+                namespace: str = "") -> list[Node]:
+    """Instantiate the registered nodes ``keys`` with their parameters from ``params_file``, each given only the
+    overrides it declares and the remapping of its own inputs (``topics``: targets by INPUT_TOPICS key), as the
+    launch file does."""
     params = load_params_file(params_file)
     unknown = sorted(set(keys) - set(NODES))
     if unknown:
         raise ConfigError(f"--nodes: unknown {unknown}; known: {', '.join(NODES)}")
-    remap = ["--ros-args", "-r", f"image:={image_topic}", "-r", f"camera_info:={camera_info_topic}"]
+    targets = {"image": image_topic, "camera_info": camera_info_topic, **(topics or {})}
+    overrides = {"use_sim_time": use_sim_time, **({"backend": backend} if backend else {})}
     nodes = []
     for key in keys:
         entry = NODES[key]
-        values = dict(params.get(entry.name, {}))
-        values["use_sim_time"] = use_sim_time
-        if backend:
-            values["backend"] = backend
-        overrides = [Parameter(k, value=v) for k, v in values.items()]
-        nodes.append(entry.load()(context=context, parameter_overrides=overrides, cli_args=remap,
-                                  namespace=namespace))
+        values = {**params.get(entry.name, {}), **node_overrides(entry, overrides)}
+        remap = ["--ros-args"]
+        for topic, target in remappings(entry, targets):
+            remap += ["-r", f"{topic}:={target}"]
+        nodes.append(entry.load()(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()],
+                                  cli_args=remap, namespace=namespace))
     return nodes
 
 

@@ -184,7 +184,7 @@ def test_detector_recency_window_sessions_and_map_reuse(tmp_path):
     results = {}
     for i in range(32):
         results[i] = det.process(frame(i), T0 + i * S)
-    assert all(r is not None for r in results.values()) and len(det.db) == 32
+    assert all(r is not None for r in results.values()) and len(det.db) == 32 == det.counters["keyframes"]
     assert results[30].candidates[0].match_id == 2 and results[30].candidates[0].similarity == pytest.approx(1.0)
     assert results[31].candidates[0].match_id != 29  # within the 5 s window: excluded
     assert det.query(frame(30), T0 + 40 * S)[0].match_id in (2, 30)  # from the image alone
@@ -254,3 +254,10 @@ def test_keyframe_gate_reopens_after_a_lost_keyframe_and_is_off_for_other_criter
     assert KeyframeSelector(interval_s=0.0).arrival_gate() is None
     with pytest.raises(ConfigError, match="positive"):
         KeyframeGate(0.0)
+
+
+def test_detector_takes_keyframes_by_distance_from_positions():
+    det = LoopClosureDetector(FakeRecognizer(unit_rows(20)),
+                              keyframes=KeyframeSelector(interval_s=0.0, distance_m=5.0))
+    taken = [i for i in range(12) if det.process(frame(i), T0 + i * S, position=np.array([1.0 * i, 0.0, 0.0]))]
+    assert taken == [0, 5, 10]

@@ -12,6 +12,7 @@ from scipy.spatial.transform import Rotation
 from deep_vision.estimators.loop_closure import (
     GeometricVerifier,
     KeyframeSelector,
+    LocalFeatures,
     LoopClosureDetector,
     undistort_points,
 )
@@ -80,6 +81,7 @@ def _two_view_matches(n_true: int, n_random: int, seed: int = 0):
     (60, 60, True),    # 50 % consistent: a revisit
     (20, 5, False),    # 80 % consistent but under min_inliers (25)
     (40, 200, False),  # 40 consistent, but under min_inlier_ratio (0.25) of 240 matches
+    (25, 0, True),     # exactly min_inliers: enough
 ])
 def test_inlier_count_and_ratio_gates(n_true, n_random, verified):
     """Both gates of the default verifier decide, each on its own: a few exact matches are not enough, and
@@ -203,3 +205,17 @@ def test_detector_finds_the_revisits_of_a_synthetic_route(route, descriptor):
     assert loops >= 10
     assert wrong == 0
     assert found >= 0.9 * loops, (found, loops)
+
+
+def test_each_keyframe_point_keeps_its_nearest_query_match():
+    """Matches are one-to-one: of two query points that match one keyframe point, the nearer descriptor stays."""
+    rng = np.random.default_rng(4)
+    b = rng.integers(0, 256, (3, 32), dtype=np.uint8)
+    near = b[0].copy()
+    near[0] ^= 0b111  # 3 bits from keyframe point 0
+    a = np.stack([near, b[0], b[2]])  # query points 0 and 1 both match keyframe point 0; point 1 exactly
+    kq = np.array([[10.0, 10.0], [20.0, 20.0], [30.0, 30.0]], np.float32)
+    km = np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]], np.float32)
+    pq, pm = GeometricVerifier()._match(LocalFeatures(kq, a, (64, 48)), LocalFeatures(km, b, (64, 48)))
+    pairs = sorted(zip(map(tuple, pq), map(tuple, pm)))
+    assert pairs == [((20.0, 20.0), (1.0, 1.0)), ((30.0, 30.0), (3.0, 3.0))]

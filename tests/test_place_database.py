@@ -261,3 +261,14 @@ def test_detector_takes_keyframes_by_distance_from_positions():
                               keyframes=KeyframeSelector(interval_s=0.0, distance_m=5.0))
     taken = [i for i in range(12) if det.process(frame(i), T0 + i * S, position=np.array([1.0 * i, 0.0, 0.0]))]
     assert taken == [0, 5, 10]
+
+
+def test_add_stores_the_frames_features_for_later_verification():
+    from deep_vision.estimators.loop_closure import GeometricVerifier
+
+    det = LoopClosureDetector(FakeRecognizer(unit_rows(4)), verifier=GeometricVerifier())
+    image = np.random.default_rng(5).integers(0, 255, (96, 128), dtype=np.uint8)
+    image[0, 0] = 1  # place 1
+    kf = det.add(image, T0)
+    assert len(det.db.features(kf)) > 50  # ORB corners of the noise
+    assert det.add(image, T0) is None  # a repeated stamp: not stored twice

@@ -1,5 +1,5 @@
 """The ROS package as a user builds it: colcon installs the launch file, configuration, models and executables;
-a copy without the linked folders fails to build, loudly."""
+a copy without the linked folders fails to build, loudly; package.xml declares what the nodes import."""
 
 from __future__ import annotations
 

@@ -272,3 +272,17 @@ def test_add_stores_the_frames_features_for_later_verification():
     kf = det.add(image, T0)
     assert len(det.db.features(kf)) > 50  # ORB corners of the noise
     assert det.add(image, T0) is None  # a repeated stamp: not stored twice
+
+
+def test_geolocation_uses_verified_candidates_only_by_default():
+    from deep_vision.estimators.loop_closure import LoopCandidate
+
+    table = unit_rows(4)
+    for verified_only in (True, False):
+        kwargs = {} if verified_only else {"geolocate_verified_only": False}
+        det = LoopClosureDetector(FakeRecognizer(table), **kwargs)
+        det.add(frame(1), T0, gps=(51.75, -1.25, 60.0))
+        unverified = [LoopCandidate(0, T0, 0.9)]
+        geo = det.geolocate(unverified)
+        assert (geo is None) == verified_only
+        assert det.geolocate([LoopCandidate(0, T0, 0.9, verified=True)]) is not None

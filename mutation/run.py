@@ -278,8 +278,12 @@ def pending(session: Path) -> int:
 
 
 def mutated_line(diff: str) -> str:
-    """The mutated line of a mutant's one-line diff, stripped."""
-    return " ".join(line[1:].strip() for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++"))
+    """The mutated line of a mutant's one-line diff, stripped; for a removal (a decorator), ``removed: <line>``."""
+    added = [line[1:].strip() for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    if added:
+        return " ".join(added)
+    removed = [line[1:].strip() for line in diff.splitlines() if line.startswith("-") and not line.startswith("---")]
+    return "removed: " + " ".join(r for r in removed if r) if any(removed) else ""
 
 
 def verdict_key(module: str, operator: str, mutated: str) -> str:

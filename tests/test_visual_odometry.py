@@ -152,6 +152,10 @@ def test_hybrid_needs_intrinsics_and_external_scale_needs_scale():
         vo.process(img, 2)
     r = vo.process(img, 3, scale=2.0)
     assert np.linalg.norm(r.relative[:3, 3]) == pytest.approx(2.0)
+    still = VisualOdometry(GroundTruthBackend([np.zeros(6)], conf), conf, scale_source="external")
+    still.process(img, 1)
+    r = still.process(img, 2, scale=1.0)  # no direction to scale: the step stays zero, not NaN
+    assert np.array_equal(r.relative[:3, 3], np.zeros(3))
 
 
 def test_two_view_motion_on_rendered_frames(synthetic):

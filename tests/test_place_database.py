@@ -4,6 +4,7 @@ loop-closure detector's bookkeeping (recency window, sessions after a time jump,
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -272,6 +273,12 @@ def test_add_stores_the_frames_features_for_later_verification():
     kf = det.add(image, T0)
     assert len(det.db.features(kf)) > 50  # ORB corners of the noise
     assert det.add(image, T0) is None  # a repeated stamp: not stored twice
+    t0 = time.perf_counter()
+    r = det.process(image, T0 + S)
+    wall_ms = (time.perf_counter() - t0) * 1e3
+    t = r.timings_ms
+    assert t["describe_ms"] + t["features_ms"] + t["query_verify_ms"] <= t["total_ms"] <= wall_ms
+    assert t["features_ms"] > 0.01  # ORB on 128 x 96 (measured about 1 ms): milliseconds, not seconds
 
 
 def test_geolocation_uses_verified_candidates_only_by_default():

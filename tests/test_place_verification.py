@@ -63,6 +63,8 @@ def test_essential_pose_and_covariance_on_exact_correspondences():
     assert 0 < cov[3:, 3:].trace() < np.radians(1.0) ** 2  # sub-degree rotation uncertainty from 200 points
     # measured 1.17e-5 rad² (0.2 deg over the three axes, for 0.3 px noise at the 0.5 px floor); within 4x
     assert 1.17e-5 / 4 < cov[3:, 3:].trace() < 1.17e-5 * 4
+    # along the translation its length is unknown (monocular): the variance there is scale_variance (1 m²)
+    assert v.translation @ cov[:3, :3] @ v.translation == pytest.approx(1.0, abs=1e-3)
 
 
 def _two_view_matches(n_true: int, n_random: int, seed: int = 0):

@@ -368,3 +368,50 @@ def test_zero_odometry_covariance_is_floored():
     _, poses = graph.keyframe_poses()
     assert graph.stats.odometry_factors == 3
     np.testing.assert_allclose(poses[:, 0, 3], [0.0, 1.5, 3.0, 4.5], atol=1e-9)
+
+
+def test_a_factor_gtsam_refuses_is_rejected_and_the_graph_goes_on(caplog):
+    """An odometry covariance that jumps to 1e30 rad² and back makes the next keyframe's factor indeterminate for
+    GTSAM: that factor is rejected (counted, logged once), iSAM2 is rebuilt from the accepted factors, the next
+    keyframe joins weakly with the odometry's relative pose, and the graph holds the odometry as given."""
+    graph = PoseGraph(keyframe_distance_m=1.0)
+    poses = []
+    with caplog.at_level(logging.WARNING, logger="deep_vision.estimators.pose_graph"):
+        for i in range(14):
+            T = np.eye(4)
+            T[2, 3] = 1.5 * i
+            poses.append(T)
+            cov = np.diag([1e-4 * (i + 1)] * 3 + [1e30 if i in (4, 9) else 1e-4 * (i + 1)] * 3)
+            graph.add_odometry((i + 1) * 10**8, T, cov)
+    assert graph.stats.rejected_factors == {"odometry": 2} and graph.stats.keyframes == 12
+    assert len([r for r in caplog.records if "GTSAM refused" in r.getMessage()]) == 1
+    _, optimised = graph.optimized_trajectory()
+    np.testing.assert_allclose(optimised[:, 2, 3], [p[2, 3] for p in poses], atol=1e-6)
+
+
+def test_a_loop_gtsam_refuses_is_rejected_and_the_graph_goes_on():
+    """GTSAM failing on a loop closure's update (injected here) rejects that loop as solver_error; the graph, rebuilt
+    from its accepted factors, keeps its estimate and takes the next loop."""
+    graph = _straight_chain(1e-6)
+    before = graph.keyframe_poses()[1]
+
+    class Failing:  # iSAM2 whose next update fails as GTSAM does on a degenerate system
+        def __init__(self, real):
+            self.real = real
+
+        def update(self, *args):
+            raise RuntimeError("Indeterminate linear system detected while working near variable\n1 (Symbol: 1).")
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+    graph.isam = Failing(graph.isam)
+    R = rotation_from_euler_zyx(np.array([0.0, np.radians(1.0), 0.0]))
+    d = graph.add_loop(11 * 10**8, 9 * 10**8, R, None)
+    assert (d.accepted, d.reason) == (False, "solver_error") and graph.stats.rejected_factors == {"loop": 1}
+    assert not isinstance(graph.isam, Failing)  # rebuilt
+    np.testing.assert_allclose(graph.keyframe_poses()[1], before, atol=1e-9)
+    assert graph.add_loop(11 * 10**8, 9 * 10**8, R, None).accepted
+    T = np.eye(4)
+    T[2, 3] = 16.5
+    assert graph.add_odometry(12 * 10**8, T, np.eye(6) * 1e-5) == 11  # and more odometry

@@ -337,3 +337,23 @@ def test_inputs_are_the_other_nodes_outputs_and_the_runner_starts_it():
         node.destroy_node()
     finally:
         rclpy.shutdown(context=context)
+
+
+def test_two_odometry_sources_on_one_topic_and_bad_covariances(ros_harness):
+    """Two odometry publishers on one topic (two trajectories, stamps interleaved and often going back) and a
+    message with a NaN covariance: the node never dies, counts what it skipped and the new trajectories, keeps
+    its graph and still publishes the path."""
+    h = ros_harness
+    node = _node(h, keyframe_distance_m=1.0)
+    path, odo_pub, _ = _io(h)
+    for i in range(40):
+        stamp = T0_NS + i * DT_NS // 2 - (i % 2) * 3 * DT_NS  # the second source runs 0.3 s behind
+        T = make_transform(np.eye(3), [0.5 * i if i % 2 == 0 else -0.7 * i, 0.1 * (i % 2), 0.0])
+        _send(h, node, odo_pub, _odometry_msg(stamp, T, np.eye(6) * 1e-3 * (1 + i)), "frames_in")
+    bad = _odometry_msg(T0_NS + 100 * DT_NS, np.eye(4), np.full((6, 6), np.nan))
+    _send(h, node, odo_pub, bad, "frames_in")
+    assert node.diag.counters["bad_odometry"] == 1 and node.diag.counters["resets"] >= 10
+    assert node.graph.stats.keyframes >= 10 and path
+    _send(h, node, odo_pub, _odometry_msg(T0_NS + 101 * DT_NS, make_transform(np.eye(3), [30.0, 0, 0]), np.eye(6)),
+          "frames_in")  # and it goes on
+    assert node.diag.counters["frames_out"] == 41  # every finite message processed

@@ -24,6 +24,11 @@ and verified loop closures, and keeps the optimised keyframe poses.
   (1 σ, from its covariance) between the two keyframes, whichever is larger, and removed again after the iSAM2 update when its
   Gaussian χ² there exceeds ``loop_max_chi2`` (default: the 99.9 % quantile of
   χ²(6)) — a wrong closure can then not bend the map.
+- **Solver errors**: a factor that GTSAM cannot take (an indeterminate or
+  ill-conditioned system, say from a degenerate covariance) is rejected: iSAM2
+  is rebuilt from the factors accepted so far at the last estimate, the factor
+  is counted in ``stats.rejected_factors`` and logged once per kind, and the
+  graph goes on (a failed update leaves iSAM2 unusable otherwise).
 
 Frames: poses are ``T_odom_body`` (the first body/camera pose in the odometry
 frame). ``extrinsic`` (``T_body_camera``) maps loop-closure measurements, which
@@ -97,6 +102,11 @@ class PoseGraphStats:
     loops_received: int = 0
     loops_accepted: int = 0
     loops_rejected: dict[str, int] = field(default_factory=dict)
+    rejected_factors: dict[str, int] = field(default_factory=dict)  # by kind (prior, odometry, reset, loop)
+
+
+class FactorRejected(RuntimeError):
+    """GTSAM could not take a factor; the graph was restored without it."""
 
 
 class PoseGraph:
@@ -149,7 +159,9 @@ class PoseGraph:
         params.setRelinearizeThreshold(relinearize_threshold)
         params.relinearizeSkip = 1
         params.setFactorization("QR")
+        self._params = params
         self.isam = gtsam.ISAM2(params)
+        self._factors: list[Any] = []  # the accepted factors, to rebuild iSAM2 after a failed update
         self._estimate = gtsam.Values()
         self.keyframes: list[_Keyframe] = []
         self.decisions: list[LoopDecision] = []
@@ -160,6 +172,7 @@ class PoseGraph:
         self._chains: list[int] = []
         self._frame_kf: list[int] = []  # the keyframe at or before each odometry frame
         self._chain = 0
+        self._join_by_reset = False  # a reset's join was refused: the next keyframe joins by reset
 
     # ------------------------------------------------------------------ helpers
     def _pose3(self, T: np.ndarray):
@@ -178,13 +191,34 @@ class PoseGraph:
                   else g.noiseModel.mEstimator.Cauchy.Create(self.loop_kernel_width))
         return g.noiseModel.Robust.Create(kernel, noise)
 
-    def _update(self, graph, values, remove: list[int] | None = None):
-        if remove:
-            result = self.isam.update(graph, values, list(remove))
-        else:
-            result = self.isam.update(graph, values)
-        self._estimate = self.isam.calculateEstimate()
+    def _update(self, graph, values, remove: list[int] | None = None, kind: str = ""):
+        """One iSAM2 update; when GTSAM refuses it, iSAM2 is rebuilt without ``graph`` and FactorRejected raised."""
+        try:
+            if remove:
+                result = self.isam.update(graph, values, list(remove))
+            else:
+                result = self.isam.update(graph, values)
+            self._estimate = self.isam.calculateEstimate()
+        except RuntimeError as exc:
+            self._rebuild()
+            reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            self.stats.rejected_factors[kind] = self.stats.rejected_factors.get(kind, 0) + 1
+            if self.stats.rejected_factors[kind] == 1:
+                logger.warning("pose graph: GTSAM refused %s factor (%s); the graph goes on without it (counted "
+                               "as rejected_factors)", f"the {kind}" if kind else "a", reason)
+            raise FactorRejected(reason) from exc
         return result
+
+    def _rebuild(self) -> None:
+        """A new iSAM2 holding the accepted factors, started at the last good estimate."""
+        g = self._g
+        self.isam = g.ISAM2(self._params)
+        graph = g.NonlinearFactorGraph()
+        for factor in self._factors:
+            graph.add(factor)
+        if self._factors:
+            self.isam.update(graph, self._estimate)
+            self._estimate = self.isam.calculateEstimate()
 
     def _converge(self, key: int) -> None:
         """More iSAM2 iterations after a loop closure (one per update otherwise): the robust kernel reweights
@@ -192,7 +226,7 @@ class PoseGraph:
         g = self._g
         before = self._estimate.atPose3(key).matrix()
         for _ in range(self.loop_iterations):
-            self._update(g.NonlinearFactorGraph(), g.Values())
+            self._update(g.NonlinearFactorGraph(), g.Values(), kind="loop")
             after = self._estimate.atPose3(key).matrix()
             if np.linalg.norm(after[:3, 3] - before[:3, 3]) < 1e-3 and rotation_angle(after[:3, :3].T @ before[:3, :3]) < 1e-4:
                 break
@@ -216,16 +250,26 @@ class PoseGraph:
             self._chain += 1
             self.stats.resets += 1
         key = None
-        if not self.keyframes:
-            key = self._add_first(stamp_ns, pose, cov_local)
-        elif reset:
-            key = self._add_keyframe(stamp_ns, pose, cov_local, joined_by_reset=True)
-        else:
-            kf = self.keyframes[-1]
-            T_rel = invert_transform(kf.odom_pose) @ pose
-            if (np.linalg.norm(T_rel[:3, 3]) >= self.keyframe_distance_m > 0
-                    or rotation_angle(T_rel[:3, :3]) >= self.keyframe_angle > 0):
-                key = self._add_keyframe(stamp_ns, pose, cov_local)
+        try:
+            if not self.keyframes:
+                key = self._add_first(stamp_ns, pose, cov_local)
+            elif reset or self._join_by_reset:
+                # a rejected reset join is tried again on the next frames: the chains have different origins
+                self._join_by_reset = True
+                key = self._add_keyframe(stamp_ns, pose, cov_local, joined_by_reset=True)
+                self._join_by_reset = False
+            else:
+                kf = self.keyframes[-1]
+                T_rel = invert_transform(kf.odom_pose) @ pose
+                if (np.linalg.norm(T_rel[:3, 3]) >= self.keyframe_distance_m > 0
+                        or rotation_angle(T_rel[:3, :3]) >= self.keyframe_angle > 0):
+                    key = self._add_keyframe(stamp_ns, pose, cov_local)
+        except FactorRejected:
+            if not self.keyframes:
+                return None  # no keyframe to hang the frame on yet
+            # The odometry since the last keyframe is unusable to GTSAM: the next keyframe joins weakly, as
+            # after a reset, rather than every later one failing against the same covariance.
+            self._join_by_reset = True
         self._stamps.append(int(stamp_ns))
         self._poses.append(pose)
         self._chains.append(self._chain)
@@ -235,10 +279,12 @@ class PoseGraph:
     def _add_first(self, stamp_ns: int, pose: np.ndarray, cov_local: np.ndarray) -> int:
         g = self._g
         graph, values = g.NonlinearFactorGraph(), g.Values()
-        graph.add(g.PriorFactorPose3(0, self._pose3(pose), g.noiseModel.Isotropic.Sigma(6, self.prior_sigma)))
+        prior = g.PriorFactorPose3(0, self._pose3(pose), g.noiseModel.Isotropic.Sigma(6, self.prior_sigma))
+        graph.add(prior)
         values.insert(0, self._pose3(pose))
+        self._update(graph, values, kind="prior")
+        self._factors.append(prior)
         self.keyframes.append(_Keyframe(int(stamp_ns), pose, cov_local, self._chain))
-        self._update(graph, values)
         self.stats.keyframes = 1
         return 0
 
@@ -247,19 +293,22 @@ class PoseGraph:
         k = len(self.keyframes)
         prev = self.keyframes[-1]
         graph, values = g.NonlinearFactorGraph(), g.Values()
-        if joined_by_reset:
-            T_rel = np.eye(4)
+        if joined_by_reset:  # weakly: across a reset (origin unknown: identity) or a refused odometry factor
+            T_rel = np.eye(4) if prev.chain != self._chain else invert_transform(prev.odom_pose) @ pose
             noise = g.noiseModel.Diagonal.Sigmas(self.reset_sigmas[_ROS_TO_GTSAM])
         else:
             T_rel = invert_transform(prev.odom_pose) @ pose
             A = adjoint(invert_transform(T_rel))
             noise = self._noise(cov_local - A @ prev.cov_local @ A.T)
-            self.stats.odometry_factors += 1
-        graph.add(g.BetweenFactorPose3(k - 1, k, self._pose3(T_rel), noise))
+        factor = g.BetweenFactorPose3(k - 1, k, self._pose3(T_rel), noise)
+        graph.add(factor)
         guess = self._estimate.atPose3(k - 1).matrix() @ T_rel
         values.insert(k, self._pose3(guess))
+        self._update(graph, values, kind="reset" if joined_by_reset else "odometry")
+        self._factors.append(factor)
+        if not joined_by_reset:
+            self.stats.odometry_factors += 1
         self.keyframes.append(_Keyframe(int(stamp_ns), pose, cov_local, self._chain))
-        self._update(graph, values)
         self.stats.keyframes = len(self.keyframes)
         return k
 
@@ -276,7 +325,7 @@ class PoseGraph:
             return None
         k = self._frame_kf[best]
         kf = self.keyframes[k]
-        if kf.chain != self._chains[best]:  # cannot happen: a reset always makes a keyframe
+        if kf.chain != self._chains[best]:  # a frame after a reset whose keyframe GTSAM refused
             return None
         return k, invert_transform(kf.odom_pose) @ self._poses[best]
 
@@ -346,13 +395,23 @@ class PoseGraph:
         factor = g.BetweenFactorPose3(km, kq, self._pose3(T_meas), self._robust(gauss))
         graph = g.NonlinearFactorGraph()
         graph.add(factor)
-        result = self._update(graph, g.Values())
-        index = int(result.getNewFactorsIndices()[0])
-        self._converge(kq)
+        try:
+            index = int(self._update(graph, g.Values(), kind="loop").getNewFactorsIndices()[0])
+            self._factors.append(factor)
+            self._converge(kq)
+        except FactorRejected:
+            if self._factors and self._factors[-1] is factor:  # refused while settling: take it out again
+                self._factors.pop()
+                self._rebuild()
+            return decide(kq, km, False, "solver_error", rotation_error_deg=np.rad2deg(rot_err))
         chi2 = 2.0 * g.BetweenFactorPose3(km, kq, self._pose3(T_meas), gauss).error(self._estimate)
         if not np.isfinite(chi2) or chi2 > self.loop_max_chi2:
-            self._update(g.NonlinearFactorGraph(), g.Values(), remove=[index])
-            self._converge(kq)  # back to the estimate without it
+            self._factors.pop()
+            try:
+                self._update(g.NonlinearFactorGraph(), g.Values(), remove=[index], kind="loop")
+                self._converge(kq)  # back to the estimate without it
+            except FactorRejected:
+                pass  # iSAM2 was rebuilt from the accepted factors, which no longer hold it
             return decide(kq, km, False, "chi2", chi2=chi2, rotation_error_deg=np.rad2deg(rot_err))
         return decide(kq, km, True, "accepted", chi2=chi2, rotation_error_deg=np.rad2deg(rot_err))
 

@@ -198,11 +198,18 @@ class PoseGraphNode(Node):
         reset = self._reset_reason(stamp, pose, cov)
         if reset:
             self._on_reset(reset, stamp)
-        key = self.graph.add_odometry(self.epochs.add(stamp), pose, cov, reset=reset is not None)
+        try:
+            key = self.graph.add_odometry(self.epochs.add(stamp), pose, cov, reset=reset is not None)
+        except ValueError as exc:  # the graph refuses the frame itself (it stays as it was)
+            self.diag.bad("odometry")
+            self.get_logger().warning(f"odometry at {stamp} ns skipped: {exc}", throttle_duration_sec=5.0)
+            return
         self.newest_stamp = stamp if self.newest_stamp is None else max(self.newest_stamp, stamp)
         changed = key is not None
         changed |= self._apply_pending()
         self.diag.counters["keyframes"] = self.graph.stats.keyframes
+        for kind, n in self.graph.stats.rejected_factors.items():  # GTSAM refused them (the graph logs once)
+            self.diag.counters[f"rejected_factors_{kind}"] = n
         if changed:
             self.publish_path()
         self.publish_tf(msg.header.stamp)

@@ -271,7 +271,7 @@ def test_add_stores_the_frames_features_for_later_verification():
     image = np.random.default_rng(5).integers(0, 255, (96, 128), dtype=np.uint8)
     image[0, 0] = 1  # place 1
     kf = det.add(image, T0)
-    assert len(det.db.features(kf)) > 50  # ORB corners of the noise
+    assert len(det.db.features(kf)) > 50 and det.db.features(kf).image_size == (128, 96)  # ORB corners of the noise
     assert det.add(image, T0) is None  # a repeated stamp: not stored twice
     t0 = time.perf_counter()
     r = det.process(image, T0 + S)
@@ -293,3 +293,22 @@ def test_geolocation_uses_verified_candidates_only_by_default():
         geo = det.geolocate(unverified)
         assert (geo is None) == verified_only
         assert det.geolocate([LoopCandidate(0, T0, 0.9, verified=True)]) is not None
+
+
+def test_sessions_saving_and_loading_at_the_edges(tmp_path):
+    """An empty session is not counted; a map is saved into a new folder (parents made) and an empty one says 0
+    sessions; a database of exactly approximate_above keyframes stays exact when loaded; threads=None leaves
+    FAISS's thread count alone."""
+    det = LoopClosureDetector(FakeRecognizer(unit_rows(12)))
+    det.new_session()
+    assert det.session == 0  # nothing happened in it
+    det.process(frame(1), T0)
+    det.new_session()
+    assert det.session == 1
+    empty = KeyframeDatabase(32, threads=None)
+    empty.save(tmp_path / "maps" / "empty")
+    assert json.loads((tmp_path / "maps" / "empty" / "database.json").read_text())["sessions"] == 0
+    db = KeyframeDatabase(32, approximate_above=10)
+    db.add_batch(unit_rows(10), T0 + np.arange(10) * S)
+    db.save(tmp_path / "ten")
+    assert KeyframeDatabase.load(tmp_path / "ten").index_kind == "exact"

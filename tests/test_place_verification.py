@@ -100,6 +100,14 @@ def test_inlier_count_and_ratio_gates(n_true, n_random, verified):
     assert n_true - 3 <= res.inliers <= n_true + 3 + 0.05 * n_random, res
 
 
+def test_uncalibrated_verification_takes_the_model_with_more_inliers():
+    """Without intrinsics, the fundamental matrix or the homography, whichever explains more matches: a 3D scene
+    seen from two places is a fundamental matrix (all 60 consistent matches); a homography explains fewer."""
+    pq, pm, _ = _two_view_matches(60, 20)
+    res = GeometricVerifier()._uncalibrated(pq, pm)
+    assert res.verified and res.model == "fundamental" and res.inliers >= 60, res
+
+
 def test_undistort_points_inverts_opencv_projection():
     K = np.array([[458.654, 0, 367.215], [0, 457.296, 248.375], [0, 0, 1]])
     D = np.array([-0.28340811, 0.07395907, 0.00019359, 1.76187114e-05])

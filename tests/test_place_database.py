@@ -89,6 +89,8 @@ def test_exact_search_limit_and_hnsw_switch():
     sims, ids = db.search(x[42], 3, limit=40)  # only ids 0..39 are searchable
     assert len(ids) == 3 and ids.max() < 40
     assert db.search(x[0], 1, limit=40)[1][0] == 0  # the first of them too
+    with pytest.raises(ValueError, match=r"descriptor: expected length 32, got 8$"):
+        db.search(np.zeros(8, np.float32), 1)
     assert len(db.search(x[0], 5, limit=0)[1]) == 0
     small = KeyframeDatabase(32, approximate_above=200)
     small.add_batch(x[:10], T0 + np.arange(10) * S)

@@ -30,7 +30,7 @@ def unit_rows(n, dim=32, seed=0):
 
 def test_keyframe_selector_criteria():
     sel = KeyframeSelector(interval_s=1.0)
-    assert sel.is_keyframe(T0)
+    assert sel.is_keyframe(T0) and not sel.needs_descriptor  # time alone: no descriptor needed to decide
     sel.accept(T0)
     assert not sel.is_keyframe(T0 + S // 2) and sel.is_keyframe(T0 + S)
     assert not sel.is_keyframe(T0 - S)  # never backwards
@@ -57,6 +57,8 @@ def test_settings_are_checked_at_their_edges():
     from deep_vision.estimators.loop_closure import GeometricVerifier
 
     GeometricVerifier(min_inlier_ratio=0.0), GeometricVerifier(min_inlier_ratio=1.0)
+    with pytest.raises(ConfigError, match="ransac_px must be positive, got 0"):
+        GeometricVerifier(ransac_px=0)
     with pytest.raises(ConfigError, match=r"min_inlier_ratio must lie in \[0, 1\], got 1.5"):
         GeometricVerifier(min_inlier_ratio=1.5)
     assert KeyframeDatabase(8, approximate_above=1).approximate_above == 1
@@ -71,6 +73,10 @@ def test_a_frame_without_features_verifies_nothing():
     some = LocalFeatures(np.random.rand(40, 2).astype(np.float32) * 60,
                          np.random.default_rng(0).integers(0, 255, (40, 32), dtype=np.uint8), (64, 48))
     v = GeometricVerifier(min_inliers=5).verify(none, some)
+    image = np.random.default_rng(6).integers(0, 255, (96, 128), dtype=np.uint8)
+    plain = GeometricVerifier().extract(image)
+    no_k = GeometricVerifier().extract(image, None, np.array([0.1, 0.0, 0.0, 0.0]))  # distortion without K: unused
+    assert len(plain) > 50 and np.array_equal(no_k.keypoints, plain.keypoints)
     blank = GeometricVerifier().extract(np.zeros((48, 64), np.uint8))
     assert blank.keypoints.shape == (0, 2) and blank.descriptors.shape == (0, 32) and blank.image_size == (64, 48)
     sift = GeometricVerifier("sift").extract(np.zeros((48, 64), np.uint8))

@@ -118,6 +118,7 @@ def test_undistort_points_inverts_opencv_projection():
     distorted, _ = cv2.projectPoints(rays, np.zeros(3), np.zeros(3), K, D)
     assert np.allclose(undistort_points(distorted.reshape(-1, 2), K, D), ideal, atol=0.05)
     assert np.array_equal(undistort_points(ideal, K, None), ideal.astype(np.float32))
+    assert undistort_points(np.zeros((0, 2)), K, D).shape == (0, 2)  # no points: nothing for OpenCV to do
     # equidistant (fisheye): four coefficients; a fifth (some drivers pad D to five) is ignored
     fish = cv2.fisheye.distortPoints(((ideal - K[:2, 2]) / np.diag(K)[:2]).reshape(-1, 1, 2), K, D.reshape(4, 1))
     back = undistort_points(fish.reshape(-1, 2), K, D, "equidistant")

@@ -194,6 +194,7 @@ def test_detector_recency_window_sessions_and_map_reuse(tmp_path):
     for i in range(32):
         results[i] = det.process(frame(i), T0 + i * S)
     assert all(r is not None for r in results.values()) and len(det.db) == 32 == det.counters["keyframes"]
+    assert det.counters["queries"] == 32
     assert results[30].candidates[0].match_id == 2 and results[30].candidates[0].similarity == pytest.approx(1.0)
     assert results[31].candidates[0].match_id != 29  # within the 5 s window: excluded
     assert det.query(frame(30), T0 + 40 * S)[0].match_id in (2, 30)  # from the image alone

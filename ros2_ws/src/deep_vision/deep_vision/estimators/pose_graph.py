@@ -172,7 +172,7 @@ class PoseGraph:
         self._chains: list[int] = []
         self._frame_kf: list[int] = []  # the keyframe at or before each odometry frame
         self._chain = 0
-        self._join_by_reset = False  # a reset's join was refused: the next keyframe joins by reset
+        self._join_by_reset = False  # GTSAM refused a join (reset or odometry): the next keyframe joins weakly
 
     # ------------------------------------------------------------------ helpers
     def _pose3(self, T: np.ndarray):

@@ -49,8 +49,9 @@ def test_keyframe_selector_criteria():
     with pytest.raises(ConfigError, match="interval_s"):
         KeyframeSelector(interval_s=-1.0)
     KeyframeSelector(max_similarity=1.0), KeyframeSelector(max_similarity=-1.0)  # the bounds are allowed
-    with pytest.raises(ConfigError, match=r"max_similarity must lie in \[-1, 1\], got 1.01"):
-        KeyframeSelector(max_similarity=1.01)
+    for bad in (1.01, -1.5):
+        with pytest.raises(ConfigError, match=rf"max_similarity must lie in \[-1, 1\], got {bad}"):
+            KeyframeSelector(max_similarity=bad)
 
 
 def test_settings_are_checked_at_their_edges():
@@ -61,7 +62,9 @@ def test_settings_are_checked_at_their_edges():
         GeometricVerifier(ransac_px=0)
     with pytest.raises(ConfigError, match=r"min_inlier_ratio must lie in \[0, 1\], got 1.5"):
         GeometricVerifier(min_inlier_ratio=1.5)
-    assert KeyframeDatabase(8, approximate_above=1).approximate_above == 1
+    assert KeyframeDatabase(8, approximate_above=1).approximate_above == 1 and KeyframeDatabase(1).dim == 1
+    with pytest.raises(ConfigError, match="descriptor dimension must be positive, got 0"):
+        KeyframeDatabase(0)
     with pytest.raises(ConfigError, match="approximate_above must be at least 1, got 0"):
         KeyframeDatabase(8, approximate_above=0)
 
@@ -321,3 +324,16 @@ def test_sessions_saving_and_loading_at_the_edges(tmp_path):
     db.add_batch(unit_rows(10), T0 + np.arange(10) * S)
     db.save(tmp_path / "ten")
     assert KeyframeDatabase.load(tmp_path / "ten").index_kind == "exact"
+
+
+def test_a_stored_index_of_another_size_is_refused(tmp_path):
+    """keyframes.npz's HNSW graph must hold the database's keyframes: one of another map is named, not searched."""
+    for name, n in (("a", 60), ("b", 70)):
+        db = KeyframeDatabase(32, approximate_above=50)
+        db.add_batch(unit_rows(n, seed=n), T0 + np.arange(n) * S)
+        db.save(tmp_path / name)
+    with np.load(tmp_path / "a" / "keyframes.npz") as a, np.load(tmp_path / "b" / "keyframes.npz") as b:
+        arrays = {**dict(a), "hnsw_index": b["hnsw_index"]}
+    np.savez(tmp_path / "a" / "keyframes.npz", **arrays)
+    with pytest.raises(DatasetError, match=r"stored HNSW index holds 70x32, expected 60x32"):
+        KeyframeDatabase.load(tmp_path / "a")

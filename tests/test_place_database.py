@@ -126,7 +126,8 @@ def test_save_load_round_trip_without_pickle(tmp_path):
                           (320, 120))
     K = np.array([[100.0, 0, 160], [0, 100, 60], [0, 0, 1]])
     for i in range(60):
-        db.add(x[i], T0 + i * S, session=i // 30, gps=(51.75 + i * 1e-5, -1.25, 60.0) if i % 2 else None,
+        fix = (51.75 + i * 1e-5, -1.25, np.nan if i == 7 else 60.0)  # a fix may lack its altitude
+        db.add(x[i], T0 + i * S, session=i // 30, gps=fix if i % 2 else None,
                K=K if i < 10 else None, features=feats if i == 3 else first if i == 0 else None)
     assert db.index_kind == "hnsw"
     db.save(tmp_path / "map")

@@ -338,3 +338,37 @@ def test_a_stored_index_of_another_size_is_refused(tmp_path):
     np.savez(tmp_path / "a" / "keyframes.npz", **arrays)
     with pytest.raises(DatasetError, match=r"stored HNSW index holds 70x32, expected 60x32"):
         KeyframeDatabase.load(tmp_path / "a")
+
+
+def test_database_grows_past_its_buffer_and_switches_index_above_the_limit():
+    big = KeyframeDatabase(8)
+    big.add_batch(unit_rows(3000, dim=8), T0 + np.arange(3000) * S)  # more than twice the first buffer at once
+    assert len(big) == 3000 and big.search(unit_rows(3000, dim=8)[2999], 1)[1][0] == 2999
+    db = KeyframeDatabase(8, approximate_above=5)
+    rows = unit_rows(6, dim=8)
+    for i in range(5):
+        db.add(rows[i], T0 + i * S)
+    assert db.index_kind == "exact"  # at the limit
+    db.add(rows[5], T0 + 5 * S)
+    assert db.index_kind == "hnsw"  # above it
+
+
+def test_detector_verifies_past_a_keyframe_without_features_and_keys_on_appearance():
+    from deep_vision.estimators.loop_closure import GeometricVerifier
+
+    table = unit_rows(8)
+    table[3] = table[0] * 0.9 + table[1] * 0.4
+    table[3] /= np.linalg.norm(table[3])  # place 3 looks most like 0, then like 1
+    det = LoopClosureDetector(FakeRecognizer(table), verifier=GeometricVerifier(), top_k=2, exclude_recent_s=0.0)
+    det.add(None, T0, descriptor=table[0])  # no image: no features to verify against
+    image = np.random.default_rng(7).integers(0, 255, (96, 128), dtype=np.uint8)
+    image[0, 0] = 1
+    det.add(image, T0 + S)
+    query = image.copy()
+    query[0, 0] = 3
+    candidates = det.query(query, T0 + 2 * S)
+    assert [c.match_id for c in candidates] == [0, 1]
+    assert not candidates[0].verified and candidates[1].verified  # the first could not be checked, the second was
+    look = LoopClosureDetector(FakeRecognizer(table), keyframes=KeyframeSelector(interval_s=0.0, max_similarity=0.9))
+    taken = [i for i, place in enumerate([0, 0, 0, 1, 1, 2]) if look.process(frame(place), T0 + i * S)]
+    assert taken == [0, 3, 5]  # a keyframe when the view changes

@@ -43,6 +43,7 @@ def test_keyframe_selector_criteria():
     assert look.needs_descriptor
     assert not look.is_keyframe(T0 + S, descriptor=d[0]) and look.is_keyframe(T0 + S, descriptor=d[1])
     assert not look.is_keyframe(T0 + S // 10, descriptor=d[1])  # closer than min_interval_s
+    assert look.is_keyframe(T0 + S // 5, descriptor=d[1])  # exactly min_interval_s on: allowed
     every = KeyframeSelector(interval_s=0.0)
     every.accept(T0)
     assert every.is_keyframe(T0 + 1) and not every.is_keyframe(T0)  # never two at one stamp
@@ -60,6 +61,9 @@ def test_settings_are_checked_at_their_edges():
     GeometricVerifier(min_inlier_ratio=0.0), GeometricVerifier(min_inlier_ratio=1.0)
     with pytest.raises(ConfigError, match="ransac_px must be positive, got 0"):
         GeometricVerifier(ransac_px=0)
+    GeometricVerifier(min_inliers=5)
+    with pytest.raises(ConfigError, match="min_inliers must be at least 5"):
+        GeometricVerifier(min_inliers=4)
     with pytest.raises(ConfigError, match=r"min_inlier_ratio must lie in \[0, 1\], got 1.5"):
         GeometricVerifier(min_inlier_ratio=1.5)
     assert KeyframeDatabase(8, approximate_above=1).approximate_above == 1 and KeyframeDatabase(1).dim == 1

@@ -236,11 +236,8 @@ def test_each_keyframe_point_keeps_its_nearest_query_match():
     assert pairs == [((20.0, 20.0), (1.0, 1.0)), ((30.0, 30.0), (3.0, 3.0))]
 
 
-@pytest.mark.parametrize("noise_px, inliers", [(0.7, (190, 200)), (2.0, (160, 185))])
-def test_ransac_threshold_is_in_pixels(noise_px, inliers):
-    """ransac_px (2 px) is converted to normalised coordinates by the focal length. With 0.7 px of noise every
-    true match is an inlier (measured 200 of 200 over seeds 0-4; a threshold a third of that keeps 139-161); with
-    2 px, the threshold refuses some (measured 177 here, 165-177 over seeds 0-4; a third looser keeps 194)."""
+def _noisy_essential(noise_px: float):
+    """The verifier's essential-matrix check of 200 true matches with Gaussian pixel noise (seed 0)."""
     rng = np.random.default_rng(0)
     K = np.array([[300.0, 0, 160], [0, 300, 120], [0, 0, 1]])
     R_mq = Rotation.from_rotvec([0.02, 0.3, -0.05]).as_matrix()
@@ -252,5 +249,21 @@ def test_ransac_threshold_is_in_pixels(noise_px, inliers):
         return (x[:, :2] / x[:, 2:]).astype(np.float32)
 
     pq = project((X - c) @ R_mq) + rng.normal(0, noise_px, (200, 2)).astype(np.float32)
-    found = GeometricVerifier(min_inliers=10)._essential(pq, project(X), K, K).inliers
+    return GeometricVerifier(min_inliers=10)._essential(pq, project(X), K, K)
+
+
+@pytest.mark.parametrize("noise_px, inliers", [(0.7, (190, 200)), (2.0, (160, 185))])
+def test_ransac_threshold_is_in_pixels(noise_px, inliers):
+    """ransac_px (2 px) is converted to normalised coordinates by the focal length. With 0.7 px of noise every
+    true match is an inlier (measured 200 of 200 over seeds 0-4; a threshold a third of that keeps 139-161); with
+    2 px, the threshold refuses some (measured 177 here, 165-177 over seeds 0-4; a third looser keeps 194)."""
+    found = _noisy_essential(noise_px).inliers
     assert inliers[0] <= found <= inliers[1], found
+
+
+def test_pose_covariance_grows_with_the_matches_error():
+    """The pose's covariance takes the inliers' own error once it is above pixel_sigma (0.5 px): 2 px of noise
+    gives a rotation variance 3.8 times that of 0.7 px (measured; bound 2.5, the floor alone would give about 1)."""
+    small = _noisy_essential(0.7).covariance[3:, 3:].trace()
+    large = _noisy_essential(2.0).covariance[3:, 3:].trace()
+    assert large > 2.5 * small, (small, large)

@@ -143,6 +143,7 @@ def test_save_load_round_trip_without_pickle(tmp_path):
     assert len(back) == 60 and back.index_kind == "hnsw"
     exact = KeyframeDatabase.load(tmp_path / "map", approximate_above=1000)  # small enough for exact search now
     assert exact.index_kind == "exact" and exact.search(x[17], 1)[1][0] == 17
+    assert KeyframeDatabase.load(tmp_path / "map", approximate_above=60).index_kind == "exact"  # at the limit
     assert np.array_equal(back.descriptors, db.descriptors) and np.array_equal(back.stamps_ns, db.stamps_ns)
     kf = back.keyframe(5)
     assert kf.session == 0 and kf.has_gps and kf.latitude == pytest.approx(51.75005) and np.allclose(kf.K, K)

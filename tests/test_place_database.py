@@ -61,7 +61,9 @@ def test_settings_are_checked_at_their_edges():
     GeometricVerifier(min_inlier_ratio=0.0), GeometricVerifier(min_inlier_ratio=1.0)
     with pytest.raises(ConfigError, match="ransac_px must be positive, got 0"):
         GeometricVerifier(ransac_px=0)
-    GeometricVerifier(min_inliers=5)
+    GeometricVerifier(min_inliers=5), GeometricVerifier(ransac_px=1.0)
+    with pytest.raises(ConfigError, match="exclude_recent_s must be 0 or more, got -0.5"):
+        LoopClosureDetector(FakeRecognizer(unit_rows(2)), exclude_recent_s=-0.5)
     with pytest.raises(ConfigError, match="min_inliers must be at least 5"):
         GeometricVerifier(min_inliers=4)
     with pytest.raises(ConfigError, match=r"min_inlier_ratio must lie in \[0, 1\], got 1.5"):
@@ -114,8 +116,9 @@ def test_exact_search_limit_and_hnsw_switch():
     assert np.mean(agree) > 0.95
     _, ids = db.search(x[250], 5, limit=100)
     assert ids.max() < 100
-    with pytest.raises(ValueError, match="length 32"):
+    with pytest.raises(ValueError, match=r"descriptor: expected length 32, got 8$"):
         db.add(np.zeros(8, np.float32), T0)
+    assert [len(a) for a in db.search(x[0], 5, limit=-3)] == [0, 0]  # a negative limit: nothing searchable
     for rows, stamps in ((np.zeros((2, 8)), [T0, T0]), (np.zeros((2, 32)), [T0])):  # wrong width; wrong count
         with pytest.raises(ValueError, match=r"expected \[N x 32\] with N stamps"):
             db.add_batch(rows, stamps)

@@ -119,6 +119,7 @@ def test_undistort_points_inverts_opencv_projection():
     assert np.allclose(undistort_points(distorted.reshape(-1, 2), K, D), ideal, atol=0.05)
     assert np.array_equal(undistort_points(ideal, K, None), ideal.astype(np.float32))
     assert undistort_points(np.zeros((0, 2)), K, D).shape == (0, 2)  # no points: nothing for OpenCV to do
+    assert np.array_equal(undistort_points(ideal, K, np.zeros(5)), ideal.astype(np.float32))  # zeros: none
     # equidistant (fisheye): four coefficients; a fifth (some drivers pad D to five) is ignored
     fish = cv2.fisheye.distortPoints(((ideal - K[:2, 2]) / np.diag(K)[:2]).reshape(-1, 1, 2), K, D.reshape(4, 1))
     back = undistort_points(fish.reshape(-1, 2), K, D, "equidistant")

@@ -59,6 +59,8 @@ def test_settings_are_checked_at_their_edges():
     from deep_vision.estimators.loop_closure import GeometricVerifier
 
     GeometricVerifier(min_inlier_ratio=0.0), GeometricVerifier(min_inlier_ratio=1.0)
+    with pytest.raises(ConfigError, match=r"min_inlier_ratio must lie in \[0, 1\], got -0.1"):
+        GeometricVerifier(min_inlier_ratio=-0.1)
     with pytest.raises(ConfigError, match="ransac_px must be positive, got 0"):
         GeometricVerifier(ransac_px=0)
     GeometricVerifier(min_inliers=5), GeometricVerifier(ransac_px=1.0)
@@ -115,7 +117,7 @@ def test_exact_search_limit_and_hnsw_switch():
     agree = [db.search(x[i], 1)[1][0] == i for i in range(0, 300, 7)]
     assert np.mean(agree) > 0.95
     _, ids = db.search(x[250], 5, limit=100)
-    assert ids.max() < 100
+    assert ids.max() < 100 and db.search(x[0], 1, limit=100)[1][0] == 0  # HNSW with a limit keeps id 0
     with pytest.raises(ValueError, match=r"descriptor: expected length 32, got 8$"):
         db.add(np.zeros(8, np.float32), T0)
     assert [len(a) for a in db.search(x[0], 5, limit=-3)] == [0, 0]  # a negative limit: nothing searchable
@@ -139,6 +141,7 @@ def test_save_load_round_trip_without_pickle(tmp_path):
     assert db.index_kind == "hnsw"
     db.save(tmp_path / "map")
     meta = json.loads((tmp_path / "map" / "database.json").read_text())
+    assert meta["format"] == 1  # maps written by earlier versions stay readable only while this holds
     assert meta["keyframes"] == 60 and meta["sessions"] == 2 and meta["keyframes_with_gps"] == 30
     with np.load(tmp_path / "map" / "keyframes.npz", allow_pickle=False) as data:  # no object arrays inside
         assert data["descriptors"].shape == (60, 32) and "hnsw_index" in data.files  # the graph, not rebuilt
@@ -209,6 +212,7 @@ def test_detector_recency_window_sessions_and_map_reuse(tmp_path):
     assert det.counters["queries"] == 32
     assert results[30].candidates[0].match_id == 2 and results[30].candidates[0].similarity == pytest.approx(1.0)
     assert results[31].candidates[0].match_id != 29  # within the 5 s window: excluded
+    assert results[30].candidates[0].inliers == 0 and not results[30].candidates[0].verified  # no verifier
     assert det.query(frame(30), T0 + 40 * S)[0].match_id in (2, 30)  # from the image alone
     with pytest.raises(ValueError, match="give an image or a descriptor"):
         det.query(None, T0 + 40 * S)
@@ -380,3 +384,16 @@ def test_detector_verifies_past_a_keyframe_without_features_and_keys_on_appearan
     look = LoopClosureDetector(FakeRecognizer(table), keyframes=KeyframeSelector(interval_s=0.0, max_similarity=0.9))
     taken = [i for i, place in enumerate([0, 0, 0, 1, 1, 2]) if look.process(frame(place), T0 + i * S)]
     assert taken == [0, 3, 5]  # a keyframe when the view changes
+
+
+def test_keyframes_npz_with_pickled_objects_is_refused(tmp_path):
+    """Maps load without pickle: an object array where the descriptors should be is refused, not unpickled."""
+    db = KeyframeDatabase(32)
+    db.add_batch(unit_rows(3), T0 + np.arange(3) * S)
+    db.save(tmp_path / "map")
+    with np.load(tmp_path / "map" / "keyframes.npz") as data:
+        arrays = dict(data)
+    arrays["descriptors"] = np.array([{"not": "numbers"}] * 3, dtype=object)
+    np.savez(tmp_path / "map" / "keyframes.npz", **arrays)
+    with pytest.raises(ValueError, match="allow_pickle"):
+        KeyframeDatabase.load(tmp_path / "map")

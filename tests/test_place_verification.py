@@ -262,6 +262,14 @@ def test_ransac_threshold_is_in_pixels(noise_px, inliers):
     assert inliers[0] <= found <= inliers[1], found
 
 
+def test_pose_covariance_has_a_pixel_floor():
+    """Exact matches do not make the pose exact: the noise taken is at least pixel_sigma (0.5 px), so their
+    covariance is that of 0.3 px noise, both at the floor (measured ratio 1.0; bound 0.8-1.25)."""
+    exact = _noisy_essential(0.0).covariance[3:, 3:].trace()
+    noisy = _noisy_essential(0.3).covariance[3:, 3:].trace()
+    assert 0.8 < exact / noisy < 1.25, (exact, noisy)
+
+
 def test_pose_covariance_grows_with_the_matches_error():
     """The pose's covariance takes the inliers' own error once it is above pixel_sigma (0.5 px): 2 px of noise
     gives a rotation variance 3.8 times that of 0.7 px (measured; bound 2.5, the floor alone would give about 1)."""

@@ -66,6 +66,9 @@ def test_settings_are_checked_at_their_edges():
     GeometricVerifier(min_inliers=5), GeometricVerifier(ransac_px=1.0)
     with pytest.raises(ConfigError, match="exclude_recent_s must be 0 or more, got -0.5"):
         LoopClosureDetector(FakeRecognizer(unit_rows(2)), exclude_recent_s=-0.5)
+    assert LoopClosureDetector(FakeRecognizer(unit_rows(2)), top_k=1).top_k == 1
+    with pytest.raises(ConfigError, match="top_k must be at least 1, got 0"):
+        LoopClosureDetector(FakeRecognizer(unit_rows(2)), top_k=0)
     with pytest.raises(ConfigError, match="min_inliers must be at least 5"):
         GeometricVerifier(min_inliers=4)
     with pytest.raises(ConfigError, match=r"min_inlier_ratio must lie in \[0, 1\], got 1.5"):

@@ -61,8 +61,9 @@ def test_essential_pose_and_covariance_on_exact_correspondences():
     cov = v.covariance
     assert cov.shape == (6, 6) and np.allclose(cov, cov.T) and np.all(np.linalg.eigvalsh(cov) > 0)
     assert 0 < cov[3:, 3:].trace() < np.radians(1.0) ** 2  # sub-degree rotation uncertainty from 200 points
-    # measured 1.17e-5 rad² (0.2 deg over the three axes, for 0.3 px noise at the 0.5 px floor); within 4x
-    assert 1.17e-5 / 4 < cov[3:, 3:].trace() < 1.17e-5 * 4
+    # measured 1.17e-5 rad² (0.2 deg over the three axes, for 0.3 px noise at the 0.5 px floor); within 2x (a
+    # Jacobian by 1 rad steps instead of 1e-6 gives 5.0e-6)
+    assert 1.17e-5 / 2 < cov[3:, 3:].trace() < 1.17e-5 * 2
     # along the translation its length is unknown (monocular): the variance there is scale_variance (1 m²)
     assert v.translation @ cov[:3, :3] @ v.translation == pytest.approx(1.0, abs=1e-3)
 

@@ -37,6 +37,9 @@ def test_keyframe_selector_criteria():
     dist = KeyframeSelector(interval_s=0.0, distance_m=5.0)
     dist.accept(T0, position=np.zeros(3))
     assert not dist.is_keyframe(T0 + S, position=[3.0, 0, 0]) and dist.is_keyframe(T0 + S, position=[4.0, 3.0, 0])
+    near = KeyframeSelector(interval_s=0.0, distance_m=0.5)  # under a metre works too
+    near.accept(T0, position=np.zeros(3))
+    assert not near.is_keyframe(T0 + S, position=[0.4, 0, 0]) and near.is_keyframe(T0 + S, position=[0.6, 0, 0])
     look = KeyframeSelector(interval_s=0.0, max_similarity=0.9, min_interval_s=0.2)
     d = unit_rows(2)
     look.accept(T0, descriptor=d[0])
@@ -161,8 +164,9 @@ def test_save_load_round_trip_without_pickle(tmp_path):
     assert np.array_equal(f.keypoints, feats.keypoints) and np.array_equal(f.descriptors, feats.descriptors)
     assert f.image_size == (320, 120) and back.features(4) is None
     assert np.array_equal(back.features(0).keypoints, first.keypoints)  # the first keyframe's slice too
-    with pytest.raises(IndexError, match=r"keyframe id 60 out of range 0\.\.59$"):
-        back.keyframe(60)
+    for bad in (60, -1):
+        with pytest.raises(IndexError, match=rf"keyframe id {bad} out of range 0\.\.59$"):
+            back.keyframe(bad)
     assert [len(a) for a in back.search(x[17], 0)] == [0, 0]  # k = 0: nothing
     assert back.search(x[17], 1)[1][0] == 17
     with pytest.raises(ConfigError, match="cannot be searched"):

@@ -161,6 +161,16 @@ def test_sanity_check_of_a_homography():
     far[2, 0] = -1.0 / 200  # x = 200 maps to infinity: the right corners go through it
     assert not homography_is_sane(far, W, H, 3.0)
     assert not homography_is_sane(np.full((3, 3), np.nan), W, H, 3.0)
+    # a dart (the top-right corner pulled in past the diagonal): refused (a corner goes through infinity first)
+    assert not homography_is_sane(corners_to([[0, 0], [-200, 110], [0, 0], [0, 0]]), W, H, 3.0)
+    # the area is the quadrilateral's wherever it lies: moved by (40, 25) and scaled about that point
+    for s, sane in ((1.0, True), (1.72, True), (1.8, False)):  # area x1, x2.96, x3.24 (bound 3)
+        moved = np.array([[s, 0, 40.0], [0, s, 25.0], [0, 0, 1]])
+        assert bool(homography_is_sane(moved, W, H, 3.0)) is sane, s
+    far_corner = np.eye(3)
+    far_corner[2, 0] = -1.0 / 400  # only the right corners go behind the camera (w = 1 - x/400 < 0 from x = 400)
+    far_corner[2, 1] = -1.0 / 150
+    assert not homography_is_sane(far_corner, W, H, 3.0)
 
 
 class _ScriptedNet:
@@ -243,6 +253,7 @@ def test_cascade_passes_and_timings(shifted_pair):
     ((200, 100), "area", [(200, 100), (100, 50), (50, 25)]),
     ((62, 200), "area", [(62, 200), (31, 100)]),  # 31 rows is below 32: no more
     ((128, 100), "linear", [(128, 100), (64, 50), (32, 25)]),  # 128 rows is not more than 128
+    ((100, 128), "linear", [(100, 128), (50, 64), (25, 32)]),  # nor 128 columns
 ])
 def test_network_input_and_ecc_pyramid(shape, small_interpolation, pyramid):
     """The network input is the frame resized to 128 x 128, by area when either side shrinks; ECC runs on

@@ -101,6 +101,12 @@ def test_inlier_count_and_ratio_gates(n_true, n_random, verified):
     assert n_true - 3 <= res.inliers <= n_true + 3 + 0.05 * n_random, res
 
 
+def test_inlier_ratio_gate_takes_its_bound():
+    """min_inlier_ratio is a lower bound that is met when equalled: 60 exact matches, all inliers, pass a ratio of 1."""
+    pq, pm, K = _two_view_matches(60, 0)
+    assert GeometricVerifier(min_inlier_ratio=1.0)._essential(pq, pm, K, K).verified
+
+
 def test_uncalibrated_verification_takes_the_model_with_more_inliers():
     """Without intrinsics, the fundamental matrix or the homography, whichever explains more matches: a 3D scene
     seen from two places is a fundamental matrix (all 60 consistent matches); a homography explains fewer."""

@@ -173,6 +173,11 @@ def test_save_load_round_trip_without_pickle(tmp_path):
         KeyframeDatabase.load(tmp_path / "map", descriptor="another descriptor")
     with pytest.raises(DatasetError, match="no database.json"):
         KeyframeDatabase.load(tmp_path / "nothing")
+    meta = (tmp_path / "map" / "database.json").read_text()
+    (tmp_path / "map" / "database.json").write_text(meta[: len(meta) // 2])  # cut short
+    with pytest.raises(DatasetError, match="database.json"):
+        KeyframeDatabase.load(tmp_path / "map")
+    (tmp_path / "map" / "database.json").write_text(meta)
     (tmp_path / "map" / "keyframes.npz").write_bytes(b"not a zip")
     with pytest.raises(DatasetError, match="cannot read .*keyframes.npz"):
         KeyframeDatabase.load(tmp_path / "map")

@@ -146,6 +146,7 @@ def test_save_load_round_trip_without_pickle(tmp_path):
                K=K if i < 10 else None, features=feats if i == 3 else first if i == 0 else None)
     assert db.index_kind == "hnsw"
     db.save(tmp_path / "map")
+    db.save(tmp_path / "map")  # saving over a map (the node saves on a timer) replaces it
     meta = json.loads((tmp_path / "map" / "database.json").read_text())
     assert meta["format"] == 1  # maps written by earlier versions stay readable only while this holds
     assert meta["keyframes"] == 60 and meta["sessions"] == 2 and meta["keyframes_with_gps"] == 30
@@ -409,3 +410,15 @@ def test_keyframes_npz_with_pickled_objects_is_refused(tmp_path):
     np.savez(tmp_path / "map" / "keyframes.npz", **arrays)
     with pytest.raises(ValueError, match="allow_pickle"):
         KeyframeDatabase.load(tmp_path / "map")
+
+
+def test_a_keyframe_without_intrinsics_is_verified_without_them():
+    """The query has K, the keyframe was stored without: the check falls back to the uncalibrated models."""
+    from deep_vision.estimators.loop_closure import GeometricVerifier
+
+    det = LoopClosureDetector(FakeRecognizer(unit_rows(4)), verifier=GeometricVerifier(), exclude_recent_s=0.0)
+    image = np.random.default_rng(7).integers(0, 255, (96, 128), dtype=np.uint8)
+    image[0, 0] = 1
+    det.add(image, T0)  # no K
+    (c,) = det.query(image, T0 + S, K=np.array([[100.0, 0, 64], [0, 100, 48], [0, 0, 1]]))
+    assert c.verified and c.verification.model in ("fundamental", "homography") and not c.has_relative_pose

@@ -53,14 +53,18 @@ else
     export CMAKE_PREFIX_PATH="$VENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
     export PATH="$VENV/bin:$PATH"
 fi
-"${COLCON[@]}" --log-base "$ROOT/log" build \
-    --base-paths ros2_ws/src/deep_vision_msgs \
-    --build-base "$ROOT/build" --install-base "$ROOT/install" \
-    --event-handlers console_cohesion- status- \
-    --cmake-args -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$VPY" \
-                 -DCMAKE_INSTALL_RPATH="$ROOT/install/deep_vision_msgs/lib" \
-                 -DCMAKE_INSTALL_RPATH_USE_LINK_PATH=ON >/dev/null \
-    || { echo "colcon build of deep_vision_msgs failed; see $ROOT/log/latest_build" >&2; exit 1; }
+# colcon_build PACKAGE SOURCE_FOLDER: build one interface package into install/ (rpath to its own lib).
+colcon_build() {
+    "${COLCON[@]}" --log-base "$ROOT/log" build \
+        --base-paths "$2" \
+        --build-base "$ROOT/build" --install-base "$ROOT/install" \
+        --event-handlers console_cohesion- status- \
+        --cmake-args -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$VPY" \
+                     -DCMAKE_INSTALL_RPATH="$ROOT/install/$1/lib" \
+                     -DCMAKE_INSTALL_RPATH_USE_LINK_PATH=ON >/dev/null \
+        || { echo "colcon build of $1 failed; see $ROOT/log/latest_build" >&2; exit 1; }
+}
+colcon_build deep_vision_msgs ros2_ws/src/deep_vision_msgs
 
 # tf2_msgs (what /tf and /tf_static carry) is not published as a wheel: without a ROS 2 install that has
 # it, build it from its definition (ros2_ws/fallback, which COLCON_IGNORE hides from workspace builds).
@@ -69,14 +73,7 @@ if [[ $SYSTEM_ROS == 0 ]] || ! "$VPY" -c "import tf2_msgs.msg" >/dev/null 2>&1; 
     log "building tf2_msgs (TFMessage) with colcon: not installed"
     rm -rf "$ROOT/build/fallback_src" && mkdir -p "$ROOT/build/fallback_src"
     cp -r ros2_ws/fallback/tf2_msgs "$ROOT/build/fallback_src/"
-    "${COLCON[@]}" --log-base "$ROOT/log" build \
-        --base-paths "$ROOT/build/fallback_src" \
-        --build-base "$ROOT/build" --install-base "$ROOT/install" \
-        --event-handlers console_cohesion- status- \
-        --cmake-args -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$VPY" \
-                     -DCMAKE_INSTALL_RPATH="$ROOT/install/tf2_msgs/lib" \
-                     -DCMAKE_INSTALL_RPATH_USE_LINK_PATH=ON >/dev/null \
-        || { echo "colcon build of tf2_msgs failed; see $ROOT/log/latest_build" >&2; exit 1; }
+    colcon_build tf2_msgs "$ROOT/build/fallback_src"
     PREFIXES+=("$ROOT/install/tf2_msgs")
 fi
 

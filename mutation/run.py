@@ -74,6 +74,10 @@ GROUPS: dict[str, tuple[list[str], list[str], int]] = {
                  ["test_visual_odometry.py", "test_ground_scale.py", "test_odometry_node.py"], 300),
     "verification": (["estimators/loop_closure.py"],
                      ["test_place_verification.py", "test_place_database.py", "test_place_node.py"], 300),
+    "stages": (["stages/inputs.py", "stages/homography.py", "stages/odometry.py", "stages/place.py",
+                "stages/pose_graph.py", "stages/messages.py"],
+               ["test_homography_node.py", "test_odometry_node.py", "test_place_node.py", "test_pose_graph_node.py",
+                "test_pipeline.py", "test_one_system.py"], 300),
 }
 
 EXCLUDED_OPERATORS = [

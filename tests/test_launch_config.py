@@ -81,7 +81,7 @@ def test_launch_file_wires_the_registry(monkeypatch):
 def test_registry_inputs_are_what_the_nodes_subscribe():
     for entry in NODES.values():
         source = (REPO / "ros2_ws" / "src" / "deep_vision" / Path(*entry.module.split("."))).with_suffix(".py")
-        subscribed = re.findall(r'create_subscription\(\s*\w+,\s*"([^"]+)"', source.read_text())
+        subscribed = re.findall(r'subscribe\(self,\s*"[^"]+",\s*"([^"]+)"', source.read_text())
         assert tuple(subscribed) == entry.inputs, entry
 
 

@@ -72,7 +72,7 @@ def _factory(vo_model, seq=None, length=1.0, **overrides):
     def make(context):
         node = OdometryNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
         if seq is not None:
-            node.vo.backend = TruthBackend(node.vo.backend, seq.kitti_poses, length)
+            node.stage.vo.backend = TruthBackend(node.stage.vo.backend, seq.kitti_poses, length)
         return node
 
     return make

@@ -84,7 +84,7 @@ def _play_images(h, node, bag, limit=None):
 
     def wait():
         sent[0] += 1
-        h.spin_until(lambda: node.diag.counters["frames_in"] >= sent[0] + _play_images.offset and node.frames.idle(),
+        h.spin_until(lambda: node.diag.counts()["frames_in"] >= sent[0] + _play_images.offset and node.frames.idle(),
                      5.0)
 
     h.publish_bag(bag, {"/camera/image_raw": "image"}, limit=limit, between=wait)
@@ -143,13 +143,13 @@ def test_loop_closures_on_a_bag_with_revisits(ros_harness, revisit_bag, tmp_path
         fix.status.status = fix.status.STATUS_FIX
         fix.header.stamp.sec, fix.header.stamp.nanosec = divmod(int(seq.stamps_ns[i]), 1_000_000_000)
         gps_pub.publish(fix)
-        assert h.spin_until(lambda: len(node.gps) == i + 1, 5.0)
+        assert h.spin_until(lambda: len(node.stage.gps) == i + 1, 5.0)
     h.publish_bag(bag, {"/camera/camera_info": "camera_info"}, limit=1, between=lambda: h.spin_for(0.3))
-    assert node.K is not None
+    assert node.stage.info is not None
     h.wait_for_subscribers(h.publisher("image", Image))
     _play_images.offset = 0
     _play_images(h, node, bag)
-    assert h.spin_until(lambda: len(out) == node.diag.counters["loop_closure_msgs"], 5.0)
+    assert h.spin_until(lambda: len(out) == node.diag.counts()["loop_closure_msgs"], 5.0)
     first_pass = list(out)
     assert first_pass, "no loop closure published"
     bad = _image_msg(np.zeros((120, 320), np.uint8), seq.stamps_ns[-1] + 50_000_000)
@@ -158,7 +158,7 @@ def test_loop_closures_on_a_bag_with_revisits(ros_harness, revisit_bag, tmp_path
     h.wait_for_subscribers(img_pub)
     img_pub.publish(bad)
     _play_images.offset += 1
-    h.spin_until(lambda: node.diag.counters["bad_frames"] == 1, 5.0)
+    h.spin_until(lambda: node.diag.values()["bad_frames"] == "1", 5.0)
 
     frame = {int(s): i for i, s in enumerate(seq.stamps_ns)}
     loops, correct, rot_err = set(), 0, []
@@ -191,14 +191,14 @@ def test_loop_closures_on_a_bag_with_revisits(ros_harness, revisit_bag, tmp_path
            for g in geo]
     assert np.median(err) < 3.0 and all(g.position_covariance[0] > 0 for g in geo)
     # The bag played again (time jump backwards): a new session; the first pass is searchable at once.
-    n_first = len(node.detector.db)
+    n_first = len(node.stage.detector.db)
     _play_images(h, node, bag, limit=40)
-    assert h.spin_until(lambda: len(out) == node.diag.counters["loop_closure_msgs"], 5.0)
+    assert h.spin_until(lambda: len(out) == node.diag.counts()["loop_closure_msgs"], 5.0)
     h.spin_for(1.2)
     values = {kv.key: kv.value for kv in diags[-1].status[0].values}
     assert values["bad_frames"] == "1" and values["new_session_time_backwards"] == "1"
     assert values["sessions"] == "2" and float(values["geolocation_error_m_p50"]) < 3.0
-    db = node.detector.db
+    db = node.stage.detector.db
     assert len(db) > n_first and np.all(np.diff(db.sessions) >= 0) and db.sessions[-1] == 1
     # Keyframes (every 0.3 s) were chosen on arrival: only they reached the worker, the rest was counted.
     assert values["frames_out"] == str(len(db)) and "dropped_frames" not in values
@@ -217,7 +217,7 @@ def test_loop_closures_on_a_bag_with_revisits(ros_harness, revisit_bag, tmp_path
 
     assert len(KeyframeDatabase.load(database)) == size
     reloaded = h.add_node(_factory(descriptor="sad", sad_width=64, sad_height=24, database_path=str(database)))
-    assert len(reloaded.detector.db) == size and reloaded.detector.session == 2
+    assert len(reloaded.stage.detector.db) == size and reloaded.stage.detector.session == 2
 
 
 def test_bad_model_fails_at_start_naming_the_parameter():

@@ -396,10 +396,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"starting {', '.join(keys)} with {args.params}" + (f", playing {args.bag}" if args.bag else ""))
     summary = run(args.params, keys, bag=args.bag, rate=args.rate, use_sim_time=args.use_sim_time,
                   backend=args.backend, image_topic=args.image, camera_info_topic=args.camera_info,
-                  duration_s=args.duration)
+                  duration_s=args.duration, record=args.record)
     for kind in ("played", "published"):
         for topic, n in sorted(summary[kind].items()):
             print(f"{kind:>9} {topic:<28} {n}")
+    if "recorded" in summary:
+        print(f"recorded: {summary['recorded']}")
     return 0
 
 
@@ -485,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", default="/camera/image_raw", help="image topic (default /camera/image_raw)")
     p.add_argument("--camera-info", default="/camera/camera_info", help="camera info topic")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--record", help="write what the nodes publish (and the played /tf_static) to this rosbag2 folder")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("convert", help="dataset -> rosbag2 (deep_vision's topic layout)")

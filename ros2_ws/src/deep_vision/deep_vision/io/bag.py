@@ -44,10 +44,10 @@ from deep_vision.geometry.transforms import invert_transform
 from deep_vision.io import rosmsg
 from deep_vision.io.image import image_to_numpy, numpy_to_image_fields
 from deep_vision.io.rosmsg import (
+    StaticTransforms,
     camera_from_info,
     pose_to_matrix,
     stamp_to_ns,
-    transform_to_matrix,
     typestore,
 )
 
@@ -129,6 +129,13 @@ class BagWriter:
             self.add_topic(topic, msgtype, qos)
         data = self._store.serialize_cdr(msg, msgtype)
         self._writer.write(self._connections[topic], int(stamp_ns), data)
+        self.counts[topic] += 1
+
+    def write_raw(self, topic: str, msgtype: str, stamp_ns: int, data: bytes, qos: Qos | None = None) -> None:
+        """Record an already serialised (CDR) message of ``msgtype`` at ``stamp_ns``."""
+        if topic not in self._connections:
+            self.add_topic(topic, msgtype, qos or QOS_DEFAULT)
+        self._writer.write(self._connections[topic], int(stamp_ns), bytes(data))
         self.counts[topic] += 1
 
     # The topics every deep_vision bag has (synthetic recordings and dataset converters alike).
@@ -214,15 +221,13 @@ class BagSequence:
         order = np.argsort(np.asarray(stamps, dtype=np.int64), kind="stable")
         return np.asarray(stamps, dtype=np.int64)[order], [values[i] for i in order]
 
-    def _read_tf_static(self, reader: Reader) -> dict[tuple[str, str], np.ndarray]:
-        out: dict[tuple[str, str], np.ndarray] = {}
+    def _read_tf_static(self, reader: Reader) -> StaticTransforms:
+        out = StaticTransforms()
         conns = [c for c in reader.connections if c.topic == TF_STATIC_TOPIC]
         if not conns:  # rosbags reads every topic when given no connection
             return out
         for conn, _, raw in reader.messages(connections=conns):
-            msg = self._store.deserialize_cdr(raw, conn.msgtype)
-            for tf in msg.transforms:
-                out[(str(tf.header.frame_id), str(tf.child_frame_id))] = transform_to_matrix(tf.transform)
+            out.add(self._store.deserialize_cdr(raw, conn.msgtype))
         return out
 
     def __len__(self) -> int:
@@ -261,11 +266,7 @@ class BagSequence:
 
     def extrinsic(self, camera_frame: str, base_frame: str = "base_link") -> np.ndarray | None:
         """T_base_camera from /tf_static (a direct edge, either direction), or None."""
-        if (base_frame, camera_frame) in self.static_transforms:
-            return self.static_transforms[(base_frame, camera_frame)]
-        if (camera_frame, base_frame) in self.static_transforms:
-            return invert_transform(self.static_transforms[(camera_frame, base_frame)])
-        return None
+        return self.static_transforms.lookup(base_frame, camera_frame)
 
     def camera_poses_kitti(self, camera_frame: str) -> tuple[np.ndarray, np.ndarray]:
         """Ground-truth camera poses in the KITTI convention (camera i in camera 0's frame).

@@ -177,14 +177,15 @@ def transform_to_matrix(transform: Any) -> np.ndarray:
 
 
 def navsatfix_msg(latitude: float, longitude: float, altitude: float, stamp_ns: int, frame_id: str,
-                  position_covariance: np.ndarray | None = None) -> Any:
-    """sensor_msgs/NavSatFix with a fix (GPS service); covariance unknown unless given (diagonal, m²)."""
+                  position_covariance: np.ndarray | None = None, covariance_type: int = 2) -> Any:
+    """sensor_msgs/NavSatFix with a fix (GPS service); covariance unknown unless given (m², of type
+    ``covariance_type``: 1 approximated, 2 diagonal known, 3 known)."""
     status = _cls("sensor_msgs/msg/NavSatStatus")(status=0, service=1)
     cov = np.zeros(9) if position_covariance is None else np.asarray(position_covariance, np.float64).reshape(9)
     return _cls("sensor_msgs/msg/NavSatFix")(
         header=header(stamp_ns, frame_id), status=status, latitude=float(latitude), longitude=float(longitude),
         altitude=float(altitude), position_covariance=cov,
-        position_covariance_type=0 if position_covariance is None else 2)
+        position_covariance_type=0 if position_covariance is None else int(covariance_type))
 
 
 def loop_closure_array_msg(result: Any, frame_id: str) -> Any:
@@ -213,3 +214,28 @@ def path_msg(stamps_ns: np.ndarray, poses: np.ndarray, stamp_ns: int, frame_id: 
     pose_stamped = _cls("geometry_msgs/msg/PoseStamped")
     return _cls("nav_msgs/msg/Path")(header=header(stamp_ns, frame_id), poses=[
         pose_stamped(header=header(int(s), frame_id), pose=_pose(T)) for s, T in zip(stamps_ns, poses)])
+
+
+class StaticTransforms:
+    """The direct edges of ``/tf_static`` (``tf2_msgs/TFMessage``), looked up either way round.
+
+    Used by bag readers, by the evaluation (a bag's ``/tf_static``) and by the nodes where tf2_ros is not
+    installed; tf2_ros, where present, also follows chains of frames.
+    """
+
+    def __init__(self) -> None:
+        self.edges: dict[tuple[str, str], np.ndarray] = {}
+
+    def add(self, msg: Any) -> None:
+        for tf in msg.transforms:
+            self.edges[(str(tf.header.frame_id), str(tf.child_frame_id))] = transform_to_matrix(tf.transform)
+
+    def lookup(self, parent: str, child: str) -> np.ndarray | None:
+        """T_parent_child, or None."""
+        from deep_vision.geometry.transforms import invert_transform
+
+        if (parent, child) in self.edges:
+            return self.edges[(parent, child)]
+        if (child, parent) in self.edges:
+            return invert_transform(self.edges[(child, parent)])
+        return None

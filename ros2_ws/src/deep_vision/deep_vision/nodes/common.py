@@ -20,10 +20,10 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
 from rclpy.qos import QoSReliabilityPolicy as Reliability
 
-from deep_vision.errors import ConfigError
+from deep_vision.errors import ConfigError, DeepVisionError
 from deep_vision.geometry.transforms import make_transform, rotation_from_quaternion
 from deep_vision.inference.selection import BACKENDS
 from deep_vision.pipeline.build import DEFAULT_CAMERA_POSE, camera_pose_transform
@@ -76,7 +76,8 @@ INFERENCE_PARAMS = [
 
 # Every node that needs the camera's pose on the robot (read by CameraPose).
 CAMERA_POSE_PARAMS = [
-    Param("use_tf_static", True, "Take the camera pose on the robot from /tf_static when tf2_ros is available."),
+    Param("use_tf_static", True, "Take the camera pose on the robot from /tf_static (tf2_ros when installed, else "
+          "a direct base_frame -> camera frame edge)."),
     Param("camera_pose", DEFAULT_CAMERA_POSE, "Camera optical frame in base_frame: x y z qx qy qz qw (used when "
           "/tf_static has no transform)."),
 ]
@@ -90,17 +91,6 @@ def image_qos(kind: str, depth: int) -> QoSProfile:
     if kind == "reliable":
         profile.reliability = Reliability.RELIABLE
     return profile
-
-
-def time_msg(ns: int) -> Any:
-    """``builtin_interfaces/Time`` of a stamp in nanoseconds."""
-    from builtin_interfaces.msg import Time
-
-    return Time(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
-
-
-def stamp_ns(stamp: Any) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 def backend_diagnostics(backend: Any) -> dict[str, str]:
@@ -130,12 +120,62 @@ def _tf2_ros() -> Any:
     return tf2_ros
 
 
+def subscribe(node: Node, msgtype: str, topic: str, callback: Callable[[Any], None], qos: QoSProfile | int) -> Any:
+    """Subscribe ``topic`` and call ``callback`` with each message deserialised by the package's typestore
+    (the objects the stages' input functions read, as from a bag)."""
+    from deep_vision.io.rosmsg import typestore
+    from deep_vision.nodes.bridge import rclpy_type
+
+    store = typestore()
+    return node.create_subscription(rclpy_type(msgtype), topic,
+                                    lambda raw: callback(store.deserialize_cdr(raw, msgtype)), qos, raw=True)
+
+
+#: tf2_ros's broadcaster QoS
+TF_QOS = QoSProfile(depth=100)
+
+
+class Outputs:
+    """Publishes what :mod:`deep_vision.stages.messages` builds: each message serialised once, published as
+    bytes. ``/tf`` needs tf2_msgs (a system package, or built by the set-up): without it, no transforms
+    (``tf`` says which)."""
+
+    def __init__(self, node: Node, topics: dict[str, str], qos: QoSProfile | int = 10) -> None:
+        from deep_vision.io.rosmsg import typestore
+        from deep_vision.nodes.bridge import rclpy_type
+
+        self.node = node
+        self.store = typestore()
+        self.pubs: dict[str, Any] = {}
+        self.sent: Counter[str] = Counter()
+        self.tf = "off"
+        for topic, msgtype in topics.items():
+            if topic == "/tf":
+                try:
+                    self.pubs[topic] = node.create_publisher(rclpy_type(msgtype), topic, TF_QOS)
+                    self.tf = "tf2_msgs"
+                except DeepVisionError:
+                    self.tf = "none"
+                    node.get_logger().warning("tf2_msgs is not available: no transforms on /tf")
+                continue
+            self.pubs[topic] = node.create_publisher(rclpy_type(msgtype), topic, qos)
+
+    def publish(self, messages: list[tuple[str, str, Any]]) -> None:
+        for topic, msgtype, msg in messages:
+            pub = self.pubs.get(topic)
+            if pub is not None:
+                pub.publish(bytes(self.store.serialize_cdr(msg, msgtype)))
+                self.sent[topic] += 1
+
+
 class CameraPose:
     """``T_base_camera``: the ``camera_pose`` parameter until ``/tf_static`` has ``base_frame → camera frame``.
 
     Reads the parameters ``base_frame``, ``use_tf_static`` and ``camera_pose``
-    (:data:`CAMERA_POSE_PARAMS`). The look-up needs tf2_ros; without it the
-    parameter value stays.
+    (:data:`CAMERA_POSE_PARAMS`). With tf2_ros the look-up follows chains of
+    frames; without it, the node subscribes ``/tf_static`` itself and takes a
+    direct edge (:class:`~deep_vision.stages.inputs.StaticTransforms`, as the
+    evaluation does with a bag's ``/tf_static``).
     """
 
     def __init__(self, node: Node, params: dict[str, Any]) -> None:
@@ -146,73 +186,60 @@ class CameraPose:
         self.from_tf = False
         self.node = node
         self.base_frame = params["base_frame"]
-        self.buffer = None
-        if params["use_tf_static"]:
-            tf2_ros = _tf2_ros()
-            if tf2_ros is None:
-                node.get_logger().warning("tf2_ros is not available: the camera pose comes from the 'camera_pose' "
-                                          "parameter")
-            else:
-                self.buffer = tf2_ros.Buffer()
-                self.listener = tf2_ros.TransformListener(self.buffer, node)
+        self.buffer = self.static = None
+        self.source = "parameter"
+        if not params["use_tf_static"]:
+            return
+        tf2_ros = _tf2_ros()
+        if tf2_ros is not None:
+            self.buffer = tf2_ros.Buffer()
+            self.listener = tf2_ros.TransformListener(self.buffer, node)
+            self.source = "tf2_ros"
+            return
+        try:
+            from deep_vision.io.rosmsg import StaticTransforms
+
+            self.static = StaticTransforms()
+            latched = QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                                 reliability=Reliability.RELIABLE)
+            self.sub = subscribe(node, "tf2_msgs/msg/TFMessage", "/tf_static", self.static.add, latched)
+            self.source = "/tf_static"
+        except DeepVisionError:
+            self.static = None
+            node.get_logger().warning("neither tf2_ros nor tf2_msgs is available: the camera pose comes from the "
+                                      "'camera_pose' parameter")
 
     def update(self, camera_frame: str) -> bool:
         """Take ``base_frame → camera_frame`` from /tf_static once it is there; True when ``T`` changed."""
-        if self.buffer is None or self.from_tf or not camera_frame:
+        if self.from_tf or not camera_frame:
             return False
-        import rclpy.time
+        T = None
+        if self.buffer is not None:
+            import rclpy.time
 
-        try:
-            tf = self.buffer.lookup_transform(self.base_frame, camera_frame, rclpy.time.Time())
-        except Exception:  # noqa: BLE001 - tf2 raises several lookup exceptions; keep the parameter value
+            try:
+                tf = self.buffer.lookup_transform(self.base_frame, camera_frame, rclpy.time.Time())
+            except Exception:  # noqa: BLE001 - tf2 raises several lookup exceptions; keep the parameter value
+                return False
+            t, q = tf.transform.translation, tf.transform.rotation
+            T = make_transform(rotation_from_quaternion([q.x, q.y, q.z, q.w]), [t.x, t.y, t.z])
+        elif self.static is not None:
+            T = self.static.lookup(self.base_frame, camera_frame)
+        if T is None:
             return False
-        t, q = tf.transform.translation, tf.transform.rotation
-        self.T = make_transform(rotation_from_quaternion([q.x, q.y, q.z, q.w]), [t.x, t.y, t.z])
+        self.T = T
         self.from_tf = True
         self.node.get_logger().info(f"camera pose from /tf_static: {self.base_frame} -> {camera_frame}")
         return True
 
 
-class TransformOutput:
-    """Sends ``geometry_msgs/TransformStamped`` on ``/tf``: through ``tf2_ros.TransformBroadcaster`` when
-    importable, else as ``tf2_msgs/TFMessage`` from a plain publisher, else not at all (``kind`` says which;
-    ``last`` keeps the last transform either way)."""
-
-    def __init__(self, node: Node) -> None:
-        self.last: Any = None
-        self.sent = 0
-        self._broadcaster = self._pub = None
-        tf2_ros = _tf2_ros()
-        if tf2_ros is not None:
-            self.kind = "tf2_ros"
-            self._broadcaster = tf2_ros.TransformBroadcaster(node)
-            return
-        try:
-            from tf2_msgs.msg import TFMessage
-        except ImportError:
-            self.kind = "none"
-            node.get_logger().warning("neither tf2_ros nor tf2_msgs is available: no transforms on /tf")
-            return
-        self.kind = "tf2_msgs"
-        self._message = TFMessage
-        self._pub = node.create_publisher(TFMessage, "/tf", QoSProfile(depth=100))  # tf2_ros's broadcaster QoS
-
-    def send(self, transform: Any) -> None:
-        self.last = transform
-        if self._broadcaster is not None:
-            self._broadcaster.sendTransform(transform)
-        elif self._pub is not None:
-            self._pub.publish(self._message(transforms=[transform]))
-        else:
-            return
-        self.sent += 1
-
-
 class NodeDiagnostics:
     """Counters and latency of one node, published as ``diagnostic_msgs/DiagnosticArray`` at 1 Hz."""
 
-    def __init__(self, node: Node, name: str, static: dict[str, str] | None = None, period_s: float = 1.0) -> None:
+    def __init__(self, node: Node, name: str, static: dict[str, str] | None = None, period_s: float = 1.0,
+                 stage: Any = None) -> None:
         self.node = node
+        self.stage = stage  # its ``counters`` are published with the node's
         self.name = name
         self.static = dict(static or {})
         self.counters: Counter[str] = Counter()
@@ -227,7 +254,6 @@ class NodeDiagnostics:
         self.arrivals.append(time.monotonic())
 
     def bad(self, reason: str) -> None:
-        self.counters["bad_frames"] += 1
         self.counters[f"bad_{reason}"] += 1
 
     def processed(self, latency_ms: float, age_ms: float | None = None) -> None:
@@ -235,6 +261,14 @@ class NodeDiagnostics:
         self.latencies_ms.append(latency_ms)
         if age_ms is not None:
             self.ages_ms.append(age_ms)
+
+    def counts(self) -> Counter[str]:
+        """The node's counters and its stage's; ``bad_frames`` sums every ``bad_*`` counter."""
+        counters = Counter(self.counters)
+        if self.stage is not None:
+            counters.update(self.stage.counters)
+        counters["bad_frames"] = sum(v for k, v in counters.items() if k.startswith("bad_") and k != "bad_frames")
+        return counters
 
     def values(self) -> dict[str, str]:
         def pct(data: deque[float], q: float) -> str:
@@ -246,16 +280,17 @@ class NodeDiagnostics:
             rate = (len(self.arrivals) - 1) / span if span > 0 else 0.0
         out = {"input_rate_hz": f"{rate:.2f}", "latency_ms_p50": pct(self.latencies_ms, 50),
                "latency_ms_p95": pct(self.latencies_ms, 95), "age_ms_p50": pct(self.ages_ms, 50)}
-        out.update({k: str(v) for k, v in sorted(self.counters.items())})
+        out.update({k: str(v) for k, v in sorted(self.counts().items())})
         out.update(self.static)
         return out
 
     def publish(self) -> None:
         status = DiagnosticStatus(name=f"{self.node.get_name()}: {self.name}", hardware_id=self.static.get("backend", ""))
-        bad = self.counters["bad_frames"]
+        values = self.values()
+        bad = int(values["bad_frames"])
         status.level = DiagnosticStatus.WARN if bad else DiagnosticStatus.OK
         status.message = f"{bad} bad frame(s)" if bad else "ok"
-        status.values = [KeyValue(key=k, value=v) for k, v in self.values().items()]
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.node.get_clock().now().to_msg()
         self.pub.publish(msg)

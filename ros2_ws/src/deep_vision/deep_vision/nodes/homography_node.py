@@ -13,26 +13,24 @@ import sys
 import time
 from typing import Any
 
-from builtin_interfaces.msg import Time
-from deep_vision_msgs.msg import Homography
-from sensor_msgs.msg import Image
-
 from deep_vision.errors import ImageEncodingError
-from deep_vision.io.image import message_to_mono8
 from deep_vision.nodes.common import (
     INFERENCE_PARAMS,
     QOS_PARAMS,
     FrameQueue,
     ImageNode,
     NodeDiagnostics,
+    Outputs,
     Param,
     backend_diagnostics,
     declare,
     image_qos,
     spin_node,
-    stamp_ns,
+    subscribe,
 )
-from deep_vision.pipeline.build import build_homography
+from deep_vision.stages import HomographyStage
+from deep_vision.stages.inputs import frame_from_msg
+from deep_vision.stages.messages import HOMOGRAPHY, homography_msgs
 
 PARAMS = [
     Param("model_path", "", "HomographyNet model (.onnx with its model card, or a .pt checkpoint); empty: the "
@@ -56,40 +54,30 @@ class HomographyNode(ImageNode):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("homography_node", **kwargs)
         p = declare(self, PARAMS)
-        self.estimator, self.pairer = build_homography(p)  # raises ConfigError naming the parameter
-        backend = self.estimator.backend
-        self.diag = NodeDiagnostics(self, "homography", {**backend_diagnostics(backend), "refine": str(p["refine"])})
-        self.pub = self.create_publisher(Homography, "homography", 10)
+        self.stage = HomographyStage.from_params(p)  # raises ConfigError naming the parameter
+        backend = self.stage.backend
+        self.diag = NodeDiagnostics(self, "homography", {**backend_diagnostics(backend), "refine": str(p["refine"])},
+                                    stage=self.stage)
+        self.out = Outputs(self, {"homography": HOMOGRAPHY})
         self.frames = FrameQueue(self, self.on_image, p["queue_depth"], self.diag)
-        self.sub = self.create_subscription(Image, "image", self.frames.push, image_qos(p["image_qos"], p["queue_depth"]))
+        self.sub = subscribe(self, "sensor_msgs/msg/Image", "image", self.frames.push,
+                             image_qos(p["image_qos"], p["queue_depth"]))
         self.get_logger().info(f"estimating homographies with {getattr(backend, 'describe', lambda: backend)()}")
 
-    def on_image(self, msg: Image) -> None:
+    def on_image(self, msg: Any) -> None:
         t0 = time.perf_counter()
         try:
-            grey = message_to_mono8(msg)
+            frame = frame_from_msg(msg)
         except ImageEncodingError as exc:
             self.diag.bad("image")
             self.get_logger().warning(f"image skipped: {exc}", throttle_duration_sec=5.0)
             return
-        stamp = stamp_ns(msg.header.stamp)
-        pair = self.pairer.push(grey, stamp)
-        for reason, n in self.pairer.resets.items():
-            self.diag.counters[f"reset_{reason}"] = n
-        if pair is None:
+        out = self.stage.process(frame)
+        if out is None:
             return
-        result = self.estimator.estimate(pair.prev, pair.curr)
-        out = Homography()
-        out.header = msg.header
-        out.source_stamp = Time(sec=pair.prev_stamp_ns // 1_000_000_000, nanosec=pair.prev_stamp_ns % 1_000_000_000)
-        out.matrix = [float(v) for v in result.matrix.reshape(9)]
-        out.corner_uncertainty_px = float(result.corner_uncertainty_px)
-        out.valid = bool(result.valid)
-        self.pub.publish(out)
-        if not result.valid:
-            self.diag.counters["invalid_estimates"] += 1
+        self.out.publish(homography_msgs(out))
         now = self.get_clock().now().nanoseconds
-        self.diag.processed((time.perf_counter() - t0) * 1e3, (now - stamp) / 1e6 if now else None)
+        self.diag.processed((time.perf_counter() - t0) * 1e3, (now - frame.stamp_ns) / 1e6 if now else None)
 
 
 def main(args: list[str] | None = None) -> int:

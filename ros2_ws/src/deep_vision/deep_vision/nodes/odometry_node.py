@@ -4,13 +4,13 @@ Subscribes ``image`` (+ ``camera_info``: intrinsics for the hybrid mode);
 publishes ``odometry`` (header.frame_id ``odom``, child_frame_id ``base_link``,
 stamp = image stamp, pose and its covariance in ``odom``, twist in
 ``base_link``) and, when ``publish_tf`` is on, the ``odom → base_link``
-transform on ``/tf`` (tf2_ros, else a plain tf2_msgs publisher). The camera's
-pose on the robot comes from ``/tf_static`` (``base_link → <image frame>``,
-when tf2_ros is available and ``use_tf_static`` is on) or from the
-``camera_pose`` parameter (both through ``common.CameraPose``). The ``odom``
-frame is ``base_link`` at the first frame (REP 105). A time jump backwards or
-a resolution change starts a new trajectory from the identity; undecodable
-images are counted and skipped.
+transform on ``/tf``. The camera's pose on the robot comes from ``/tf_static``
+(``base_frame → <image frame>``, when ``use_tf_static`` is on) or from the
+``camera_pose`` parameter (``common.CameraPose``). All per-stream work is
+:class:`~deep_vision.stages.OdometryStage`'s (the ``odom`` frame is
+``base_link`` at the first frame, REP 105; a time jump backwards or a
+resolution change starts a new trajectory); undecodable images are counted
+and skipped.
 """
 
 from __future__ import annotations
@@ -19,20 +19,7 @@ import sys
 import time
 from typing import Any
 
-import numpy as np
-from geometry_msgs.msg import TransformStamped
-from nav_msgs.msg import Odometry
-from scipy.spatial.transform import Rotation
-from sensor_msgs.msg import CameraInfo, Image
-
 from deep_vision.errors import ConfigError, ImageEncodingError
-from deep_vision.geometry.camera import PinholeCamera
-from deep_vision.geometry.transforms import (
-    adjoint,
-    invert_transform,
-    quaternion_from_rotation,
-)
-from deep_vision.io.image import message_to_mono8
 from deep_vision.nodes.common import (
     CAMERA_POSE_PARAMS,
     INFERENCE_PARAMS,
@@ -41,19 +28,17 @@ from deep_vision.nodes.common import (
     FrameQueue,
     ImageNode,
     NodeDiagnostics,
+    Outputs,
     Param,
-    TransformOutput,
     backend_diagnostics,
     declare,
     image_qos,
     spin_node,
-    stamp_ns,
+    subscribe,
 )
-from deep_vision.pipeline.build import (
-    build_odometry,
-    ground_scale_from_params,
-    scale_settings,
-)
+from deep_vision.stages import OdometryStage
+from deep_vision.stages.inputs import camera_info_from_msg, frame_from_msg
+from deep_vision.stages.messages import ODOMETRY, TF, odometry_msgs
 
 PARAMS = [
     Param("model_path", "", "DeepVO model (.onnx with its model card, or a .pt checkpoint); empty: the shipped "
@@ -83,7 +68,7 @@ PARAMS = [
           "frame without one keeps it; none in the window: the network's length).", range=(1, 1000)),
     Param("odom_frame", "odom", "Frame of the published pose (REP 105)."),
     Param("base_frame", "base_link", "Robot body frame (child frame of the odometry)."),
-    Param("publish_tf", True, "Broadcast odom -> base_link on /tf (tf2_ros, else tf2_msgs)."),
+    Param("publish_tf", True, "Publish odom -> base_link on /tf (tf2_msgs/TFMessage)."),
     *CAMERA_POSE_PARAMS,
     Param("trans_noise_rel", 0.03, "Translation noise per step, fraction of the step length.", range=(0.0, 10.0)),
     Param("trans_noise_abs", 0.01, "Translation noise per step, metres.", range=(0.0, 10.0)),
@@ -97,93 +82,37 @@ class OdometryNode(ImageNode):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("odometry_node", **kwargs)
         p = declare(self, PARAMS)
-        self.params = p
+        self.publish_tf = p["publish_tf"]
         self.camera_pose = CameraPose(self, p)
-        # Hybrid mode needs the intrinsics: it starts in network mode (network scale) and switches at the first
-        # camera_info. Both raise ConfigError naming the parameter.
-        self.scale_source, ground, _ = scale_settings(p, self.camera_pose.T)
-        self.vo = build_odometry({**p, "mode": "network", "scale_source": "network"})
-        self.want_hybrid = p["mode"] == "hybrid"
-        self.vo.ground = ground or self.vo.ground
-        self.tf_out = TransformOutput(self) if p["publish_tf"] else None
-        backend = self.vo.backend
-        self.diag = NodeDiagnostics(self, "visual odometry", {**backend_diagnostics(backend), "mode": p["mode"]})
-        self.pub = self.create_publisher(Odometry, "odometry", 10)
+        self.stage = OdometryStage.from_params(p)  # raises ConfigError naming the parameter
+        self.out = Outputs(self, {"odometry": ODOMETRY, **({"/tf": TF} if self.publish_tf else {})})
+        self.diag = NodeDiagnostics(self, "visual odometry", {**backend_diagnostics(self.stage.backend),
+                                                              "mode": p["mode"], "tf": self.out.tf}, stage=self.stage)
         qos = image_qos(p["image_qos"], p["queue_depth"])
         self.frames = FrameQueue(self, self.on_image, p["queue_depth"], self.diag)
-        self.sub = self.create_subscription(Image, "image", self.frames.push, qos)
-        self.info_sub = self.create_subscription(CameraInfo, "camera_info", self.on_camera_info, qos)
-        self._last_stamp: int | None = None
+        self.sub = subscribe(self, "sensor_msgs/msg/Image", "image", self.frames.push, qos)
+        self.info_sub = subscribe(self, "sensor_msgs/msg/CameraInfo", "camera_info", self.on_camera_info, qos)
 
-    def on_camera_info(self, msg: CameraInfo) -> None:
-        K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-        if K[0, 0] <= 0 or K[1, 1] <= 0:
-            self.diag.counters["bad_camera_info"] += 1
-            return
-        if self.vo.camera is None and self.want_hybrid:
+    def on_camera_info(self, msg: Any) -> None:
+        if self.stage.set_camera_info(camera_info_from_msg(msg)):
             self.get_logger().info("camera_info received: hybrid mode on")
-        self.vo.set_camera(PinholeCamera.from_K(K, msg.width, msg.height))
-        if self.want_hybrid:
-            self.vo.mode = "hybrid"
-            self.vo.scale_source = self.scale_source
 
-    def on_image(self, msg: Image) -> None:
+    def on_image(self, msg: Any) -> None:
         t0 = time.perf_counter()
         try:
-            grey = message_to_mono8(msg)
+            frame = frame_from_msg(msg)
         except ImageEncodingError as exc:
             self.diag.bad("image")
             self.get_logger().warning(f"image skipped: {exc}", throttle_duration_sec=5.0)
             return
-        if self.camera_pose.update(msg.header.frame_id) and self.scale_source == "ground":
+        if self.camera_pose.update(frame.frame_id):
             try:
-                self.vo.ground = ground_scale_from_params(self.params, self.camera_pose.T)
+                self.stage.set_camera_pose(self.camera_pose.T)
             except ConfigError as exc:  # /tf_static puts the camera at or below base_link: keep the last mounting
-                self.get_logger().error(f"ground plane scale: {exc}; keeping camera height "
-                                        f"{self.vo.ground.height_m:.3f} m")
-        stamp = stamp_ns(msg.header.stamp)
-        result = self.vo.process(grey, stamp)
-        if result.reset:
-            self.diag.counters[f"reset_{result.reset}"] += 1
-        # The odom frame is base_link at the trajectory's first frame: T_odom_base = X T_c0_ci X⁻¹, X = T_base_cam.
-        X = self.camera_pose.T
-        X_inv = invert_transform(X)
-        T_odom_base = X @ result.pose @ X_inv
-        A = adjoint(X)
-        pose_cov = A @ result.covariance @ A.T
-        out = Odometry()
-        out.header.stamp = msg.header.stamp
-        out.header.frame_id = self.params["odom_frame"]
-        out.child_frame_id = self.params["base_frame"]
-        q = quaternion_from_rotation(T_odom_base[:3, :3])
-        out.pose.pose.position.x, out.pose.pose.position.y, out.pose.pose.position.z = (float(v) for v in T_odom_base[:3, 3])
-        out.pose.pose.orientation.x, out.pose.pose.orientation.y, out.pose.pose.orientation.z, \
-            out.pose.pose.orientation.w = (float(v) for v in q)
-        out.pose.covariance = [float(v) for v in pose_cov.reshape(36)]
-        if result.valid and self._last_stamp is not None:
-            dt = max((stamp - self._last_stamp) / 1e9, 1e-6)
-            step = X @ result.relative @ X_inv  # base_link motion over the step, in base_link
-            lin = step[:3, 3] / dt
-            ang = Rotation.from_matrix(step[:3, :3]).as_rotvec() / dt
-            out.twist.twist.linear.x, out.twist.twist.linear.y, out.twist.twist.linear.z = (float(v) for v in lin)
-            out.twist.twist.angular.x, out.twist.twist.angular.y, out.twist.twist.angular.z = (float(v) for v in ang)
-            # The step's noise (camera frame, as the estimator's model) in base_link, per second.
-            twist_cov = A @ self.vo.step_covariance(result.relative, result.quality) @ A.T / dt**2
-            out.twist.covariance = [float(v) for v in twist_cov.reshape(36)]
-        else:
-            out.twist.covariance = [float(v) for v in np.diag([1e3] * 6).reshape(36)]  # unknown
-        self._last_stamp = stamp
-        self.pub.publish(out)
-        if self.tf_out is not None:
-            tf = TransformStamped()
-            tf.header = out.header
-            tf.child_frame_id = out.child_frame_id
-            tf.transform.translation.x, tf.transform.translation.y, tf.transform.translation.z = \
-                out.pose.pose.position.x, out.pose.pose.position.y, out.pose.pose.position.z
-            tf.transform.rotation = out.pose.pose.orientation
-            self.tf_out.send(tf)
+                self.get_logger().error(f"ground plane scale: {exc}; keeping the last camera pose")
+        self.out.publish(odometry_msgs(self.stage.process(frame), self.publish_tf))
         now = self.get_clock().now().nanoseconds
-        self.diag.processed((time.perf_counter() - t0) * 1e3, (now - stamp) / 1e6 if now else None)
+        self.diag.processed((time.perf_counter() - t0) * 1e3, (now - frame.stamp_ns) / 1e6 if now else None)
 
 
 def main(args: list[str] | None = None) -> int:

@@ -19,45 +19,39 @@ counted and skipped. With time-only keyframes (``keyframe_distance_m`` and
 ``keyframe_max_similarity`` 0) the keyframes are chosen on arrival and only they
 are queued (``queue_depth`` keyframes wait, not frames; the others are counted as
 ``frames_between_keyframes``), so a slow keyframe delays the next ones instead of
-crowding them out.
+crowding them out. The per-stream work (GPS buffer, intrinsics, keyframe gate,
+database) is :class:`~deep_vision.stages.PlaceStage`'s.
 """
 
 from __future__ import annotations
 
-import math
 import sys
+import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from deep_vision_msgs.msg import LoopClosure, LoopClosureArray
-from sensor_msgs.msg import CameraInfo, Image, NavSatFix, NavSatStatus
 
-from deep_vision.errors import ConfigError, DeepVisionError, ImageEncodingError
-from deep_vision.estimators.geolocation import LocalTangentPlane, haversine_m
-from deep_vision.estimators.loop_closure import (
-    LoopClosureDetector,
-    QueryResult,
-)
-from deep_vision.geometry.transforms import quaternion_from_rotation
-from deep_vision.io.image import check_image_message, message_to_mono8, message_to_rgb8
+from deep_vision.errors import ImageEncodingError
+from deep_vision.io.image import check_image_message
 from deep_vision.nodes.common import (
     INFERENCE_PARAMS,
     QOS_PARAMS,
     FrameQueue,
     ImageNode,
     NodeDiagnostics,
+    Outputs,
     Param,
     backend_diagnostics,
     declare,
     image_qos,
     spin_node,
-    stamp_ns,
-    time_msg,
+    subscribe,
 )
-from deep_vision.pipeline.build import build_loop_detector, build_recognizer
+from deep_vision.stages import PlaceStage
+from deep_vision.stages.inputs import camera_info_from_msg, frame_from_msg, gps_from_msg, stamp_ns
+from deep_vision.stages.messages import LOOP_CLOSURES, NAVSATFIX, place_msgs
 
 PARAMS = [
     Param("descriptor", "network", "Global descriptor: network (PlaceNet, model_path) or sad (SeqSLAM's "
@@ -94,90 +88,40 @@ PARAMS = [
     *QOS_PARAMS,
 ]
 
-GPS_BUFFER = 4096
-DISTORTION_MODELS = ("plumb_bob", "rational_polynomial", "equidistant")
+#: How long the first frame waits for the first camera info (keyframes keep the intrinsics they were taken with).
+FIRST_CAMERA_INFO_WAIT_S = 0.5
 
 
 class PlaceRecognitionNode(ImageNode):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("place_recognition_node", **kwargs)
         p = declare(self, PARAMS)
-        self.params = p
-        recognizer = build_recognizer(p)  # raises ConfigError naming the parameter
-        self.database_path = Path(p["database_path"]) if p["database_path"] else None
-        database = None
-        if self.database_path is not None and (self.database_path / "database.json").is_file():
-            try:
-                database = LoopClosureDetector.load_database(self.database_path, recognizer,
-                                                             approximate_above=p["approximate_above"])
-            except DeepVisionError as exc:
-                raise ConfigError(f"place_recognition_node: parameter 'database_path' ({self.database_path}): "
-                                  f"{exc}") from exc
-            self.get_logger().info(f"loaded {len(database)} keyframes from {self.database_path}")
-        self.detector = build_loop_detector(p, recognizer=recognizer, database=database)
-        self.K: np.ndarray | None = None
-        self.K_size: tuple[int, int] | None = None
-        self.distortion: np.ndarray | None = None
-        self.distortion_model = "plumb_bob"
-        self.gps: deque[tuple[int, float, float, float]] = deque(maxlen=GPS_BUFFER)
-        self.plane: LocalTangentPlane | None = None
-        self.geo_errors: deque[float] = deque(maxlen=200)
-        backend = recognizer.backend
+        self.stage = PlaceStage.from_params(p)  # raises ConfigError naming the parameter
+        recognizer = self.stage.recognizer
         self.diag = NodeDiagnostics(self, "place recognition", {
-            "descriptor": recognizer.label, **backend_diagnostics(backend), "database": str(self.database_path or "memory")})
+            "descriptor": recognizer.label, **backend_diagnostics(recognizer.backend),
+            "database": str(self.stage.database_path or "memory")}, stage=self.stage)
         qos = image_qos(p["image_qos"], p["queue_depth"])
-        self.pub = self.create_publisher(LoopClosureArray, "loop_closures", 10)
-        self.geo_pub = self.create_publisher(NavSatFix, "geolocation", 10)
-        # Time-only keyframes are chosen on arrival: the queue then holds keyframes, not frames to be skipped.
-        self.gate = self.detector.keyframes.arrival_gate()
-        self.frames = FrameQueue(self, self.on_image, p["queue_depth"], self.diag,
-                                 admit=self._admit if self.gate is not None else None)
-        self.sub = self.create_subscription(Image, "image", self.frames.push, qos)
-        self.info_sub = self.create_subscription(CameraInfo, "camera_info", self.on_camera_info, qos)
-        self.gps_sub = self.create_subscription(NavSatFix, "gps/fix", self.on_gps, qos)
+        self.out = Outputs(self, {"loop_closures": LOOP_CLOSURES, "geolocation": NAVSATFIX})
+        self.frames = FrameQueue(self, self.on_image, p["queue_depth"], self.diag, admit=self._admit)
+        self.sub = subscribe(self, "sensor_msgs/msg/Image", "image", self.frames.push, qos)
+        self.info_sub = subscribe(self, "sensor_msgs/msg/CameraInfo", "camera_info", self.on_camera_info, qos)
+        self._first_info = threading.Event()
+        self.gps_sub = subscribe(self, "sensor_msgs/msg/NavSatFix", "gps/fix",
+                                 lambda m: self.stage.add_gps(gps_from_msg(m)), qos)
         self.save_timer = self.create_timer(p["save_every_s"], self.save_database) if p["save_every_s"] > 0 else None
-        self._saved_size = len(self.detector.db)
-        self.get_logger().info(f"place recognition with {recognizer.label}, "
-                               f"{len(self.detector.db)} keyframes in the map")
+        self._saved_size = len(self.stage.detector.db)
+        self.get_logger().info(f"place recognition with {recognizer.label}, {self._saved_size} keyframes in the map")
 
-    # ------------------------------------------------------------------ inputs
-    def on_camera_info(self, msg: CameraInfo) -> None:
-        K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-        if K[0, 0] > 0 and K[1, 1] > 0:
-            self.K, self.K_size = K, (int(msg.width), int(msg.height))
-            model = msg.distortion_model or "plumb_bob"
-            if model in DISTORTION_MODELS:
-                self.distortion, self.distortion_model = np.asarray(msg.d, dtype=np.float64), model
-            else:
-                self.distortion = None
-                self.get_logger().warning(f"camera_info: distortion model {model!r} is not handled (only "
-                                          f"{', '.join(DISTORTION_MODELS)}); keypoints are used as they are",
-                                          throttle_duration_sec=60.0)
+    def on_camera_info(self, msg: Any) -> None:
+        self.stage.set_camera_info(camera_info_from_msg(msg))
+        self._first_info.set()
 
-    def on_gps(self, msg: NavSatFix) -> None:
-        # NO_FIX is refused; a driver that leaves the status unset (STATUS_UNKNOWN in newer ROS) is trusted.
-        if msg.status.status == NavSatStatus.STATUS_NO_FIX or not (math.isfinite(msg.latitude) and
-                                                                   math.isfinite(msg.longitude)):
-            self.diag.counters["gps_no_fix"] += 1
-            return
-        self.gps.append((stamp_ns(msg.header.stamp), msg.latitude, msg.longitude, msg.altitude))
-
-    def gps_at(self, stamp: int) -> tuple[float, float, float] | None:
-        """The fix nearest to ``stamp`` within ``gps_max_age_s``."""
-        if not self.gps:
-            return None
-        stamps = np.fromiter((g[0] for g in self.gps), np.int64, len(self.gps))
-        k = int(np.argmin(np.abs(stamps - stamp)))
-        if abs(int(stamps[k]) - stamp) > self.params["gps_max_age_s"] * 1e9:
-            return None
-        return self.gps[k][1], self.gps[k][2], self.gps[k][3]
-
-    def _admit(self, msg: Image) -> bool:
+    def _admit(self, msg: Any) -> bool:
         """Whether a frame is queued: with time-only keyframes, the frames between keyframes are not (they are
         still checked, without decoding, so that malformed ones are counted)."""
-        if self.gate.admit(stamp_ns(msg.header.stamp)):
+        if self.stage.admit(stamp_ns(msg.header.stamp)):
             return True
-        self.diag.counters["frames_between_keyframes"] += 1
         try:
             check_image_message(msg)
         except ImageEncodingError as exc:
@@ -185,100 +129,40 @@ class PlaceRecognitionNode(ImageNode):
             self.get_logger().warning(f"image skipped: {exc}", throttle_duration_sec=5.0)
         return False
 
-    def on_image(self, msg: Image) -> None:
+    def on_image(self, msg: Any) -> None:
         t0 = time.perf_counter()
-        result = None
+        if not self._first_info.is_set():  # the first keyframe's camera info is usually just behind it
+            self._first_info.wait(FIRST_CAMERA_INFO_WAIT_S)
+            self._first_info.set()
         try:
-            try:
-                image = message_to_rgb8(msg) if self.detector.recognizer.wants_rgb else message_to_mono8(msg)
-            except ImageEncodingError as exc:
-                self.diag.bad("image")
-                self.get_logger().warning(f"image skipped: {exc}", throttle_duration_sec=5.0)
-                return
-            result = self._keyframe(msg, image)
-        finally:
-            if self.gate is not None and result is None:
-                self.gate.reopen()  # the admitted frame did not become a keyframe: take the next one
+            frame = frame_from_msg(msg)
+        except ImageEncodingError as exc:
+            self.stage.skip()
+            self.diag.bad("image")
+            self.get_logger().warning(f"image skipped: {exc}", throttle_duration_sec=5.0)
+            return
+        out = self.stage.process(frame)
+        if out is not None:
+            self.out.publish(place_msgs(out))
+            if self.stage.geo_errors_m:
+                self.diag.static["geolocation_error_m_p50"] = f"{float(np.median(self.stage.geo_errors_m)):.2f}"
         now = self.get_clock().now().nanoseconds
-        self.diag.processed((time.perf_counter() - t0) * 1e3, (now - stamp_ns(msg.header.stamp)) / 1e6 if now else None)
-
-    def _keyframe(self, msg: Image, image: np.ndarray) -> QueryResult | None:
-        """Query and add the frame when it becomes a keyframe; publishes the result."""
-        stamp = stamp_ns(msg.header.stamp)
-        K = self.K if self.K_size == (image.shape[1], image.shape[0]) else None
-        gps = self.gps_at(stamp)
-        position = None
-        if gps is not None:
-            if self.plane is None:
-                self.plane = LocalTangentPlane(gps[0], gps[1], gps[2] if math.isfinite(gps[2]) else 0.0)
-            position = self.plane.to_enu(gps[0], gps[1], 0.0)
-        result = self.detector.process(image, stamp, K=K, distortion=self.distortion if K is not None else None,
-                                       distortion_model=self.distortion_model, gps=gps, position=position)
-        for key, n in self.detector.counters.items():
-            self.diag.counters[key] = n
-        self.diag.counters["sessions"] = self.detector.session + 1
-        self.diag.counters["map_keyframes"] = len(self.detector.db)
-        if result is not None:
-            self._publish(msg, result, gps)
-        return result
-
-    # ------------------------------------------------------------------ outputs
-    def _publish(self, msg: Image, result: QueryResult, gps: tuple[float, float, float] | None) -> None:
-        if result.candidates or self.params["publish_empty"]:
-            out = LoopClosureArray()
-            out.header = msg.header
-            for c in result.candidates:
-                lc = LoopClosure()
-                lc.query_stamp = msg.header.stamp
-                lc.match_stamp = time_msg(c.match_stamp_ns)
-                lc.query_id = int(result.query_id)
-                lc.match_id = int(c.match_id)
-                lc.similarity = float(c.similarity)
-                lc.verified = bool(c.verified)
-                lc.inliers = int(c.inliers)
-                lc.metric_translation = False
-                if c.has_relative_pose:
-                    v = c.verification
-                    lc.has_relative_pose = True
-                    pose = lc.relative_pose.pose
-                    pose.position.x, pose.position.y, pose.position.z = (float(x) for x in v.translation)
-                    q = quaternion_from_rotation(v.rotation)
-                    o = pose.orientation
-                    o.x, o.y, o.z, o.w = (float(x) for x in q)
-                    lc.relative_pose.covariance = [float(x) for x in v.covariance.reshape(36)]
-                else:
-                    lc.relative_pose.pose.orientation.w = 1.0
-                out.candidates.append(lc)
-            self.pub.publish(out)
-            self.diag.counters["loop_closure_msgs"] += 1
-        geo = result.geolocation
-        if geo is not None:
-            fix = NavSatFix()
-            fix.header = msg.header
-            fix.status.status = NavSatStatus.STATUS_FIX
-            fix.latitude, fix.longitude, fix.altitude = geo.latitude, geo.longitude, geo.altitude
-            var = geo.std_m**2
-            fix.position_covariance = [var, 0.0, 0.0, 0.0, var, 0.0, 0.0, 0.0, 100.0 * var]
-            fix.position_covariance_type = NavSatFix.COVARIANCE_TYPE_APPROXIMATED
-            self.geo_pub.publish(fix)
-            self.diag.counters["geolocations"] += 1
-            if gps is not None:  # the query has its own fix: report the great-circle error against it
-                self.geo_errors.append(float(haversine_m(geo.latitude, geo.longitude, gps[0], gps[1])))
-                self.diag.static["geolocation_error_m_p50"] = f"{np.median(self.geo_errors):.2f}"
+        self.diag.processed((time.perf_counter() - t0) * 1e3, (now - frame.stamp_ns) / 1e6 if now else None)
 
     # ------------------------------------------------------------------ map files
     def save_database(self) -> Path | None:
         """Write the database to ``database_path`` (when set and changed since the last save)."""
-        if self.database_path is None or len(self.detector.db) == self._saved_size and \
-                (self.database_path / "database.json").is_file():
+        path = self.stage.database_path
+        size = len(self.stage.detector.db)
+        if path is None or size == self._saved_size and (path / "database.json").is_file():
             return None
         try:
-            folder = self.detector.save(self.database_path)
+            folder = self.stage.save()
         except OSError as exc:
-            self.get_logger().error(f"cannot save the keyframe database to {self.database_path}: {exc}")
+            self.get_logger().error(f"cannot save the keyframe database to {path}: {exc}")
             return None
-        self._saved_size = len(self.detector.db)
-        self.get_logger().info(f"saved {self._saved_size} keyframes to {folder}")
+        self._saved_size = size
+        self.get_logger().info(f"saved {size} keyframes to {folder}")
         return folder
 
     def destroy_node(self) -> None:

@@ -26,14 +26,12 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from deep_vision.errors import BagError, ConfigError, DeepVisionError
 from deep_vision.nodes.registry import DEFAULT_NODES, NODES, node_overrides, remappings
 from deep_vision.pipeline.build import load_params
+from deep_vision.stages.messages import TOPICS
 
 logger = logging.getLogger(__name__)
 
-OUTPUT_TOPICS = {"homography": "deep_vision_msgs/msg/Homography",
-                 "loop_closures": "deep_vision_msgs/msg/LoopClosureArray",
-                 "geolocation": "sensor_msgs/msg/NavSatFix",
-                 "odometry": "nav_msgs/msg/Odometry",
-                 "path": "nav_msgs/msg/Path"}
+#: What the nodes publish (topic -> type), from the module that builds every message.
+OUTPUT_TOPICS = {t: m for t, m in TOPICS.items() if not t.startswith("/")}
 
 
 def load_params_file(path: str | Path) -> dict[str, dict[str, Any]]:
@@ -156,23 +154,63 @@ class BagPlayer(Node):
         self._thread.join(timeout_s)
 
 
-class OutputCounter(Node):
-    """Counts what the pipeline publishes on its output topics (for the run summary)."""
+class OutputRecorder(Node):
+    """Counts what the nodes publish on their output topics and ``/tf`` (for the run summary) and, with
+    ``record``, keeps every message as received (CDR bytes) to write a bag, with the ``/tf_static`` played."""
 
-    def __init__(self, namespace: str = "", **kwargs: Any) -> None:
-        super().__init__("deep_vision_output_counter", namespace=namespace, **kwargs)
+    def __init__(self, namespace: str = "", record: bool = False, **kwargs: Any) -> None:
+        super().__init__("deep_vision_output_recorder", namespace=namespace, **kwargs)
         from deep_vision.nodes.bridge import rclpy_type
+        from deep_vision.nodes.common import TF_QOS
 
         self.counts: Counter[str] = Counter()
-        for topic, msgtype in OUTPUT_TOPICS.items():
-            self.create_subscription(rclpy_type(msgtype), topic, lambda _m, t=topic: self.counts.update([t]), 100)
+        self.record = record
+        self.messages: list[tuple[str, str, int, bytes]] = []
+        self._lock = threading.Lock()
+        topics = dict(TOPICS)
+        qos = {"/tf": TF_QOS}
+        if record:
+            topics["/tf_static"] = "tf2_msgs/msg/TFMessage"
+            qos["/tf_static"] = QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                                           reliability=ReliabilityPolicy.RELIABLE)
+        for topic, msgtype in topics.items():
+            try:
+                cls = rclpy_type(msgtype)
+            except DeepVisionError:  # tf2_msgs missing: the nodes publish no /tf either
+                continue
+            self.create_subscription(cls, topic, lambda raw, t=topic, m=msgtype: self._on(t, m, raw),
+                                     qos.get(topic, 100), raw=True)
+
+    def _on(self, topic: str, msgtype: str, raw: bytes) -> None:
+        name = topic.lstrip("/") if topic not in ("/tf", "/tf_static") else topic
+        with self._lock:
+            self.counts[name] += 1
+            if self.record:
+                self.messages.append((name if name.startswith("/") else self.resolve_topic_name(name), msgtype,
+                                      self.get_clock().now().nanoseconds, bytes(raw)))
+
+    def write(self, path: str | Path) -> Path:
+        """The recorded messages as a rosbag2 (mcap), at their arrival times."""
+        from deep_vision.io.bag import QOS_LATCHED, BagWriter
+
+        with self._lock, BagWriter(path) as bag:
+            for topic, msgtype, t, raw in self.messages:
+                bag.write_raw(topic, msgtype, t, raw, qos=QOS_LATCHED if topic == "/tf_static" else None)
+        return Path(path)
 
 
 def run(params_file: str | Path, keys: Sequence[str] = DEFAULT_NODES, *, bag: str | Path | None = None,
         rate: float = 1.0, use_sim_time: bool = False, backend: str | None = None,
         image_topic: str = "/camera/image_raw", camera_info_topic: str = "/camera/camera_info",
-        drain_s: float = 3.0, duration_s: float | None = None) -> dict[str, Any]:
-    """Start ``keys`` (and play ``bag``); returns message counts when the bag ends (or on Ctrl-C / duration)."""
+        drain_s: float = 3.0, duration_s: float | None = None, record: str | Path | None = None,
+        topics: dict[str, str] | None = None) -> dict[str, Any]:
+    """Start ``keys`` (and play ``bag``); returns message counts when the bag ends (or on Ctrl-C / duration).
+
+    ``record``: write what the nodes published (and the played ``/tf_static``) to this rosbag2 folder.
+    ``topics``: input remappings by :data:`~deep_vision.nodes.registry.INPUT_TOPICS` key.
+    """
+    if record is not None and Path(record).exists():
+        raise BagError(f"--record: {record} already exists (remove it or choose another folder)")
     context = rclpy.Context()
     rclpy.init(context=context)
     executor = MultiThreadedExecutor(num_threads=4, context=context)
@@ -180,8 +218,8 @@ def run(params_file: str | Path, keys: Sequence[str] = DEFAULT_NODES, *, bag: st
     player = None
     try:
         nodes = start_nodes(context, keys, params_file, use_sim_time=use_sim_time, backend=backend,
-                            image_topic=image_topic, camera_info_topic=camera_info_topic)
-        counter = OutputCounter(context=context)
+                            image_topic=image_topic, camera_info_topic=camera_info_topic, topics=topics)
+        counter = OutputRecorder(context=context, record=record is not None)
         nodes.append(counter)
         if bag is not None:
             player = BagPlayer(bag, rate=rate, clock=use_sim_time, context=context,
@@ -193,13 +231,21 @@ def run(params_file: str | Path, keys: Sequence[str] = DEFAULT_NODES, *, bag: st
         while rclpy.ok(context=context):
             executor.spin_once(timeout_sec=0.1)
             if player is not None and player.done.is_set():
+                # Let the nodes finish their queues: until no output came for a second, at most drain_s.
                 end = time.monotonic() + drain_s
-                while time.monotonic() < end:
+                last, quiet_since = -1, time.monotonic()
+                while time.monotonic() < end and time.monotonic() - quiet_since < 1.0:
                     executor.spin_once(timeout_sec=0.05)
+                    total = sum(counter.counts.values())
+                    if total != last:
+                        last, quiet_since = total, time.monotonic()
                 break
             if duration_s is not None and time.monotonic() - t0 > duration_s:
                 break
-        return {"played": dict(player.sent) if player else {}, "published": dict(counter.counts)}
+        summary = {"played": dict(player.sent) if player else {}, "published": dict(counter.counts)}
+        if record is not None:
+            summary["recorded"] = str(counter.write(record))
+        return summary
     except (KeyboardInterrupt, ExternalShutdownException):
         return {"played": dict(player.sent) if player else {}, "published": {}}
     finally:

@@ -11,7 +11,6 @@ from typing import Any
 from deep_vision.errors import DeepVisionError
 from deep_vision.pipeline.build import load_params
 from deep_vision.pipeline.report import (
-    camera_frame_of,
     compute_metrics,
     summary_rows,
     write_output_bag,
@@ -36,8 +35,7 @@ def evaluate_bag(bag_path: str | Path, out_dir: str | Path, *, mode: str = "offl
     bag = BagSequence(bag_path)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pipeline = Pipeline(load_params(params_file), stages, camera=bag.camera, backend=backend,
-                        queue_depth=queue_depth)
+    pipeline = Pipeline(load_params(params_file), stages, backend=backend, queue_depth=queue_depth)
     total = len(bag) if limit is None else min(limit, len(bag))
     progress = progress_factory(total) if progress_factory else None
     out = pipeline.run(bag, mode, rate=rate, limit=limit, progress=progress)
@@ -50,8 +48,7 @@ def evaluate_bag(bag_path: str | Path, out_dir: str | Path, *, mode: str = "offl
             if not (outputs / "metadata.yaml").is_file():
                 raise DeepVisionError(f"{outputs} exists and is not a bag written by evaluate; remove it")
             shutil.rmtree(outputs)
-        camera_frame = camera_frame_of(bag) or "camera_optical_frame"
-        write_output_bag(outputs, out, pipeline, camera_frame=camera_frame, T_base_cam=bag.extrinsic(camera_frame))
+        write_output_bag(outputs, out, bag)
         metrics["outputs_bag"] = str(outputs)
     md = write_report(out_dir, metrics, plots, command)
     return metrics, md

@@ -116,7 +116,7 @@ class GroundTruth:
 # ============================================================================ metrics
 def homography_metrics(out: PipelineOutputs, bag) -> dict[str, Any]:
     m: dict[str, Any] = {"pairs": len(out.homographies),
-                         "valid_fraction": float(np.mean([h[3] for h in out.homographies])) if out.homographies
+                         "valid_fraction": float(np.mean([h.valid for h in out.homographies])) if out.homographies
                          else math.nan}
     if GT_HOMOGRAPHY_TOPIC not in bag.topics or not out.homographies:
         m["ground_error_px"] = None
@@ -133,10 +133,10 @@ def homography_metrics(out: PipelineOutputs, bag) -> dict[str, Any]:
     ys, xs = np.mgrid[0.72:0.98:6j, 0.25:0.75:9j]
     pts = np.stack([xs.ravel() * (cam.width - 1), ys.ravel() * (cam.height - 1)], axis=1)
     errors, identity = [], []
-    for stamp, _prev, H, _valid, _sigma in out.homographies:
-        if stamp in gt:
-            ref = apply_homography(gt[stamp], pts)
-            errors.append(float(np.linalg.norm(apply_homography(H, pts) - ref, axis=1).mean()))
+    for h in out.homographies:
+        if h.stamp_ns in gt:
+            ref = apply_homography(gt[h.stamp_ns], pts)
+            errors.append(float(np.linalg.norm(apply_homography(h.matrix, pts) - ref, axis=1).mean()))
             identity.append(float(np.linalg.norm(pts - ref, axis=1).mean()))
     m["ground_error_px"] = _pct(errors)
     m["ground_error_identity_px"] = _pct(identity)
@@ -180,6 +180,8 @@ def loop_closure_metrics(out: PipelineOutputs, gt: GroundTruth | None, *, exclud
 
 def trajectory_metrics(out: PipelineOutputs, gt: GroundTruth | None, graph, correct_radius_m: float,
                        plots: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
+    """VO (camera poses T_c0_ci) and pose graph (base_link in map, moved to the camera by its extrinsic) against
+    the ground truth in the first camera's frame."""
     vo: dict[str, Any] = {"frames": len(out.odometry), "resets": sum(r.reset is not None for r in out.odometry)}
     pg: dict[str, Any] = {}
     traj: dict[str, np.ndarray] = {}
@@ -192,7 +194,8 @@ def trajectory_metrics(out: PipelineOutputs, gt: GroundTruth | None, graph, corr
     traj["vo"], traj_stamps["vo"] = raw, stamps
     if graph is not None:
         graph_stamps, opt = graph.optimized_trajectory()
-        traj["pose graph"], traj_stamps["pose graph"] = opt, graph_stamps
+        X = graph.extrinsic  # map = odom = base_link of the first frame; the camera's first pose is X
+        traj["pose graph"], traj_stamps["pose graph"] = invert_transform(X) @ opt @ X, graph_stamps
         st = graph.stats
         pg.update({"keyframes": st.keyframes, "loops_received": st.loops_received, "loops_accepted": st.loops_accepted,
                    "loops_rejected": dict(st.loops_rejected)})
@@ -229,19 +232,21 @@ def trajectory_metrics(out: PipelineOutputs, gt: GroundTruth | None, graph, corr
     return vo, pg, traj
 
 
-def geolocation_metrics(out: PipelineOutputs, fixes: list[tuple[int, float, float, float]]) -> dict[str, Any] | None:
+def geolocation_metrics(out: PipelineOutputs, fixes: list[Any]) -> dict[str, Any] | None:
+    """Great-circle error of each keyframe's geolocation against the bag's fix nearest in time (GpsFix list)."""
     if not fixes:
         return None
     from deep_vision.estimators.geolocation import haversine_m
 
-    stamps = np.array([f[0] for f in fixes], np.int64)
+    stamps = np.array([f.stamp_ns for f in fixes], np.int64)
     errors = []
     for r in out.keyframes:
         if r.geolocation is None:
             continue
         i = int(np.argmin(np.abs(stamps - r.stamp_ns)))
         if abs(stamps[i] - r.stamp_ns) <= 500_000_000:
-            errors.append(float(haversine_m(r.geolocation.latitude, r.geolocation.longitude, fixes[i][1], fixes[i][2])))
+            errors.append(float(haversine_m(r.geolocation.latitude, r.geolocation.longitude, fixes[i].latitude,
+                                            fixes[i].longitude)))
     return {"estimates": len(errors), "haversine_error_m": _pct(errors)}
 
 
@@ -271,14 +276,15 @@ def compute_metrics(out: PipelineOutputs, bag, pipeline, *, mode: str, camera_fr
     if "homography" in pipeline.stages:
         metrics["homography"].update(homography_metrics(out, bag))
     if "loop_closure" in pipeline.stages:
-        lc, pr = loop_closure_metrics(out, gt, exclude_recent_s=pipeline.detector.exclude_recent_ns / 1e9,
+        lc, pr = loop_closure_metrics(out, gt, exclude_recent_s=pipeline.place.detector.exclude_recent_ns / 1e9,
                                       loop_radius_m=loop_radius_m, correct_radius_m=correct_radius_m)
         metrics["loop_closure"].update(lc)
         plots["pr"] = pr
-        geo = geolocation_metrics(out, pipeline.gps_fixes)
+        geo = geolocation_metrics(out, out.gps_fixes)
         metrics["geolocation"] = geo if geo is not None else {"note": f"no GPS ({GPS_TOPIC}) in the bag"}
     if "vo" in pipeline.stages:
-        vo, pg, traj = trajectory_metrics(out, gt, pipeline.graph, correct_radius_m, plots)
+        graph = pipeline.pose_graph.graph if pipeline.pose_graph is not None else None
+        vo, pg, traj = trajectory_metrics(out, gt, graph, correct_radius_m, plots)
         metrics["vo"].update(vo)
         if "pose_graph" in pipeline.stages:
             metrics["pose_graph"].update(pg)
@@ -435,36 +441,15 @@ def write_report(out_dir: Path, metrics: dict[str, Any], plots: dict[str, Any], 
 
 
 # ============================================================================ output bag
-def write_output_bag(path: Path, out: PipelineOutputs, pipeline, *, camera_frame: str = "camera_optical_frame",
-                     T_base_cam: np.ndarray | None = None) -> Path:
-    """Everything the stages produced, as the nodes would have published it, in a rosbag2 (mcap)."""
-    from deep_vision.io import rosmsg
-    from deep_vision.io.bag import BagWriter
+def write_output_bag(path: Path, out: PipelineOutputs, bag=None) -> Path:
+    """The messages the stages published (as the nodes publish them: same functions) in a rosbag2 (mcap), at the
+    stamps of the frames they came from, and the input bag's ``/tf_static``."""
+    from deep_vision.io.bag import QOS_LATCHED, TF_STATIC_TOPIC, BagWriter
 
-    X = np.eye(4) if T_base_cam is None else T_base_cam
-    Xi = invert_transform(X)
-    with BagWriter(path) as bag:
-        for stamp, prev, H, valid, sigma in out.homographies:
-            bag.write("/homography", "deep_vision_msgs/msg/Homography", stamp,
-                      rosmsg.homography_msg(H, stamp, prev, camera_frame, sigma, valid))
-        for r in out.keyframes:
-            if r.candidates:
-                bag.write("/loop_closures", "deep_vision_msgs/msg/LoopClosureArray", r.stamp_ns,
-                          rosmsg.loop_closure_array_msg(r, camera_frame))
-        for r in out.odometry:
-            T = X @ r.pose @ Xi  # odom = base_link of the first frame
-            A = np.zeros((6, 6))
-            A[:3, :3] = A[3:, 3:] = X[:3, :3]
-            bag.write("/odometry", "nav_msgs/msg/Odometry", r.stamp_ns,
-                      rosmsg.odometry_msg(T, np.zeros(3), np.zeros(3), r.stamp_ns, "odom", "base_link",
-                                          pose_covariance=A @ r.covariance @ A.T))
-        for stamp, T in out.map_to_odom:
-            T_b = X @ T @ Xi
-            bag.write("/tf", "tf2_msgs/msg/TFMessage", stamp,
-                      rosmsg.tf_message([rosmsg.transform_stamped_msg(T_b, stamp, "map", "odom")]))
-        if pipeline.graph is not None and out.odometry:
-            stamps, poses = pipeline.graph.keyframe_poses()
-            poses = np.array([X @ p @ Xi for p in poses])
-            bag.write("/path", "nav_msgs/msg/Path", int(out.odometry[-1].stamp_ns),
-                      rosmsg.path_msg(stamps, poses, int(out.odometry[-1].stamp_ns), "map"))
+    with BagWriter(path) as writer:
+        if bag is not None and TF_STATIC_TOPIC in bag.topics:
+            for _, t, msg in bag.messages([TF_STATIC_TOPIC]):
+                writer.write(TF_STATIC_TOPIC, "tf2_msgs/msg/TFMessage", t, msg, qos=QOS_LATCHED)
+        for topic, msgtype, stamp, msg in out.messages:
+            writer.write(topic, msgtype, stamp, msg)
     return path

@@ -1,23 +1,23 @@
-"""The whole perception pipeline on a bag, without ROS: offline or at the bag's rate.
+"""The whole perception pipeline on a bag, without ROS: the nodes' stages, offline or at the bag's rate.
 
-Stages, as the nodes: ``homography`` (consecutive frames), ``loop_closure``
-(place recognition on keyframes + verification), ``vo`` (visual odometry) and
-``pose_graph`` (VO + verified loop closures, GTSAM iSAM2).
+Each node's stage (:mod:`deep_vision.stages`) is driven as the node drives it:
+the bag's image, camera-info, GPS and ``/tf_static`` messages go through the
+stages' input functions in log order, stage outputs become messages through
+:mod:`deep_vision.stages.messages`, and the pose-graph stage reads the
+odometry and loop-closure *messages* the other stages produced, as
+``pose_graph_node`` reads them from DDS. Every message is kept for the output
+bag, which so holds what the nodes publish.
 
 - ``offline``: every frame through every stage in order, one thread;
   deterministic and as fast as the machine goes.
 - ``realtime``: a feeder releases the frames at the bag's stamps (``rate``×);
   each image stage has its own worker thread and a bounded queue of
-  ``queue_depth`` frames, like a node's KEEP_LAST subscription: when a frame
-  arrives and the queue is full, the oldest waiting frame is dropped and
-  counted, as a live camera would lose it. With time-only keyframes the
-  loop-closure stage, like its node, queues only the frames that will be
-  keyframes (:class:`~deep_vision.estimators.loop_closure.KeyframeGate`; the
-  others are counted as ``skipped``). The pose graph runs in the VO
-  worker; loop closures wait there until the VO has reached their stamp.
-
-Everything the stages output is kept in :class:`PipelineOutputs` for the
-report and the output bag (:mod:`deep_vision.pipeline.report`).
+  ``queue_depth`` frames, like a node's FrameQueue: when a frame arrives and
+  the queue is full, the oldest waiting frame is dropped and counted. With
+  time-only keyframes the place stage, like its node, queues only the frames
+  that will be keyframes (the others are counted as ``skipped``). The pose
+  graph runs in the threads that produce its inputs, one call at a time (a
+  node's callbacks).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,14 +32,16 @@ from typing import Any
 import numpy as np
 
 from deep_vision.errors import ConfigError, ImageEncodingError
-from deep_vision.geometry.camera import PinholeCamera
-from deep_vision.io.image import as_grey
-from deep_vision.pipeline.build import (
-    build_homography,
-    build_loop_detector,
-    build_odometry,
-    build_pose_graph,
+from deep_vision.stages import HomographyStage, OdometryStage, PlaceStage, PoseGraphStage, StaticTransforms
+from deep_vision.stages.inputs import (
+    camera_info_from_msg,
+    frame_from_msg,
+    gps_from_msg,
+    loop_closures_from_msg,
+    odometry_from_msg,
+    stamp_ns,
 )
+from deep_vision.stages.messages import homography_msgs, odometry_msgs, place_msgs, pose_graph_msgs
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ IMAGE_STAGES = ("homography", "loop_closure", "vo")
 NODE_OF_STAGE = {"homography": "homography_node", "loop_closure": "place_recognition_node", "vo": "odometry_node",
                  "pose_graph": "pose_graph_node"}
 MODES = ("offline", "realtime")
+GPS_TOPIC = "/gps/fix"
+TF_STATIC_TOPIC = "/tf_static"
 
 
 @dataclass
@@ -65,9 +68,8 @@ class StageStats:
 @dataclass
 class InputFrame:
     index: int
+    msg: Any  # the sensor_msgs/Image (decoded by each stage's worker, as in a node)
     stamp_ns: int
-    grey: np.ndarray
-    camera: PinholeCamera | None
     released: float = 0.0  # perf_counter when the frame became available
 
 
@@ -76,29 +78,29 @@ class PipelineOutputs:
     frames: int = 0
     bad_frames: int = 0
     stamps_ns: list[int] = field(default_factory=list)
-    homographies: list[tuple[int, int, np.ndarray, bool, float]] = field(default_factory=list)  # stamp, prev, H, valid, σ
+    homographies: list[Any] = field(default_factory=list)  # HomographyOut per pair
     keyframes: list[Any] = field(default_factory=list)  # QueryResult per keyframe
-    odometry: list[Any] = field(default_factory=list)  # OdometryResult per frame
-    loop_decisions: list[Any] = field(default_factory=list)  # pose-graph LoopDecision
-    map_to_odom: list[tuple[int, np.ndarray]] = field(default_factory=list)  # after each pose-graph change
+    odometry: list[Any] = field(default_factory=list)  # OdometryResult per frame (camera frame)
+    gps_fixes: list[Any] = field(default_factory=list)  # GpsFix read from the bag
+    loop_decisions: list[Any] = field(default_factory=list)  # the pose graph's LoopDecision per loop closure
+    messages: list[tuple[str, str, int, Any]] = field(default_factory=list)  # (topic, type, log stamp, msg)
     stats: dict[str, StageStats] = field(default_factory=lambda: {s: StageStats() for s in STAGES})
     wall_s: float = 0.0
+    bad_frame_indices: set[int] = field(default_factory=set)  # images no stage could decode
 
 
 class Pipeline:
-    """The estimators of ``stages`` built from ``params`` (``{node name: {parameter: value}}``).
+    """The stages of ``stages`` built from ``params`` (``{node name: {parameter: value}}``), as the nodes build them.
 
     Args:
         params: the parameter file's sections (``load_params``).
         stages: subset of :data:`STAGES`; ``pose_graph`` needs ``vo``.
-        camera: intrinsics (hybrid VO, verification); default: each frame's camera_info.
         backend: inference backend for every network (overrides the parameters).
         queue_depth: realtime queue per stage (default: each node's ``queue_depth`` parameter, else 5).
     """
 
     def __init__(self, params: dict[str, dict[str, Any]], stages: Iterable[str] = STAGES, *,
-                 camera: PinholeCamera | None = None, backend: str | None = None,
-                 queue_depth: int | None = None) -> None:
+                 backend: str | None = None, queue_depth: int | None = None) -> None:
         stages = tuple(stages)
         unknown = sorted(set(stages) - set(STAGES))
         if unknown:
@@ -115,102 +117,98 @@ class Pipeline:
 
         self.params = {s: node_params(s) for s in stages}
         self.queue_depth = {s: int(queue_depth or self.params[s].get("queue_depth", 5)) for s in stages}
-        self.gps_max_age_ns = int(float(self.params.get("loop_closure", {}).get("gps_max_age_s", 0.5)) * 1e9)
-        self.homography = self.pairer = self.detector = self.vo = self.graph = None
-        if "homography" in stages:
-            self.homography, self.pairer = build_homography(self.params["homography"])
-        if "loop_closure" in stages:
-            self.detector = build_loop_detector(self.params["loop_closure"])
-        if "vo" in stages:
-            self.vo = build_odometry(self.params["vo"], camera)
-        if "pose_graph" in stages:
-            self.graph = build_pose_graph(self.params["pose_graph"])
-        self.camera = camera
+        self.homography = HomographyStage.from_params(self.params["homography"]) if "homography" in stages else None
+        self.place = PlaceStage.from_params(self.params["loop_closure"]) if "loop_closure" in stages else None
+        self.vo = OdometryStage.from_params(self.params["vo"]) if "vo" in stages else None
+        self.pose_graph = PoseGraphStage.from_params(self.params["pose_graph"]) if "pose_graph" in stages else None
+        self.static = StaticTransforms()
+        self._camera_pose_from_tf: set[str] = set()
         self.out = PipelineOutputs()
         self._graph_lock = threading.Lock()
-        self._pending_loops: deque[tuple[int, int, Any]] = deque(maxlen=100)
-        self._gate = None  # realtime: the loop-closure stage's KeyframeGate
-        self.gps_fixes: list[tuple[int, float, float, float]] = []  # (stamp, lat, lon, alt) from the bag
-        self._gps_stamps = np.zeros(0, np.int64)
+
+    # ------------------------------------------------------------------ messages
+    def _emit(self, messages: list[tuple[str, str, Any]], stamp: int) -> None:
+        for topic, msgtype, msg in messages:
+            self.out.messages.append((topic if topic.startswith("/") else "/" + topic, msgtype, stamp, msg))
+
+    def _to_pose_graph(self, messages: list[tuple[str, str, Any]], stamp: int) -> None:
+        """What pose_graph_node subscribes, from the messages another stage published."""
+        if self.pose_graph is None:
+            return
+        for topic, _, msg in messages:
+            if topic not in ("odometry", "loop_closures"):
+                continue
+            t0 = time.perf_counter()
+            with self._graph_lock:
+                if topic == "odometry":
+                    self.out.stats["pose_graph"].frames_in += 1
+                    update = self.pose_graph.add_odometry(odometry_from_msg(msg))
+                else:
+                    update = self.pose_graph.add_loop_closures(loop_closures_from_msg(msg))
+                if update is not None:
+                    self._emit(pose_graph_msgs(update, bool(self.params["pose_graph"].get("publish_tf", True))), stamp)
+            if topic == "odometry":
+                s = self.out.stats["pose_graph"]
+                s.processed += 1
+                s.latency_ms.append((time.perf_counter() - t0) * 1e3)
 
     # ------------------------------------------------------------------ stages
-    def _homography(self, f: InputFrame) -> None:
-        pair = self.pairer.push(f.grey, f.stamp_ns)
-        if pair is None:
+    def _camera_pose(self, stage: str, camera_frame: str) -> None:
+        """The camera's pose on the robot from the bag's /tf_static, once, as the nodes take it."""
+        p = self.params[stage]
+        if stage in self._camera_pose_from_tf or not p.get("use_tf_static", True):
             return
-        r = self.homography.estimate(pair.prev, pair.curr)
-        self.out.homographies.append((f.stamp_ns, pair.prev_stamp_ns, r.matrix, bool(r.valid),
-                                      float(r.corner_uncertainty_px)))
-
-    def _loop_closure(self, f: InputFrame) -> None:
-        cam = self.camera or f.camera
-        gps = None
-        if len(self._gps_stamps):
-            i = int(np.argmin(np.abs(self._gps_stamps - f.stamp_ns)))
-            if abs(int(self._gps_stamps[i]) - f.stamp_ns) <= self.gps_max_age_ns:
-                gps = self.gps_fixes[i][1:]
-        result = None
+        frame = (p.get("camera_frame") or camera_frame) if stage == "pose_graph" else camera_frame
+        T = self.static.lookup(str(p.get("base_frame", "base_link")), frame)
+        if T is None:
+            return
+        self._camera_pose_from_tf.add(stage)
         try:
-            result = self.detector.process(f.grey, f.stamp_ns, K=None if cam is None else cam.K, gps=gps)
-        finally:
-            if result is None and self._gate is not None:
-                self._gate.reopen()  # an admitted frame that did not become a keyframe: take the next one
-        if result is None:
-            return
-        self.out.keyframes.append(result)
-        if self.graph is None:
-            return
-        for c in result.verified:
-            if c.has_relative_pose:
-                with self._graph_lock:
-                    self._pending_loops.append((result.stamp_ns, c.match_stamp_ns, c.verification))
-                break  # the best verified candidate: one closure per keyframe
+            (self.vo if stage == "vo" else self.pose_graph).set_camera_pose(T)
+        except ConfigError as exc:
+            logger.error("%s: camera pose from /tf_static: %s; keeping the last camera pose", stage, exc)
 
-    def _vo(self, f: InputFrame) -> None:
-        if self.vo.camera is None and (self.camera or f.camera) is not None:
-            self.vo.set_camera(self.camera or f.camera)
-        r = self.vo.process(f.grey, f.stamp_ns)
-        self.out.odometry.append(r)
-        if self.graph is None:
-            return
-        t0 = time.perf_counter()
-        s = self.out.stats["pose_graph"]
-        s.frames_in += 1
-        with self._graph_lock:
-            try:
-                changed = self.graph.add_odometry(f.stamp_ns, r.pose, r.covariance,
-                                                  reset=r.reset is not None) is not None
-            except ValueError as exc:  # e.g. stamps going backwards (a looped bag): this frame is not in the graph
-                s.errors += 1
-                logger.warning("pose graph: frame %d (%d ns) skipped: %s", f.index, f.stamp_ns, exc)
-                return
-            changed |= self._apply_loops(f.stamp_ns)
-            if changed:
-                self.out.map_to_odom.append((f.stamp_ns, self.graph.map_to_odom()))
-        s.processed += 1
-        s.latency_ms.append((time.perf_counter() - t0) * 1e3)
+    def _homography(self, frame: Any, stamp: int) -> None:
+        out = self.homography.process(frame)
+        if out is not None:
+            self.out.homographies.append(out)
+            self._emit(homography_msgs(out), stamp)
 
-    def _apply_loops(self, latest_stamp_ns: int | None) -> bool:
-        """Loop closures whose query the VO has reached (all of them with None); True when one was accepted."""
-        accepted = False
-        keep: deque = deque(maxlen=self._pending_loops.maxlen)
-        while self._pending_loops:
-            q, m, v = self._pending_loops.popleft()
-            if latest_stamp_ns is not None and q > latest_stamp_ns:
-                keep.append((q, m, v))
-                continue
-            d = self.graph.add_loop(q, m, v.rotation, v.translation, v.covariance)
-            self.out.loop_decisions.append(d)
-            accepted |= d.accepted
-        self._pending_loops = keep
-        return accepted
+    def _vo(self, frame: Any, stamp: int) -> None:
+        self._camera_pose("vo", frame.frame_id)
+        out = self.vo.process(frame)
+        self.out.odometry.append(out.result)
+        msgs = odometry_msgs(out, bool(self.params["vo"].get("publish_tf", True)))
+        self._emit(msgs, stamp)
+        if self.pose_graph is not None:
+            self._camera_pose("pose_graph", frame.frame_id)
+        self._to_pose_graph(msgs, stamp)
+
+    def _loop_closure(self, frame: Any, stamp: int) -> None:
+        out = self.place.process(frame)
+        if out is None:
+            return
+        self.out.keyframes.append(out.result)
+        msgs = place_msgs(out)
+        self._emit(msgs, stamp)
+        self._to_pose_graph(msgs, stamp)
 
     def _run_stage(self, stage: str, f: InputFrame) -> None:
         s = self.out.stats[stage]
         t0 = time.perf_counter()
         try:
-            {"homography": self._homography, "loop_closure": self._loop_closure, "vo": self._vo}[stage](f)
-        except (ValueError, ImageEncodingError, np.linalg.LinAlgError) as exc:
+            frame = frame_from_msg(f.msg)
+        except ImageEncodingError as exc:
+            if stage == "loop_closure":
+                self.place.skip()
+            s.errors += 1
+            self.out.bad_frame_indices.add(f.index)
+            logger.warning("%s: frame %d (%d ns) skipped: %s", stage, f.index, f.stamp_ns, exc)
+            return
+        try:
+            {"homography": self._homography, "loop_closure": self._loop_closure, "vo": self._vo}[stage](
+                frame, f.stamp_ns)
+        except (ValueError, np.linalg.LinAlgError) as exc:
             s.errors += 1
             logger.warning("%s: frame %d (%d ns) failed: %s", stage, f.index, f.stamp_ns, exc)
             return
@@ -219,27 +217,42 @@ class Pipeline:
         s.latency_ms.append((t1 - t0) * 1e3)
         s.age_ms.append((t1 - f.released) * 1e3)
 
-    # ------------------------------------------------------------------ input
-    def _load_gps(self, bag, topic: str = "/gps/fix") -> None:
-        """GPS fixes of the bag tag the keyframes (geolocation), as the node's optional GPS input."""
-        if topic not in getattr(bag, "topics", {}):
-            return
-        for _, _, msg in bag.messages([topic]):
-            if int(msg.status.status) >= 0 and np.isfinite(msg.latitude) and np.isfinite(msg.longitude):
-                stamp = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
-                self.gps_fixes.append((stamp, float(msg.latitude), float(msg.longitude), float(msg.altitude)))
-        self.gps_fixes.sort()
-        self._gps_stamps = np.array([g[0] for g in self.gps_fixes], np.int64)
+    def _admit(self, stage: str, f: InputFrame) -> bool:
+        """Whether a frame is queued for ``stage`` (the place stage's arrival gate, as the node's FrameQueue)."""
+        return stage != "loop_closure" or self.place.admit(f.stamp_ns)
 
-    def _frames(self, bag, limit: int | None) -> Iterable[InputFrame]:
-        for frame in bag.frames(stop=limit):
-            try:
-                grey = as_grey(frame.image)
-            except ImageEncodingError as exc:
-                self.out.bad_frames += 1
-                logger.warning("frame %d skipped: %s", frame.index, exc)
-                continue
-            yield InputFrame(frame.index, frame.stamp_ns, grey, frame.camera)
+    # ------------------------------------------------------------------ input
+    def _inputs(self, bag, limit: int | None) -> Iterable[InputFrame]:
+        """The image frames of ``bag``; camera info, GPS and /tf_static go to the stages on the way, in log order,
+        except that a camera info logged with its image goes first (a CameraSubscriber's pairing; the nodes
+        wait for the first one: see ``place_recognition_node``)."""
+        topics = [bag.image_topic, bag.camera_info_topic, GPS_TOPIC, TF_STATIC_TOPIC]
+        index = 0
+        image: tuple[int, Any] | None = None  # an image waiting for a camera info at the same log time
+        for topic, t, msg in bag.messages(topics):
+            if image is not None and not (topic == bag.camera_info_topic and t == image[0]):
+                if limit is not None and index >= limit:
+                    return
+                yield InputFrame(index, image[1], stamp_ns(image[1].header.stamp))
+                index += 1
+                image = None
+            if topic == TF_STATIC_TOPIC:
+                self.static.add(msg)
+            elif topic == bag.camera_info_topic:
+                info = camera_info_from_msg(msg)
+                for stage in (self.vo, self.place):
+                    if stage is not None:
+                        stage.set_camera_info(info)
+            elif topic == GPS_TOPIC:
+                fix = gps_from_msg(msg)
+                if fix is not None:
+                    self.out.gps_fixes.append(fix)
+                if self.place is not None:
+                    self.place.add_gps(fix)
+            else:
+                image = (t, msg)
+        if image is not None and (limit is None or index < limit):
+            yield InputFrame(index, image[1], stamp_ns(image[1].header.stamp))
 
     # ------------------------------------------------------------------ modes
     def run(self, bag, mode: str = "offline", *, rate: float = 1.0, limit: int | None = None,
@@ -249,18 +262,14 @@ class Pipeline:
             raise ConfigError(f"mode must be offline or realtime, got {mode!r}")
         if rate <= 0:
             raise ConfigError(f"rate must be positive, got {rate}")
-        if self.detector is not None:
-            self._load_gps(bag)
         t0 = time.perf_counter()
         if mode == "offline":
             self._offline(bag, limit, progress)
         else:
             self._realtime(bag, rate, limit, progress)
-        if self.graph is not None:
-            with self._graph_lock:
-                if self._apply_loops(None):
-                    self.out.map_to_odom.append((self.out.stamps_ns[-1], self.graph.map_to_odom()))
-        self.out.bad_frames += getattr(bag, "bad_frames", 0)
+        self.out.bad_frames = len(self.out.bad_frame_indices)
+        if self.pose_graph is not None:
+            self.out.loop_decisions = list(self.pose_graph.graph.decisions)
         self.out.wall_s = time.perf_counter() - t0
         return self.out
 
@@ -270,27 +279,27 @@ class Pipeline:
 
     def _offline(self, bag, limit: int | None, progress) -> None:
         stages = self._image_stages()
-        for f in self._frames(bag, limit):
+        for f in self._inputs(bag, limit):
             f.released = time.perf_counter()
             self.out.frames += 1
             self.out.stamps_ns.append(f.stamp_ns)
             for stage in stages:
-                self.out.stats[stage].frames_in += 1
+                s = self.out.stats[stage]
+                s.frames_in += 1
+                if not self._admit(stage, f):
+                    s.skipped += 1
+                    continue
                 self._run_stage(stage, f)
             if progress:
                 progress(self.out.frames)
 
     def _realtime(self, bag, rate: float, limit: int | None, progress) -> None:
+        from collections import deque
+
         stages = self._image_stages()
         queues = {s: deque(maxlen=self.queue_depth[s]) for s in stages}
         cond = {s: threading.Condition() for s in stages}
         closed = threading.Event()
-        # Per stage, what decides on arrival whether a frame is queued at all (as FrameQueue's admit in a node).
-        admit: dict[str, Callable[[int], bool]] = {}
-        if "loop_closure" in stages:
-            self._gate = self.detector.keyframes.arrival_gate()
-            if self._gate is not None:
-                admit["loop_closure"] = self._gate.admit
 
         def worker(stage: str) -> None:
             q, c = queues[stage], cond[stage]
@@ -308,7 +317,7 @@ class Pipeline:
             t.start()
         start_wall = first_stamp = None
         try:
-            for f in self._frames(bag, limit):
+            for f in self._inputs(bag, limit):
                 if first_stamp is None:
                     first_stamp, start_wall = f.stamp_ns, time.perf_counter()
                 due = start_wall + (f.stamp_ns - first_stamp) / 1e9 / rate
@@ -322,7 +331,7 @@ class Pipeline:
                     with cond[stage]:
                         s = self.out.stats[stage]
                         s.frames_in += 1
-                        if stage in admit and not admit[stage](f.stamp_ns):
+                        if not self._admit(stage, f):
                             s.skipped += 1
                             continue
                         if len(queues[stage]) == queues[stage].maxlen:

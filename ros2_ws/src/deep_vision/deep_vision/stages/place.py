@@ -1,0 +1,160 @@
+"""The place recognition node's stage: keyframes, loop-closure candidates, geolocation.
+
+Owns the camera intrinsics (used only for frames of their size), the GPS
+buffer (a keyframe is tagged with the fix nearest in time, within
+``gps_max_age_s``) and its local tangent plane (positions for the distance
+keyframe criterion), the arrival gate of time-only keyframes, and the keyframe
+database (loaded from ``database_path`` when it holds one).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deep_vision.errors import ConfigError, DeepVisionError
+from deep_vision.estimators.geolocation import LocalTangentPlane, haversine_m
+from deep_vision.stages.inputs import CameraInfo, Frame, GpsFix
+
+GPS_BUFFER = 4096
+
+
+@dataclass(frozen=True)
+class PlaceOut:
+    stamp_ns: int
+    frame_id: str
+    result: Any  # QueryResult: keyframe id, session, candidates best first, geolocation
+    gps: tuple[float, float, float] | None  # the keyframe's own fix
+    publish: bool  # a LoopClosureArray is published (candidates, or publish_empty)
+
+    @property
+    def geolocation(self) -> Any:
+        return self.result.geolocation
+
+
+class PlaceStage:
+    """``counters``: the detector's, ``sessions``, ``map_keyframes``, ``gps_no_fix``, ``bad_camera_info``,
+    ``frames_between_keyframes``, ``loop_closure_msgs``, ``geolocations``."""
+
+    def __init__(self, detector: Any, p: dict[str, Any], database_path: Path | None = None) -> None:
+        self.detector = detector
+        self.database_path = database_path
+        self.publish_empty = bool(p.get("publish_empty", False))
+        self.gps_max_age_ns = int(float(p.get("gps_max_age_s", 0.5)) * 1e9)
+        self.info: CameraInfo | None = None
+        self.gps: deque[GpsFix] = deque(maxlen=GPS_BUFFER)
+        self.plane: LocalTangentPlane | None = None
+        self.geo_errors_m: deque[float] = deque(maxlen=200)
+        self.gate = detector.keyframes.arrival_gate()  # time-only keyframes: chosen on arrival
+        self.counters: Counter[str] = Counter()
+        self._update_counters()
+
+    @classmethod
+    def from_params(cls, p: dict[str, Any], node: str = "place_recognition_node") -> PlaceStage:
+        """From place_recognition_node's parameters; a broken model or database raises ConfigError naming the
+        parameter."""
+        from deep_vision.estimators.loop_closure import LoopClosureDetector
+        from deep_vision.pipeline.build import build_loop_detector, build_recognizer
+
+        recognizer = build_recognizer(p, node)
+        path = Path(p["database_path"]) if p.get("database_path") else None
+        database = None
+        if path is not None and (path / "database.json").is_file():
+            try:
+                database = LoopClosureDetector.load_database(path, recognizer,
+                                                             approximate_above=int(p.get("approximate_above", 50000)))
+            except DeepVisionError as exc:
+                raise ConfigError(f"{node}: parameter 'database_path' ({path}): {exc}") from exc
+        return cls(build_loop_detector(p, node, recognizer=recognizer, database=database), p, path)
+
+    @property
+    def recognizer(self) -> Any:
+        return self.detector.recognizer
+
+    # ------------------------------------------------------------------ inputs
+    def set_camera_info(self, info: CameraInfo | None) -> None:
+        if info is None:
+            self.counters["bad_camera_info"] += 1
+            return
+        self.info = info
+
+    def add_gps(self, fix: GpsFix | None) -> None:
+        if fix is None:
+            self.counters["gps_no_fix"] += 1
+            return
+        self.gps.append(fix)
+
+    def gps_at(self, stamp_ns: int) -> tuple[float, float, float] | None:
+        """(lat, lon, alt) of the fix nearest to ``stamp_ns`` within ``gps_max_age_s``."""
+        if not self.gps:
+            return None
+        stamps = np.fromiter((g.stamp_ns for g in self.gps), np.int64, len(self.gps))
+        k = int(np.argmin(np.abs(stamps - stamp_ns)))
+        if abs(int(stamps[k]) - stamp_ns) > self.gps_max_age_ns:
+            return None
+        g = self.gps[k]
+        return g.latitude, g.longitude, g.altitude
+
+    def admit(self, stamp_ns: int) -> bool:
+        """Whether a frame arriving at ``stamp_ns`` goes to :meth:`process`: with time-only keyframes only the
+        frames that will be keyframes do (the others are counted), else all."""
+        if self.gate is None or self.gate.admit(stamp_ns):
+            return True
+        self.counters["frames_between_keyframes"] += 1
+        return False
+
+    def skip(self) -> None:
+        """An admitted frame will not reach :meth:`process` (undecodable): admit the next arrival."""
+        if self.gate is not None:
+            self.gate.reopen()
+
+    # ------------------------------------------------------------------ keyframes
+    def process(self, frame: Frame) -> PlaceOut | None:
+        """Query and add ``frame`` when it becomes a keyframe; None when it does not."""
+        result = None
+        try:
+            image = frame.rgb if self.recognizer.wants_rgb else frame.grey
+            info = self.info if self.info is not None and (self.info.camera.width, self.info.camera.height) == frame.size \
+                else None
+            gps = self.gps_at(frame.stamp_ns)
+            position = None
+            if gps is not None:
+                if self.plane is None:
+                    self.plane = LocalTangentPlane(gps[0], gps[1], gps[2] if math.isfinite(gps[2]) else 0.0)
+                position = self.plane.to_enu(gps[0], gps[1], 0.0)
+            result = self.detector.process(
+                image, frame.stamp_ns, K=None if info is None else info.camera.K,
+                distortion=None if info is None else info.distortion,
+                distortion_model="plumb_bob" if info is None else info.distortion_model, gps=gps, position=position)
+        finally:
+            if result is None:
+                self.skip()  # the admitted frame did not become a keyframe: take the next one
+            self._update_counters()
+        if result is None:
+            return None
+        out = PlaceOut(frame.stamp_ns, frame.frame_id, result, gps, bool(result.candidates) or self.publish_empty)
+        self.counters["loop_closure_msgs"] += out.publish
+        if result.geolocation is not None:
+            self.counters["geolocations"] += 1
+            if gps is not None:  # the query has its own fix: the great-circle error against it
+                self.geo_errors_m.append(float(haversine_m(result.geolocation.latitude,
+                                                           result.geolocation.longitude, gps[0], gps[1])))
+        return out
+
+    def _update_counters(self) -> None:
+        for key, n in self.detector.counters.items():
+            self.counters[key] = n
+        self.counters["sessions"] = self.detector.session + 1
+        self.counters["map_keyframes"] = len(self.detector.db)
+
+    # ------------------------------------------------------------------ map files
+    def save(self) -> Path | None:
+        """Write the database to ``database_path`` (when set); raises OSError."""
+        if self.database_path is None:
+            return None
+        return self.detector.save(self.database_path)

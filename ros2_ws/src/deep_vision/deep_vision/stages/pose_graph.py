@@ -1,0 +1,285 @@
+"""The pose graph node's stage: odometry and verified loop closures → optimised keyframes, ``map → odom``.
+
+- A loop closure whose query frame has no odometry yet waits in a queue of
+  ``pending_loops`` until it has, and is dropped after ``pending_timeout_s`` of
+  message time.
+- A new odometry trajectory (a stamp not after the previous one, or an identity
+  pose with zero covariance: how the odometry stage restarts) joins the graph
+  as a new chain: the map is kept. The graph needs increasing stamps, so after
+  a time jump backwards the stage shifts the new stamps past the old ones (one
+  *epoch* per jump) and maps loop-closure stamps back (:class:`StampEpochs`).
+- Loop closures are between cameras; the graph holds ``base_link`` poses and
+  the camera's pose on the robot (``camera_pose``, or /tf_static through
+  :meth:`PoseGraphStage.set_camera_pose`).
+- Non-finite odometry or loop closures are counted and skipped; a factor GTSAM
+  refuses is counted (``rejected_factors_<kind>``) and the graph goes on.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from deep_vision.errors import ConfigError
+from deep_vision.stages.inputs import LoopClosuresIn, OdometryIn
+from deep_vision.stages.log import throttled
+
+logger = logging.getLogger(__name__)
+
+STAMP_TOLERANCE_NS = 1_000_000  # PoseGraph matches loop-closure stamps to odometry frames within 1 ms
+EPOCH_GAP_NS = 1_000_000_000
+
+
+@dataclass
+class _Epoch:
+    offset: int  # graph stamp = message stamp + offset
+    first: int  # message stamps covered
+    last: int
+
+
+class StampEpochs:
+    """Message stamps ↔ the pose graph's stamps, which must increase although the odometry may jump back in time.
+
+    Each time jump backwards starts an epoch whose stamps are shifted to follow
+    the previous epoch's (with a 1 s gap). A stamp names a frame of the newest
+    epoch that covers it; a match stamp that is not before the query there (a
+    bag played again: same stamps) names one of an older epoch.
+    """
+
+    def __init__(self) -> None:
+        self.epochs: list[_Epoch] = []
+
+    @property
+    def last(self) -> int | None:
+        """Message stamp of the newest odometry frame."""
+        return self.epochs[-1].last if self.epochs else None
+
+    def add(self, stamp: int) -> int:
+        """Graph stamp of the next odometry frame, at message stamp ``stamp`` (not after the last: a new epoch)."""
+        if not self.epochs:
+            self.epochs.append(_Epoch(0, stamp, stamp))
+            return stamp
+        e = self.epochs[-1]
+        if stamp > e.last:
+            e.last = stamp
+            return stamp + e.offset
+        offset = e.last + e.offset + EPOCH_GAP_NS - stamp
+        self.epochs.append(_Epoch(offset, stamp, stamp))
+        return stamp + offset
+
+    def to_graph(self, stamp: int, before: int | None = None) -> int | None:
+        """Graph stamp of message stamp ``stamp`` (earlier than graph stamp ``before`` when given); None: unknown."""
+        for e in reversed(self.epochs):
+            covered = e.first - STAMP_TOLERANCE_NS <= stamp <= e.last + STAMP_TOLERANCE_NS
+            if covered and (before is None or stamp + e.offset < before):
+                return stamp + e.offset
+        return None
+
+    def to_message(self, graph_stamp: int) -> int:
+        starts = [e.first + e.offset for e in self.epochs]
+        e = self.epochs[max(bisect.bisect_right(starts, graph_stamp) - 1, 0)]
+        return graph_stamp - e.offset
+
+
+@dataclass
+class _Loop:
+    query: int  # message stamps
+    match: int
+    rotation: np.ndarray
+    direction: np.ndarray | None
+    covariance: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class GraphUpdate:
+    """What to publish after an input: ``map_to_odom`` (after odometry; stamped ``stamp_ns``) and the optimised
+    keyframe ``path`` (message stamps, T_map_base) when the graph changed."""
+
+    stamp_ns: int
+    map_frame: str
+    odom_frame: str
+    map_to_odom: np.ndarray | None
+    path: tuple[np.ndarray, np.ndarray] | None
+
+
+class PoseGraphStage:
+    """``counters``: ``keyframes``, ``loop_msgs``, ``loops_received``, ``loops_accepted``,
+    ``loops_rejected_<reason>``, ``loops_unverified``, ``loops_without_pose``, ``bad_odometry``,
+    ``bad_loop_closure``, ``resets``, ``reset_<reason>``, ``pending_loops``, ``pending_dropped[_<reason>]``,
+    ``rejected_factors_<kind>``."""
+
+    def __init__(self, graph: Any, p: dict[str, Any]) -> None:
+        self.graph = graph
+        self.map_frame = str(p.get("map_frame", "map"))
+        self.odom_frame = str(p.get("odom_frame", "odom"))
+        self.camera_frame_param = str(p.get("camera_frame", ""))
+        self.pending_max = int(p.get("pending_loops", 50))
+        self.pending_timeout_ns = int(float(p.get("pending_timeout_s", 5.0)) * 1e9)
+        self.epochs = StampEpochs()
+        self.pending: deque[_Loop] = deque()
+        self.newest_stamp: int | None = None  # newest message stamp on either input
+        self.counters: Counter[str] = Counter()
+        for key in ("keyframes", "loop_msgs", "loops_received", "loops_accepted", "resets", "pending_dropped"):
+            self.counters[key] = 0
+
+    @classmethod
+    def from_params(cls, p: dict[str, Any], node: str = "pose_graph_node") -> PoseGraphStage:
+        from deep_vision.pipeline.build import DEFAULT_CAMERA_POSE, build_pose_graph, camera_pose_transform
+
+        try:
+            X = camera_pose_transform(p.get("camera_pose", DEFAULT_CAMERA_POSE))
+        except ConfigError as exc:
+            raise ConfigError(f"{node}: {exc}") from exc
+        return cls(build_pose_graph(p, extrinsic=X, node=node), p)
+
+    def set_camera_pose(self, T_base_camera: np.ndarray) -> None:
+        self.graph.extrinsic = np.asarray(T_base_camera, float)
+
+    def camera_frame(self, loops: LoopClosuresIn) -> str:
+        """The camera frame the loop closures are measured in (``camera_frame``, else their header's)."""
+        return self.camera_frame_param or loops.frame_id
+
+    def _update(self, stamp: int, changed: bool, tf: bool) -> GraphUpdate:
+        path = None
+        if changed:
+            stamps, poses = self.graph.keyframe_poses()
+            path = (np.array([self.epochs.to_message(int(s)) for s in stamps], np.int64), poses)
+        return GraphUpdate(stamp, self.map_frame, self.odom_frame, self.graph.map_to_odom() if tf else None, path)
+
+    # ------------------------------------------------------------------ odometry
+    def add_odometry(self, odom: OdometryIn | None) -> GraphUpdate | None:
+        """One odometry message (None: not finite, counted); None when the graph refused it."""
+        if odom is None:
+            self.counters["bad_odometry"] += 1
+            throttled(logger, "bad_odometry", "odometry skipped: pose or covariance not finite")
+            return None
+        stamp = odom.stamp_ns
+        if odom.frame_id and odom.frame_id != self.odom_frame:
+            throttled(logger, "odom_frame", f"odometry frame {odom.frame_id!r} is not odom_frame "
+                      f"{self.odom_frame!r}", 60.0)
+        reset = self._reset_reason(stamp, odom.pose, odom.covariance)
+        if reset:
+            self._on_reset(reset, stamp)
+        try:
+            key = self.graph.add_odometry(self.epochs.add(stamp), odom.pose, odom.covariance, reset=reset is not None)
+        except ValueError as exc:  # the graph refuses the frame itself (it stays as it was)
+            self.counters["bad_odometry"] += 1
+            throttled(logger, "odometry_refused", f"odometry at {stamp} ns skipped: {exc}")
+            return None
+        self.newest_stamp = stamp if self.newest_stamp is None else max(self.newest_stamp, stamp)
+        changed = key is not None
+        changed |= self._apply_pending()
+        self.counters["keyframes"] = self.graph.stats.keyframes
+        for kind, n in self.graph.stats.rejected_factors.items():  # GTSAM refused them (the graph logs once)
+            self.counters[f"rejected_factors_{kind}"] = n
+        return self._update(stamp, changed, tf=True)
+
+    def _reset_reason(self, stamp: int, pose: np.ndarray, cov: np.ndarray) -> str | None:
+        last = self.epochs.last
+        if last is None:
+            return None
+        if stamp < last:
+            return "time_backwards"
+        if stamp == last:
+            return "repeated_stamp"
+        if not np.any(cov) and np.allclose(pose, np.eye(4)):  # the odometry stage's first frame of a trajectory
+            return "restart"
+        return None
+
+    def _on_reset(self, reason: str, stamp: int) -> None:
+        self.counters["resets"] += 1
+        self.counters[f"reset_{reason}"] += 1
+        logger.warning("odometry at %d ns starts a new trajectory (%s): a new chain in the pose graph", stamp, reason)
+        if reason != "restart":
+            # Their odometry will not come now; they would be matched to the new trajectory's frames.
+            self._count_dropped(len(self.pending), "reset")
+            self.pending.clear()
+            self.newest_stamp = None
+
+    # ------------------------------------------------------------------ loop closures
+    def add_loop_closures(self, loops: LoopClosuresIn) -> GraphUpdate | None:
+        """One LoopClosureArray: verified candidates with a pose go to the graph (or wait for their odometry);
+        an update with the path when one was accepted, else None."""
+        self.counters["loop_msgs"] += 1
+        self.newest_stamp = max(self.newest_stamp or 0, loops.stamp_ns)
+        changed = False
+        for c in loops.candidates:
+            if not c.verified or not c.has_relative_pose:
+                self.counters["loops_unverified" if not c.verified else "loops_without_pose"] += 1
+                continue
+            loop = self._loop(c)
+            if loop is None:
+                self.counters["bad_loop_closure"] += 1
+                throttled(logger, "bad_loop", "loop closure skipped: relative pose not finite")
+                continue
+            if self.epochs.last is not None and loop.query <= self.epochs.last:
+                changed |= self._add_loop(loop)
+            else:
+                self.pending.append(loop)
+                if len(self.pending) > self.pending_max:
+                    self.pending.popleft()
+                    self._count_dropped(1, "queue_full")
+        self._drop_expired()
+        return self._update(loops.stamp_ns, True, tf=False) if changed else None
+
+    @staticmethod
+    def _loop(c: Any) -> _Loop | None:
+        if c.pose is None:
+            return None
+        t = c.pose[:3, 3]
+        n = np.linalg.norm(t)
+        # Only the direction is used, metric or not: PoseGraph takes the length from its own estimate.
+        direction = t / n if n > 1e-9 else None
+        cov = c.covariance
+        # A covariance without positive rotation variances (unset, or ROS's "unknown") would pin the rotation.
+        if not (np.all(np.isfinite(cov)) and np.all(np.diag(cov)[3:] > 0)):
+            cov = None
+        return _Loop(c.query_stamp_ns, c.match_stamp_ns, c.pose[:3, :3], direction, cov)
+
+    def _add_loop(self, loop: _Loop) -> bool:
+        """Give ``loop`` to the graph (its query frame has odometry); True when it was accepted."""
+        self.counters["loops_received"] += 1
+        query = self.epochs.to_graph(loop.query)
+        match = self.epochs.to_graph(loop.match, before=query) if query is not None else None
+        if query is None or match is None:
+            self.counters["loops_rejected_unknown_stamp"] += 1
+            return False
+        decision = self.graph.add_loop(query, match, loop.rotation, loop.direction, loop.covariance)
+        if decision.accepted:
+            self.counters["loops_accepted"] += 1
+            logger.info("loop closure accepted: %d ns -> %d ns (chi2 %.1f)", loop.match, loop.query, decision.chi2)
+        else:
+            self.counters[f"loops_rejected_{decision.reason}"] += 1
+        return decision.accepted
+
+    def _apply_pending(self) -> bool:
+        """Add the waiting loop closures whose query frame now has odometry; True when one was accepted."""
+        last, changed = self.epochs.last, False
+        ready = [loop for loop in self.pending if loop.query <= last]
+        if ready:
+            self.pending = deque(loop for loop in self.pending if loop.query > last)
+            for loop in ready:
+                changed |= self._add_loop(loop)
+        self._drop_expired()
+        return changed
+
+    def _drop_expired(self) -> None:
+        if self.newest_stamp is not None:
+            limit = self.newest_stamp - self.pending_timeout_ns
+            kept = deque(loop for loop in self.pending if loop.query >= limit)
+            self._count_dropped(len(self.pending) - len(kept), "timeout")
+            self.pending = kept
+        self.counters["pending_loops"] = len(self.pending)
+
+    def _count_dropped(self, count: int, reason: str) -> None:
+        if count <= 0:
+            return
+        self.counters["pending_dropped"] += count
+        self.counters[f"pending_dropped_{reason}"] += count
+        throttled(logger, f"pending_dropped_{reason}", f"{count} loop closure(s) dropped without odometry for "
+                  f"their query frame ({reason})")

@@ -57,6 +57,8 @@ PARAMS = [
           "closures' header frame)."),
     *CAMERA_POSE_PARAMS,
     Param("publish_tf", True, "Publish map -> odom on /tf (tf2_msgs/TFMessage)."),
+    Param("loops_per_keyframe", 1, "Verified loop closures taken from one LoopClosureArray, best first (0: all).",
+          range=(0, 100)),
     Param("pending_loops", 50, "Loop closures kept while their query frame has no odometry yet.", range=(0, 10000)),
     Param("pending_timeout_s", 5.0, "A waiting loop closure is dropped when the newest stamp is this much later "
           "(message time).", range=(0.0, 3600.0)),

@@ -119,6 +119,7 @@ class PoseGraphStage:
         self.odom_frame = str(p.get("odom_frame", "odom"))
         self.camera_frame_param = str(p.get("camera_frame", ""))
         self.pending_max = int(p.get("pending_loops", 50))
+        self.loops_per_keyframe = int(p.get("loops_per_keyframe", 1))
         self.pending_timeout_ns = int(float(p.get("pending_timeout_s", 5.0)) * 1e9)
         self.epochs = StampEpochs()
         self.pending: deque[_Loop] = deque()
@@ -207,11 +208,15 @@ class PoseGraphStage:
         an update with the path when one was accepted, else None."""
         self.counters["loop_msgs"] += 1
         self.newest_stamp = max(self.newest_stamp or 0, loops.stamp_ns)
-        changed = False
-        for c in loops.candidates:
+        changed, taken = False, 0
+        for c in loops.candidates:  # best first
             if not c.verified or not c.has_relative_pose:
                 self.counters["loops_unverified" if not c.verified else "loops_without_pose"] += 1
                 continue
+            if self.loops_per_keyframe and taken >= self.loops_per_keyframe:
+                self.counters["loops_beyond_per_keyframe"] += 1
+                continue
+            taken += 1
             loop = self._loop(c)
             if loop is None:
                 self.counters["bad_loop_closure"] += 1
@@ -250,9 +255,8 @@ class PoseGraphStage:
             self.counters["loops_rejected_unknown_stamp"] += 1
             return False
         decision = self.graph.add_loop(query, match, loop.rotation, loop.direction, loop.covariance)
-        if decision.accepted:
+        if decision.accepted:  # (the graph logs each decision)
             self.counters["loops_accepted"] += 1
-            logger.info("loop closure accepted: %d ns -> %d ns (chi2 %.1f)", loop.match, loop.query, decision.chi2)
         else:
             self.counters[f"loops_rejected_{decision.reason}"] += 1
         return decision.accepted

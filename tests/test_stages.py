@@ -1,0 +1,44 @@
+"""The ROS-free stages on their own (the nodes' tests drive them through DDS)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gtsam")
+
+from deep_vision.geometry.transforms import make_transform  # noqa: E402
+from deep_vision.stages.inputs import LoopClosureIn, LoopClosuresIn, OdometryIn  # noqa: E402
+
+T0 = 1_700_000_000_000_000_000
+DT = 100_000_000
+
+
+def _odometry(i: int) -> OdometryIn:
+    return OdometryIn(T0 + i * DT, "odom", "base_link", make_transform(np.eye(3), [float(i), 0.0, 0.0]),
+                      np.diag([0.01] * 3 + [1e-4] * 3) * i)
+
+
+def _candidate(query: int, match: int, verified: bool = True) -> LoopClosureIn:
+    cov = np.diag([1.0, 1.0, 1.0, 1e-4, 1e-4, 1e-4])
+    # the query camera seen from the match camera: straight ahead along the optical axis (base_link x)
+    return LoopClosureIn(T0 + query * DT, T0 + match * DT, verified, verified,
+                         make_transform(np.eye(3), [0.0, 0.0, 1.0]), cov)
+
+
+@pytest.mark.parametrize("per_keyframe, taken", [(1, 1), (2, 2), (0, 3)])
+def test_pose_graph_takes_the_best_verified_candidates_per_keyframe(per_keyframe, taken):
+    """Candidates come best first; ``loops_per_keyframe`` of the verified ones reach the graph (0: all): on the
+    demo route the best one alone gave 70 of 70 correct loop closures, all of them 289 of 304."""
+    from deep_vision.stages import PoseGraphStage
+
+    stage = PoseGraphStage.from_params({"keyframe_distance_m": 2.0, "loops_per_keyframe": per_keyframe,
+                                        "camera_pose": [0.0, 0.0, 0.0, 0.5, -0.5, 0.5, -0.5]})
+    for i in range(30):
+        stage.add_odometry(_odometry(i))
+    candidates = [_candidate(29, 2, verified=False), _candidate(29, 4), _candidate(29, 10), _candidate(29, 20)]
+    stage.add_loop_closures(LoopClosuresIn(T0 + 29 * DT, "camera_optical_frame", candidates))
+    c = stage.counters
+    assert c["loops_received"] == taken and c["loops_unverified"] == 1
+    assert c["loops_beyond_per_keyframe"] == 3 - taken
+    assert [d.match_stamp_ns for d in stage.graph.decisions] == [T0 + m * DT for m in (4, 10, 20)[:taken]]

@@ -6,26 +6,7 @@ import threading
 import time
 from collections import Counter
 
-from conftest import require_ros
-
-
-class _Logger:
-    def __init__(self):
-        self.errors = []
-
-    def error(self, text, **_):
-        self.errors.append(text)
-
-
-class _Node:
-    def __init__(self):
-        self.logger = _Logger()
-
-    def get_name(self):
-        return "test_node"
-
-    def get_logger(self):
-        return self.logger
+from deep_vision.stages.queue import FrameQueue
 
 
 class _Diag:
@@ -38,8 +19,6 @@ class _Diag:
 
 def _push_while_busy(frames, **queue_kwargs):
     """Frame 0 holds the worker while ``frames`` arrive; returns (frames handled in order, diagnostics, push time)."""
-    from deep_vision.nodes.common import FrameQueue
-
     seen, release = [], threading.Event()
 
     def handler(msg):
@@ -47,7 +26,7 @@ def _push_while_busy(frames, **queue_kwargs):
         seen.append(msg)
 
     diag = _Diag()
-    q = FrameQueue(_Node(), handler, diag=diag, **queue_kwargs)
+    q = FrameQueue("test", handler, counters=diag.counters, on_arrival=diag.frame_in, **queue_kwargs)
     q.push(0)
     deadline = time.monotonic() + 5.0
     while not q.busy and time.monotonic() < deadline:
@@ -65,7 +44,6 @@ def _push_while_busy(frames, **queue_kwargs):
 
 
 def test_slow_handler_drops_oldest_frames_and_keeps_order():
-    require_ros()
     seen, diag, push_s = _push_while_busy(range(1, 10), depth=2)  # frames 1..7 are pushed out by newer ones
     assert push_s < 0.5  # pushing never waits for the handler
     assert seen == [0, 8, 9]
@@ -73,18 +51,15 @@ def test_slow_handler_drops_oldest_frames_and_keeps_order():
 
 
 def test_handler_exception_is_counted_and_the_worker_goes_on():
-    require_ros()
-    from deep_vision.nodes.common import FrameQueue
-
-    seen = []
+    seen, errors = [], []
 
     def handler(msg):
         if msg == 1:
             raise ValueError("broken frame")
         seen.append(msg)
 
-    node, diag = _Node(), _Diag()
-    q = FrameQueue(node, handler, depth=10, diag=diag)
+    diag = _Diag()
+    q = FrameQueue("test", handler, depth=10, counters=diag.counters, on_error=errors.append)
     for i in range(3):
         q.push(i)
     deadline = time.monotonic() + 5.0
@@ -92,11 +67,10 @@ def test_handler_exception_is_counted_and_the_worker_goes_on():
         time.sleep(0.01)
     q.close()
     assert seen == [0, 2] and diag.counters["errors"] == 1
-    assert "broken frame" in node.logger.errors[0]
+    assert "broken frame" in str(errors[0])
 
 
 def test_frames_refused_on_arrival_are_neither_queued_nor_dropped():
-    require_ros()
     # Every fifth frame is admitted (a keyframe); the worker is held on frame 0 while 1..24 arrive.
     seen, diag, _ = _push_while_busy(range(1, 25), depth=5, admit=lambda msg: msg % 5 == 0)
     # Without the filter the 5-frame queue would have kept 20..24 only: the keyframes 5, 10, 15 would be lost.

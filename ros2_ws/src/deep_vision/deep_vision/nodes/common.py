@@ -8,7 +8,6 @@ and converts messages; everything else lives here.
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from deep_vision.errors import ConfigError, DeepVisionError
 from deep_vision.geometry.transforms import make_transform, rotation_from_quaternion
 from deep_vision.inference.selection import BACKENDS
 from deep_vision.pipeline.build import DEFAULT_CAMERA_POSE, camera_pose_transform
+from deep_vision.stages.queue import FrameQueue
 
 
 @dataclass(frozen=True)
@@ -296,68 +296,13 @@ class NodeDiagnostics:
         self.pub.publish(msg)
 
 
-class FrameQueue:
-    """Image callbacks return at once; a worker thread processes the frames in order.
-
-    The executor is never blocked by inference: the subscription callback only
-    counts the frame's arrival (``frames_in``, ``input_rate_hz``) and appends the
-    message to a deque of ``depth`` frames; when it is full the oldest waiting
-    frame is dropped and counted in the diagnostics (``dropped_frames``), as a
-    live camera loses frames a node cannot keep up with. ``admit`` (optional)
-    decides on arrival whether a frame is worth queueing at all (the place
-    recognition node: only frames that will be keyframes); a refused frame is
-    not a drop. An exception in ``handler`` is logged and counted, and the
-    worker goes on with the next frame.
-    """
-
-    def __init__(self, node: Node, handler: Callable[[Any], None], depth: int, diag: NodeDiagnostics,
-                 admit: Callable[[Any], bool] | None = None) -> None:
-        self.node, self.handler, self.diag, self.admit = node, handler, diag, admit
-        self.queue: deque[Any] = deque(maxlen=max(1, int(depth)))
-        self.cond = threading.Condition()
-        self.closed = False
-        self.busy = False
-        self.thread = threading.Thread(target=self._run, name=f"{node.get_name()}-frames", daemon=True)
-        self.thread.start()
-
-    def push(self, msg: Any) -> None:
-        self.diag.frame_in()
-        if self.admit is not None and not self.admit(msg):
-            return
-        with self.cond:
-            if len(self.queue) == self.queue.maxlen:
-                self.diag.counters["dropped_frames"] += 1
-            self.queue.append(msg)
-            self.cond.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self.cond:
-                while not self.queue and not self.closed:
-                    self.cond.wait()
-                if self.closed:
-                    return
-                msg = self.queue.popleft()
-                self.busy = True
-            try:
-                self.handler(msg)
-            except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the node
-                self.diag.counters["errors"] += 1
-                self.node.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
-            finally:
-                with self.cond:
-                    self.busy = False
-                    self.cond.notify_all()
-
-    def idle(self) -> bool:
-        with self.cond:
-            return not self.queue and not self.busy
-
-    def close(self) -> None:
-        with self.cond:
-            self.closed = True
-            self.cond.notify_all()
-        self.thread.join(timeout=10.0)
+def frame_queue(node: Node, handler: Callable[[Any], None], depth: int, diag: NodeDiagnostics,
+                admit: Callable[[Any], bool] | None = None) -> FrameQueue:
+    """The node's :class:`~deep_vision.stages.queue.FrameQueue`: arrivals and drops in ``diag``, a failed frame
+    logged (at most every 5 s)."""
+    return FrameQueue(node.get_name(), handler, depth, diag.counters, admit=admit, on_arrival=diag.frame_in,
+                      on_error=lambda exc: node.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}",
+                                                                   throttle_duration_sec=5.0))
 
 
 class ImageNode(Node):

@@ -17,13 +17,13 @@ from deep_vision.errors import ImageEncodingError
 from deep_vision.nodes.common import (
     INFERENCE_PARAMS,
     QOS_PARAMS,
-    FrameQueue,
     ImageNode,
     NodeDiagnostics,
     Outputs,
     Param,
     backend_diagnostics,
     declare,
+    frame_queue,
     image_qos,
     spin_node,
     subscribe,
@@ -59,7 +59,7 @@ class HomographyNode(ImageNode):
         self.diag = NodeDiagnostics(self, "homography", {**backend_diagnostics(backend), "refine": str(p["refine"])},
                                     stage=self.stage)
         self.out = Outputs(self, {"homography": HOMOGRAPHY})
-        self.frames = FrameQueue(self, self.on_image, p["queue_depth"], self.diag)
+        self.frames = frame_queue(self, self.on_image, p["queue_depth"], self.diag)
         self.sub = subscribe(self, "sensor_msgs/msg/Image", "image", self.frames.push,
                              image_qos(p["image_qos"], p["queue_depth"]))
         self.get_logger().info(f"estimating homographies with {getattr(backend, 'describe', lambda: backend)()}")

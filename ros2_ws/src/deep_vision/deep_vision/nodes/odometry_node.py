@@ -25,13 +25,13 @@ from deep_vision.nodes.common import (
     INFERENCE_PARAMS,
     QOS_PARAMS,
     CameraPose,
-    FrameQueue,
     ImageNode,
     NodeDiagnostics,
     Outputs,
     Param,
     backend_diagnostics,
     declare,
+    frame_queue,
     image_qos,
     spin_node,
     subscribe,
@@ -89,7 +89,7 @@ class OdometryNode(ImageNode):
         self.diag = NodeDiagnostics(self, "visual odometry", {**backend_diagnostics(self.stage.backend),
                                                               "mode": p["mode"], "tf": self.out.tf}, stage=self.stage)
         qos = image_qos(p["image_qos"], p["queue_depth"])
-        self.frames = FrameQueue(self, self.on_image, p["queue_depth"], self.diag)
+        self.frames = frame_queue(self, self.on_image, p["queue_depth"], self.diag)
         self.sub = subscribe(self, "sensor_msgs/msg/Image", "image", self.frames.push, qos)
         self.info_sub = subscribe(self, "sensor_msgs/msg/CameraInfo", "camera_info", self.on_camera_info, qos)
 

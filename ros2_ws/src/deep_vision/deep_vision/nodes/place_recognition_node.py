@@ -38,13 +38,13 @@ from deep_vision.io.image import check_image_message
 from deep_vision.nodes.common import (
     INFERENCE_PARAMS,
     QOS_PARAMS,
-    FrameQueue,
     ImageNode,
     NodeDiagnostics,
     Outputs,
     Param,
     backend_diagnostics,
     declare,
+    frame_queue,
     image_qos,
     spin_node,
     subscribe,
@@ -103,7 +103,7 @@ class PlaceRecognitionNode(ImageNode):
             "database": str(self.stage.database_path or "memory")}, stage=self.stage)
         qos = image_qos(p["image_qos"], p["queue_depth"])
         self.out = Outputs(self, {"loop_closures": LOOP_CLOSURES, "geolocation": NAVSATFIX})
-        self.frames = FrameQueue(self, self.on_image, p["queue_depth"], self.diag, admit=self._admit)
+        self.frames = frame_queue(self, self.on_image, p["queue_depth"], self.diag, admit=self._admit)
         self.sub = subscribe(self, "sensor_msgs/msg/Image", "image", self.frames.push, qos)
         self.info_sub = subscribe(self, "sensor_msgs/msg/CameraInfo", "camera_info", self.on_camera_info, qos)
         self._first_info = threading.Event()

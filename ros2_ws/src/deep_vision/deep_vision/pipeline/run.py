@@ -11,8 +11,8 @@ bag, which so holds what the nodes publish.
 - ``offline``: every frame through every stage in order, one thread;
   deterministic and as fast as the machine goes.
 - ``realtime``: a feeder releases the frames at the bag's stamps (``rate``×);
-  each image stage has its own worker thread and a bounded queue of
-  ``queue_depth`` frames, like a node's FrameQueue: when a frame arrives and
+  each image stage has the node's :class:`~deep_vision.stages.queue.FrameQueue`
+  of ``queue_depth`` frames and its worker thread: when a frame arrives and
   the queue is full, the oldest waiting frame is dropped and counted. With
   time-only keyframes the place stage, like its node, queues only the frames
   that will be keyframes (the others are counted as ``skipped``). The pose
@@ -42,6 +42,7 @@ from deep_vision.stages.inputs import (
     stamp_ns,
 )
 from deep_vision.stages.messages import homography_msgs, odometry_msgs, place_msgs, pose_graph_msgs
+from deep_vision.stages.queue import FrameQueue
 
 logger = logging.getLogger(__name__)
 
@@ -294,27 +295,25 @@ class Pipeline:
                 progress(self.out.frames)
 
     def _realtime(self, bag, rate: float, limit: int | None, progress) -> None:
-        from collections import deque
-
         stages = self._image_stages()
-        queues = {s: deque(maxlen=self.queue_depth[s]) for s in stages}
-        cond = {s: threading.Condition() for s in stages}
-        closed = threading.Event()
+        queues: dict[str, FrameQueue] = {}
+        for stage in stages:
+            s = self.out.stats[stage]
 
-        def worker(stage: str) -> None:
-            q, c = queues[stage], cond[stage]
-            while True:
-                with c:
-                    while not q and not closed.is_set():
-                        c.wait(0.1)
-                    if not q:
-                        return
-                    f = q.popleft()
-                self._run_stage(stage, f)
+            def arrival(s: StageStats = s) -> None:
+                s.frames_in += 1
 
-        threads = [threading.Thread(target=worker, args=(s,), name=f"pipeline-{s}", daemon=True) for s in stages]
-        for t in threads:
-            t.start()
+            def admit(f: InputFrame, stage: str = stage, s: StageStats = s) -> bool:
+                if self._admit(stage, f):
+                    return True
+                s.skipped += 1
+                return False
+
+            def failed(exc: Exception, stage: str = stage) -> None:
+                logger.error("%s: frame failed: %s: %s", stage, type(exc).__name__, exc)
+
+            queues[stage] = FrameQueue(f"pipeline-{stage}", lambda f, stage=stage: self._run_stage(stage, f),
+                                       self.queue_depth[stage], admit=admit, on_arrival=arrival, on_error=failed)
         start_wall = first_stamp = None
         try:
             for f in self._inputs(bag, limit):
@@ -328,22 +327,13 @@ class Pipeline:
                 self.out.frames += 1
                 self.out.stamps_ns.append(f.stamp_ns)
                 for stage in stages:
-                    with cond[stage]:
-                        s = self.out.stats[stage]
-                        s.frames_in += 1
-                        if not self._admit(stage, f):
-                            s.skipped += 1
-                            continue
-                        if len(queues[stage]) == queues[stage].maxlen:
-                            s.dropped += 1  # the oldest waiting frame is pushed out
-                        queues[stage].append(f)
-                        cond[stage].notify()
+                    queues[stage].push(f)
                 if progress:
                     progress(self.out.frames)
+            for q in queues.values():
+                q.drain()
         finally:
-            closed.set()
-            for stage in stages:
-                with cond[stage]:
-                    cond[stage].notify_all()
-            for t in threads:
-                t.join()
+            for stage, q in queues.items():
+                q.close()
+                self.out.stats[stage].dropped = q.counters["dropped_frames"]
+                self.out.stats[stage].errors += q.counters["errors"]

@@ -75,9 +75,9 @@ GROUPS: dict[str, tuple[list[str], list[str], int]] = {
     "verification": (["estimators/loop_closure.py"],
                      ["test_place_verification.py", "test_place_database.py", "test_place_node.py"], 300),
     "stages": (["stages/inputs.py", "stages/homography.py", "stages/odometry.py", "stages/place.py",
-                "stages/pose_graph.py", "stages/messages.py"],
+                "stages/pose_graph.py", "stages/messages.py", "stages/queue.py"],
                ["test_homography_node.py", "test_odometry_node.py", "test_place_node.py", "test_pose_graph_node.py",
-                "test_pipeline.py", "test_one_system.py"], 300),
+                "test_pipeline.py", "test_one_system.py", "test_stages.py", "test_frame_queue.py"], 300),
 }
 
 EXCLUDED_OPERATORS = [

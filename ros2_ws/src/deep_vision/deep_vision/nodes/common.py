@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -246,7 +245,7 @@ class NodeDiagnostics:
         self.latencies_ms: deque[float] = deque(maxlen=200)
         self.ages_ms: deque[float] = deque(maxlen=200)
         self.arrivals: deque[float] = deque(maxlen=50)
-        self.pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.out = Outputs(node, {"/diagnostics": "diagnostic_msgs/msg/DiagnosticArray"})
         self.timer = node.create_timer(period_s, self.publish)
 
     def frame_in(self) -> None:
@@ -285,15 +284,10 @@ class NodeDiagnostics:
         return out
 
     def publish(self) -> None:
-        status = DiagnosticStatus(name=f"{self.node.get_name()}: {self.name}", hardware_id=self.static.get("backend", ""))
-        values = self.values()
-        bad = int(values["bad_frames"])
-        status.level = DiagnosticStatus.WARN if bad else DiagnosticStatus.OK
-        status.message = f"{bad} bad frame(s)" if bad else "ok"
-        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.node.get_clock().now().to_msg()
-        self.pub.publish(msg)
+        from deep_vision.stages.messages import diagnostics_msgs
+
+        self.out.publish(diagnostics_msgs(f"{self.node.get_name()}: {self.name}", self.static.get("backend", ""),
+                                          self.values(), self.node.get_clock().now().nanoseconds))
 
 
 def frame_queue(node: Node, handler: Callable[[Any], None], depth: int, diag: NodeDiagnostics,

@@ -24,6 +24,7 @@ NAVSATFIX = "sensor_msgs/msg/NavSatFix"
 ODOMETRY = "nav_msgs/msg/Odometry"
 PATH = "nav_msgs/msg/Path"
 TF = "tf2_msgs/msg/TFMessage"
+DIAGNOSTICS = "diagnostic_msgs/msg/DiagnosticArray"
 
 #: Output topic → message type, of every node.
 TOPICS = {"homography": HOMOGRAPHY, "loop_closures": LOOP_CLOSURES, "geolocation": NAVSATFIX, "odometry": ODOMETRY,
@@ -73,3 +74,14 @@ def pose_graph_msgs(update: GraphUpdate, publish_tf: bool = True) -> list[Messag
         msgs.append(("/tf", TF, rosmsg.tf_message([rosmsg.transform_stamped_msg(
             update.map_to_odom, update.stamp_ns, update.map_frame, update.odom_frame)])))
     return msgs
+
+
+def diagnostics_msgs(name: str, hardware_id: str, values: dict[str, str], stamp_ns: int) -> list[Message]:
+    """``/diagnostics``: one status, WARN with the count when ``values["bad_frames"]`` is not 0."""
+    bad = int(values.get("bad_frames", "0"))
+    cls = rosmsg.typestore().types
+    status = cls["diagnostic_msgs/msg/DiagnosticStatus"](
+        level=1 if bad else 0, name=name, message=f"{bad} bad frame(s)" if bad else "ok",
+        hardware_id=hardware_id, values=[cls["diagnostic_msgs/msg/KeyValue"](key=k, value=v)
+                                         for k, v in values.items()])
+    return [("/diagnostics", DIAGNOSTICS, cls[DIAGNOSTICS](header=rosmsg.header(stamp_ns, ""), status=[status]))]

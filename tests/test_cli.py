@@ -38,7 +38,7 @@ def test_known_errors_are_one_line(tmp_path):
         [sys.executable, "-m", "deep_vision.cli.main", "synth", "--out", str(out), "--frames", "2"],
         capture_output=True, text=True, timeout=120,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"deep-vision synth: error: bag output already exists: {out} (remove it or choose another --out)"
     ]
@@ -48,4 +48,4 @@ def test_known_errors_are_one_line(tmp_path):
         [sys.executable, "-m", "deep_vision.cli.main", "synth", "--out", str(tmp_path / "x"), "--config", str(bad)],
         capture_output=True, text=True, timeout=120,
     )
-    assert result.returncode == 1 and "unknown key(s) camera.widht" in result.stderr
+    assert result.returncode == 2 and "unknown key(s) camera.widht" in result.stderr

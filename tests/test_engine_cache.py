@@ -217,7 +217,7 @@ def test_build_engine_without_tensorrt_says_what_is_missing(onnx_file):
 def test_cli_build_engine_without_tensorrt(tmp_path, capsys):
     from deep_vision.cli.main import main
 
-    assert main(["build-engine", str(tmp_path / "missing.onnx")]) == 1
+    assert main(["build-engine", str(tmp_path / "missing.onnx")]) == 2
     assert "model not found" in capsys.readouterr().err
 
 

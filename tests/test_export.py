@@ -234,11 +234,11 @@ def test_cli_export(tmp_path, capsys):
 
 
 def test_cli_export_errors(tmp_path, capsys):
-    assert main(["export", "--model-class", "no_such_net", "--out", str(tmp_path / "x.onnx")]) == 1
+    assert main(["export", "--model-class", "no_such_net", "--out", str(tmp_path / "x.onnx")]) == 2
     assert "unknown model class 'no_such_net'" in capsys.readouterr().err
     torch.save(build_model("testnet_linear").state_dict(), tmp_path / "lin.pt")
     assert main(["export", "--model-class", "testnet_conv", "--checkpoint", str(tmp_path / "lin.pt"),
-                 "--out", str(tmp_path / "x.onnx")]) == 1
+                 "--out", str(tmp_path / "x.onnx")]) == 2
     assert "does not fit testnet_conv" in capsys.readouterr().err
     assert resolve_model_class("deep_vision.models.testnets.TinyLinearNet").__name__ == "TinyLinearNet"
 

@@ -117,7 +117,7 @@ def test_ground_scale_parameters_are_checked(synthetic):
         VisualOdometry(None, conf, camera=synthetic.camera, mode="hybrid", scale_source="ground", scale_window=0)
     with pytest.raises(ConfigError, match="'scale_source' is ground, which needs 'mode' hybrid"):
         build_odometry({"scale_source": "ground"})
-    with pytest.raises(ConfigError, match="'scale_source' must be"):
+    with pytest.raises(ConfigError, match="odometry_node.scale_source: 'wheels' is not one of network, ground"):
         build_odometry({"scale_source": "wheels"})
     with pytest.raises(ConfigError, match="camera_pose"):
         build_odometry({"mode": "hybrid", "scale_source": "ground", "camera_pose": [0, 0, 1]}, synthetic.camera)

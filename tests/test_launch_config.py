@@ -146,18 +146,6 @@ def test_unknown_node_and_missing_file_are_named(tmp_path):
         run(REPO / "config" / "perception.yaml", ["lidar"], duration_s=1.0)
 
 
-def test_readme_parameter_table_is_in_sync():
-    require_ros()
-    from deep_vision.nodes.registry import parameter_table
-
-    readme = (REPO / "README.md").read_text()
-    begin = readme.index("<!-- parameters:begin")
-    start = readme.index("\n", begin) + 1
-    end = readme.index("<!-- parameters:end -->")
-    assert readme[start:end].strip() == parameter_table().strip(), \
-        "README parameter table is stale: regenerate it with deep_vision.nodes.registry.parameter_table()"
-
-
 @pytest.mark.parametrize("reliability", ["best_effort", "reliable"])
 def test_best_effort_and_reliable_publishers_reach_the_node(ros_harness, reliability):
     """Image subscriptions are SensorData (best effort) by default: both kinds of camera driver reach them."""
@@ -185,3 +173,27 @@ def test_best_effort_and_reliable_publishers_reach_the_node(ros_harness, reliabi
         pub.publish(msg)
         h.spin_for(0.2)
     h.wait_for(out, 2, timeout=10.0)
+
+
+def test_a_node_checks_its_overrides_with_the_schema():
+    """A node started with a misspelt or out-of-range parameter fails with the schema's one line, as a parameter
+    file does in run/evaluate."""
+    require_ros()
+    import rclpy
+    from deep_vision.errors import ConfigError
+    from deep_vision.nodes.pose_graph_node import PoseGraphNode
+    from rclpy.parameter import Parameter
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        for override, message in [
+                (Parameter("loop_max_chi", value=5.0),
+                 "parameter pose_graph_node: unknown parameter 'loop_max_chi' (did you mean 'loop_max_chi2'?)"),
+                (Parameter("queue_depth", value=0), "parameter pose_graph_node.queue_depth: 0 is not an integer in "
+                                                    "1..10000")]:
+            with pytest.raises(ConfigError) as err:
+                PoseGraphNode(context=context, parameter_overrides=[override])
+            assert str(err.value) == message
+    finally:
+        rclpy.shutdown(context=context)

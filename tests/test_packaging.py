@@ -58,14 +58,17 @@ def test_a_copy_without_the_linked_folders_fails_to_build(tmp_path):
 #: Imported module -> the package.xml key that provides it (ROS packages by their own name).
 ROSDEP_KEYS = {"numpy": "python3-numpy", "yaml": "python3-yaml", "cv2": "python3-opencv", "scipy": "python3-scipy",
                "matplotlib": "python3-matplotlib", "tqdm": "python3-tqdm", "faiss": "python3-faiss",
-               "onnxruntime": "python3-onnxruntime-pip", "rosbags": "python3-rosbags-pip", "tf2_ros": "tf2_ros_py"}
+               "onnxruntime": "python3-onnxruntime-pip", "rosbags": "python3-rosbags-pip", "mcap": "python3-mcap-pip",
+               "tf2_ros": "tf2_ros_py"}
 #: Imported by the nodes but not declared, each with why (package.xml says the same in a comment).
 UNDECLARED = {"gtsam": "no rosdep key gives its Python module: pip install gtsam",
               "torch": "optional backend (.pt checkpoints)",
               "tensorrt": "optional backend, installed with TensorRT (JetPack)",
-              "onnx": "TensorRT engines built from an ONNX file without a model card"}
+              "onnx": "TensorRT engines built from an ONNX file without a model card",
+              "zstandard": "compressed MCAP chunks: installed with mcap",
+              "lz4": "compressed MCAP chunks: installed with mcap"}
 #: Of those, the ones the nodes must start without: imported inside functions only.
-OPTIONAL = {"torch", "tensorrt", "onnx"}
+OPTIONAL = {"torch", "tensorrt", "onnx", "zstandard", "lz4"}
 
 
 def _imports(start: list[Path]) -> tuple[dict[str, set[str]], dict[str, set[str]]]:

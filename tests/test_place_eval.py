@@ -205,7 +205,7 @@ def test_report_and_cli(tmp_path, shared_data, monkeypatch, capsys):
     curves = {"SAD": LoopScores(loops=3, raw=[(0.9, True), (0.2, False)], verified=[(0.9, True)]).curves()}
     png = place_eval.pr_png(curves, tmp_path / "pr.png", "test")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert main(["evaluate", "nothing"]) == 1
+    assert main(["evaluate", "nothing"]) == 2
 
 
 @pytest.mark.parametrize("channels", [1, 3])

@@ -20,7 +20,7 @@ from deep_vision.geometry.transforms import (  # noqa: E402
     rotation_from_quaternion,
     rotation_z,
 )
-from deep_vision.nodes.common import DEFAULT_CAMERA_POSE  # noqa: E402
+from deep_vision.params import DEFAULT_CAMERA_POSE  # noqa: E402
 
 RADIUS, FRAMES_PER_LAP, EXTRA = 20.0, 120, 50  # ~1.05 m per frame
 T0_NS, DT_NS = 1_000 * 10**9, 100_000_000

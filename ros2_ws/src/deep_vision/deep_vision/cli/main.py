@@ -84,11 +84,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Render the synthetic route (two loops), run every estimator + the pose graph offline, print the table."""
     from tqdm import tqdm
 
+    from deep_vision.params import load_params
     from deep_vision.pipeline.evaluate import demo_targets, evaluate_bag, format_table
     from deep_vision.resources import default_params_path
     from deep_vision.synthetic.config import SyntheticWorldConfig
 
     t_start = time.perf_counter()
+    params = Path(args.params) if args.params else default_params_path()
+    load_params(params)  # a bad parameter file fails before the rendering
     out = Path(args.out)
     bag = out / "synthetic_bag"
     if bag.exists():
@@ -102,7 +105,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     rec = _record(config, bag, "mcap", False, 0)
     _print_recording(rec, time.perf_counter() - t0)
-    params = Path(args.params) if args.params else default_params_path()
     print(f"running homography, loop closure, visual odometry and the pose graph ({params}) ...")
     bars: list = []
 
@@ -112,7 +114,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         bars.append(bar)
         return lambda n: bar.update(n - bar.n)
 
-    metrics, md = evaluate_bag(bag, out / "evaluation", mode="offline", params_file=params,
+    metrics, md = evaluate_bag(bag, out / "evaluation", mode="offline", params_file=params, overwrite=True,
                                command="deep-vision demo", progress_factory=progress_factory)
     for bar in bars:
         bar.close()
@@ -296,7 +298,7 @@ def cmd_evaluate_bag(args: argparse.Namespace) -> int:
     metrics, md = evaluate_bag(args.target, out, mode=args.mode, params_file=params, stages=stages,
                                backend=None if args.backend == "auto" else args.backend, rate=args.rate,
                                limit=args.limit, queue_depth=args.queue_depth, command=command,
-                               progress_factory=progress_factory)
+                               progress_factory=progress_factory, overwrite=args.overwrite)
     for bar in bars:
         bar.close()
     print(format_table(metrics))
@@ -306,8 +308,8 @@ def cmd_evaluate_bag(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    if args.target not in ("homography", "place", "vo") and Path(args.target).exists():
-        return cmd_evaluate_bag(args)
+    if args.target not in ("homography", "place", "vo"):
+        return cmd_evaluate_bag(args)  # a bag: it is checked there, after the parameter file
     if args.out is None:
         args.out = "bench/results"
     if args.target == "place":
@@ -318,8 +320,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from deep_vision.eval.vo_eval import evaluate_from_cli as evaluate_vo
 
         return evaluate_vo(args)
-    if args.target != "homography":
-        raise ConfigError(f"evaluate: unknown target {args.target!r}; available: homography, place, vo")
     from tqdm import tqdm
 
     from deep_vision.estimators.homography import HomographyEstimator
@@ -392,6 +392,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from deep_vision.nodes.runner import run
 
+    from deep_vision.resources import default_params_path
+
+    args.params = args.params or default_params_path()
     keys = [k.strip() for k in args.nodes.split(",") if k.strip()]
     print(f"starting {', '.join(keys)} with {args.params}" + (f", playing {args.bag}" if args.bag else ""))
     summary = run(args.params, keys, bag=args.bag, rate=args.rate, use_sim_time=args.use_sim_time,
@@ -478,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     from deep_vision.nodes.registry import DEFAULT_NODES, NODES
 
     p = sub.add_parser("run", help="start the nodes in one process (no ros2 launch), optionally playing a bag")
-    p.add_argument("--params", default="config/perception.yaml", help="ROS 2 parameter file (default config/perception.yaml)")
+    p.add_argument("--params", help="ROS 2 parameter file (default: the shipped config/perception.yaml)")
     p.add_argument("--nodes", default=",".join(DEFAULT_NODES), help=f"comma-separated, of: {', '.join(NODES)}")
     p.add_argument("--bag", help="rosbag2 folder to play into the nodes")
     p.add_argument("--rate", type=float, default=1.0, help="playback rate (default 1)")
@@ -542,6 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="bag: only the first N frames")
     p.add_argument("--queue-depth", type=int, help="bag, realtime: frames waiting per stage (default: each "
                                                    "node's queue_depth parameter)")
+    p.add_argument("--overwrite", action="store_true", help="bag: replace what an earlier evaluation left in --out")
     p.add_argument("--update-card", action="store_true", help="write the held-out metrics into the model card")
     p.add_argument("--quick", action="store_true", help="place: one short route, database sizes up to 100k "
                                                         "(about two minutes on two cores)")
@@ -560,9 +564,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except DeepVisionError as exc:
+    except DeepVisionError as exc:  # a bad input, parameter or file: one line, exit 2 (as argparse's usage errors)
         print(f"deep-vision {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -33,7 +33,6 @@ from rosbags.interfaces import (
 from rosbags.rosbag2 import (
     CompressionFormat,
     CompressionMode,
-    Reader,
     StoragePlugin,
     Writer,
 )
@@ -43,6 +42,7 @@ from deep_vision.geometry.camera import PinholeCamera
 from deep_vision.geometry.transforms import invert_transform
 from deep_vision.io import rosmsg
 from deep_vision.io.image import image_to_numpy, numpy_to_image_fields
+from deep_vision.io.bagfile import BagReader, add_chunk_crcs
 from deep_vision.io.rosmsg import (
     StaticTransforms,
     camera_from_info,
@@ -114,6 +114,9 @@ class BagWriter:
 
     def __exit__(self, *exc: object) -> None:
         self._writer.close()
+        # rosbags leaves the chunk CRCs at 0 ("not computed"): write them, so readers can find damaged chunks.
+        for file in ([self.path] if self.path.is_file() else sorted(self.path.glob("*.mcap"))):
+            add_chunk_crcs(file)
 
     def add_topic(self, topic: str, msgtype: str, qos: Qos = QOS_DEFAULT) -> None:
         if topic in self._connections:
@@ -190,45 +193,37 @@ class BagSequence:
         camera_info_topic: str = CAMERA_INFO_TOPIC,
         ground_truth_topic: str = GROUND_TRUTH_TOPIC,
     ) -> None:
-        self.path = Path(path)
-        if not (self.path / "metadata.yaml").is_file() and not self.path.is_file():
-            raise BagError(f"not a rosbag2 folder (no metadata.yaml): {self.path}")
+        self.reader = BagReader(path)  # checked: one BagError line for a missing, empty, truncated, ... bag
+        self.path = self.reader.path
         self.image_topic = image_topic
         self.camera_info_topic = camera_info_topic
         self.ground_truth_topic = ground_truth_topic
         self._store = typestore()
         self.bad_frames = 0
-        with Reader(self.path) as reader:
-            self.topics = {c.topic: c.msgtype for c in reader.connections}
-            self.message_counts = {t: sum(c.msgcount for c in reader.connections if c.topic == t) for t in self.topics}
-            if image_topic not in self.topics:
-                raise BagError(
-                    f"{self.path}: no topic {image_topic!r}; topics: {', '.join(sorted(self.topics)) or 'none'}"
-                )
-            self._camera_infos = self._read_all(reader, camera_info_topic, lambda m: camera_from_info(m))
-            self._gt = self._read_all(reader, ground_truth_topic, lambda m: pose_to_matrix(m.pose.pose))
-            self.static_transforms = self._read_tf_static(reader)
+        self.undecodable: dict[str, int] = {}  # topic -> messages whose bytes do not deserialise
+        self.topics = self.reader.topics
+        self.message_counts = self.reader.message_counts
+        if image_topic not in self.topics:
+            raise BagError(f"{self.path}: no topic {image_topic!r}; topics: {', '.join(sorted(self.topics)) or 'none'}")
+        self._camera_infos = self._read_all(camera_info_topic, lambda m: camera_from_info(m))
+        self._gt = self._read_all(ground_truth_topic, lambda m: pose_to_matrix(m.pose.pose))
+        self.static_transforms = StaticTransforms()
+        for _, _, msg in self.messages([TF_STATIC_TOPIC]):
+            self.static_transforms.add(msg)
 
-    def _read_all(self, reader: Reader, topic: str, convert: Any) -> tuple[np.ndarray, list[Any]]:
+    @property
+    def damaged_messages(self) -> int:
+        """Messages lost to damage: in chunks whose CRC failed, or whose bytes do not deserialise."""
+        return self.reader.damaged_messages + sum(self.undecodable.values())
+
+    def _read_all(self, topic: str, convert: Any) -> tuple[np.ndarray, list[Any]]:
         stamps: list[int] = []
         values: list[Any] = []
-        conns = [c for c in reader.connections if c.topic == topic]
-        if conns:
-            for conn, _, raw in reader.messages(connections=conns):
-                msg = self._store.deserialize_cdr(raw, conn.msgtype)
-                stamps.append(stamp_to_ns(msg.header.stamp))
-                values.append(convert(msg))
+        for _, _, msg in self.messages([topic]):
+            stamps.append(stamp_to_ns(msg.header.stamp))
+            values.append(convert(msg))
         order = np.argsort(np.asarray(stamps, dtype=np.int64), kind="stable")
         return np.asarray(stamps, dtype=np.int64)[order], [values[i] for i in order]
-
-    def _read_tf_static(self, reader: Reader) -> StaticTransforms:
-        out = StaticTransforms()
-        conns = [c for c in reader.connections if c.topic == TF_STATIC_TOPIC]
-        if not conns:  # rosbags reads every topic when given no connection
-            return out
-        for conn, _, raw in reader.messages(connections=conns):
-            out.add(self._store.deserialize_cdr(raw, conn.msgtype))
-        return out
 
     def __len__(self) -> int:
         return self.message_counts[self.image_topic]
@@ -283,40 +278,42 @@ class BagSequence:
         return stamps, invert_transform(T_map_cam[0]) @ T_map_cam
 
     def messages(self, topics: Sequence[str] | None = None) -> Iterator[tuple[str, int, Any]]:
-        """Yield (topic, log time in ns, deserialized rosbags message) in log order."""
-        with Reader(self.path) as reader:
-            conns = [c for c in reader.connections if topics is None or c.topic in topics]
-            if not conns:  # rosbags reads every topic when given no connection
-                return
-            for conn, t, raw in reader.messages(connections=conns):
-                yield conn.topic, t, self._store.deserialize_cdr(raw, conn.msgtype)
+        """Yield (topic, log time in ns, deserialized rosbags message) in log order; messages of damaged chunks
+        and messages whose bytes do not deserialise are skipped and counted (``damaged_messages``)."""
+        for topic, msgtype, t, raw in self.reader.messages(topics):
+            try:
+                msg = self._store.deserialize_cdr(raw, msgtype)
+            except Exception as exc:  # noqa: BLE001 - rosbags raises several types for bad CDR
+                self.undecodable[topic] = self.undecodable.get(topic, 0) + 1
+                if self.undecodable[topic] == 1:
+                    logger.warning("%s: a %s message on %s at %d ns does not deserialise (%s: %s): skipped (counted)",
+                                   self.path, msgtype, topic, t, type(exc).__name__, exc)
+                continue
+            yield topic, t, msg
 
     def frames(self, start: int = 0, stop: int | None = None, stride: int = 1) -> Iterator[Frame]:
         """Decode camera frames lazily, in log order (indices count every image message)."""
-        with Reader(self.path) as reader:
-            conns = [c for c in reader.connections if c.topic == self.image_topic]
-            for index, (conn, _, raw) in enumerate(reader.messages(connections=conns)):
-                if index < start or (index - start) % stride:
-                    continue
-                if stop is not None and index >= stop:
-                    break
-                msg = self._store.deserialize_cdr(raw, conn.msgtype)
-                stamp = stamp_to_ns(msg.header.stamp)
-                try:
-                    image = image_to_numpy(msg)
-                except ImageEncodingError as exc:
-                    self.bad_frames += 1
-                    logger.warning("%s: skipping frame %d at %d ns: %s", self.path, index, stamp, exc)
-                    continue
-                yield Frame(
-                    index=index,
-                    stamp_ns=stamp,
-                    image=image,
-                    encoding=str(msg.encoding),
-                    frame_id=str(msg.header.frame_id),
-                    camera=self.camera_at(stamp),
-                    gt_pose=self.ground_truth_at(stamp),
-                )
+        for index, (_, _, msg) in enumerate(self.messages([self.image_topic])):
+            if index < start or (index - start) % stride:
+                continue
+            if stop is not None and index >= stop:
+                break
+            stamp = stamp_to_ns(msg.header.stamp)
+            try:
+                image = image_to_numpy(msg)
+            except ImageEncodingError as exc:
+                self.bad_frames += 1
+                logger.warning("%s: skipping frame %d at %d ns: %s", self.path, index, stamp, exc)
+                continue
+            yield Frame(
+                index=index,
+                stamp_ns=stamp,
+                image=image,
+                encoding=str(msg.encoding),
+                frame_id=str(msg.header.frame_id),
+                camera=self.camera_at(stamp),
+                gt_pose=self.ground_truth_at(stamp),
+            )
 
     def __iter__(self) -> Iterator[Frame]:
         return self.frames()

@@ -7,11 +7,11 @@ and converts messages; everything else lives here.
 
 from __future__ import annotations
 
+import array
 import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,22 +23,24 @@ from rclpy.qos import QoSReliabilityPolicy as Reliability
 
 from deep_vision.errors import ConfigError, DeepVisionError
 from deep_vision.geometry.transforms import make_transform, rotation_from_quaternion
-from deep_vision.inference.selection import BACKENDS
-from deep_vision.pipeline.build import DEFAULT_CAMERA_POSE, camera_pose_transform
+from deep_vision.params import Param, check
+from deep_vision.pipeline.build import camera_pose_transform
 from deep_vision.stages.queue import FrameQueue
 
 
-@dataclass(frozen=True)
-class Param:
-    name: str
-    default: Any
-    description: str
-    range: tuple[float, float] | None = None
-    choices: tuple[str, ...] | None = None
+def _plain(value: Any) -> Any:
+    """rclpy gives arrays as array.array; the schema's validator takes lists."""
+    return list(value) if isinstance(value, array.array | tuple) else value
 
 
 def declare(node: Node, params: list[Param]) -> dict[str, Any]:
-    """Declare ``params`` on ``node`` and return their values; a bad value fails naming node and parameter."""
+    """Declare ``params`` on ``node`` and return their values. Every override (parameter file, launch, command
+    line) is first checked by the schema's validator (:func:`deep_vision.params.check`): an unknown name, a
+    wrong type or a value out of range fails naming ``node.parameter``, the value and what is expected."""
+    name = node.get_name()
+    for key, override in getattr(node, "_parameter_overrides", {}).items():
+        if not key.startswith("qos_overrides."):
+            check(name, key, _plain(override.value), "parameter ")
     values: dict[str, Any] = {}
     for p in params:
         desc = ParameterDescriptor(description=p.description + (f" One of: {', '.join(p.choices)}." if p.choices else ""))
@@ -51,35 +53,9 @@ def declare(node: Node, params: list[Param]) -> dict[str, Any]:
         try:
             value = node.declare_parameter(p.name, p.default, desc).value
         except Exception as exc:  # rclpy raises several types for out-of-range/wrong-type overrides
-            raise ConfigError(f"{node.get_name()}: parameter {p.name!r}: {exc}") from exc
-        if p.choices is not None and value not in p.choices:
-            raise ConfigError(f"{node.get_name()}: parameter {p.name!r} must be one of {', '.join(p.choices)}, got {value!r}")
-        values[p.name] = value
+            raise ConfigError(f"parameter {name}.{p.name}: {exc}") from exc
+        values[p.name] = check(name, p.name, _plain(value), "parameter ")
     return values
-
-
-QOS_PARAMS = [
-    Param("image_qos", "sensor_data", "QoS of the image subscription: sensor_data (best effort, the camera driver "
-          "default) or reliable.", choices=("sensor_data", "reliable")),
-    Param("queue_depth", 5, "Frames waiting for processing (the subscription queue and the node's own): when "
-          "a frame arrives and it is full, the oldest waiting frame is dropped and counted.", range=(1, 100)),
-]
-
-
-# Every node that runs a network: which backend, how many CPU threads.
-INFERENCE_PARAMS = [
-    Param("backend", "auto", "Inference backend.", choices=BACKENDS),
-    Param("threads", 0, "CPU threads for inference (0: the library default).", range=(0, 64)),
-]
-
-
-# Every node that needs the camera's pose on the robot (read by CameraPose).
-CAMERA_POSE_PARAMS = [
-    Param("use_tf_static", True, "Take the camera pose on the robot from /tf_static (tf2_ros when installed, else "
-          "a direct base_frame -> camera frame edge)."),
-    Param("camera_pose", DEFAULT_CAMERA_POSE, "Camera optical frame in base_frame: x y z qx qy qz qw (used when "
-          "/tf_static has no transform)."),
-]
 
 
 def image_qos(kind: str, depth: int) -> QoSProfile:

@@ -15,12 +15,9 @@ from typing import Any
 
 from deep_vision.errors import ImageEncodingError
 from deep_vision.nodes.common import (
-    INFERENCE_PARAMS,
-    QOS_PARAMS,
     ImageNode,
     NodeDiagnostics,
     Outputs,
-    Param,
     backend_diagnostics,
     declare,
     frame_queue,
@@ -28,26 +25,12 @@ from deep_vision.nodes.common import (
     spin_node,
     subscribe,
 )
+from deep_vision.params import SCHEMA
 from deep_vision.stages import HomographyStage
 from deep_vision.stages.inputs import frame_from_msg
 from deep_vision.stages.messages import HOMOGRAPHY, homography_msgs
 
-PARAMS = [
-    Param("model_path", "", "HomographyNet model (.onnx with its model card, or a .pt checkpoint); empty: the "
-          "shipped models/homography.onnx."),
-    *INFERENCE_PARAMS,
-    Param("refine", True, "Refine the network estimate (second network pass + ECC)."),
-    Param("network_passes", 1, "Network passes when refining: 2+ re-runs the network on the re-warped frame (cascade).",
-          range=(1, 4)),
-    Param("refine_width", 256, "Image width at which ECC refines (pixels).", range=(32, 4096)),
-    Param("ecc_iterations", 30, "Maximum ECC iterations per pyramid level.", range=(1, 500)),
-    Param("ecc_levels", 3, "ECC pyramid levels (coarse to fine).", range=(1, 6)),
-    Param("ecc_epsilon", 1e-3, "ECC stops a level when the warp update is below this (homography parameters).",
-          range=(1e-8, 1.0)),
-    Param("min_correlation", 0.6, "ECC correlation below which the refined estimate is rejected.", range=(0.0, 1.0)),
-    Param("max_gap_s", 1.0, "Longest gap between frames that still forms a pair (0: any).", range=(0.0, 3600.0)),
-    *QOS_PARAMS,
-]
+PARAMS = SCHEMA["homography_node"]
 
 
 class HomographyNode(ImageNode):

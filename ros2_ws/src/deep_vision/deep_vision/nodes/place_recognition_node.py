@@ -36,12 +36,9 @@ import numpy as np
 from deep_vision.errors import ImageEncodingError
 from deep_vision.io.image import check_image_message
 from deep_vision.nodes.common import (
-    INFERENCE_PARAMS,
-    QOS_PARAMS,
     ImageNode,
     NodeDiagnostics,
     Outputs,
-    Param,
     backend_diagnostics,
     declare,
     frame_queue,
@@ -49,44 +46,12 @@ from deep_vision.nodes.common import (
     spin_node,
     subscribe,
 )
+from deep_vision.params import SCHEMA
 from deep_vision.stages import PlaceStage
 from deep_vision.stages.inputs import camera_info_from_msg, frame_from_msg, gps_from_msg, stamp_ns
 from deep_vision.stages.messages import LOOP_CLOSURES, NAVSATFIX, place_msgs
 
-PARAMS = [
-    Param("descriptor", "network", "Global descriptor: network (PlaceNet, model_path) or sad (SeqSLAM's "
-          "patch-normalised thumbnail, no network).", choices=("network", "sad")),
-    Param("model_path", "", "PlaceNet model (.onnx with its model card, or a .pt checkpoint); empty: the shipped "
-          "models/place.onnx. Unused with descriptor sad."),
-    *INFERENCE_PARAMS,
-    Param("sad_width", 64, "Thumbnail width of the sad descriptor (pixels, multiple of 8).", range=(8, 1024)),
-    Param("sad_height", 32, "Thumbnail height of the sad descriptor (pixels, multiple of 8).", range=(8, 1024)),
-    Param("top_k", 5, "Loop-closure candidates per keyframe.", range=(1, 100)),
-    Param("min_similarity", 0.0, "Candidates below this cosine similarity are dropped.", range=(-1.0, 1.0)),
-    Param("exclude_recent_s", 20.0, "Keyframes younger than this (same session) are not searched.",
-          range=(0.0, 86400.0)),
-    Param("keyframe_interval_s", 0.5, "A keyframe at least every this many seconds (0: off).", range=(0.0, 3600.0)),
-    Param("keyframe_distance_m", 0.0, "... or after travelling this far according to GPS (0: off).",
-          range=(0.0, 10000.0)),
-    Param("keyframe_max_similarity", 0.0, "... or when the similarity to the last keyframe drops below this "
-          "(appearance change; 0: off).", range=(0.0, 1.0)),
-    Param("keyframe_min_interval_s", 0.0, "Never two keyframes closer in time than this.", range=(0.0, 3600.0)),
-    Param("verify", True, "Check candidates geometrically (local features + RANSAC)."),
-    Param("features", "orb", "Local features for the geometric check.", choices=("orb", "sift")),
-    Param("max_features", 1000, "Local features per keyframe.", range=(50, 20000)),
-    Param("min_inliers", 25, "RANSAC inliers needed to verify a candidate.", range=(5, 10000)),
-    Param("min_inlier_ratio", 0.25, "Fraction of the putative matches that must be inliers.", range=(0.0, 1.0)),
-    Param("ransac_px", 2.0, "RANSAC inlier threshold (pixels).", range=(0.1, 50.0)),
-    Param("approximate_above", 50000, "Keyframe count from which the HNSW index replaces exact search.",
-          range=(1, 1_000_000_000)),
-    Param("database_path", "", "Folder of the keyframe database: loaded at start when it holds one, saved on "
-          "shutdown (empty: in memory only)."),
-    Param("save_every_s", 0.0, "Also save the database this often (0: only on shutdown).", range=(0.0, 86400.0)),
-    Param("gps_max_age_s", 0.5, "Largest time between a keyframe and the GPS fix that tags it.", range=(0.0, 60.0)),
-    Param("geolocate_verified_only", True, "Estimate the geolocation from verified candidates only."),
-    Param("publish_empty", False, "Publish a LoopClosureArray for keyframes without candidates too."),
-    *QOS_PARAMS,
-]
+PARAMS = SCHEMA["place_recognition_node"]
 
 #: How long the first frame waits for the first camera info (keyframes keep the intrinsics they were taken with).
 FIRST_CAMERA_INFO_WAIT_S = 0.5

@@ -25,47 +25,21 @@ from typing import Any
 from rclpy.node import Node
 
 from deep_vision.nodes.common import (
-    CAMERA_POSE_PARAMS,
     CameraPose,
     NodeDiagnostics,
     Outputs,
-    Param,
     backend_diagnostics,
     declare,
     image_qos,
     spin_node,
     subscribe,
 )
+from deep_vision.params import SCHEMA
 from deep_vision.stages import PoseGraphStage
 from deep_vision.stages.inputs import loop_closures_from_msg, odometry_from_msg
 from deep_vision.stages.messages import PATH, TF, pose_graph_msgs
 
-PARAMS = [
-    Param("keyframe_distance_m", 2.0, "A keyframe after travelling this far (0: off).", range=(0.0, 1000.0)),
-    Param("keyframe_angle_deg", 10.0, "... or after turning this far (0: off).", range=(0.0, 180.0)),
-    Param("loop_max_distance_m", 10.0, "Largest plausible distance between the two cameras of a loop closure.",
-          range=(0.1, 1000.0)),
-    Param("loop_max_rotation_deg", 10.0, "A loop closure whose rotation disagrees with the current estimate by more "
-          "than this (or 3 sigma of the odometry's rotation drift between its keyframes, if larger) is rejected.", range=(0.0, 180.0)),
-    Param("loop_max_chi2", 22.46, "A loop closure whose chi2 after optimisation exceeds this is removed again "
-          "(default: 99.9 % of chi2 with 6 degrees of freedom).", range=(0.0, 1e6)),
-    Param("loop_kernel", "huber", "Robust kernel of loop-closure factors.", choices=("huber", "cauchy", "none")),
-    Param("map_frame", "map", "Frame of the optimised path and parent of the published map -> odom."),
-    Param("odom_frame", "odom", "Frame of the odometry (child of map -> odom)."),
-    Param("base_frame", "base_link", "Robot body frame (child frame of the odometry)."),
-    Param("camera_frame", "", "Camera optical frame of the loop closures, looked up in /tf_static (empty: the loop "
-          "closures' header frame)."),
-    *CAMERA_POSE_PARAMS,
-    Param("publish_tf", True, "Publish map -> odom on /tf (tf2_msgs/TFMessage)."),
-    Param("loops_per_keyframe", 1, "Verified loop closures taken from one LoopClosureArray, best first (0: all).",
-          range=(0, 100)),
-    Param("pending_loops", 50, "Loop closures kept while their query frame has no odometry yet.", range=(0, 10000)),
-    Param("pending_timeout_s", 5.0, "A waiting loop closure is dropped when the newest stamp is this much later "
-          "(message time).", range=(0.0, 3600.0)),
-    Param("input_qos", "reliable", "QoS of the odometry and loop-closure subscriptions: reliable (what the nodes "
-          "publish; nothing is lost) or sensor_data (best effort).", choices=("reliable", "sensor_data")),
-    Param("queue_depth", 100, "Depth of the odometry and loop-closure subscription queues.", range=(1, 10000)),
-]
+PARAMS = SCHEMA["pose_graph_node"]
 
 
 class PoseGraphNode(Node):

@@ -70,15 +70,7 @@ def node_overrides(entry: NodeEntry, overrides: dict[str, object]) -> dict[str, 
 
 
 def parameter_table() -> str:
-    """Markdown table of every node's parameters (from their declarations; the README embeds it)."""
-    rows = ["| node | parameter | default | description |", "|---|---|---|---|"]
-    for entry in NODES.values():
-        module = importlib.import_module(entry.module)
-        for p in module.PARAMS:
-            default = "''" if p.default == "" else str(p.default).replace("|", "\\|")
-            desc = p.description + (f" One of: {', '.join(p.choices)}." if p.choices else "")
-            if p.range is not None:
-                desc += f" Range {p.range[0]:g}–{p.range[1]:g}."
-            desc = desc.replace("|", "\\|")
-            rows.append(f"| `{entry.name}` | `{p.name}` | `{default}` | {desc} |")
-    return "\n".join(rows)
+    """Markdown table of every node's parameters (see :func:`deep_vision.params.parameter_table`)."""
+    from deep_vision.params import parameter_table as table
+
+    return table()

@@ -25,7 +25,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from deep_vision.errors import BagError, ConfigError, DeepVisionError
 from deep_vision.nodes.registry import DEFAULT_NODES, NODES, node_overrides, remappings
-from deep_vision.pipeline.build import load_params
+from deep_vision.params import load_params
 from deep_vision.stages.messages import TOPICS
 
 logger = logging.getLogger(__name__)
@@ -71,31 +71,29 @@ class BagPlayer(Node):
                  topics: Sequence[str] | None = None, start_delay_s: float = 1.0,
                  expected_subscribed: Sequence[str] = (), **kwargs: Any) -> None:
         super().__init__("deep_vision_player", **kwargs)
-        from rosbags.rosbag2 import Reader
-
+        from deep_vision.io.bagfile import BagReader
         from deep_vision.nodes.bridge import rclpy_type
 
-        self.bag = Path(bag)
-        if not (self.bag / "metadata.yaml").is_file():
-            raise BagError(f"not a rosbag2 folder (no metadata.yaml): {self.bag}")
+        self.reader = BagReader(bag)  # checked: one BagError line for a missing, empty, truncated, ... bag
+        self.bag = self.reader.path
         if rate <= 0:
             raise ConfigError(f"--rate must be positive, got {rate}")
         self.rate, self.loop, self.clock = rate, loop, clock
         self.expected_subscribed = set(expected_subscribed)  # topics to wait for a subscriber on before playing
         self.publishers_: dict[str, Any] = {}
-        with Reader(self.bag) as reader:
-            conns = [c for c in reader.connections if topics is None or c.topic in topics]
-            for c in conns:
-                try:
-                    msg_cls = rclpy_type(c.msgtype)
-                except DeepVisionError as exc:
-                    self.get_logger().warning(f"not playing {c.topic}: {exc}")
-                    continue
-                latched = c.topic == "/tf_static"
-                qos = QoSProfile(depth=100 if not latched else 1,
-                                 durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE,
-                                 reliability=ReliabilityPolicy.RELIABLE)
-                self.publishers_[c.topic] = (self.create_publisher(msg_cls, c.topic, qos), c.msgtype)
+        for topic, msgtype in self.reader.topics.items():
+            if topics is not None and topic not in topics:
+                continue
+            try:
+                msg_cls = rclpy_type(msgtype)
+            except DeepVisionError as exc:
+                self.get_logger().warning(f"not playing {topic}: {exc}")
+                continue
+            latched = topic == "/tf_static"
+            qos = QoSProfile(depth=100 if not latched else 1,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE,
+                             reliability=ReliabilityPolicy.RELIABLE)
+            self.publishers_[topic] = (self.create_publisher(msg_cls, topic, qos), msgtype)
         if clock:
             from rosgraph_msgs.msg import Clock
 
@@ -107,10 +105,6 @@ class BagPlayer(Node):
         self._thread.start()
 
     def _play(self, delay: float) -> None:
-        from rosbags.rosbag2 import Reader
-
-        from deep_vision.nodes.bridge import cdr_to_rclpy
-
         # Let discovery match the subscribers (nodes, output counter) before the first message:
         # wait until every topic someone subscribes to is matched, at least ``delay`` seconds.
         deadline = time.monotonic() + max(delay, 0.0) + 5.0
@@ -123,29 +117,29 @@ class BagPlayer(Node):
             time.sleep(0.05)
         try:
             while rclpy.ok(context=self.context):
-                with Reader(self.bag) as reader:
-                    conns = [c for c in reader.connections if c.topic in self.publishers_]
-                    t_wall0 = time.monotonic()
-                    t_bag0 = None
-                    for conn, t_ns, raw in reader.messages(connections=conns):
-                        if self._stop.is_set() or not rclpy.ok(context=self.context):
-                            return
-                        t_bag0 = t_ns if t_bag0 is None else t_bag0
-                        wait = (t_ns - t_bag0) / 1e9 / self.rate - (time.monotonic() - t_wall0)
-                        if wait > 0 and self._stop.wait(wait):
-                            return
-                        if self.clock:
-                            from rosgraph_msgs.msg import Clock
+                t_wall0 = time.monotonic()
+                t_bag0 = None
+                for topic, _, t_ns, raw in self.reader.messages(list(self.publishers_)):
+                    if self._stop.is_set() or not rclpy.ok(context=self.context):
+                        return
+                    t_bag0 = t_ns if t_bag0 is None else t_bag0
+                    wait = (t_ns - t_bag0) / 1e9 / self.rate - (time.monotonic() - t_wall0)
+                    if wait > 0 and self._stop.wait(wait):
+                        return
+                    if self.clock:
+                        from rosgraph_msgs.msg import Clock
 
-                            c = Clock()
-                            c.clock.sec, c.clock.nanosec = divmod(int(t_ns), 1_000_000_000)
-                            self.clock_pub.publish(c)
-                        pub, msgtype = self.publishers_[conn.topic]
-                        pub.publish(cdr_to_rclpy(raw, msgtype))
-                        self.sent[conn.topic] += 1
+                        c = Clock()
+                        c.clock.sec, c.clock.nanosec = divmod(int(t_ns), 1_000_000_000)
+                        self.clock_pub.publish(c)
+                    self.publishers_[topic][0].publish(bytes(raw))  # the recorded CDR bytes, as ros2 bag play
+                    self.sent[topic] += 1
                 if not self.loop or self._stop.is_set():
                     break
         finally:
+            if self.reader.damaged_messages:
+                self.get_logger().warning(f"{self.bag}: {self.reader.damaged_messages} message(s) in damaged chunks "
+                                          "were not played")
             self.done.set()
 
     def stop(self, timeout_s: float = 5.0) -> None:
@@ -211,6 +205,11 @@ def run(params_file: str | Path, keys: Sequence[str] = DEFAULT_NODES, *, bag: st
     """
     if record is not None and Path(record).exists():
         raise BagError(f"--record: {record} already exists (remove it or choose another folder)")
+    load_params(params_file)  # a bad parameter file or bag fails here, before any node or model is loaded
+    if bag is not None:
+        from deep_vision.io.bagfile import check_bag
+
+        check_bag(bag)
     context = rclpy.Context()
     rclpy.init(context=context)
     executor = MultiThreadedExecutor(num_threads=4, context=context)

@@ -4,7 +4,7 @@
 their estimators with :mod:`deep_vision.pipeline.build` too.
 """
 
-from deep_vision.pipeline.build import load_params
+from deep_vision.params import load_params
 from deep_vision.pipeline.run import MODES, STAGES, Pipeline, PipelineOutputs
 
 __all__ = ["MODES", "STAGES", "Pipeline", "PipelineOutputs", "load_params"]

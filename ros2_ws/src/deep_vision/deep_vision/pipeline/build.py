@@ -3,24 +3,24 @@
 The nodes and ``deep-vision evaluate BAG`` / ``deep-vision demo`` build their
 estimators here from the same parameter dictionaries, so an evaluation runs
 exactly what ``ros2 launch`` would run. ``p`` is one node's parameters
-(``{name: value}``); keys missing from it take the node's declared default
-(``config/perception.yaml`` lists every parameter, and a test keeps it so).
+(``{name: value}``), checked by :func:`deep_vision.params.validate`; keys
+missing from it take the node's declared default.
 A missing or broken model raises :class:`ConfigError` naming the parameter.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from deep_vision.errors import ConfigError, DeepVisionError
 from deep_vision.geometry.camera import PinholeCamera
+from deep_vision.params import load_params, validate  # noqa: F401 - load_params: kept importable from here
 
 
 def _model_path(p: dict[str, Any], default_name: str) -> str:
-    path = p.get("model_path") or ""
+    path = p["model_path"] or ""
     if path:
         return str(path)
     from deep_vision.resources import default_model_path
@@ -29,11 +29,12 @@ def _model_path(p: dict[str, Any], default_name: str) -> str:
 
 
 def _threads(p: dict[str, Any]) -> int | None:
-    return int(p.get("threads") or 0) or None
+    return int(p["threads"] or 0) or None
 
 
 def build_homography(p: dict[str, Any], node: str = "homography_node"):
     """(HomographyEstimator, FramePairer) from homography_node's parameters."""
+    p = validate(node, p)
     from deep_vision.estimators.homography import HomographyEstimator
     from deep_vision.estimators.stream import FramePairer
 
@@ -41,35 +42,37 @@ def build_homography(p: dict[str, Any], node: str = "homography_node"):
     try:
         path = _model_path(p, "homography")
         estimator = HomographyEstimator.from_model(
-            path, backend=p.get("backend", "auto"), refine=bool(p.get("refine", True)), threads=_threads(p),
-            network_passes=int(p.get("network_passes", 1)), refine_width=int(p.get("refine_width", 256)),
-            ecc_iterations=int(p.get("ecc_iterations", 30)), ecc_levels=int(p.get("ecc_levels", 3)),
-            ecc_epsilon=float(p.get("ecc_epsilon", 1e-3)),
-            min_correlation=float(p.get("min_correlation", 0.6)))
+            path, backend=p["backend"], refine=bool(p["refine"]), threads=_threads(p),
+            network_passes=int(p["network_passes"]), refine_width=int(p["refine_width"]),
+            ecc_iterations=int(p["ecc_iterations"]), ecc_levels=int(p["ecc_levels"]),
+            ecc_epsilon=float(p["ecc_epsilon"]),
+            min_correlation=float(p["min_correlation"]))
     except DeepVisionError as exc:
         raise ConfigError(f"{node}: parameter 'model_path' ({path or 'default'}): {exc}") from exc
-    return estimator, FramePairer(max_gap_s=float(p.get("max_gap_s", 1.0)))
+    return estimator, FramePairer(max_gap_s=float(p["max_gap_s"]))
 
 
 def build_recognizer(p: dict[str, Any], node: str = "place_recognition_node"):
     """PlaceRecognizer (network or sad) from place_recognition_node's parameters."""
+    p = validate(node, p)
     from deep_vision.estimators.place import PlaceRecognizer
 
-    if p.get("descriptor", "network") == "sad":
+    if p["descriptor"] == "sad":
         try:
-            return PlaceRecognizer.classical("sad", sad_size=(int(p.get("sad_width", 64)), int(p.get("sad_height", 32))))
+            return PlaceRecognizer.classical("sad", sad_size=(int(p["sad_width"]), int(p["sad_height"])))
         except ConfigError as exc:
             raise ConfigError(f"{node}: parameters 'sad_width'/'sad_height': {exc}") from exc
     path = ""
     try:
         path = _model_path(p, "place")
-        return PlaceRecognizer.from_model(path, backend=p.get("backend", "auto"), threads=_threads(p))
+        return PlaceRecognizer.from_model(path, backend=p["backend"], threads=_threads(p))
     except DeepVisionError as exc:
         raise ConfigError(f"{node}: parameter 'model_path' ({path or 'default'}): {exc}") from exc
 
 
 def build_loop_detector(p: dict[str, Any], node: str = "place_recognition_node", *, recognizer=None, database=None):
     """LoopClosureDetector (recognizer, keyframes, verification) from place_recognition_node's parameters."""
+    p = validate(node, p)
     from deep_vision.estimators.loop_closure import (
         GeometricVerifier,
         KeyframeSelector,
@@ -78,29 +81,27 @@ def build_loop_detector(p: dict[str, Any], node: str = "place_recognition_node",
 
     recognizer = recognizer or build_recognizer(p, node)
     verifier = None
-    if p.get("verify", True):
+    if p["verify"]:
         try:
-            verifier = GeometricVerifier(p.get("features", "orb"), int(p.get("max_features", 1000)),
-                                         ransac_px=float(p.get("ransac_px", 2.0)),
-                                         min_inliers=int(p.get("min_inliers", 25)),
-                                         min_inlier_ratio=float(p.get("min_inlier_ratio", 0.25)))
+            verifier = GeometricVerifier(p["features"], int(p["max_features"]),
+                                         ransac_px=float(p["ransac_px"]),
+                                         min_inliers=int(p["min_inliers"]),
+                                         min_inlier_ratio=float(p["min_inlier_ratio"]))
         except ConfigError as exc:
             raise ConfigError(f"{node}: geometric check parameters: {exc}") from exc
     try:
-        keyframes = KeyframeSelector(float(p.get("keyframe_interval_s", 0.5)), float(p.get("keyframe_distance_m", 0.0)),
-                                     float(p.get("keyframe_max_similarity", 0.0)),
-                                     float(p.get("keyframe_min_interval_s", 0.0)))
+        keyframes = KeyframeSelector(float(p["keyframe_interval_s"]), float(p["keyframe_distance_m"]),
+                                     float(p["keyframe_max_similarity"]),
+                                     float(p["keyframe_min_interval_s"]))
     except ConfigError as exc:
         raise ConfigError(f"{node}: keyframe parameters: {exc}") from exc
     return LoopClosureDetector(
-        recognizer, database=database, top_k=int(p.get("top_k", 5)), min_similarity=float(p.get("min_similarity", 0.0)),
-        exclude_recent_s=float(p.get("exclude_recent_s", 20.0)), verifier=verifier, keyframes=keyframes,
-        geolocate_verified_only=bool(p.get("geolocate_verified_only", True)),
-        approximate_above=int(p.get("approximate_above", 50000)))
+        recognizer, database=database, top_k=int(p["top_k"]), min_similarity=float(p["min_similarity"]),
+        exclude_recent_s=float(p["exclude_recent_s"]), verifier=verifier, keyframes=keyframes,
+        geolocate_verified_only=bool(p["geolocate_verified_only"]),
+        approximate_above=int(p["approximate_above"]))
 
 
-#: Camera optical frame on a KITTI-like car: 1.65 m above base_link, looking forward (``camera_pose`` default).
-DEFAULT_CAMERA_POSE = [0.0, 0.0, 1.65, 0.5, -0.5, 0.5, -0.5]
 
 
 def camera_pose_transform(pose: Any) -> np.ndarray:
@@ -113,26 +114,27 @@ def camera_pose_transform(pose: Any) -> np.ndarray:
     return make_transform(rotation_from_quaternion(pose[3:]), pose[:3])
 
 
-def ground_scale_from_params(p: dict[str, Any], T_base_cam: np.ndarray | None = None):
+def ground_scale_from_params(p: dict[str, Any], T_base_cam: np.ndarray | None = None,
+                             node: str = "odometry_node"):
     """GroundPlaneScale from odometry_node's ``camera_pose`` (or ``T_base_cam``, e.g. from /tf_static) and
     ``camera_height_m`` (0: the camera's height above base_link)."""
+    p = validate(node, p)
     from deep_vision.estimators.ground_scale import GroundPlaneScale
 
     if T_base_cam is None:
-        T_base_cam = camera_pose_transform(p.get("camera_pose", DEFAULT_CAMERA_POSE))
-    return GroundPlaneScale.from_extrinsic(T_base_cam, float(p.get("camera_height_m", 0.0)))
+        T_base_cam = camera_pose_transform(p["camera_pose"])
+    return GroundPlaneScale.from_extrinsic(T_base_cam, float(p["camera_height_m"]))
 
 
 def scale_settings(p: dict[str, Any], T_base_cam: np.ndarray | None = None, node: str = "odometry_node"):
     """odometry_node's scale parameters, checked: (scale_source, its GroundPlaneScale or None, scale_window)."""
-    scale_source = p.get("scale_source", "network")
-    if scale_source not in ("network", "ground"):
-        raise ConfigError(f"{node}: parameter 'scale_source' must be network or ground, got {scale_source!r}")
-    if scale_source == "ground" and p.get("mode", "network") != "hybrid":
+    p = validate(node, p)
+    scale_source = p["scale_source"]
+    if scale_source == "ground" and p["mode"] != "hybrid":
         raise ConfigError(f"{node}: parameter 'scale_source' is ground, which needs 'mode' hybrid")
     try:
         ground = ground_scale_from_params(p, T_base_cam) if scale_source == "ground" else None
-        scale_window = int(p.get("scale_window", 1))
+        scale_window = int(p["scale_window"])
         if scale_window < 1:
             raise ConfigError(f"scale_window must be at least 1, got {scale_window}")
     except ConfigError as exc:
@@ -142,9 +144,10 @@ def scale_settings(p: dict[str, Any], T_base_cam: np.ndarray | None = None, node
 
 def build_odometry(p: dict[str, Any], camera: PinholeCamera | None = None, node: str = "odometry_node"):
     """VisualOdometry from odometry_node's parameters (``mode: hybrid`` needs ``camera``)."""
+    p = validate(node, p)
     from deep_vision.estimators.odometry import VisualOdometry
 
-    mode = p.get("mode", "network")
+    mode = p["mode"]
     if mode == "hybrid" and camera is None:
         raise ConfigError(f"{node}: parameter 'mode' is hybrid, which needs the camera intrinsics (camera_info)")
     scale_source, ground, scale_window = scale_settings(p, node=node)
@@ -152,14 +155,14 @@ def build_odometry(p: dict[str, Any], camera: PinholeCamera | None = None, node:
     try:
         path = _model_path(p, "vo")
         return VisualOdometry.from_model(
-            path, backend=p.get("backend", "auto"), threads=_threads(p), camera=camera, mode=mode,
+            path, backend=p["backend"], threads=_threads(p), camera=camera, mode=mode,
             scale_source=scale_source, ground=ground, scale_window=scale_window,
-            trans_rel=float(p.get("trans_noise_rel", 0.03)), trans_abs=float(p.get("trans_noise_abs", 0.01)),
-            rot_rel=float(p.get("rot_noise_rel", 0.05)), rot_abs=float(p.get("rot_noise_abs", 0.002)),
-            geometry=p.get("geometry", "dense_flow"), track_width=int(p.get("track_width", 400)),
-            refine_geometry=bool(p.get("refine_geometry", True)),
-            prior_window=int(p.get("prior_window", 20)),
-            prior_max_disagreement_deg=float(p.get("prior_max_disagreement_deg", 0.0)))
+            trans_rel=float(p["trans_noise_rel"]), trans_abs=float(p["trans_noise_abs"]),
+            rot_rel=float(p["rot_noise_rel"]), rot_abs=float(p["rot_noise_abs"]),
+            geometry=p["geometry"], track_width=int(p["track_width"]),
+            refine_geometry=bool(p["refine_geometry"]),
+            prior_window=int(p["prior_window"]),
+            prior_max_disagreement_deg=float(p["prior_max_disagreement_deg"]))
     except DeepVisionError as exc:
         raise ConfigError(f"{node}: parameter 'model_path' ({path or 'default'}): {exc}") from exc
 
@@ -170,6 +173,7 @@ POSE_GRAPH_KEYS = ("keyframe_distance_m", "keyframe_angle_deg", "loop_max_distan
 
 def build_pose_graph(p: dict[str, Any], extrinsic: np.ndarray | None = None, node: str = "pose_graph_node"):
     """PoseGraph from pose_graph_node's parameters (the keys in ``POSE_GRAPH_KEYS``)."""
+    p = validate(node, p)
     from deep_vision.estimators.pose_graph import PoseGraph
 
     kwargs = {k: p[k] for k in POSE_GRAPH_KEYS if k in p}
@@ -179,19 +183,3 @@ def build_pose_graph(p: dict[str, Any], extrinsic: np.ndarray | None = None, nod
         raise ConfigError(f"{node}: {exc}") from exc
 
 
-def load_params(path: str | Path) -> dict[str, dict[str, Any]]:
-    """``{node name: {parameter: value}}`` of a ROS 2 parameter file (``node: ros__parameters: {...}``);
-    a key's namespace part (``/**/``, ``/robot1/``) is dropped: the name is its last component."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"parameter file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
-    out: dict[str, dict[str, Any]] = {}
-    for node, section in data.items():
-        name = str(node).strip("/").split("/")[-1]
-        if not isinstance(section, dict) or "ros__parameters" not in section:
-            raise ConfigError(f"{path}: section {node!r} has no ros__parameters")
-        out[name] = dict(section["ros__parameters"] or {})
-    return out

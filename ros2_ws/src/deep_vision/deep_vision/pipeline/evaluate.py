@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from deep_vision.errors import DeepVisionError
-from deep_vision.pipeline.build import load_params
+from deep_vision.params import load_params
 from deep_vision.pipeline.report import (
     compute_metrics,
     summary_rows,
@@ -25,32 +25,46 @@ def evaluate_bag(bag_path: str | Path, out_dir: str | Path, *, mode: str = "offl
                  stages: Iterable[str] = STAGES, backend: str | None = None, rate: float = 1.0,
                  limit: int | None = None, queue_depth: int | None = None, command: str = "",
                  progress_factory: Callable[[int], Callable[[int], None]] | None = None,
-                 record: bool = True) -> tuple[dict[str, Any], Path]:
+                 record: bool = True, overwrite: bool = False) -> tuple[dict[str, Any], Path]:
     """Run ``stages`` over the bag; write ``out_dir/{metrics.json, report.md, *.png, outputs/}``.
 
-    Returns (metrics, report path).
+    The parameter file, then the bag, then ``out_dir`` are checked before any model is loaded: a bad one is one
+    ConfigError/BagError line. ``out_dir`` must be empty or absent unless ``overwrite``; when the evaluation
+    fails, what it wrote is removed again. Returns (metrics, report path).
     """
     from deep_vision.io.bag import BagSequence
 
+    params = load_params(params_file)
     bag = BagSequence(bag_path)
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DeepVisionError(f"--out {out_dir} is a file")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise DeepVisionError(f"--out {out_dir} is not empty (an earlier evaluation?): pass --overwrite to "
+                                  "replace it, or choose another folder")
+        shutil.rmtree(out_dir)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    pipeline = Pipeline(load_params(params_file), stages, backend=backend, queue_depth=queue_depth)
-    total = len(bag) if limit is None else min(limit, len(bag))
-    progress = progress_factory(total) if progress_factory else None
-    out = pipeline.run(bag, mode, rate=rate, limit=limit, progress=progress)
-    if out.frames == 0:
-        raise DeepVisionError(f"{bag_path}: no frame could be read")
-    metrics, plots = compute_metrics(out, bag, pipeline, mode=mode)
-    if record:
-        outputs = out_dir / "outputs"
-        if outputs.exists():
-            if not (outputs / "metadata.yaml").is_file():
-                raise DeepVisionError(f"{outputs} exists and is not a bag written by evaluate; remove it")
-            shutil.rmtree(outputs)
-        write_output_bag(outputs, out, bag)
-        metrics["outputs_bag"] = str(outputs)
-    md = write_report(out_dir, metrics, plots, command)
+    try:
+        pipeline = Pipeline(params, stages, backend=backend, queue_depth=queue_depth)
+        total = len(bag) if limit is None else min(limit, len(bag))
+        progress = progress_factory(total) if progress_factory else None
+        out = pipeline.run(bag, mode, rate=rate, limit=limit, progress=progress)
+        if out.frames == 0:
+            raise DeepVisionError(f"{bag_path}: no frame could be read")
+        metrics, plots = compute_metrics(out, bag, pipeline, mode=mode)
+        if record:
+            write_output_bag(out_dir / "outputs", out, bag)
+            metrics["outputs_bag"] = str(out_dir / "outputs")
+        md = write_report(out_dir, metrics, plots, command)
+    except BaseException:
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        else:  # it was empty
+            for child in out_dir.iterdir():
+                shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+        raise
     return metrics, md
 
 

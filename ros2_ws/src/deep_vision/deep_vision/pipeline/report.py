@@ -262,6 +262,7 @@ def compute_metrics(out: PipelineOutputs, bag, pipeline, *, mode: str, camera_fr
     except Exception:  # noqa: BLE001 - no usable ground truth: metrics without it
         gt = None
     metrics: dict[str, Any] = {"bag": str(bag.path), "mode": mode, "frames": out.frames, "bad_frames": out.bad_frames,
+                               "damaged_messages": int(getattr(bag, "damaged_messages", 0)),
                                "wall_s": out.wall_s, "stages": list(pipeline.stages),
                                "ground_truth": gt is not None}
     plots: dict[str, Any] = {}
@@ -379,6 +380,9 @@ def _f(v: Any, fmt: str = "{:.2f}") -> str:
 def summary_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
     """(quantity, value) lines for the console table and the report."""
     rows: list[tuple[str, str]] = [("frames", f"{m['frames']} ({m['mode']}, {m['wall_s']:.1f} s)")]
+    if m.get("damaged_messages") or m.get("bad_frames"):
+        rows.append(("damaged messages skipped / undecodable frames",
+                     f"{m.get('damaged_messages', 0)} / {m.get('bad_frames', 0)}"))
     h = m.get("homography")
     if h:
         ce = h.get("ground_error_px") or {}

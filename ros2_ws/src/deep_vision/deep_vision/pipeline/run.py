@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from deep_vision.errors import ConfigError, ImageEncodingError
+from deep_vision.params import validate
 from deep_vision.stages import HomographyStage, OdometryStage, PlaceStage, PoseGraphStage, StaticTransforms
 from deep_vision.stages.inputs import (
     camera_info_from_msg,
@@ -97,7 +98,7 @@ class Pipeline:
         params: the parameter file's sections (``load_params``).
         stages: subset of :data:`STAGES`; ``pose_graph`` needs ``vo``.
         backend: inference backend for every network (overrides the parameters).
-        queue_depth: realtime queue per stage (default: each node's ``queue_depth`` parameter, else 5).
+        queue_depth: realtime queue per stage (default: each node's ``queue_depth`` parameter).
     """
 
     def __init__(self, params: dict[str, dict[str, Any]], stages: Iterable[str] = STAGES, *,
@@ -114,10 +115,13 @@ class Pipeline:
             p = dict(params.get(NODE_OF_STAGE[stage], {}))
             if backend:
                 p["backend"] = backend
-            return p
+            return validate(NODE_OF_STAGE[stage], p, "--backend: " if backend else "")
 
         self.params = {s: node_params(s) for s in stages}
-        self.queue_depth = {s: int(queue_depth or self.params[s].get("queue_depth", 5)) for s in stages}
+        if queue_depth is not None:
+            for s in stages:
+                validate(NODE_OF_STAGE[s], {"queue_depth": queue_depth}, "--queue-depth: ", complete=False)
+        self.queue_depth = {s: int(queue_depth or self.params[s]["queue_depth"]) for s in stages}
         self.homography = HomographyStage.from_params(self.params["homography"]) if "homography" in stages else None
         self.place = PlaceStage.from_params(self.params["loop_closure"]) if "loop_closure" in stages else None
         self.vo = OdometryStage.from_params(self.params["vo"]) if "vo" in stages else None
@@ -147,7 +151,7 @@ class Pipeline:
                 else:
                     update = self.pose_graph.add_loop_closures(loop_closures_from_msg(msg))
                 if update is not None:
-                    self._emit(pose_graph_msgs(update, bool(self.params["pose_graph"].get("publish_tf", True))), stamp)
+                    self._emit(pose_graph_msgs(update, bool(self.params["pose_graph"]["publish_tf"])), stamp)
             if topic == "odometry":
                 s = self.out.stats["pose_graph"]
                 s.processed += 1
@@ -157,10 +161,10 @@ class Pipeline:
     def _camera_pose(self, stage: str, camera_frame: str) -> None:
         """The camera's pose on the robot from the bag's /tf_static, once, as the nodes take it."""
         p = self.params[stage]
-        if stage in self._camera_pose_from_tf or not p.get("use_tf_static", True):
+        if stage in self._camera_pose_from_tf or not p["use_tf_static"]:
             return
-        frame = (p.get("camera_frame") or camera_frame) if stage == "pose_graph" else camera_frame
-        T = self.static.lookup(str(p.get("base_frame", "base_link")), frame)
+        frame = (p["camera_frame"] or camera_frame) if stage == "pose_graph" else camera_frame
+        T = self.static.lookup(str(p["base_frame"]), frame)
         if T is None:
             return
         self._camera_pose_from_tf.add(stage)
@@ -179,7 +183,7 @@ class Pipeline:
         self._camera_pose("vo", frame.frame_id)
         out = self.vo.process(frame)
         self.out.odometry.append(out.result)
-        msgs = odometry_msgs(out, bool(self.params["vo"].get("publish_tf", True)))
+        msgs = odometry_msgs(out, bool(self.params["vo"]["publish_tf"]))
         self._emit(msgs, stamp)
         if self.pose_graph is not None:
             self._camera_pose("pose_graph", frame.frame_id)

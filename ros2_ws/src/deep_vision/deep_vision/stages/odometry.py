@@ -52,24 +52,21 @@ class OdometryStage:
         self.params = p
         self.T_base_camera = np.asarray(T_base_camera, float)
         self.scale_source = scale_source
-        self.want_hybrid = p.get("mode", "network") == "hybrid"
-        self.odom_frame = str(p.get("odom_frame", "odom"))
-        self.base_frame = str(p.get("base_frame", "base_link"))
+        self.want_hybrid = p["mode"] == "hybrid"
+        self.odom_frame = str(p["odom_frame"])
+        self.base_frame = str(p["base_frame"])
         self.counters: Counter[str] = Counter()
         self._last_stamp: int | None = None
 
     @classmethod
     def from_params(cls, p: dict[str, Any], node: str = "odometry_node") -> OdometryStage:
         """From odometry_node's parameters; raises ConfigError naming the parameter."""
-        from deep_vision.pipeline.build import (
-            DEFAULT_CAMERA_POSE,
-            build_odometry,
-            camera_pose_transform,
-            scale_settings,
-        )
+        from deep_vision.params import validate
+        from deep_vision.pipeline.build import build_odometry, camera_pose_transform, scale_settings
 
+        p = validate(node, p)
         try:
-            X = camera_pose_transform(p.get("camera_pose", DEFAULT_CAMERA_POSE))
+            X = camera_pose_transform(p["camera_pose"])
         except ConfigError as exc:
             raise ConfigError(f"{node}: {exc}") from exc
         scale_source, ground, _ = scale_settings(p, X, node=node)

@@ -44,8 +44,8 @@ class PlaceStage:
     def __init__(self, detector: Any, p: dict[str, Any], database_path: Path | None = None) -> None:
         self.detector = detector
         self.database_path = database_path
-        self.publish_empty = bool(p.get("publish_empty", False))
-        self.gps_max_age_ns = int(float(p.get("gps_max_age_s", 0.5)) * 1e9)
+        self.publish_empty = bool(p["publish_empty"])
+        self.gps_max_age_ns = int(float(p["gps_max_age_s"]) * 1e9)
         self.info: CameraInfo | None = None
         self.gps: deque[GpsFix] = deque(maxlen=GPS_BUFFER)
         self.plane: LocalTangentPlane | None = None
@@ -59,15 +59,17 @@ class PlaceStage:
         """From place_recognition_node's parameters; a broken model or database raises ConfigError naming the
         parameter."""
         from deep_vision.estimators.loop_closure import LoopClosureDetector
+        from deep_vision.params import validate
         from deep_vision.pipeline.build import build_loop_detector, build_recognizer
 
+        p = validate(node, p)
         recognizer = build_recognizer(p, node)
-        path = Path(p["database_path"]) if p.get("database_path") else None
+        path = Path(p["database_path"]) if p["database_path"] else None
         database = None
         if path is not None and (path / "database.json").is_file():
             try:
                 database = LoopClosureDetector.load_database(path, recognizer,
-                                                             approximate_above=int(p.get("approximate_above", 50000)))
+                                                             approximate_above=int(p["approximate_above"]))
             except DeepVisionError as exc:
                 raise ConfigError(f"{node}: parameter 'database_path' ({path}): {exc}") from exc
         return cls(build_loop_detector(p, node, recognizer=recognizer, database=database), p, path)

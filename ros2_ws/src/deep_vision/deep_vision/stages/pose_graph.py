@@ -115,12 +115,12 @@ class PoseGraphStage:
 
     def __init__(self, graph: Any, p: dict[str, Any]) -> None:
         self.graph = graph
-        self.map_frame = str(p.get("map_frame", "map"))
-        self.odom_frame = str(p.get("odom_frame", "odom"))
-        self.camera_frame_param = str(p.get("camera_frame", ""))
-        self.pending_max = int(p.get("pending_loops", 50))
-        self.loops_per_keyframe = int(p.get("loops_per_keyframe", 1))
-        self.pending_timeout_ns = int(float(p.get("pending_timeout_s", 5.0)) * 1e9)
+        self.map_frame = str(p["map_frame"])
+        self.odom_frame = str(p["odom_frame"])
+        self.camera_frame_param = str(p["camera_frame"])
+        self.pending_max = int(p["pending_loops"])
+        self.loops_per_keyframe = int(p["loops_per_keyframe"])
+        self.pending_timeout_ns = int(float(p["pending_timeout_s"]) * 1e9)
         self.epochs = StampEpochs()
         self.pending: deque[_Loop] = deque()
         self.newest_stamp: int | None = None  # newest message stamp on either input
@@ -130,10 +130,12 @@ class PoseGraphStage:
 
     @classmethod
     def from_params(cls, p: dict[str, Any], node: str = "pose_graph_node") -> PoseGraphStage:
-        from deep_vision.pipeline.build import DEFAULT_CAMERA_POSE, build_pose_graph, camera_pose_transform
+        from deep_vision.params import validate
+        from deep_vision.pipeline.build import build_pose_graph, camera_pose_transform
 
+        p = validate(node, p)
         try:
-            X = camera_pose_transform(p.get("camera_pose", DEFAULT_CAMERA_POSE))
+            X = camera_pose_transform(p["camera_pose"])
         except ConfigError as exc:
             raise ConfigError(f"{node}: {exc}") from exc
         return cls(build_pose_graph(p, extrinsic=X, node=node), p)

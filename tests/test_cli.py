@@ -49,3 +49,18 @@ def test_known_errors_are_one_line(tmp_path):
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 2 and "unknown key(s) camera.widht" in result.stderr
+
+
+def test_logs_are_quiet_one_line_per_event(tmp_path):
+    """A short evaluation logs only deep_vision's own lines at INFO (one per model loaded), nothing from
+    other libraries below WARNING (faiss's loader, onnxruntime), and no traceback."""
+    bag = tmp_path / "bag"
+    assert main(["synth", "--out", str(bag), "--frames", "8", "--size", "160x64"]) == 0
+    result = subprocess.run([sys.executable, "-m", "deep_vision.cli.main", "evaluate", str(bag), "--out",
+                             str(tmp_path / "eval"), "--stages", "homography,loop_closure"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    logged = [line for line in result.stderr.splitlines() if line.split(" ")[0] in ("DEBUG", "INFO", "WARNING")]
+    assert all(line.split(" ")[1].startswith("deep_vision") for line in logged), logged
+    assert len([line for line in logged if line.startswith("INFO")]) <= 6, logged
+    assert "swigfaiss" not in result.stderr and "Traceback" not in result.stderr

@@ -184,3 +184,24 @@ def test_evaluate_bag_writes_metrics_report_and_outputs(loop_bag, tmp_path):
     assert metrics["frames"] == 20 and metrics["homography"]["processed"] == 20
     assert md.is_file() and (tmp_path / "eval" / "metrics.json").is_file()
     assert (tmp_path / "eval" / "outputs" / "metadata.yaml").is_file()
+
+
+def test_the_report_says_what_it_measures_and_when_there_is_nothing_to_measure(loop_bag, tmp_path):
+    """40 frames of the route hold no revisit: precision/recall say so instead of 0 %; loop-closure latency counts
+    keyframes only; report.md explains each line and carries the targets' verdicts."""
+    from deep_vision.pipeline.evaluate import demo_targets, evaluate_bag
+
+    path, _ = loop_bag
+    metrics, md = evaluate_bag(path, tmp_path / "eval", params_file=REPO / "config" / "perception.yaml",
+                               stages=("homography", "loop_closure"), limit=40, targets=demo_targets)
+    lc = metrics["loop_closure"]
+    assert lc["loops"] == 0 and lc["recall_at_100_precision"] is None
+    assert lc["latency_ms"]["n"] == lc["keyframes"] < 40
+    text = md.read_text()
+    assert "no revisits in this bag" in text and "## What each line measures" in text
+    assert "**homography error on the ground region (px)**: mean distance" in text
+    assert "loop_closure latency per keyframe" in text
+    metrics, md = evaluate_bag(path, tmp_path / "eval2", params_file=REPO / "config" / "perception.yaml",
+                               stages=("homography", "vo", "pose_graph"), limit=5,
+                               targets=lambda m: [("a target", False, "measured 1")])
+    assert "- **missed**: a target: measured 1" in md.read_text()

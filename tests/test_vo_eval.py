@@ -20,7 +20,10 @@ def straight(n=101, step=1.0, yaw_rate=0.0):
 def test_perfect_trajectory_has_zero_errors():
     gt = straight(yaw_rate=0.01)
     e = kitti_relative_errors(gt, gt)
-    assert e["t_rel_pct"] == pytest.approx(0.0, abs=1e-9) and e["r_rel_deg_per_100m"] == pytest.approx(0.0, abs=1e-6)
+    # 100 m: shorter than the devkit's first segment, so the snippet protocol, under its own names
+    assert "t_rel_pct" not in e
+    assert e["t_rel_snippet_pct"] == pytest.approx(0.0, abs=1e-9)
+    assert e["r_rel_snippet_deg_per_100m"] == pytest.approx(0.0, abs=1e-6)
     m = ate_rpe(gt, gt, np.arange(len(gt)) * 0.1)
     assert m["ate_m"] < 1e-9 and m["rpe_trans_m"] < 1e-9
 
@@ -28,17 +31,22 @@ def test_perfect_trajectory_has_zero_errors():
 def test_scale_error_gives_its_percentage():
     gt = straight()
     est = straight(step=1.05)  # 5 % too long
-    assert kitti_relative_errors(gt, est)["t_rel_pct"] == pytest.approx(5.0, rel=1e-3)
+    assert kitti_relative_errors(gt, est)["t_rel_snippet_pct"] == pytest.approx(5.0, rel=1e-3)
+    long_gt, long_est = straight(n=401), straight(n=401, step=1.05)  # 400 m: the devkit's 100-400 m segments fit
+    devkit = kitti_relative_errors(long_gt, long_est)
+    assert devkit["t_rel_pct"] == pytest.approx(5.0, rel=1e-3) and devkit["lengths_m"][0] == 100.0
+    assert devkit["segments"] == 31 + 21 + 11 + 1  # start frames every 10 m whose segment ends on the path
     # Ground-truth scaling removes it.
     rel = [invert_transform(est[k]) @ est[k + 1] for k in range(len(est) - 1)]
     fixed = [np.eye(4)]
     for T in with_gt_scale(rel, gt):
         fixed.append(fixed[-1] @ T)
-    assert kitti_relative_errors(gt, np.stack(fixed))["t_rel_pct"] == pytest.approx(0.0, abs=1e-6)
+    assert kitti_relative_errors(gt, np.stack(fixed))["t_rel_snippet_pct"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_segment_lengths():
     assert segment_lengths(straight(n=2001)) == (100, 200, 300, 400, 500, 600, 700, 800)
+    assert segment_lengths(straight(n=302)) == (100, 200, 300, 400, 500, 600, 700, 800)  # 301 m: devkit too
     short = segment_lengths(straight(n=101))
     assert short[0] == pytest.approx(10.0) and short[-1] == pytest.approx(80.0)
 

@@ -115,7 +115,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return lambda n: bar.update(n - bar.n)
 
     metrics, md = evaluate_bag(bag, out / "evaluation", mode="offline", params_file=params, overwrite=True,
-                               command="deep-vision demo", progress_factory=progress_factory)
+                               command="deep-vision demo", progress_factory=progress_factory, targets=demo_targets)
     for bar in bars:
         bar.close()
     print()
@@ -560,10 +560,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    # Our own lines at INFO (DEBUG with --verbose); other libraries' only from WARNING unless --verbose. Log lines
+    # go through tqdm, so that they never break a progress bar.
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("deep_vision").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     try:
-        return args.func(args)
+        with logging_redirect_tqdm():
+            return args.func(args)
     except DeepVisionError as exc:  # a bad input, parameter or file: one line, exit 2 (as argparse's usage errors)
         print(f"deep-vision {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -422,9 +422,8 @@ class PoseGraph:
             self.stats.loops_accepted += 1
         else:
             self.stats.loops_rejected[reason] = self.stats.loops_rejected.get(reason, 0) + 1
-        logger.log(logging.INFO if accepted else logging.DEBUG,
-                   "loop %d -> %d (keyframes %d -> %d): %s%s", ms, qs, km, kq, reason,
-                   f", chi2 {d.chi2:.1f}" if np.isfinite(d.chi2) else "")
+        logger.debug("loop %d -> %d (keyframes %d -> %d): %s%s", ms, qs, km, kq, reason,
+                     f", chi2 {d.chi2:.1f}" if np.isfinite(d.chi2) else "")  # counted in stats/diagnostics
         return d
 
     # ------------------------------------------------------------------ results

@@ -3,8 +3,11 @@
 KITTI's devkit averages, over every start frame (step 10) and each segment
 length, the translation error (%) and rotation error (deg/m) of the relative
 pose between the start frame and the first frame a segment length further
-along the ground-truth path. Its lengths are 100…800 m; for short snippets we
-scale them to fractions of the snippet's path length, and say so.
+along the ground-truth path. Its lengths are 100…800 m (a segment that runs
+past the end is left out): ``t_rel_pct`` / ``r_rel_deg_per_100m`` are that
+protocol and nothing else. A path shorter than the first segment (100 m) has
+none; it gets the same computation over 10 %…80 % of its own length, under
+other names: ``t_rel_snippet_pct`` / ``r_rel_snippet_deg_per_100m``.
 """
 
 from __future__ import annotations
@@ -27,17 +30,30 @@ def path_distances(poses: np.ndarray) -> np.ndarray:
 
 
 def segment_lengths(poses_gt: np.ndarray) -> tuple[float, ...]:
-    """KITTI's lengths, or for a path shorter than 800 m, 10 %…80 % of its length."""
+    """KITTI's lengths, or for a path shorter than the first of them, 10 %…80 % of its length."""
     total = path_distances(poses_gt)[-1]
-    if total >= 1.2 * KITTI_LENGTHS_M[-1]:
+    if total > KITTI_LENGTHS_M[0]:
         return tuple(float(x) for x in KITTI_LENGTHS_M)
     return tuple(round(float(total) * f, 1) for f in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8))
 
 
+def relative_error_keys(m: dict) -> tuple[str, str, str]:
+    """(t key, r key, protocol label) of a :func:`kitti_relative_errors` result."""
+    if "t_rel_pct" in m:
+        return "t_rel_pct", "r_rel_deg_per_100m", "KITTI devkit, 100-800 m segments"
+    return "t_rel_snippet_pct", "r_rel_snippet_deg_per_100m", "snippet: segments of 10-80 % of the path"
+
+
 def kitti_relative_errors(poses_gt: np.ndarray, poses_est: np.ndarray, lengths: tuple[float, ...] | None = None,
                           step: int = 10) -> dict[str, float]:
-    """t_rel (%) and r_rel (deg per 100 m) averaged over segments, as the KITTI devkit (``calcSequenceErrors``)."""
+    """t_rel (%) and r_rel (deg per 100 m) averaged over segments, as the KITTI devkit (``calcSequenceErrors``).
+
+    Without ``lengths``: the devkit's 100…800 m (keys ``t_rel_pct``, ``r_rel_deg_per_100m``), or for a path
+    shorter than 100 m, 10 %…80 % of it (keys ``t_rel_snippet_pct``, ``r_rel_snippet_deg_per_100m``).
+    """
+    devkit = lengths is None and path_distances(poses_gt)[-1] > KITTI_LENGTHS_M[0]
     lengths = lengths or segment_lengths(poses_gt)
+    t_key, r_key = ("t_rel_pct", "r_rel_deg_per_100m") if devkit else ("t_rel_snippet_pct", "r_rel_snippet_deg_per_100m")
     dist = path_distances(poses_gt)
     t_err, r_err = [], []
     for first in range(0, len(poses_gt), step):
@@ -52,8 +68,8 @@ def kitti_relative_errors(poses_gt: np.ndarray, poses_est: np.ndarray, lengths: 
             t_err.append(np.linalg.norm(err[:3, 3]) / length)
             r_err.append(angle / length)
     if not t_err:
-        return {"t_rel_pct": float("nan"), "r_rel_deg_per_100m": float("nan"), "segments": 0, "lengths_m": list(lengths)}
-    return {"t_rel_pct": 100.0 * float(np.mean(t_err)), "r_rel_deg_per_100m": float(np.degrees(np.mean(r_err)) * 100),
+        return {t_key: float("nan"), r_key: float("nan"), "segments": 0, "lengths_m": list(lengths)}
+    return {t_key: 100.0 * float(np.mean(t_err)), r_key: float(np.degrees(np.mean(r_err)) * 100),
             "segments": len(t_err), "lengths_m": [float(x) for x in lengths]}
 
 

@@ -37,6 +37,7 @@ from deep_vision.estimators.two_view import FeatureTracker
 from deep_vision.eval.trajectory_metrics import (
     ate_rpe,
     kitti_relative_errors,
+    relative_error_keys,
     write_tum,
 )
 from deep_vision.geometry.camera import PinholeCamera
@@ -208,13 +209,16 @@ def evaluate(vo_factory: Callable[..., object] | None, sequences: list[VOSequenc
         write_tum(traj_dir / f"{seq.name}_ground_truth.tum", stamps_s + seq.stamps_ns[0] / 1e9, seq.poses_gt)
         png = trajectory_plot(seq, {k: v[0] for k, v in methods.items()}, out / f"{stem}-{seq.name}.png")
         length = float(np.linalg.norm(np.diff(seq.poses_gt[:, :3, 3], axis=0), axis=1).sum())
+        t_key, r_key, protocol = relative_error_keys(rows[next(iter(rows))])
+        t_name = "t_rel" if t_key == "t_rel_pct" else "t_rel (snippet)"
+        r_name = "r_rel" if t_key == "t_rel_pct" else "r_rel (snippet)"
         lines += [f"## {seq.name}: {len(seq.stamps_ns)} frames, {length:.0f} m, "
-                  f"segment lengths {rows[next(iter(rows))]['lengths_m']} m", "",
-                  "| method | t_rel % | r_rel °/100 m | ATE m | RPE m/frame | RPE °/frame | time/frame ms | "
+                  f"segment lengths {rows[next(iter(rows))]['lengths_m']} m ({protocol})", "",
+                  f"| method | {t_name} % | {r_name} °/100 m | ATE m | RPE m/frame | RPE °/frame | time/frame ms | "
                   "noise fit: rot rad/step, trans rel |",
                   "|---|---|---|---|---|---|---|---|"]
         for name, m in rows.items():
-            lines.append(f"| {name} | {m['t_rel_pct']:.2f} | {m['r_rel_deg_per_100m']:.2f} | {m['ate_m']:.2f} | "
+            lines.append(f"| {name} | {m[t_key]:.2f} | {m[r_key]:.2f} | {m['ate_m']:.2f} | "
                          f"{m['rpe_trans_m']:.3f} | {m['rpe_rot_deg']:.3f} | {m['time_ms_p50']:.1f} | "
                          f"{m['suggested_rot_noise_abs']:.4f}, {m['suggested_trans_noise_rel']:.3f} |")
         lines += ["", "Noise fit: the odometry_node parameters `rot_noise_abs` and `trans_noise_rel` with which the "
@@ -302,12 +306,13 @@ def update_card(model_path: Path, report_json: Path) -> Path:
     card_path = card_path_for(Path(model_path))
     card = ModelCard.load(card_path)
     report = json.loads(Path(report_json).read_text())
-    keys = ("t_rel_pct", "r_rel_deg_per_100m", "ate_m", "rpe_trans_m", "rpe_rot_deg", "time_ms_p50")
+    keys = ("t_rel_pct", "r_rel_deg_per_100m", "t_rel_snippet_pct", "r_rel_snippet_deg_per_100m", "ate_m",
+            "rpe_trans_m", "rpe_rot_deg", "time_ms_p50")
     metrics = dict(card.metrics or {})
     metrics["held_out"] = {
         name: {"frames": seq["frames"], "length_m": round(seq["length_m"], 1),
                "segment_lengths_m": next(iter(seq["methods"].values()))["lengths_m"],
-               **{method: {k: round(float(m[k]), 4) for k in keys} for method, m in seq["methods"].items()}}
+               **{method: {k: round(float(m[k]), 4) for k in keys if k in m} for method, m in seq["methods"].items()}}
         for name, seq in report["sequences"].items()}
     metrics["report"] = Path(report_json).with_suffix(".md").name
     card.metrics = metrics

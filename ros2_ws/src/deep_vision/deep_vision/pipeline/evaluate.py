@@ -25,12 +25,15 @@ def evaluate_bag(bag_path: str | Path, out_dir: str | Path, *, mode: str = "offl
                  stages: Iterable[str] = STAGES, backend: str | None = None, rate: float = 1.0,
                  limit: int | None = None, queue_depth: int | None = None, command: str = "",
                  progress_factory: Callable[[int], Callable[[int], None]] | None = None,
-                 record: bool = True, overwrite: bool = False) -> tuple[dict[str, Any], Path]:
+                 record: bool = True, overwrite: bool = False,
+                 targets: Callable[[dict[str, Any]], list[tuple[str, bool, str]]] | None = None,
+                 ) -> tuple[dict[str, Any], Path]:
     """Run ``stages`` over the bag; write ``out_dir/{metrics.json, report.md, *.png, outputs/}``.
 
     The parameter file, then the bag, then ``out_dir`` are checked before any model is loaded: a bad one is one
     ConfigError/BagError line. ``out_dir`` must be empty or absent unless ``overwrite``; when the evaluation
-    fails, what it wrote is removed again. Returns (metrics, report path).
+    fails, what it wrote is removed again. ``targets(metrics)`` (e.g. :func:`demo_targets`) go into the report.
+    Returns (metrics, report path).
     """
     from deep_vision.io.bag import BagSequence
 
@@ -57,7 +60,7 @@ def evaluate_bag(bag_path: str | Path, out_dir: str | Path, *, mode: str = "offl
         if record:
             write_output_bag(out_dir / "outputs", out, bag)
             metrics["outputs_bag"] = str(out_dir / "outputs")
-        md = write_report(out_dir, metrics, plots, command)
+        md = write_report(out_dir, metrics, plots, command, targets(metrics) if targets else None)
     except BaseException:
         if created:
             shutil.rmtree(out_dir, ignore_errors=True)

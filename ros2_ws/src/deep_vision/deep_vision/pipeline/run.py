@@ -189,14 +189,15 @@ class Pipeline:
             self._camera_pose("pose_graph", frame.frame_id)
         self._to_pose_graph(msgs, stamp)
 
-    def _loop_closure(self, frame: Any, stamp: int) -> None:
+    def _loop_closure(self, frame: Any, stamp: int) -> bool:
         out = self.place.process(frame)
         if out is None:
-            return
+            return False
         self.out.keyframes.append(out.result)
         msgs = place_msgs(out)
         self._emit(msgs, stamp)
         self._to_pose_graph(msgs, stamp)
+        return True
 
     def _run_stage(self, stage: str, f: InputFrame) -> None:
         s = self.out.stats[stage]
@@ -211,7 +212,7 @@ class Pipeline:
             logger.warning("%s: frame %d (%d ns) skipped: %s", stage, f.index, f.stamp_ns, exc)
             return
         try:
-            {"homography": self._homography, "loop_closure": self._loop_closure, "vo": self._vo}[stage](
+            keyframe = {"homography": self._homography, "loop_closure": self._loop_closure, "vo": self._vo}[stage](
                 frame, f.stamp_ns)
         except (ValueError, np.linalg.LinAlgError) as exc:
             s.errors += 1
@@ -219,8 +220,9 @@ class Pipeline:
             return
         t1 = time.perf_counter()
         s.processed += 1
-        s.latency_ms.append((t1 - t0) * 1e3)
-        s.age_ms.append((t1 - f.released) * 1e3)
+        if stage != "loop_closure" or keyframe:  # loop closure: the latency of keyframes (the others do nothing)
+            s.latency_ms.append((t1 - t0) * 1e3)
+            s.age_ms.append((t1 - f.released) * 1e3)
 
     def _admit(self, stage: str, f: InputFrame) -> bool:
         """Whether a frame is queued for ``stage`` (the place stage's arrival gate, as the node's FrameQueue)."""

@@ -334,7 +334,7 @@ def test_loop_noise_model_against_a_stiff_graph(caplog):
 
     R = rotation_from_euler_zyx(np.array([0.0, np.radians(1.0), 0.0]))
     rotation_chi2 = (np.radians(1.0) / 0.03) ** 2
-    caplog.set_level(logging.INFO, logger="deep_vision.estimators.pose_graph")
+    caplog.set_level(logging.DEBUG, logger="deep_vision.estimators.pose_graph")  # decisions log at DEBUG
     no_direction = stiff().add_loop(11 * 10**8, 9 * 10**8, R, None)  # keyframes 10 and 8, 3 m apart
     assert no_direction.accepted and no_direction.chi2 == pytest.approx(rotation_chi2 + (3.0 / 5.0) ** 2, rel=0.01)
     assert "loop 900000000 -> 1100000000 (keyframes 8 -> 10): accepted, chi2 0.7" in caplog.messages

@@ -67,7 +67,8 @@ def main() -> int:
             "keyframe_ms": {k: {"p50": float(np.median(v)), "p95": float(np.percentile(v, 95)),
                                 "max": float(np.max(v))} for k, v in per_key.items()},
             "verify_pair_ms": {"p50": float(np.median(pair_ms)), "p95": float(np.percentile(pair_ms, 95)),
-                               "mean": float(np.mean(pair_ms)), "pairs": len(pair_ms), "verified": verified}}
+                               "mean": float(np.mean(pair_ms)), "pairs": len(pair_ms), "verified": verified}
+            if pair_ms else {"pairs": 0, "verified": 0}}  # a bag without revisits: no candidate to verify
     (out / f"{stem}.json").write_text(json.dumps(data, indent=2) + "\n")
     lines = [f"# Loop-closure keyframe cost ({date.today().isoformat()})", "", f"- command: `{command}`",
              (f"- {len(results)} keyframes of {len(bag)} frames, {data['candidates_mean']:.1f} candidates per "
@@ -76,7 +77,8 @@ def main() -> int:
     lines += [f"| {k.removesuffix('_ms').replace('_', ' + ')} | {stats(v)} |" for k, v in per_key.items()]
     lines += ["", (f"Geometric verification timed again per (keyframe, candidate) pair: {len(pair_ms)} pairs "
                    f"({verified} verified), p50 {data['verify_pair_ms']['p50']:.1f} ms, p95 "
-                   f"{data['verify_pair_ms']['p95']:.1f} ms, mean {data['verify_pair_ms']['mean']:.1f} ms.")]
+                   f"{data['verify_pair_ms']['p95']:.1f} ms, mean {data['verify_pair_ms']['mean']:.1f} ms."
+                   if pair_ms else "No loop-closure candidate in this bag: no verification to time.")]
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

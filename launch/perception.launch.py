@@ -3,7 +3,7 @@
     ros2 launch deep_vision perception.launch.py [image:=/camera/image_raw] [camera_info:=/camera/camera_info]
         [gps_fix:=/gps/fix] [odometry:=odometry] [loop_closures:=loop_closures]
         [params_file:=<share>/config/perception.yaml] [use_sim_time:=false] [backend:=]
-        [nodes:=homography,place_recognition] [namespace:=] [log_level:=info]
+        [nodes:=homography,place_recognition,odometry,pose_graph] [namespace:=] [log_level:=info]
 
 Only wiring: the node list, each node's input topics and declared parameters come from
 deep_vision.nodes.registry (the same table `deep-vision run` uses), every parameter from the parameter file.

@@ -23,6 +23,15 @@ def test_the_shipped_file_lists_every_parameter_at_its_declared_default():
                                                        f"declared {p.default!r}"
 
 
+def test_the_parameter_reference_is_generated_from_the_schema():
+    doc = (REPO / "docs" / "parameters.md").read_text()
+    begin = doc.index("<!-- parameters:begin")
+    start = doc.index("\n", begin) + 1
+    end = doc.index("<!-- parameters:end -->")
+    assert doc[start:end].strip() == parameter_table().strip(), \
+        "docs/parameters.md is stale: regenerate it with deep_vision.params.parameter_table()"
+
+
 def _file(tmp_path, text: str):
     path = tmp_path / "params.yaml"
     path.write_text(text)

@@ -5,7 +5,7 @@ world to a rosbag2; ``demo`` runs the main job on the built-in synthetic stream;
 ``export`` turns a PyTorch checkpoint into a checked ONNX file + model card;
 ``build-engine`` builds and caches a TensorRT engine; ``bench`` times models and baselines.
 Known errors (:class:`~deep_vision.errors.DeepVisionError`) become one line on
-stderr and exit code 1.
+stderr and exit code 2.
 """
 
 from __future__ import annotations

@@ -83,16 +83,15 @@ class PlaceRecognitionNode(ImageNode):
         self._first_info.set()
 
     def _admit(self, msg: Any) -> bool:
-        """Whether a frame is queued: with time-only keyframes, the frames between keyframes are not (they are
-        still checked, without decoding, so that malformed ones are counted)."""
-        if self.stage.admit(stamp_ns(msg.header.stamp)):
-            return True
+        """Whether a frame is queued: a malformed one is not (checked without decoding, counted once as
+        bad_image); with time-only keyframes, neither are the frames between keyframes."""
         try:
             check_image_message(msg)
         except ImageEncodingError as exc:
             self.diag.bad("image")
             self.get_logger().warning(f"image skipped: {exc}", throttle_duration_sec=5.0)
-        return False
+            return False
+        return self.stage.admit(stamp_ns(msg.header.stamp))
 
     def on_image(self, msg: Any) -> None:
         t0 = time.perf_counter()

@@ -8,7 +8,6 @@ A message that cannot be used raises :class:`~deep_vision.errors.ImageEncodingEr
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -60,6 +59,8 @@ def frame_from_msg(msg: Any) -> Frame:
 
 
 DISTORTION_MODELS = ("plumb_bob", "rational_polynomial", "equidistant")
+#: Distortion coefficient counts OpenCV's undistortion takes (equidistant: the first 4 are used); 0: none.
+DISTORTION_SIZES = (0, 4, 5, 8, 12, 14)
 
 
 @dataclass(frozen=True)
@@ -71,12 +72,15 @@ class CameraInfo:
 
 
 def camera_info_from_msg(msg: Any) -> CameraInfo | None:
-    """``sensor_msgs/CameraInfo`` → :class:`CameraInfo`; None without a usable K."""
+    """``sensor_msgs/CameraInfo`` → :class:`CameraInfo`; None without a usable K, or with distortion
+    coefficients that are not finite or not as many as the model has."""
     K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
     if not (np.all(np.isfinite(K)) and K[0, 0] > 0 and K[1, 1] > 0 and int(msg.width) > 0 and int(msg.height) > 0):
         return None
     model = str(msg.distortion_model or "plumb_bob")
     d = np.asarray(msg.d, dtype=np.float64) if model in DISTORTION_MODELS else None
+    if d is not None and (d.size not in DISTORTION_SIZES or not np.all(np.isfinite(d))):
+        return None  # the place stage's keypoint undistortion would fail on every keyframe
     return CameraInfo(PinholeCamera.from_K(K, int(msg.width), int(msg.height)), d, model, str(msg.header.frame_id))
 
 
@@ -89,10 +93,11 @@ class GpsFix:
 
 
 def gps_from_msg(msg: Any) -> GpsFix | None:
-    """``sensor_msgs/NavSatFix`` → :class:`GpsFix`; None for NO_FIX or a non-finite position. A driver that
-    leaves the status unset (STATUS_UNKNOWN in newer ROS) is trusted."""
-    if int(msg.status.status) == STATUS_NO_FIX or not (math.isfinite(msg.latitude) and math.isfinite(msg.longitude)):
-        return None
+    """``sensor_msgs/NavSatFix`` → :class:`GpsFix`; None for NO_FIX or a position that is not finite or out of
+    range (latitude beyond ±90°, longitude beyond ±180°). A driver that leaves the status unset
+    (STATUS_UNKNOWN in newer ROS) is trusted."""
+    if int(msg.status.status) == STATUS_NO_FIX or not (abs(msg.latitude) <= 90.0 and abs(msg.longitude) <= 180.0):
+        return None  # (NaN fails the comparisons too)
     return GpsFix(stamp_ns(msg.header.stamp), float(msg.latitude), float(msg.longitude), float(msg.altitude))
 
 

@@ -22,6 +22,8 @@ from deep_vision.estimators.geolocation import LocalTangentPlane, haversine_m
 from deep_vision.stages.inputs import CameraInfo, Frame, GpsFix
 
 GPS_BUFFER = 4096
+#: Narrowest frame side the keyframes take: ORB's image pyramid fails on a frame one pixel wide or high.
+MIN_FRAME_SIDE_PX = 2
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class PlaceOut:
 
 class PlaceStage:
     """``counters``: the detector's, ``sessions``, ``map_keyframes``, ``gps_no_fix``, ``bad_camera_info``,
-    ``frames_between_keyframes``, ``loop_closure_msgs``, ``geolocations``."""
+    ``frames_between_keyframes``, ``frames_too_small``, ``loop_closure_msgs``, ``geolocations``."""
 
     def __init__(self, detector: Any, p: dict[str, Any], database_path: Path | None = None) -> None:
         self.detector = detector
@@ -120,6 +122,9 @@ class PlaceStage:
         """Query and add ``frame`` when it becomes a keyframe; None when it does not."""
         result = None
         try:
+            if min(frame.size) < MIN_FRAME_SIDE_PX:
+                self.counters["frames_too_small"] += 1
+                return None
             image = frame.rgb if self.recognizer.wants_rgb else frame.grey
             info = self.info if self.info is not None and (self.info.camera.width, self.info.camera.height) == frame.size \
                 else None

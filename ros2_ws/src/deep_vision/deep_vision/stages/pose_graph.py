@@ -11,8 +11,9 @@
 - Loop closures are between cameras; the graph holds ``base_link`` poses and
   the camera's pose on the robot (``camera_pose``, or /tf_static through
   :meth:`PoseGraphStage.set_camera_pose`).
-- Non-finite odometry or loop closures are counted and skipped; a factor GTSAM
-  refuses is counted (``rejected_factors_<kind>``) and the graph goes on.
+- Non-finite odometry or loop closures, and odometry far out of range, are
+  counted and skipped; a factor GTSAM refuses is counted
+  (``rejected_factors_<kind>``) and the graph goes on.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ logger = logging.getLogger(__name__)
 
 STAMP_TOLERANCE_NS = 1_000_000  # PoseGraph matches loop-closure stamps to odometry frames within 1 ms
 EPOCH_GAP_NS = 1_000_000_000
+# Odometry beyond these is counted as bad: the graph moves covariances by adjoints of the poses, which
+# overflows on far larger values (1e300, or 1e40 at 1e8 m) and leaves GTSAM's estimate NaN for good
+# (bench/results/fuzz-2026-12-06).
+MAX_POSITION_M = 1e8  # beyond any Earth-bound odometry frame (UTM northings reach 1e7 m)
+MAX_COVARIANCE = 1e12  # m², rad²: a standard deviation of 1e6
 
 
 @dataclass
@@ -160,6 +166,11 @@ class PoseGraphStage:
         if odom is None:
             self.counters["bad_odometry"] += 1
             throttled(logger, "bad_odometry", "odometry skipped: pose or covariance not finite")
+            return None
+        if np.abs(odom.pose[:3, 3]).max() > MAX_POSITION_M or np.abs(odom.covariance).max() > MAX_COVARIANCE:
+            self.counters["bad_odometry"] += 1
+            throttled(logger, "huge_odometry", f"odometry skipped: position beyond {MAX_POSITION_M:g} m or "
+                      f"covariance beyond {MAX_COVARIANCE:g}")
             return None
         stamp = odom.stamp_ns
         if odom.frame_id and odom.frame_id != self.odom_frame:

@@ -74,6 +74,10 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
               "benchmarks, with re-ranking, beside the classical baselines",
               ("bench/place_vpr_models.py", "shipped=models/place.onnx", "--out",
                f"{RESULTS}/{DATE}-place-vpr-models.md"), None, "~3 min per model"),
+    Benchmark("fuzz", "malformed messages (every encoding, size, step, NaN, time jump, truncated data, bad camera "
+              "info, GPS, odometry, loop closures) through each real node's callbacks: crashes and counts",
+              ("bench/fuzz.py", "--out", f"{RESULTS}/fuzz-{DATE}"), ("--messages", "1000"),
+              "~2.5 min / 20 s", needs=("ros",)),
     Benchmark("gpu", "PyTorch on the GPU: FP16 latency at batch 1, throughput per batch size, a DDP training step "
               "(on the CPU, FP32, without a GPU)", ("bench/gpu.py", "--results", RESULTS),
               ("--quick",), "2-4 min on one H100 (at most 7) / 15 s on 2 CPU cores (no GPU)"),

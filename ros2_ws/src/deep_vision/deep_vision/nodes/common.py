@@ -208,6 +208,16 @@ class CameraPose:
         return True
 
 
+def _snapshot(counters: Counter[str]) -> Counter[str]:
+    """A copy of counters another thread (the frame worker) may be adding keys to meanwhile."""
+    for _ in range(10):
+        try:
+            return Counter(dict(counters))
+        except RuntimeError:  # "dictionary changed size during iteration": take it again
+            continue
+    return Counter()
+
+
 class NodeDiagnostics:
     """Counters and latency of one node, published as ``diagnostic_msgs/DiagnosticArray`` at 1 Hz."""
 
@@ -239,9 +249,9 @@ class NodeDiagnostics:
 
     def counts(self) -> Counter[str]:
         """The node's counters and its stage's; ``bad_frames`` sums every ``bad_*`` counter."""
-        counters = Counter(self.counters)
+        counters = _snapshot(self.counters)
         if self.stage is not None:
-            counters.update(self.stage.counters)
+            counters.update(_snapshot(self.stage.counters))
         counters["bad_frames"] = sum(v for k, v in counters.items() if k.startswith("bad_") and k != "bad_frames")
         return counters
 

@@ -10,6 +10,7 @@ database (loaded from ``database_path`` when it holds one).
 from __future__ import annotations
 
 import math
+import threading
 from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,8 @@ class PlaceStage:
         self.plane: LocalTangentPlane | None = None
         self.geo_errors_m: deque[float] = deque(maxlen=200)
         self.gate = detector.keyframes.arrival_gate()  # time-only keyframes: chosen on arrival
+        # A node feeds camera info and GPS from its executor thread while its worker runs process().
+        self._lock = threading.Lock()
         self.counters: Counter[str] = Counter()
         self._update_counters()
 
@@ -85,23 +88,27 @@ class PlaceStage:
         if info is None:
             self.counters["bad_camera_info"] += 1
             return
-        self.info = info
+        with self._lock:
+            self.info = info
 
     def add_gps(self, fix: GpsFix | None) -> None:
         if fix is None:
             self.counters["gps_no_fix"] += 1
             return
-        self.gps.append(fix)
+        with self._lock:
+            self.gps.append(fix)
 
     def gps_at(self, stamp_ns: int) -> tuple[float, float, float] | None:
         """(lat, lon, alt) of the fix nearest to ``stamp_ns`` within ``gps_max_age_s``."""
-        if not self.gps:
+        with self._lock:
+            fixes = list(self.gps)
+        if not fixes:
             return None
-        stamps = np.fromiter((g.stamp_ns for g in self.gps), np.int64, len(self.gps))
+        stamps = np.fromiter((g.stamp_ns for g in fixes), np.int64, len(fixes))
         k = int(np.argmin(np.abs(stamps - stamp_ns)))
         if abs(int(stamps[k]) - stamp_ns) > self.gps_max_age_ns:
             return None
-        g = self.gps[k]
+        g = fixes[k]
         return g.latitude, g.longitude, g.altitude
 
     def admit(self, stamp_ns: int) -> bool:
@@ -126,7 +133,9 @@ class PlaceStage:
                 self.counters["frames_too_small"] += 1
                 return None
             image = frame.rgb if self.recognizer.wants_rgb else frame.grey
-            info = self.info if self.info is not None and (self.info.camera.width, self.info.camera.height) == frame.size \
+            with self._lock:
+                current = self.info
+            info = current if current is not None and (current.camera.width, current.camera.height) == frame.size \
                 else None
             gps = self.gps_at(frame.stamp_ns)
             position = None

@@ -54,6 +54,7 @@ try:
 except ImportError:  # not installed (a bare GPU machine): the package's source in this checkout
     sys.path.insert(0, str(ROOT / "ros2_ws" / "src" / "deep_vision"))
 from deep_vision.models import build_model  # noqa: E402
+from deep_vision.inference.devices import cpu_model  # noqa: E402
 
 #: network -> the batch axis of each input in the card's order (DeepVO's LSTM states are [L x B x U])
 NETWORKS: dict[str, tuple[int, ...]] = {"homography": (0,), "place": (0,), "vo": (0, 1, 1)}
@@ -346,16 +347,6 @@ def machine_info(device: torch.device) -> dict:
     else:
         info["gpu"] = None
     return info
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def nvidia_driver() -> str | None:

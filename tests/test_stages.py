@@ -42,3 +42,20 @@ def test_pose_graph_takes_the_best_verified_candidates_per_keyframe(per_keyframe
     assert c["loops_received"] == taken and c["loops_unverified"] == 1
     assert c["loops_beyond_per_keyframe"] == 3 - taken
     assert [d.match_stamp_ns for d in stage.graph.decisions] == [T0 + m * DT for m in (4, 10, 20)[:taken]]
+
+
+def test_odometry_stage_takes_camera_info_at_the_next_frame(random_vo_model):
+    """A node's executor hands camera info over while its worker may be inside process(): the stage keeps it and
+    switches to hybrid mode at the start of the next frame, never mid-frame."""
+    from deep_vision.geometry.camera import PinholeCamera
+    from deep_vision.stages import Frame, OdometryStage
+    from deep_vision.stages.inputs import CameraInfo
+
+    stage = OdometryStage.from_params({"model_path": str(random_vo_model), "backend": "onnxruntime", "mode": "hybrid"})
+    info = CameraInfo(PinholeCamera.from_K(np.array([[200.0, 0, 160], [0, 200.0, 60], [0, 0, 1]]), 320, 120), None,
+                      "plumb_bob")
+    assert stage.set_camera_info(info) and not stage.set_camera_info(info)  # True once: hybrid goes on
+    assert stage.vo.camera is None and stage.vo.mode == "network"  # not yet: no frame started
+    stage.process(Frame(T0, "cam", np.zeros((120, 320), np.uint8)))
+    assert stage.vo.camera is info.camera and stage.vo.mode == "hybrid"
+    assert stage.set_camera_info(None) is False and stage.counters["bad_camera_info"] == 1

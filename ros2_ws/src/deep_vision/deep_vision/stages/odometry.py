@@ -10,6 +10,7 @@ runs the network mode until the first camera info, then switches.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +58,9 @@ class OdometryStage:
         self.base_frame = str(p["base_frame"])
         self.counters: Counter[str] = Counter()
         self._last_stamp: int | None = None
+        self._lock = threading.Lock()
+        self._pending_info: CameraInfo | None = None
+        self._has_camera = False
 
     @classmethod
     def from_params(cls, p: dict[str, Any], node: str = "odometry_node") -> OdometryStage:
@@ -79,16 +83,24 @@ class OdometryStage:
         return self.vo.backend
 
     def set_camera_info(self, info: CameraInfo | None) -> bool:
-        """Intrinsics (None: an unusable camera info, counted); True when they switched the hybrid mode on."""
+        """Intrinsics (None: an unusable camera info, counted), taken at the next frame (a node's executor
+        calls this while its worker may be inside :meth:`process`); True when they will switch hybrid mode on."""
         if info is None:
             self.counters["bad_camera_info"] += 1
             return False
-        first = self.vo.camera is None
-        self.vo.set_camera(info.camera)
-        if self.want_hybrid:
-            self.vo.mode = "hybrid"
-            self.vo.scale_source = self.scale_source
+        with self._lock:
+            first, self._has_camera = not self._has_camera, True
+            self._pending_info = info
         return first and self.want_hybrid
+
+    def _take_camera_info(self) -> None:
+        with self._lock:
+            info, self._pending_info = self._pending_info, None
+        if info is not None:
+            self.vo.set_camera(info.camera)
+            if self.want_hybrid:
+                self.vo.mode = "hybrid"
+                self.vo.scale_source = self.scale_source
 
     def set_camera_pose(self, T_base_camera: np.ndarray) -> None:
         """The camera's pose on the robot (e.g. from /tf_static); with the ground scale, its height. Raises
@@ -100,6 +112,7 @@ class OdometryStage:
         self.T_base_camera = np.asarray(T_base_camera, float)
 
     def process(self, frame: Frame) -> OdometryOut:
+        self._take_camera_info()
         r = self.vo.process(frame.grey, frame.stamp_ns)
         if r.reset:
             self.counters[f"reset_{r.reset}"] += 1

@@ -22,7 +22,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 from deep_vision.io.bag import BagSequence
-from deep_vision.pipeline.build import build_loop_detector, load_params
+from deep_vision.params import load_params
+from deep_vision.pipeline.build import build_loop_detector
 
 
 def stats(values: list[float]) -> str:

@@ -89,9 +89,9 @@ def test_every_parameter_in_the_file_is_declared_by_its_node():
     require_ros()
     import importlib
 
-    from deep_vision.nodes.runner import load_params_file
+    from deep_vision.params import load_params
 
-    params = load_params_file(REPO / "config" / "perception.yaml")
+    params = load_params(REPO / "config" / "perception.yaml")
     for entry in NODES.values():
         declared = {p.name for p in importlib.import_module(entry.module).PARAMS}
         assert entry.name in params, f"{entry.name} has no section in perception.yaml"
@@ -138,10 +138,11 @@ def test_runner_plays_a_bag_through_the_nodes(tmp_path):
 def test_unknown_node_and_missing_file_are_named(tmp_path):
     require_ros()
     from deep_vision.errors import ConfigError
-    from deep_vision.nodes.runner import load_params_file, run
+    from deep_vision.nodes.runner import run
+    from deep_vision.params import load_params
 
     with pytest.raises(ConfigError, match="not found"):
-        load_params_file(tmp_path / "nope.yaml")
+        load_params(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="unknown \\['lidar'\\]"):
         run(REPO / "config" / "perception.yaml", ["lidar"], duration_s=1.0)
 

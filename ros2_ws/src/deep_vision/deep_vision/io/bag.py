@@ -57,6 +57,7 @@ IMAGE_TOPIC = "/camera/image_raw"
 CAMERA_INFO_TOPIC = "/camera/camera_info"
 GROUND_TRUTH_TOPIC = "/ground_truth/odometry"
 TF_STATIC_TOPIC = "/tf_static"
+GPS_TOPIC = "/gps/fix"
 
 _ZERO = QosTime(sec=0, nsec=0)
 _INFINITE = QosTime(sec=2147483647, nsec=4294967295)

@@ -35,7 +35,6 @@ logger = logging.getLogger(__name__)
 
 KITTI_CAMERA_HEIGHT_M = 1.65
 KITTI_START_TIME_S = 1_317_000_000.0  # late September 2011, when KITTI was recorded
-GPS_TOPIC = "/gps/fix"
 GPS_MARGIN_NS = 500_000_000  # fixes are written from this long before the first frame to this long after the last
 
 
@@ -51,12 +50,12 @@ def _frame_indices(n: int, start: int, end: int | None, stride: int, source: str
 
 def _write_fixes(bag: bagio.BagWriter, stamps_ns: np.ndarray, lla: np.ndarray, first_ns: int, last_ns: int,
                  frame_id: str, covariances: list[np.ndarray | None] | None = None) -> None:
-    """``sensor_msgs/NavSatFix`` on GPS_TOPIC for each fix ([N] stamps, [N x 3] lat/lon/alt, optional [3 x 3]
+    """``sensor_msgs/NavSatFix`` on ``/gps/fix`` for each fix ([N] stamps, [N x 3] lat/lon/alt, optional [3 x 3]
     covariances in m²) stamped within GPS_MARGIN_NS of [first_ns, last_ns]."""
     for k, (t, (lat, lon, alt)) in enumerate(zip(stamps_ns, lla)):
         if first_ns - GPS_MARGIN_NS <= t <= last_ns + GPS_MARGIN_NS:
             cov = None if covariances is None else covariances[k]
-            bag.write(GPS_TOPIC, "sensor_msgs/msg/NavSatFix", int(t),
+            bag.write(bagio.GPS_TOPIC, "sensor_msgs/msg/NavSatFix", int(t),
                       rosmsg.navsatfix_msg(lat, lon, alt, int(t), frame_id, cov))
 
 

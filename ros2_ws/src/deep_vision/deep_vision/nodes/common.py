@@ -154,10 +154,7 @@ class CameraPose:
     """
 
     def __init__(self, node: Node, params: dict[str, Any]) -> None:
-        try:
-            self.T = camera_pose_transform(params["camera_pose"])
-        except ConfigError as exc:
-            raise ConfigError(f"{node.get_name()}: {exc}") from exc
+        self.T = camera_pose_transform(params["camera_pose"], node.get_name())
         self.from_tf = False
         self.node = node
         self.base_frame = params["base_frame"]

@@ -67,10 +67,3 @@ def node_overrides(entry: NodeEntry, overrides: dict[str, object]) -> dict[str, 
     """The ``overrides`` (launch arguments such as backend, use_sim_time) that ``entry`` declares."""
     names = entry.parameter_names()
     return {k: v for k, v in overrides.items() if k in names}
-
-
-def parameter_table() -> str:
-    """Markdown table of every node's parameters (see :func:`deep_vision.params.parameter_table`)."""
-    from deep_vision.params import parameter_table as table
-
-    return table()

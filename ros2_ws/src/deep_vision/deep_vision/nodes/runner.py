@@ -34,11 +34,6 @@ logger = logging.getLogger(__name__)
 OUTPUT_TOPICS = {t: m for t, m in TOPICS.items() if not t.startswith("/")}
 
 
-def load_params_file(path: str | Path) -> dict[str, dict[str, Any]]:
-    """``{node name: {parameter: value}}`` of a ROS 2 parameter file (``node: ros__parameters: {...}``)."""
-    return load_params(path)
-
-
 def start_nodes(context: Any, keys: Sequence[str], params_file: str | Path, *, use_sim_time: bool = False,
                 backend: str | None = None, image_topic: str = "/camera/image_raw",
                 camera_info_topic: str = "/camera/camera_info", topics: dict[str, str] | None = None,
@@ -46,7 +41,7 @@ def start_nodes(context: Any, keys: Sequence[str], params_file: str | Path, *, u
     """Instantiate the registered nodes ``keys`` with their parameters from ``params_file``, each given only the
     overrides it declares and the remapping of its own inputs (``topics``: targets by INPUT_TOPICS key), as the
     launch file does."""
-    params = load_params_file(params_file)
+    params = load_params(params_file)
     unknown = sorted(set(keys) - set(NODES))
     if unknown:
         raise ConfigError(f"--nodes: unknown {unknown}; known: {', '.join(NODES)}")

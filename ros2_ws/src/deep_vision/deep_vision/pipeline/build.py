@@ -16,7 +16,7 @@ import numpy as np
 
 from deep_vision.errors import ConfigError, DeepVisionError
 from deep_vision.geometry.camera import PinholeCamera
-from deep_vision.params import load_params, validate  # noqa: F401 - load_params: kept importable from here
+from deep_vision.params import validate
 
 
 def _model_path(p: dict[str, Any], default_name: str) -> str:
@@ -104,13 +104,14 @@ def build_loop_detector(p: dict[str, Any], node: str = "place_recognition_node",
 
 
 
-def camera_pose_transform(pose: Any) -> np.ndarray:
-    """T_base_cam of a ``camera_pose`` parameter (x y z qx qy qz qw)."""
+def camera_pose_transform(pose: Any, node: str = "") -> np.ndarray:
+    """T_base_cam of a ``camera_pose`` parameter (x y z qx qy qz qw); a bad one raises ConfigError naming ``node``."""
     from deep_vision.geometry.transforms import make_transform, rotation_from_quaternion
 
     pose = [float(v) for v in pose]
     if len(pose) != 7 or not np.isclose(np.linalg.norm(pose[3:]), 1.0, atol=1e-3):
-        raise ConfigError("parameter 'camera_pose' must be x y z qx qy qz qw with a unit quaternion")
+        raise ConfigError(f"{node + ': ' if node else ''}parameter 'camera_pose' must be x y z qx qy qz qw with a "
+                          "unit quaternion")
     return make_transform(rotation_from_quaternion(pose[3:]), pose[:3])
 
 

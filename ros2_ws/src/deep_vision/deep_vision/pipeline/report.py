@@ -43,10 +43,10 @@ from deep_vision.eval.trajectory_metrics import (
 )
 from deep_vision.geometry.homography import apply_homography
 from deep_vision.geometry.transforms import invert_transform, rotation_angle
+from deep_vision.io.bag import GPS_TOPIC
 from deep_vision.pipeline.run import STAGES, PipelineOutputs
 
 GT_HOMOGRAPHY_TOPIC = "/ground_truth/homography"
-GPS_TOPIC = "/gps/fix"
 
 
 def _pct(values: list[float] | np.ndarray) -> dict[str, float]:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from deep_vision.errors import ConfigError, ImageEncodingError
+from deep_vision.io.bag import GPS_TOPIC, TF_STATIC_TOPIC
 from deep_vision.params import validate
 from deep_vision.stages import HomographyStage, OdometryStage, PlaceStage, PoseGraphStage, StaticTransforms
 from deep_vision.stages.inputs import (
@@ -52,8 +53,6 @@ IMAGE_STAGES = ("homography", "loop_closure", "vo")
 NODE_OF_STAGE = {"homography": "homography_node", "loop_closure": "place_recognition_node", "vo": "odometry_node",
                  "pose_graph": "pose_graph_node"}
 MODES = ("offline", "realtime")
-GPS_TOPIC = "/gps/fix"
-TF_STATIC_TOPIC = "/tf_static"
 
 
 @dataclass
@@ -79,7 +78,6 @@ class InputFrame:
 class PipelineOutputs:
     frames: int = 0
     bad_frames: int = 0
-    stamps_ns: list[int] = field(default_factory=list)
     homographies: list[Any] = field(default_factory=list)  # HomographyOut per pair
     keyframes: list[Any] = field(default_factory=list)  # QueryResult per keyframe
     odometry: list[Any] = field(default_factory=list)  # OdometryResult per frame (camera frame)
@@ -289,7 +287,6 @@ class Pipeline:
         for f in self._inputs(bag, limit):
             f.released = time.perf_counter()
             self.out.frames += 1
-            self.out.stamps_ns.append(f.stamp_ns)
             for stage in stages:
                 s = self.out.stats[stage]
                 s.frames_in += 1
@@ -331,7 +328,6 @@ class Pipeline:
                     time.sleep(delay)
                 f.released = time.perf_counter()
                 self.out.frames += 1
-                self.out.stamps_ns.append(f.stamp_ns)
                 for stage in stages:
                     queues[stage].push(f)
                 if progress:

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from deep_vision.errors import ConfigError
 from deep_vision.geometry.transforms import adjoint, invert_transform
 from deep_vision.stages.inputs import CameraInfo, Frame
 
@@ -69,10 +68,7 @@ class OdometryStage:
         from deep_vision.pipeline.build import build_odometry, camera_pose_transform, scale_settings
 
         p = validate(node, p)
-        try:
-            X = camera_pose_transform(p["camera_pose"])
-        except ConfigError as exc:
-            raise ConfigError(f"{node}: {exc}") from exc
+        X = camera_pose_transform(p["camera_pose"], node)
         scale_source, ground, _ = scale_settings(p, X, node=node)
         vo = build_odometry({**p, "mode": "network", "scale_source": "network"}, node=node)
         vo.ground = ground or vo.ground

@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from deep_vision.errors import ConfigError
 from deep_vision.stages.inputs import LoopClosuresIn, OdometryIn
 from deep_vision.stages.log import throttled
 
@@ -140,10 +139,7 @@ class PoseGraphStage:
         from deep_vision.pipeline.build import build_pose_graph, camera_pose_transform
 
         p = validate(node, p)
-        try:
-            X = camera_pose_transform(p["camera_pose"])
-        except ConfigError as exc:
-            raise ConfigError(f"{node}: {exc}") from exc
+        X = camera_pose_transform(p["camera_pose"], node)
         return cls(build_pose_graph(p, extrinsic=X, node=node), p)
 
     def set_camera_pose(self, T_base_camera: np.ndarray) -> None:

@@ -36,8 +36,8 @@ sys.meta_path.insert(0, _NoTorch)
 SCRIPT = BLOCK_TORCH + r"""
 import numpy as np
 from deep_vision.geometry.camera import PinholeCamera
-from deep_vision.pipeline.build import (build_homography, build_loop_detector, build_odometry, build_pose_graph,
-                                        load_params)
+from deep_vision.params import load_params
+from deep_vision.pipeline.build import build_homography, build_loop_detector, build_odometry, build_pose_graph
 
 data = np.load(sys.argv[1])
 frames, stamps = data["frames"], data["stamps"]

@@ -225,10 +225,13 @@ def run(params_file: str | Path, keys: Sequence[str] = DEFAULT_NODES, *, bag: st
         while rclpy.ok(context=context):
             executor.spin_once(timeout_sec=0.1)
             if player is not None and player.done.is_set():
-                # Let the nodes finish their queues: until no output came for a second, at most drain_s.
+                # Let the nodes finish their queues: until every frame queue is idle and no output came for a
+                # second, at most drain_s.
                 end = time.monotonic() + drain_s
                 last, quiet_since = -1, time.monotonic()
-                while time.monotonic() < end and time.monotonic() - quiet_since < 1.0:
+                queues = [n.frames for n in nodes if getattr(n, "frames", None) is not None]
+                while time.monotonic() < end and (time.monotonic() - quiet_since < 1.0
+                                                  or not all(q.idle() for q in queues)):
                     executor.spin_once(timeout_sec=0.05)
                     total = sum(counter.counts.values())
                     if total != last:

@@ -502,7 +502,7 @@ LOOP_CLASSES: dict[str, frozenset[str]] = {
     "loops_empty": frozenset({"loops"}),
     "loops_many": frozenset({"loops"}),
     "loops_unverified_nan": frozenset({"loops"}),
-    "loops_covariance_odd": frozenset({"loops"}),
+    "loops_covariance_odd": frozenset({"loops", "bad_loop_closure"}),  # a variance not positive: skipped
     "loops_translation_odd": frozenset({"loops"}),
     "loops_quaternion_not_unit": frozenset({"loops"}),
     "loops_stamp_unknown": frozenset({"loops"}),
@@ -531,14 +531,8 @@ class GraphStream:
 
     period = 628
 
-    def __init__(self, rng: np.random.Generator, camera_pose: list[float]) -> None:
-        from deep_vision.geometry.transforms import (
-            make_transform,
-            rotation_from_quaternion,
-        )
-
+    def __init__(self, rng: np.random.Generator) -> None:
         self.rng = rng
-        self.X = make_transform(rotation_from_quaternion(camera_pose[3:]), camera_pose[:3])  # T_base_camera
         self.k = 0
         self.stamp = T0
         self.origin = np.eye(4)  # world pose of the current trajectory's odom frame
@@ -621,21 +615,22 @@ class GraphStream:
                    has_pose: bool = True, T: np.ndarray | None = None, quat: np.ndarray | None = None,
                    cov: np.ndarray | None = None) -> Any:
         types = _types()
-        if T is None:  # T_match_query between the cameras
-            T = np.linalg.inv(self.X) @ np.linalg.inv(self.world(match[1])) @ self.world(query[1]) @ self.X
+        if T is None:  # T_query_match between the base_link frames
+            T = np.linalg.inv(self.world(query[1])) @ self.world(match[1])
         q = _quat(T[:3, :3]) if quat is None else quat
         pose = types["geometry_msgs/msg/Pose"](
             position=types["geometry_msgs/msg/Point"](x=float(T[0, 3]), y=float(T[1, 3]), z=float(T[2, 3])),
             orientation=types["geometry_msgs/msg/Quaternion"](x=float(q[0]), y=float(q[1]), z=float(q[2]),
                                                               w=float(q[3])))
-        cov = np.diag([1.0, 1.0, 1.0, 1e-4, 1e-4, 1e-4]) if cov is None else cov
+        cov = np.diag([0.04, 0.04, 0.04, 1e-4, 1e-4, 1e-4]) if cov is None else cov
 
         def s(ns: int) -> Any:
             return _time(*divmod(int(ns), 1_000_000_000)) if ns >= 0 else _time(-1, 0)
         return types["deep_vision_msgs/msg/LoopClosure"](
             query_stamp=s(query[0]), match_stamp=s(match[0]), query_id=int(query[1]), match_id=int(match[1]),
+            query_session=0, match_session=0,
             similarity=float(self.rng.random()), verified=bool(verified), inliers=int(self.rng.integers(0, 300)),
-            has_relative_pose=bool(has_pose), metric_translation=False,
+            has_relative_pose=bool(has_pose), metric_translation=True, frame_id="base_link",
             relative_pose=types["geometry_msgs/msg/PoseWithCovariance"](pose=pose, covariance=np.asarray(cov, float).reshape(36)))
 
     def loops(self, cls: str = "loops") -> Case:
@@ -651,7 +646,7 @@ class GraphStream:
         if cls in ("loops_nan_position", "loops_inf_position", "loops_nan_quaternion", "loops_zero_quaternion",
                    "loops_translation_odd", "loops_quaternion_not_unit", "loops_covariance_odd",
                    "loops_unverified_nan"):
-            T = np.linalg.inv(self.X) @ np.linalg.inv(self.world(match[1])) @ self.world(query[1]) @ self.X
+            T = np.linalg.inv(self.world(query[1])) @ self.world(match[1])
             quat, cov = _quat(T[:3, :3]), None
             if cls in ("loops_nan_position", "loops_inf_position", "loops_unverified_nan"):
                 T = T.copy()
@@ -742,8 +737,8 @@ def place_stream(rng: np.random.Generator) -> Iterator[Case]:
             yield image_case(images, cls, True)
 
 
-def pose_graph_stream(rng: np.random.Generator, camera_pose: list[float]) -> Iterator[Case]:
-    graph = GraphStream(rng, camera_pose)
+def pose_graph_stream(rng: np.random.Generator) -> Iterator[Case]:
+    graph = GraphStream(rng)
     odd = _schedule(rng, list(ODOMETRY_CLASSES) + list(LOOP_CLASSES) + ["loops"] * 8)
     yield graph.odometry("odometry_restart")  # identity, zero covariance: a trajectory's first frame
     while True:
@@ -752,12 +747,11 @@ def pose_graph_stream(rng: np.random.Generator, camera_pose: list[float]) -> Ite
         yield graph.odometry(cls) if cls in ODOMETRY_CLASSES else graph.loops(cls)
 
 
-def stream(node: str, seed: int, camera_pose: list[float] | None = None) -> Iterator[Case]:
-    """``node``'s seeded stream (the pose graph's loop closures need the node's ``camera_pose``)."""
+def stream(node: str, seed: int) -> Iterator[Case]:
+    """``node``'s seeded stream."""
     rng = np.random.default_rng([seed, NODES.index(node)])
-    if node == "pose_graph":
-        return pose_graph_stream(rng, list(camera_pose))
-    return {"homography": homography_stream, "odometry": odometry_stream, "place": place_stream}[node](rng)
+    return {"homography": homography_stream, "odometry": odometry_stream, "place": place_stream,
+            "pose_graph": pose_graph_stream}[node](rng)
 
 
 # ============================================================================ the nodes
@@ -933,9 +927,7 @@ def run_node(node: str, messages: int, seed: int = 0, progress: bool = True,
     target = NodeUnderTest(node, vo_model)
     result.build_s = time.perf_counter() - t0
     try:
-        camera_pose = [float(v) for v in target.node.get_parameter("camera_pose").value] \
-            if node == "pose_graph" else None
-        gen = stream(node, seed, camera_pose)
+        gen = stream(node, seed)
         candidates = 0
         bar = None
         if progress:

@@ -66,7 +66,7 @@ def test_bad_values_are_one_line_naming_node_parameter_value_and_expectation(tmp
 
 def test_values_are_completed_and_typed():
     p = load_params(REPO / "config" / "perception.yaml")
-    assert p["pose_graph_node"]["loop_kernel"] == "huber"
+    assert p["pose_graph_node"]["loop_kernel"] == "cauchy"
     path = REPO / "config" / "perception.yaml"
     assert load_params(path, complete=False)["odometry_node"]["camera_pose"] == \
         [0.0, 0.0, 1.65, 0.5, -0.5, 0.5, -0.5]

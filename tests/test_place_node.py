@@ -10,6 +10,7 @@ import torch
 from conftest import require_ros, small_world_config
 from scipy.spatial.transform import Rotation
 
+from deep_vision.geometry.transforms import quaternion_from_rotation
 from deep_vision.estimators.geolocation import LocalTangentPlane, haversine_m
 from deep_vision.io.image import numpy_to_image_fields
 
@@ -99,7 +100,8 @@ def test_plumbing_with_an_onnx_model(ros_harness, place_onnx, revisit_bag):
     bag, seq = revisit_bag
     h = ros_harness
     node = h.add_node(_factory(model_path=str(place_onnx), backend="onnxruntime:cpu", keyframe_interval_s=0.0,
-                               exclude_recent_s=0.0, top_k=2, verify=False, publish_empty=True))
+                               exclude_recent_s=0.0, top_k=2, verify=False, publish_empty=True,
+                               publish_unverified=True))
     out = h.collect("loop_closures", LoopClosureArray)
     diags = h.collect("/diagnostics", DiagnosticArray)
     h.wait_for_subscribers(h.publisher("image", Image))
@@ -127,8 +129,11 @@ def test_loop_closures_on_a_bag_with_revisits(ros_harness, revisit_bag, tmp_path
     bag, seq = revisit_bag
     h = ros_harness
     database = tmp_path / "map"
+    X = seq.T_base_cam  # the camera's pose on the robot, as /tf_static would give it
+    camera_pose = [*map(float, X[:3, 3]), *map(float, quaternion_from_rotation(X[:3, :3]))]
     node = h.add_node(_factory(descriptor="sad", sad_width=64, sad_height=24, exclude_recent_s=6.0,
-                               keyframe_interval_s=0.3, top_k=3, database_path=str(database)))
+                               keyframe_interval_s=0.3, top_k=3, database_path=str(database),
+                               camera_pose=camera_pose))
     out = h.collect("loop_closures", LoopClosureArray)
     geo = h.collect("geolocation", NavSatFix)
     diags = h.collect("/diagnostics", DiagnosticArray)
@@ -161,7 +166,8 @@ def test_loop_closures_on_a_bag_with_revisits(ros_harness, revisit_bag, tmp_path
     h.spin_until(lambda: node.diag.values()["bad_frames"] == "1", 5.0)
 
     frame = {int(s): i for i, s in enumerate(seq.stamps_ns)}
-    loops, correct, rot_err = set(), 0, []
+    loops, correct, rot_err, t_err, metric = set(), 0, [], [], 0
+    T_world_base = seq.T_world_cam @ np.linalg.inv(X)
     for msg in first_pass:
         q = frame[_ns(msg.header.stamp)]
         for c in msg.candidates:
@@ -169,7 +175,7 @@ def test_loop_closures_on_a_bag_with_revisits(ros_harness, revisit_bag, tmp_path
             assert c.match_id < c.query_id and c.similarity <= 1.0001
             if not c.verified:
                 continue
-            assert c.inliers >= 25 and c.has_relative_pose and not c.metric_translation
+            assert c.inliers >= 25 and c.has_relative_pose and c.frame_id == "base_link"
             # Every verified candidate is a true revisit (within 10 m).
             assert np.linalg.norm(centres[q] - centres[m]) <= 10.0, (q, m)
             correct += 1
@@ -178,13 +184,19 @@ def test_loop_closures_on_a_bag_with_revisits(ros_harness, revisit_bag, tmp_path
             assert np.all(np.linalg.eigvalsh(0.5 * (cov + cov.T)) > 0)
             p = c.relative_pose.pose
             R = Rotation.from_quat([p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w]).as_matrix()
-            T_mq = np.linalg.inv(seq.T_world_cam[m]) @ seq.T_world_cam[q]
-            rot_err.append(np.degrees(np.linalg.norm(Rotation.from_matrix(R.T @ T_mq[:3, :3]).as_rotvec())))
-            assert abs(np.linalg.norm([p.position.x, p.position.y, p.position.z]) - 1.0) < 1e-6
+            T_qm = np.linalg.inv(T_world_base[q]) @ T_world_base[m]  # T_query_match between base_link frames
+            rot_err.append(np.degrees(np.linalg.norm(Rotation.from_matrix(R.T @ T_qm[:3, :3]).as_rotvec())))
+            t = np.array([p.position.x, p.position.y, p.position.z])
+            if c.metric_translation:
+                metric += 1
+                t_err.append(float(np.linalg.norm(t - T_qm[:3, 3])))
+            else:  # a unit direction
+                assert abs(np.linalg.norm(t) - 1.0) < 1e-6
     revisit_queries = {r.query for r in seq.revisits}
     keyframe_queries = {frame[_ns(m.header.stamp)] for m in first_pass} & revisit_queries
     assert len(loops) >= 10 and len(loops & revisit_queries) >= 0.8 * len(keyframe_queries)
-    assert np.median(rot_err) < 3.0
+    # measured 2026-12-06 (320x120 frames): rotation 0.4 deg, translation 0.2 m p50, 95 % metric
+    assert np.median(rot_err) < 1.5 and metric >= 0.8 * correct and np.median(t_err) < 0.5, (rot_err, t_err, metric)
     # Geolocation from the geotagged keyframes, compared with the query's true position.
     assert len(geo) >= 10
     err = [haversine_m(g.latitude, g.longitude, lat[frame[_ns(g.header.stamp)]], lon[frame[_ns(g.header.stamp)]])

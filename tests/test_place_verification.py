@@ -177,22 +177,20 @@ def test_wrong_places_that_reach_ransac_are_rejected(route):
     assert len(reached) >= 2 and max(reached) >= 15, reached
 
 
-def test_real_euroc_loop_pair(shared_data):
-    """EuRoC V1_01: img_1 revisits img_0 98 s later (37.5° rotation, 0.45 m); img_0 and img_2 are other places."""
-    import cv2
+def test_real_euroc_loop_pairs_as_evaluate_place_reports_them(shared_data):
+    """EuRoC V1_01 with the shipped verifier: img_1 revisits img_0 98 s later (37.5°, 0.45 m), img_2 is another
+    place than img_0. Measured 2026-12-06: 243 of 258 matches, 37.0°; img_3 of img_2 13.6° with 131 inliers.
+    Bounds: half the inliers, 3° of angle. No scale source applies (no ground model, no stereo): not metric."""
+    from deep_vision.eval.place_eval import run_euroc_pairs
 
-    folder = shared_data / "euroc_loop_pairs"
-    if not folder.is_dir():
-        pytest.skip(f"{folder} is absent")
-    K = np.array([[458.654, 0, 367.215], [0, 457.296, 248.375], [0, 0, 1]])  # sensorLeft.yaml
-    D = np.array([-0.28340811, 0.07395907, 0.00019359, 1.76187114e-05])
-    images = [cv2.imread(str(folder / f"left_img_{i}.png"), cv2.IMREAD_GRAYSCALE) for i in range(3)]
-    v = GeometricVerifier(max_features=1500)
-    f = [v.extract(im, K, D) for im in images]
-    res = v.verify(f[1], f[0], K, K)
-    assert res.verified and res.inliers > 100
-    assert abs(angle_deg(res.rotation) - 37.5) < 3.0
-    assert not v.verify(f[2], f[0], K, K).verified
+    if not (shared_data / "euroc_loop_pairs").is_dir():
+        pytest.skip(f"{shared_data / 'euroc_loop_pairs'} is absent")
+    rows = {r["pair"].split(" (")[0]: r for r in run_euroc_pairs(shared_data)}
+    revisit = rows["img_1 of img_0"]
+    assert revisit["verified"] and revisit["inliers"] > 120 and revisit["rotation_angle_error_deg"] < 3.0
+    assert rows["img_3 of img_2"]["verified"]
+    assert not rows["img_2 of img_0"]["verified"]
+    assert not any(r["metric"] for r in rows.values())
 
 
 @pytest.mark.parametrize("descriptor", ["sad", "network"])

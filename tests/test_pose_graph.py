@@ -51,10 +51,19 @@ def _drifting_odometry(gt: np.ndarray, seed: int = 0) -> tuple[np.ndarray, list[
     return np.array(est), covs
 
 
-def _relative_measurement(gt: np.ndarray, q: int, m: int) -> tuple[np.ndarray, np.ndarray]:
-    T = invert_transform(gt[m]) @ gt[q]
-    t = T[:3, 3]
-    return T[:3, :3], t / max(np.linalg.norm(t), 1e-9)
+#: A loop closure's covariance as the message carries it (x y z rx ry rz, about the query frame's axes).
+LOOP_COV = np.diag([0.1**2] * 3 + [0.01**2] * 3)
+
+
+def _relative_measurement(gt: np.ndarray, q: int, m: int) -> np.ndarray:
+    """T_query_match: the match frame in the query frame."""
+    return invert_transform(gt[q]) @ gt[m]
+
+
+def _pose(R: np.ndarray, t=(0.0, 0.0, 0.0)) -> np.ndarray:
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = R, t
+    return T
 
 
 def _ate(gt: np.ndarray, est: np.ndarray) -> float:
@@ -77,18 +86,18 @@ def _run(false_loop: bool, **graph_kw) -> tuple[PoseGraph, np.ndarray, np.ndarra
         graph.add_odometry(int(stamps[i]), odo[i], covs[i])
         if i >= FRAMES_PER_LAP and i % 15 == 0:
             m = i - FRAMES_PER_LAP
-            R, d = _relative_measurement(gt, i, m)
-            graph.add_loop(int(stamps[i]), int(stamps[m]), R, d)
+            graph.add_loop(int(stamps[i]), int(stamps[m]), _relative_measurement(gt, i, m), LOOP_COV)
         if false_loop and i == int(1.5 * FRAMES_PER_LAP):
             # a "loop" to the far side of the circle: wrong place, measured as if it were a revisit
             m = int(1.0 * FRAMES_PER_LAP) - 5
-            R, d = _relative_measurement(gt, m + 3, m)
-            false_decisions.append(graph.add_loop(int(stamps[i]), int(stamps[m]), R, d))
+            false_decisions.append(graph.add_loop(int(stamps[i]), int(stamps[m]), _relative_measurement(gt, m + 3, m),
+                                                  LOOP_COV))
         if false_loop and i == int(1.7 * FRAMES_PER_LAP):
             # right rotation, wrong place: 20 frames (~21 m) further on, said to be 3 m to the side
             m = i - FRAMES_PER_LAP + 20
-            R, _ = _relative_measurement(gt, i, m)
-            false_decisions.append(graph.add_loop(int(stamps[i]), int(stamps[m]), R, np.array([1.0, 0.0, 0.0])))
+            R = _relative_measurement(gt, i, m)[:3, :3]
+            false_decisions.append(graph.add_loop(int(stamps[i]), int(stamps[m]), _pose(R, (3.0, 0.0, 0.0)),
+                                                  LOOP_COV))
     return graph, gt, odo, false_decisions
 
 
@@ -105,8 +114,9 @@ def test_loop_closures_reduce_drift_and_are_all_accepted():
 
 
 def test_false_loop_closure_is_rejected_and_map_unharmed():
-    clean, gt, _, _ = _run(false_loop=False)
-    dirty, _, _, decisions = _run(false_loop=True)
+    """With the χ² test on (22.46: 99.9 % of χ² with 6 degrees of freedom), both wrong closures are rejected."""
+    clean, gt, _, _ = _run(false_loop=False, loop_max_chi2=22.46)
+    dirty, _, _, decisions = _run(false_loop=True, loop_max_chi2=22.46)
     _, a = clean.optimized_trajectory()
     _, b = dirty.optimized_trajectory()
     assert [(d.accepted, d.reason) for d in decisions] == [(False, "rotation"), (False, "chi2")], decisions
@@ -115,15 +125,16 @@ def test_false_loop_closure_is_rejected_and_map_unharmed():
     assert _ate(gt, b) < 1.1 * _ate(gt, a) + 0.1
 
 
-@pytest.mark.parametrize("kernel, deviation_m", [({}, (0.02, 0.2)), ({"loop_kernel": "cauchy"}, (0.0, 0.02)),
-                                                 ({"loop_kernel": "none"}, (0.4, np.inf))],
-                         ids=["default", "cauchy", "none"])
+@pytest.mark.parametrize("kernel, deviation_m", [({}, (0.0, 0.02)), ({"loop_kernel": "huber"}, (0.1, 1.0)),
+                                                 ({"loop_kernel": "none"}, (5.0, np.inf))],
+                         ids=["default", "huber", "none"])
 def test_robust_kernel_limits_a_wrong_loop_that_passes_the_gates(kernel, deviation_m):
-    """With the χ² gate off, the wrong-place loop of right rotation is accepted; the loop factor's robust kernel
-    (Huber, the default) keeps it from bending the map, Cauchy more so. Measured 2026-12-06: the map moves at most
-    0.048 m with Huber, 0.006 m with Cauchy, 0.48 m without a kernel; bounds between them."""
-    clean, _, _, _ = _run(false_loop=False, loop_max_chi2=np.inf, **kernel)
-    dirty, _, _, decisions = _run(false_loop=True, loop_max_chi2=np.inf, **kernel)
+    """With the χ² test off (the default), the wrong-place loop of right rotation is accepted; the loop factor's
+    robust kernel (Cauchy, the default) keeps it from bending the map, Huber less so. Measured 2026-12-06 with
+    metric loops (0.1 m, 0.01 rad): the map moves at most 0.004 m with Cauchy, 0.41 m with Huber, 11.8 m without
+    a kernel; bounds between them."""
+    clean, _, _, _ = _run(false_loop=False, **kernel)
+    dirty, _, _, decisions = _run(false_loop=True, **kernel)
     assert [(d.accepted, d.reason) for d in decisions] == [(False, "rotation"), (True, "accepted")], decisions
     _, a = clean.optimized_trajectory()
     _, b = dirty.optimized_trajectory()
@@ -144,40 +155,46 @@ def test_reset_starts_a_new_chain_joined_weakly():
     assert stamps[-1] == 10 * 10**8 and len(stamps) == 11
     with pytest.raises(ValueError):
         graph.add_odometry(5 * 10**8, np.eye(4), cov)
-    d = graph.add_loop(10**18, 0, np.eye(3), np.array([0, 0, 1.0]))
+    d = graph.add_loop(10**18, 0, np.eye(4), LOOP_COV)
     assert not d.accepted and d.reason == "unknown_stamp"
 
 
 @pytest.mark.parametrize("yaw_deg", [0.0, 90.0])
-def test_loop_translation_is_loose_along_the_measured_direction_only(yaw_deg):
-    """Monocular loops fix the direction, not the length: whatever the relative rotation of the two cameras."""
+def test_loop_factor_carries_the_message_covariance(yaw_deg):
+    """The loop factor's noise is the message's covariance, about the query frame's axes, whatever the rotation
+    between the two frames: tight along the query's x, loose along its y."""
     import gtsam
     from deep_vision.geometry.transforms import make_transform, rotation_z
 
-    graph = PoseGraph(keyframe_distance_m=1.0, loop_kernel="none", loop_max_rotation_deg=180,
-                      loop_direction_sigma_rad=0.05)
+    graph = PoseGraph(keyframe_distance_m=1.0, loop_kernel="none", loop_max_rotation_deg=180)
     cov = np.diag([1e-4] * 3 + [1e-6] * 3)
     poses = [make_transform(np.eye(3), [float(i), 0.0, 0.0]) for i in range(6)]
     poses.append(make_transform(rotation_z(np.deg2rad(yaw_deg)), [5.0, 0.0, 0.0]))
     for i, T in enumerate(poses):
         graph.add_odometry(i * 10**8, T, cov * (i + 1))
-    T_mq = invert_transform(poses[0]) @ poses[-1]
-    decision = graph.add_loop(6 * 10**8, 0, T_mq[:3, :3], T_mq[:3, 3] / np.linalg.norm(T_mq[:3, 3]))
+    loop_cov = np.diag([0.05**2, 1.0, 1.0, 1e-4, 1e-4, 1e-4])
+    decision = graph.add_loop(6 * 10**8, 0, invert_transform(poses[-1]) @ poses[0], loop_cov)
     assert decision.accepted
     factors = graph.isam.getFactorsUnsafe()
     loop = factors.at(factors.size() - 1)
     estimate = graph.isam.calculateEstimate()
 
-    def chi2_after_shift(delta):
+    def chi2_after_shift(delta_query_axes):
         values = gtsam.Values(estimate)
-        P = estimate.atPose3(decision.query_key).matrix().copy()
-        P[:3, 3] += delta
-        values.update(decision.query_key, gtsam.Pose3(P))
+        P = estimate.atPose3(decision.match_key).matrix().copy()  # move the match keyframe along query axes
+        P[:3, 3] += poses[-1][:3, :3] @ np.asarray(delta_query_axes, float)
+        values.update(decision.match_key, gtsam.Pose3(P))
         return 2 * loop.error(values)
 
-    along = chi2_after_shift([1.0, 0, 0])  # the measured direction (match camera's x)
-    across = min(chi2_after_shift([0, 1.0, 0]), chi2_after_shift([0, 0, 1.0]))
-    assert along < 0.1 < 10 < across, (along, across)
+    along_x = chi2_after_shift([0.1, 0, 0])  # 2 sigma: 4
+    along_y = chi2_after_shift([0, 0.1, 0])  # 0.1 sigma: 0.01
+    assert along_x == pytest.approx(4.0, rel=0.05) and along_y == pytest.approx(0.01, rel=0.1), (along_x, along_y)
+
+
+def test_loop_farther_than_loop_max_distance_is_rejected():
+    graph = _straight_chain(1e-6)
+    d = graph.add_loop(11 * 10**8, 10**8, _pose(np.eye(3), (0.0, 0.0, -25.0)), LOOP_COV)
+    assert (d.accepted, d.reason) == (False, "distance")
 
 
 def test_keyframes_by_distance_or_angle_and_their_bookkeeping():
@@ -227,10 +244,10 @@ def test_keyframes_by_distance_or_angle_and_their_bookkeeping():
         with pytest.raises(ValueError, match="odometry pose or covariance is not finite"):
             graph.add_odometry(stamp + 1, pose, c)
     # Loop ends snap to an odometry frame within 1 ms; farther is unknown; both ends on one keyframe is useless.
-    far = graph.add_loop(stamp + 1_000_001, 10**8, np.eye(3), None)
+    far = graph.add_loop(stamp + 1_000_001, 10**8, np.eye(4), LOOP_COV)
     assert (far.reason, far.query_key, far.match_key) == ("unknown_stamp", -1, -1)
-    assert graph.add_loop(stamp + 1_000_000, 10**8, np.eye(3), None).query_key == 4  # 1 ms: still that frame
-    same = graph.add_loop(2 * 10**8 + 999_999, 10**8, np.eye(3), None)
+    assert graph.add_loop(stamp + 1_000_000, 10**8, np.eye(4), LOOP_COV).query_key == 4  # 1 ms: still that frame
+    same = graph.add_loop(2 * 10**8 + 999_999, 10**8, np.eye(4), LOOP_COV)
     assert (same.accepted, same.reason, same.query_key, same.match_key) == (False, "same_keyframe", 0, 0)
 
 
@@ -251,20 +268,20 @@ def test_reset_joins_chains_and_loosens_the_rotation_gate():
         graph.add_odometry((i + 7) * 10**8, T, cov * (i + 1), reset=i == 0)
     assert graph.stats.resets == 1 and graph.stats.odometry_factors == 10 and graph.stats.keyframes == 12
     # across the reset the gate is 3 x reset_sigma_rad (1 rad): 172 deg; a half turn still fails it
-    half_turn = graph.add_loop(7 * 10**8, 6 * 10**8, rotation_from_euler_zyx(np.array([0.0, np.radians(179.0), 0.0])),
-                               None)
+    half_turn = graph.add_loop(7 * 10**8, 6 * 10**8,
+                               _pose(rotation_from_euler_zyx(np.array([0.0, np.radians(179.0), 0.0]))), LOOP_COV)
     assert half_turn.reason == "rotation", half_turn
     R = rotation_from_euler_zyx(np.array([0.0, np.radians(30.0), 0.0]))
-    d = graph.add_loop(7 * 10**8, 6 * 10**8, R, None)
+    d = graph.add_loop(7 * 10**8, 6 * 10**8, _pose(R, (0.0, 0.0, -7.5)), LOOP_COV)
     assert d.reason != "rotation" and d.rotation_error_deg == pytest.approx(30.0, abs=1e-6), d
-    same_chain = graph.add_loop(5 * 10**8, 10**8, R, None)
+    same_chain = graph.add_loop(5 * 10**8, 10**8, _pose(R, (0.0, 0.0, -6.0)), LOOP_COV)
     assert same_chain.reason == "rotation", same_chain
 
 
 def _straight_chain(rotation_variance_per_keyframe: float) -> PoseGraph:
     """11 keyframes 1.5 m apart straight ahead, the odometry's rotation variance growing by the given amount
     per keyframe (rad², each axis)."""
-    graph = PoseGraph(keyframe_distance_m=1.0)
+    graph = PoseGraph(keyframe_distance_m=1.0, loop_max_distance_m=20.0)
     for i in range(11):
         T = np.eye(4)
         T[2, 3] = 1.5 * i
@@ -279,7 +296,7 @@ def test_rotation_gate_widens_with_the_odometry_rotation_drift(error_deg, reject
     graph = _straight_chain(np.radians(10.0) ** 2 / 7)
     assert graph._rotation_sigma_between(3, 10) == pytest.approx(np.radians(10.0), rel=1e-9)
     R = rotation_from_euler_zyx(np.array([0.0, np.radians(error_deg), 0.0]))
-    d = graph.add_loop(11 * 10**8, 4 * 10**8, R, np.array([0.0, 0.0, 1.0]))
+    d = graph.add_loop(11 * 10**8, 4 * 10**8, _pose(R, (0.0, 0.0, -10.5)), LOOP_COV)
     assert (d.query_key, d.match_key) == (10, 3) and d.rotation_error_deg == pytest.approx(error_deg, abs=1e-6)
     assert (d.reason == "rotation") == rejected, d
 
@@ -289,8 +306,8 @@ def test_loop_end_snaps_to_the_nearest_frame_within_a_millisecond():
     T = np.eye(4)
     T[2, 3] = 16.5
     graph.add_odometry(11 * 10**8 + 800_000, T, np.diag([1e-4] * 3 + [1e-5] * 3))  # keyframe 11, 0.8 ms later
-    assert graph.add_loop(11 * 10**8 + 300_000, 10**8, np.eye(3), None).query_key == 10  # 0.3 ms vs 0.5 ms
-    assert graph.add_loop(11 * 10**8 + 500_000, 10**8, np.eye(3), None).query_key == 11  # 0.5 ms vs 0.3 ms
+    assert graph.add_loop(11 * 10**8 + 300_000, 10**8, np.eye(4), LOOP_COV).query_key == 10  # 0.3 ms vs 0.5 ms
+    assert graph.add_loop(11 * 10**8 + 500_000, 10**8, np.eye(4), LOOP_COV).query_key == 11  # 0.5 ms vs 0.3 ms
     stamps, poses = graph.odometry_trajectory()  # the odometry as it came in
     assert list(stamps) == [(i + 1) * 10**8 for i in range(11)] + [11 * 10**8 + 800_000]
     assert poses.shape == (12, 4, 4) and np.array_equal(poses[-1], T) and poses[5][2, 3] == 7.5
@@ -299,7 +316,8 @@ def test_loop_end_snaps_to_the_nearest_frame_within_a_millisecond():
 def test_estimate_has_settled_when_a_loop_closure_returns():
     """The first loop of a drifted lap moves the graph by metres; add_loop iterates until it settles before its
     chi2 test: one more iteration moves no keyframe by more than 0.01 mm (measured: 0.0 mm; with 2 iterations
-    0.12 mm, without the extra iterations 970 mm and chi2 5.6 instead of 0.94)."""
+    0.12 mm, without the extra iterations 970 mm and chi2 5.6 instead of 0.94; with direction-only loops, before
+    metric ones: chi2 0.94; metric ones with Huber 0.28, with Cauchy, the default, 0.76)."""
     import gtsam
 
     n = FRAMES_PER_LAP + 1
@@ -309,10 +327,9 @@ def test_estimate_has_settled_when_a_loop_closure_returns():
     graph = PoseGraph(keyframe_distance_m=3.0)
     for i in range(n):
         graph.add_odometry(i * 10**8, odo[i], covs[i])
-    R, d = _relative_measurement(gt, n - 1, 0)
     _, drifted = graph.keyframe_poses()
-    decision = graph.add_loop((n - 1) * 10**8, 0, R, d)
-    assert decision.accepted and decision.chi2 == pytest.approx(0.94, abs=0.1)
+    decision = graph.add_loop((n - 1) * 10**8, 0, _relative_measurement(gt, n - 1, 0), LOOP_COV)
+    assert decision.accepted and decision.chi2 == pytest.approx(0.76, abs=0.1)
     _, before = graph.keyframe_poses()
     assert np.abs(before[:, :3, 3] - drifted[:, :3, 3]).max() > 3.0  # a large correction
     graph._update(gtsam.NonlinearFactorGraph(), gtsam.Values())
@@ -322,8 +339,7 @@ def test_estimate_has_settled_when_a_loop_closure_returns():
 
 def test_loop_noise_model_against_a_stiff_graph(caplog):
     """Against odometry far stiffer than the loop, the loop cannot move the graph and its chi2 is its own residual
-    over its noise: rotation error over loop_rotation_sigma_rad (0.03), and without a direction, the cameras'
-    distance over half of loop_max_distance_m (5 m). A zero direction is no direction."""
+    over the message's covariance (about the query frame's axes)."""
     def stiff():
         graph = PoseGraph(keyframe_distance_m=1.0)
         for i in range(11):
@@ -333,28 +349,17 @@ def test_loop_noise_model_against_a_stiff_graph(caplog):
         return graph
 
     R = rotation_from_euler_zyx(np.array([0.0, np.radians(1.0), 0.0]))
-    rotation_chi2 = (np.radians(1.0) / 0.03) ** 2
+    cov = np.diag([0.1**2] * 3 + [0.02**2] * 3)
     caplog.set_level(logging.DEBUG, logger="deep_vision.estimators.pose_graph")  # decisions log at DEBUG
-    no_direction = stiff().add_loop(11 * 10**8, 9 * 10**8, R, None)  # keyframes 10 and 8, 3 m apart
-    assert no_direction.accepted and no_direction.chi2 == pytest.approx(rotation_chi2 + (3.0 / 5.0) ** 2, rel=0.01)
-    assert "loop 900000000 -> 1100000000 (keyframes 8 -> 10): accepted, chi2 0.7" in caplog.messages
-    zero = stiff().add_loop(11 * 10**8, 9 * 10**8, R, np.zeros(3))
-    assert zero.chi2 == pytest.approx(no_direction.chi2, rel=1e-6)
-    # the measured direction along the estimate: the distance is taken from the estimate, only rotation is left
-    # (measured 0.341 against 0.338)
-    along = stiff().add_loop(11 * 10**8, 9 * 10**8, R, np.array([0.0, 0.0, 1.0]))
-    assert along.accepted and along.chi2 == pytest.approx(rotation_chi2, rel=0.02)
-    assert np.array_equal(along.direction, [0.0, 0.0, 1.0]) and no_direction.direction is None
-    longer = stiff().add_loop(11 * 10**8, 9 * 10**8, R, np.array([0.0, 0.0, 2.0]))  # any length: a direction
-    assert longer.chi2 == pytest.approx(along.chi2, rel=1e-6)
-    # the verifier's rotation covariance adds to loop_rotation_sigma_rad²
-    cov = np.diag([1.0] * 3 + [0.02**2] * 3)
-    with_cov = stiff().add_loop(11 * 10**8, 9 * 10**8, R, None, cov)
-    assert with_cov.chi2 == pytest.approx(np.radians(1.0) ** 2 / (0.02**2 + 0.03**2) + (3.0 / 5.0) ** 2, rel=0.01)
-    # a direction pointing away from the estimate: the length clips to 0 and the 3 m are off along it, where the
-    # noise is half of loop_max_distance_m (5 m): 0.698 by these alone, measured 0.716 with the rotation's coupling
-    away = stiff().add_loop(11 * 10**8, 9 * 10**8, R, np.array([0.0, 0.0, -1.0]))
-    assert away.chi2 == pytest.approx(rotation_chi2 + (3.0 / 5.0) ** 2, rel=0.05)
+    # keyframes 10 and 8, 3 m apart: turned 1 deg about the query's origin, the match frame is also 3 m x 1 deg
+    # = 5 cm off sideways (x)
+    rotated = stiff().add_loop(11 * 10**8, 9 * 10**8, _pose(R, (0.0, 0.0, -3.0)), cov)
+    theta = np.radians(1.0)
+    assert rotated.accepted and rotated.chi2 == pytest.approx((theta / 0.02) ** 2 + (3 * theta / 0.1) ** 2, rel=0.01)
+    assert "loop 900000000 -> 1100000000 (keyframes 8 -> 10): accepted, chi2 1.0" in caplog.messages
+    shifted = stiff().add_loop(11 * 10**8, 9 * 10**8, _pose(np.eye(3), (0.3, 0.0, -3.0)), cov)
+    assert shifted.accepted and shifted.chi2 == pytest.approx(9.0, rel=0.01)
+    assert np.array_equal(shifted.measurement, _pose(np.eye(3), (0.3, 0.0, -3.0)))
 
 
 def test_zero_odometry_covariance_is_floored():
@@ -407,11 +412,11 @@ def test_a_loop_gtsam_refuses_is_rejected_and_the_graph_goes_on():
 
     graph.isam = Failing(graph.isam)
     R = rotation_from_euler_zyx(np.array([0.0, np.radians(1.0), 0.0]))
-    d = graph.add_loop(11 * 10**8, 9 * 10**8, R, None)
+    d = graph.add_loop(11 * 10**8, 9 * 10**8, _pose(R, (0.0, 0.0, -3.0)), LOOP_COV)
     assert (d.accepted, d.reason) == (False, "solver_error") and graph.stats.rejected_factors == {"loop": 1}
     assert not isinstance(graph.isam, Failing)  # rebuilt
     np.testing.assert_allclose(graph.keyframe_poses()[1], before, atol=1e-9)
-    assert graph.add_loop(11 * 10**8, 9 * 10**8, R, None).accepted
+    assert graph.add_loop(11 * 10**8, 9 * 10**8, _pose(R, (0.0, 0.0, -3.0)), LOOP_COV).accepted
     T = np.eye(4)
     T[2, 3] = 16.5
     assert graph.add_odometry(12 * 10**8, T, np.eye(6) * 1e-5) == 11  # and more odometry

@@ -20,11 +20,9 @@ from deep_vision.geometry.transforms import (  # noqa: E402
     rotation_from_quaternion,
     rotation_z,
 )
-from deep_vision.params import DEFAULT_CAMERA_POSE  # noqa: E402
 
 RADIUS, FRAMES_PER_LAP, EXTRA = 20.0, 120, 50  # ~1.05 m per frame
 T0_NS, DT_NS = 1_000 * 10**9, 100_000_000
-X_BASE_CAM = make_transform(rotation_from_quaternion(DEFAULT_CAMERA_POSE[3:]), DEFAULT_CAMERA_POSE[:3])
 
 
 def _route(n: int) -> np.ndarray:
@@ -69,23 +67,24 @@ def _odometry_msg(stamp: int, T: np.ndarray, cov: np.ndarray):
     return msg
 
 
-def _loop_msg(query_stamp: int, match_stamp: int, T_match_query_cam: np.ndarray | None = None):
-    """A verified LoopClosureArray as place_recognition_node publishes it (translation: a unit direction)."""
+def _loop_msg(query_stamp: int, match_stamp: int, T_query_match: np.ndarray | None = None):
+    """A LoopClosureArray as place_recognition_node publishes it with publish_unverified: a verified candidate
+    (metric T_query_match between base_link frames) and an unverified one."""
     from deep_vision_msgs.msg import LoopClosure, LoopClosureArray
 
-    T = np.eye(4) if T_match_query_cam is None else T_match_query_cam
+    T = np.eye(4) if T_query_match is None else T_query_match
     out = LoopClosureArray()
     out.header.stamp.sec, out.header.stamp.nanosec = divmod(int(query_stamp), 10**9)
     out.header.frame_id = "camera_optical_frame"
-    lc = LoopClosure(verified=True, has_relative_pose=True, metric_translation=False, inliers=80, similarity=0.9)
+    lc = LoopClosure(verified=True, has_relative_pose=True, metric_translation=True, inliers=80, similarity=0.9,
+                     frame_id="base_link")
     lc.query_stamp.sec, lc.query_stamp.nanosec = divmod(int(query_stamp), 10**9)
     lc.match_stamp.sec, lc.match_stamp.nanosec = divmod(int(match_stamp), 10**9)
-    d = T[:3, 3] / max(np.linalg.norm(T[:3, 3]), 1e-9)
     pose = lc.relative_pose.pose
-    pose.position.x, pose.position.y, pose.position.z = (float(v) for v in d)
+    pose.position.x, pose.position.y, pose.position.z = (float(v) for v in T[:3, 3])
     o = pose.orientation
     o.x, o.y, o.z, o.w = (float(v) for v in quaternion_from_rotation(T[:3, :3]))
-    lc.relative_pose.covariance = [float(v) for v in np.diag([1.0, 1.0, 1.0, 1e-4, 1e-4, 1e-4]).reshape(36)]
+    lc.relative_pose.covariance = [float(v) for v in np.diag([0.01, 0.01, 0.01, 1e-4, 1e-4, 1e-4]).reshape(36)]
     unverified = LoopClosure(verified=False)
     unverified.relative_pose.pose.orientation.w = 1.0
     out.candidates = [lc, unverified]
@@ -146,7 +145,6 @@ def test_loop_closures_pull_the_path_to_the_truth(ros_harness):
     n = FRAMES_PER_LAP + EXTRA
     gt = _route(n)
     odo, covs = _drifting_odometry(gt)
-    cams = gt @ X_BASE_CAM  # camera poses: the loop closures are measured between cameras
     stamps = T0_NS + np.arange(n, dtype=np.int64) * DT_NS
     loops = [i for i in range(FRAMES_PER_LAP, n) if i % 10 == 0]
     early = loops[0]  # its loop closure comes 3 frames before its odometry
@@ -154,7 +152,7 @@ def test_loop_closures_pull_the_path_to_the_truth(ros_harness):
     for i in range(n):
         if i == early - 3:
             _send(h, node, loop_pub, _loop_msg(stamps[early], stamps[early - FRAMES_PER_LAP],
-                                               invert_transform(cams[early - FRAMES_PER_LAP]) @ cams[early]),
+                                               invert_transform(gt[early]) @ gt[early - FRAMES_PER_LAP]),
                   "loop_msgs")
             assert node.diag.counts()["pending_loops"] == 1 and node.diag.counts()["loops_received"] == 0
         if i == 50:  # a broken odometry message between two frames: counted, skipped
@@ -169,7 +167,7 @@ def test_loop_closures_pull_the_path_to_the_truth(ros_harness):
                 (dict(node.diag.counts()), node.stage.graph.decisions)
         elif i in loops:
             _send(h, node, loop_pub, _loop_msg(stamps[i], stamps[i - FRAMES_PER_LAP],
-                                               invert_transform(cams[i - FRAMES_PER_LAP]) @ cams[i]),
+                                               invert_transform(gt[i]) @ gt[i - FRAMES_PER_LAP]),
                   "loop_msgs")
     last_path = _latest_path(h, node, path)
 
@@ -264,8 +262,7 @@ def test_time_jump_backwards_keeps_the_map_and_late_loops_time_out(ros_harness):
     assert len(stamps) > first_pass and stamps[first_pass] == T0_NS  # old keyframes kept, new chain appended
 
     # Replay frame 9 sees first-pass frame 12 (a stamp only the first pass has): the two chains are joined.
-    X = X_BASE_CAM
-    rel = invert_transform(straight(12) @ X) @ (straight(9) @ X)
+    rel = invert_transform(straight(9)) @ straight(12)
     _send(h, node, loop_pub, _loop_msg(T0_NS + 9 * DT_NS, T0_NS + 12 * DT_NS, rel), "loop_msgs")
     d = node.stage.graph.decisions[-1]
     assert d.accepted and d.match_key < first_pass <= d.query_key, d
@@ -310,7 +307,7 @@ def test_bad_parameters_fail_at_start():
     try:
         for name, value, match in [("loop_kernel", "tukey", "loop_kernel"),
                                    ("keyframe_distance_m", 0.0, "pose_graph_node: .*keyframe_distance_m"),
-                                   ("camera_pose", [0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 2.0], "camera_pose")]:
+                                   ("loop_max_distance_m", 0.0, "loop_max_distance_m")]:
             overrides = [Parameter(name, value=value)]
             if name == "keyframe_distance_m":
                 overrides.append(Parameter("keyframe_angle_deg", value=0.0))

@@ -104,6 +104,13 @@ _PLACE_RECOGNITION = [
     Param("gps_max_age_s", 0.5, "Largest time between a keyframe and the GPS fix that tags it.", range=(0.0, 60.0)),
     Param("geolocate_verified_only", True, "Estimate the geolocation from verified candidates only."),
     Param("publish_empty", False, "Publish a LoopClosureArray for keyframes without candidates too."),
+    Param("publish_unverified", False, "Publish candidates that failed (or skipped) the geometric check too; "
+          "off: every published candidate is verified."),
+    Param("loop_scale", "ground", "Scale of the loop-closure translation: ground (the two keyframes' top views "
+          "of the ground aligned in metres; needs the camera above base_frame on a flat ground) or none (unit "
+          "direction, metric_translation false).", choices=("ground", "none")),
+    Param("base_frame", "base_link", "Robot body frame: loop-closure poses are between the keyframes' base_frame."),
+    *CAMERA_POSE_PARAMS,
     *QOS_PARAMS,
 ]
 
@@ -153,15 +160,13 @@ _POSE_GRAPH = [
           range=(0.1, 1000.0)),
     Param("loop_max_rotation_deg", 10.0, "A loop closure whose rotation disagrees with the current estimate by more "
           "than this (or 3 sigma of the odometry's rotation drift between its keyframes, if larger) is rejected.", range=(0.0, 180.0)),
-    Param("loop_max_chi2", 22.46, "A loop closure whose chi2 after optimisation exceeds this is removed again "
-          "(default: 99.9 % of chi2 with 6 degrees of freedom).", range=(0.0, 1e6)),
-    Param("loop_kernel", "huber", "Robust kernel of loop-closure factors.", choices=("huber", "cauchy", "none")),
+    Param("loop_max_chi2", 0.0, "A loop closure whose chi2 after optimisation exceeds this is removed again (0: "
+          "off, the robust kernel alone; 22.46 is 99.9 % of chi2 with 6 degrees of freedom).", range=(0.0, 1e6)),
+    Param("loop_kernel", "cauchy", "Robust kernel of loop-closure factors (width 2 sigma).",
+          choices=("huber", "cauchy", "none")),
     Param("map_frame", "map", "Frame of the optimised path and parent of the published map -> odom."),
     Param("odom_frame", "odom", "Frame of the odometry (child of map -> odom)."),
     Param("base_frame", "base_link", "Robot body frame (child frame of the odometry)."),
-    Param("camera_frame", "", "Camera optical frame of the loop closures, looked up in /tf_static (empty: the loop "
-          "closures' header frame)."),
-    *CAMERA_POSE_PARAMS,
     Param("publish_tf", True, "Publish map -> odom on /tf (tf2_msgs/TFMessage)."),
     Param("loops_per_keyframe", 1, "Verified loop closures taken from one LoopClosureArray, best first (0: all).",
           range=(0, 100)),

@@ -73,6 +73,7 @@ import numpy as np
 
 from deep_vision.errors import ConfigError, DatasetError
 from deep_vision.estimators.geolocation import GeoEstimate, estimate_location
+from deep_vision.estimators.loop_scale import GroundView, align_ground, camera_constraint, planar_constraint
 from deep_vision.estimators.place import PlaceRecognizer, to_grey
 from deep_vision.estimators.two_view import fundamental_from_motion, sampson_homogeneous
 
@@ -213,6 +214,7 @@ class LocalFeatures:
     keypoints: np.ndarray  # [N x 2] float32 pixel coordinates (x, y)
     descriptors: np.ndarray  # [N x B] uint8 (ORB, binary) or [N x 128] float32 (SIFT)
     image_size: tuple[int, int]  # (W, H)
+    ground: np.ndarray | None = None  # top view of the ground (loop_scale.GroundView), when the camera pose is known
 
     def __len__(self) -> int:
         return len(self.keypoints)
@@ -229,6 +231,12 @@ class Verification:
     rotation: np.ndarray | None = None  # [3 x 3] orientation of the query camera in the match camera's frame
     translation: np.ndarray | None = None  # [3] unit direction to the query camera centre, match camera frame
     covariance: np.ndarray | None = None  # [6 x 6] over (x, y, z, rot x, rot y, rot z); see GeometricVerifier
+    # With the camera's pose on the robot: T_query_match between the keyframes' base_link frames and its 6x6
+    # covariance about the query base_link's axes (loop_scale); metric when the ground gave the translation,
+    # else the translation is the unit direction between the cameras, in base_link axes.
+    constraint: np.ndarray | None = None
+    constraint_covariance: np.ndarray | None = None
+    metric: bool = False
 
     @property
     def has_pose(self) -> bool:
@@ -280,6 +288,14 @@ class GeometricVerifier:
         self.pixel_sigma = float(pixel_sigma)
         self.scale_variance = float(scale_variance)
         self._matcher = cv2.BFMatcher(self._norm)
+        self.camera_pose: np.ndarray | None = None  # T_base_cam: constraints between base_link frames
+        self.ground_view: GroundView | None = None  # metric constraints from the ground (see set_camera_pose)
+
+    def set_camera_pose(self, T_base_cam: np.ndarray | None, ground: bool = True) -> None:
+        """The camera's pose on the robot: verified poses then carry a base_link constraint, metric from the
+        ground when ``ground`` (the camera above base_link, base_link on a flat ground)."""
+        self.camera_pose = None if T_base_cam is None else np.asarray(T_base_cam, float)
+        self.ground_view = GroundView(self.camera_pose) if ground and self.camera_pose is not None else None
 
     def extract(self, image: np.ndarray, K: np.ndarray | None = None, distortion: np.ndarray | None = None,
                 distortion_model: str = "plumb_bob") -> LocalFeatures:
@@ -299,7 +315,10 @@ class GeometricVerifier:
         pts = np.array([kp.pt for kp in kps], np.float32)
         if K is not None and distortion is not None:
             pts = undistort_points(pts, K, distortion, distortion_model)
-        return LocalFeatures(pts, np.ascontiguousarray(desc.astype(dtype)), (grey.shape[1], grey.shape[0]))
+        ground = None
+        if self.ground_view is not None and K is not None:
+            ground = self.ground_view.render(_undistorted(grey, K, distortion, distortion_model), K)
+        return LocalFeatures(pts, np.ascontiguousarray(desc.astype(dtype)), (grey.shape[1], grey.shape[0]), ground)
 
     def _match(self, a: LocalFeatures, b: LocalFeatures) -> tuple[np.ndarray, np.ndarray]:
         if len(a) < 2 or len(b) < 2:
@@ -323,8 +342,26 @@ class GeometricVerifier:
         if n < self.min_inliers:
             return Verification(False, 0, n, "none")
         if K_query is not None and K_match is not None:
-            return self._essential(pq, pm, np.asarray(K_query, float), np.asarray(K_match, float))
+            v = self._essential(pq, pm, np.asarray(K_query, float), np.asarray(K_match, float))
+            if v.has_pose and self.camera_pose is not None:
+                self._constrain(v, query, match)
+            return v
         return self._uncalibrated(pq, pm)
+
+    def _constrain(self, v: Verification, query: LocalFeatures, match: LocalFeatures) -> None:
+        """The base_link constraint of a verified pose: metric from the two top views of the ground when they
+        align, else the essential matrix's rotation and direction."""
+        X = self.camera_pose
+        if self.ground_view is not None and query.ground is not None and match.ground is not None \
+                and query.ground.shape == match.ground.shape:
+            R_b = X[:3, :3] @ v.rotation @ X[:3, :3].T  # query base_link orientation in the match base_link
+            alignment = align_ground(query.ground, match.ground, self.ground_view, float(np.arctan2(R_b[1, 0],
+                                                                                                    R_b[0, 0])))
+            if alignment is not None:
+                v.constraint, v.constraint_covariance = planar_constraint(alignment)
+                v.metric = True
+                return
+        v.constraint, v.constraint_covariance = camera_constraint(v.rotation, v.translation, v.covariance, X)
 
     def _passes(self, inliers: int, matches: int) -> bool:
         return inliers >= self.min_inliers and inliers >= self.min_inlier_ratio * matches
@@ -420,6 +457,16 @@ class GeometricVerifier:
         cov[:3, 3:] = B @ cov5[3:, :3]
         cov[3:, :3] = cov[:3, 3:].T
         return R_mq, c, 0.5 * (cov + cov.T)
+
+
+def _undistorted(grey: np.ndarray, K: np.ndarray, distortion: np.ndarray | None, model: str) -> np.ndarray:
+    d = np.zeros(0) if distortion is None else np.asarray(distortion, float).ravel()
+    if d.size == 0 or not np.any(d):
+        return grey
+    K = np.asarray(K, float)
+    if model == "equidistant":
+        return cv2.fisheye.undistortImage(grey, K, d[:4].reshape(4, 1), Knew=K)
+    return cv2.undistort(grey, K, d)
 
 
 # ============================================================================ database
@@ -617,6 +664,12 @@ class KeyframeDatabase:
             "keypoints": np.concatenate(kp) if kp else np.zeros((0, 2), np.float32),
             "feature_descriptors": np.concatenate(ds) if ds else np.zeros((0, width), kind),
         }
+        grounds = [f.ground for f in self._features if f is not None and f.ground is not None]
+        shapes = {g.shape for g in grounds}
+        if len(shapes) == 1:  # top views of the ground (one size per map), for metric loop closures
+            shape = shapes.pop()
+            arrays["has_ground"] = np.array([f is not None and f.ground is not None for f in self._features], bool)
+            arrays["ground_views"] = np.stack(grounds) if grounds else np.zeros((0, *shape), np.uint8)
         if self.index_kind == "hnsw":
             arrays["hnsw_index"] = self._faiss.serialize_index(self._index)
         tmp = folder / f".keyframes.{os.getpid()}.tmp.npz"
@@ -686,6 +739,13 @@ class KeyframeDatabase:
         offsets = np.concatenate([[0], np.cumsum(counts)])
         db._features = [LocalFeatures(kps[offsets[i]:offsets[i + 1]].copy(), fds[offsets[i]:offsets[i + 1]].copy(),
                                       (int(sizes[i][0]), int(sizes[i][1]))) if has[i] else None for i in range(n)]
+        if "ground_views" in data.files:
+            views = iter(data["ground_views"])
+            for f, has_ground in zip(db._features, data["has_ground"]):
+                if has_ground:
+                    view = next(views)
+                    if f is not None:
+                        f.ground = view.copy()
         if "hnsw_index" in data.files and n > db.approximate_above:
             index = db._faiss.deserialize_index(np.ascontiguousarray(data["hnsw_index"]))
             if index.ntotal != n or index.d != db.dim:
@@ -707,6 +767,7 @@ class LoopCandidate:
     match_id: int
     match_stamp_ns: int
     similarity: float  # cosine similarity of the global descriptors
+    match_session: int = 0  # the session (run) the match keyframe was recorded in
     verified: bool = False
     inliers: int = 0
     verification: Verification | None = None  # None when not checked
@@ -855,7 +916,7 @@ class LoopClosureDetector:
             descriptor = self.describe(image)
         limit = self.searchable_limit(stamp_ns)
         sims, ids = self.db.search(descriptor, k or self.top_k, limit=limit)
-        candidates = [LoopCandidate(int(i), self.db._stamps[int(i)], float(s))
+        candidates = [LoopCandidate(int(i), self.db._stamps[int(i)], float(s), self.db._sessions[int(i)])
                       for s, i in zip(sims, ids) if s >= self.min_similarity]
         if verify and self.verifier is not None and candidates:
             if features is None:

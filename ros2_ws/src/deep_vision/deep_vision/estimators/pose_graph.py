@@ -11,28 +11,30 @@ and verified loop closures, and keeps the optimised keyframe poses.
   ``Σ_j = Ad(T_kj⁻¹) Σ_k Ad(T_kj⁻¹)ᵀ + Σ_kj``, solved for ``Σ_kj``). An odometry
   reset (new trajectory origin) joins the new chain to the old one with a weak
   identity factor, which later loop closures can correct.
-- **Loop closures** come between frames (any stamps): each end is moved to its
-  nearest keyframe with the odometry between them. A monocular verification
-  gives the rotation and the *direction* of the translation, not its length;
-  the factor therefore constrains the translation tightly across that
-  direction and loosely along it (mean length: the current estimate's, clipped
-  to ``loop_max_distance_m``). Each loop factor has a robust kernel (Huber by
-  default).
+- **Loop closures** come between frames (any stamps) as the
+  ``deep_vision_msgs/LoopClosure`` message carries them: the metric pose of the
+  match frame's body in the query frame's body, with a 6×6 covariance. Each end
+  is moved to its nearest keyframe with the odometry between them, and the
+  closure becomes a between factor with the message's covariance and a robust
+  kernel (Cauchy by default), as any back end would add it.
 - **Acceptance**: a closure is rejected before it enters the graph when its
   rotation disagrees with the current estimate by more than
   ``loop_max_rotation_deg`` or three times the odometry's rotation drift
-  (1 σ, from its covariance) between the two keyframes, whichever is larger, and removed again after the iSAM2 update when its
-  Gaussian χ² there exceeds ``loop_max_chi2`` (default: the 99.9 % quantile of
-  χ²(6)) — a wrong closure can then not bend the map.
+  (1 σ, from its covariance) between the two keyframes, whichever is larger;
+  with ``loop_max_chi2`` > 0 it is also removed again after the iSAM2 update
+  when its Gaussian χ² there exceeds that. Off by default: the robust kernel
+  keeps a wrong closure from bending the map (Cauchy: 4 mm in the tests), and
+  the χ² test removed right closures wherever the odometry's covariance is too
+  small for its real drift (44 of 71 on the demo route, ATE 8.7 m instead of
+  3.2 m: bench/results/metric-loops-2026-12-06.md).
 - **Solver errors**: a factor that GTSAM cannot take (an indeterminate or
   ill-conditioned system, say from a degenerate covariance) is rejected: iSAM2
   is rebuilt from the factors accepted so far at the last estimate, the factor
   is counted in ``stats.rejected_factors`` and logged once per kind, and the
   graph goes on (a failed update leaves iSAM2 unusable otherwise).
 
-Frames: poses are ``T_odom_body`` (the first body/camera pose in the odometry
-frame). ``extrinsic`` (``T_body_camera``) maps loop-closure measurements, which
-are between cameras, into the body frame. Tangent vectors and covariances are
+Frames: poses are ``T_odom_body`` (the first body pose in the odometry frame);
+loop closures are between the same body frames. Tangent vectors and covariances are
 ordered (x, y, z, rot x, rot y, rot z) like ROS messages; GTSAM's (rot, trans)
 order stays inside this module.
 """
@@ -79,11 +81,10 @@ class LoopDecision:
     query_key: int
     match_key: int
     accepted: bool
-    reason: str  # accepted | rotation | chi2 | unknown_stamp | same_keyframe
+    reason: str  # accepted | rotation | chi2 | distance | unknown_stamp | same_keyframe | solver_error
     chi2: float = float("nan")
     rotation_error_deg: float = float("nan")  # measured vs current estimate, before the update
-    rotation: np.ndarray | None = None  # the measurement: query camera in the match camera's frame
-    direction: np.ndarray | None = None
+    measurement: np.ndarray | None = None  # T_query_match (body frames), as received
 
 
 @dataclass
@@ -114,26 +115,19 @@ class PoseGraph:
 
     Args:
         keyframe_distance_m / keyframe_angle_deg: keyframe spacing along the odometry.
-        loop_max_distance_m: largest plausible distance between the two cameras of a loop closure.
-        loop_direction_sigma_rad: angular noise of the measured translation direction (short revisit
-            baselines make it poor: 20 deg median error on the synthetic routes).
-        loop_rotation_sigma_rad: added to the loop's rotation noise (its value without a covariance).
+        loop_max_distance_m: largest plausible distance between the two frames of a loop closure.
         loop_iterations: extra iSAM2 iterations after a loop closure.
-        loop_min_translation_sigma_m: floor of the loop's translation noise.
         loop_kernel / loop_kernel_width: robust kernel of loop factors (huber | cauchy | none), in σ.
         loop_max_rotation_deg / loop_max_chi2: acceptance tests (see the module docstring).
         reset_sigma_m / reset_sigma_rad: noise of the identity factor joining chains after a reset.
         prior_sigma: noise of the prior fixing the first keyframe.
-        extrinsic: T_body_camera, for loop closures measured between cameras.
     """
 
     def __init__(self, *, keyframe_distance_m: float = 2.0, keyframe_angle_deg: float = 10.0,
-                 loop_max_distance_m: float = 10.0, loop_direction_sigma_rad: float = 0.35,
-                 loop_rotation_sigma_rad: float = 0.03, loop_iterations: int = 10, loop_min_translation_sigma_m: float = 0.2,
-                 loop_kernel: str = "huber", loop_kernel_width: float = 2.0, loop_max_rotation_deg: float = 10.0,
-                 loop_max_chi2: float = 22.46, reset_sigma_m: float = 50.0, reset_sigma_rad: float = 1.0,
-                 prior_sigma: float = 1e-4, min_variance: float = 1e-8,
-                 extrinsic: np.ndarray | None = None, relinearize_threshold: float = 0.01) -> None:
+                 loop_max_distance_m: float = 10.0, loop_iterations: int = 10,
+                 loop_kernel: str = "cauchy", loop_kernel_width: float = 2.0, loop_max_rotation_deg: float = 10.0,
+                 loop_max_chi2: float = 0.0, reset_sigma_m: float = 50.0, reset_sigma_rad: float = 1.0,
+                 prior_sigma: float = 1e-4, min_variance: float = 1e-8, relinearize_threshold: float = 0.01) -> None:
         if keyframe_distance_m <= 0 and keyframe_angle_deg <= 0:
             raise ConfigError("pose graph: keyframe_distance_m or keyframe_angle_deg must be positive")
         if loop_kernel not in ("huber", "cauchy", "none"):
@@ -143,10 +137,7 @@ class PoseGraph:
         self.keyframe_distance_m = float(keyframe_distance_m)
         self.keyframe_angle = np.deg2rad(keyframe_angle_deg)
         self.loop_max_distance_m = float(loop_max_distance_m)
-        self.loop_direction_sigma = float(loop_direction_sigma_rad)
-        self.loop_rotation_sigma = float(loop_rotation_sigma_rad)
         self.loop_iterations = int(loop_iterations)
-        self.loop_min_translation_sigma = float(loop_min_translation_sigma_m)
         self.loop_kernel = loop_kernel
         self.loop_kernel_width = float(loop_kernel_width)
         self.loop_max_rotation = np.deg2rad(loop_max_rotation_deg)
@@ -154,7 +145,6 @@ class PoseGraph:
         self.reset_sigmas = np.array([reset_sigma_m] * 3 + [reset_sigma_rad] * 3, float)
         self.prior_sigma = float(prior_sigma)
         self.min_variance = float(min_variance)
-        self.extrinsic = np.eye(4) if extrinsic is None else np.asarray(extrinsic, float)
         params = gtsam.ISAM2Params()
         params.setRelinearizeThreshold(relinearize_threshold)
         params.relinearizeSkip = 1
@@ -337,62 +327,38 @@ class PoseGraph:
         var = (np.trace(kb.cov_local[3:, 3:]) - np.trace(ka.cov_local[3:, 3:])) / 3.0
         return float(np.sqrt(max(var, 0.0)))
 
-    def add_loop(self, query_stamp_ns: int, match_stamp_ns: int, rotation: np.ndarray,
-                 direction: np.ndarray | None, covariance: np.ndarray | None = None) -> LoopDecision:
-        """A verified loop closure: the query camera's orientation ``rotation`` and unit ``direction``
-        to its centre, both in the match camera's frame (as ``Verification`` gives them);
-        ``covariance`` [6 x 6] (x y z rx ry rz) of that relative pose, rotation part used when given.
+    def add_loop(self, query_stamp_ns: int, match_stamp_ns: int, T_query_match: np.ndarray,
+                 covariance: np.ndarray) -> LoopDecision:
+        """A verified metric loop closure, as ``deep_vision_msgs/LoopClosure`` carries it: ``T_query_match``, the
+        match frame's body pose in the query frame's body frame, and its [6 x 6] covariance (x y z rx ry rz) as a
+        left perturbation about the query body's axes. Becomes a between factor of the two nearest keyframes
+        (robust kernel), gated by rotation before and by χ² after the update.
         """
         self.stats.loops_received += 1
-        R_meas = np.asarray(rotation, float)
-        decide = functools.partial(self._decide, query_stamp_ns, match_stamp_ns, rotation=R_meas,
-                                   direction=None if direction is None else np.asarray(direction, float))
+        T_meas = np.asarray(T_query_match, float)
+        decide = functools.partial(self._decide, query_stamp_ns, match_stamp_ns, measurement=T_meas.copy())
         q, m = self._anchor(int(query_stamp_ns)), self._anchor(int(match_stamp_ns))
         if q is None or m is None:
             return decide(-1, -1, False, "unknown_stamp")
         (kq, T_kq_q), (km, T_km_m) = q, m
         if kq == km:
             return decide(kq, km, False, "same_keyframe")
-        X, Xi = self.extrinsic, invert_transform(self.extrinsic)
+        if np.linalg.norm(T_meas[:3, 3]) > self.loop_max_distance_m:
+            return decide(kq, km, False, "distance")
         est = self._estimate
-        T_km_kq_est = invert_transform(est.atPose3(km).matrix()) @ est.atPose3(kq).matrix()
-        # Predicted camera-to-camera motion (match camera -> query camera) from the current estimate.
-        T_mc_qc_est = Xi @ invert_transform(T_km_m) @ T_km_kq_est @ T_kq_q @ X
-        rot_err = rotation_angle(T_mc_qc_est[:3, :3].T @ R_meas)
+        T_kq_km_est = invert_transform(est.atPose3(kq).matrix()) @ est.atPose3(km).matrix()
+        T_qm_est = invert_transform(T_kq_q) @ T_kq_km_est @ T_km_m  # predicted from the current estimate
+        rot_err = rotation_angle(T_qm_est[:3, :3].T @ T_meas[:3, :3])
         if rot_err > max(self.loop_max_rotation, 3.0 * self._rotation_sigma_between(km, kq)):
             return decide(kq, km, False, "rotation", rotation_error_deg=np.rad2deg(rot_err))
-        # Translation: direction measured, length from the current estimate (clipped); loose along it.
-        t_est = T_mc_qc_est[:3, 3]
-        cov_cam = np.zeros((6, 6))
-        rot_cov = None if covariance is None else np.asarray(covariance, float)[3:, 3:]
-        # The verifier's rotation covariance (Sampson errors) is far below its measured errors
-        # (bench/results/place-*: about 1 deg median): loop_rotation_sigma_rad is added to it.
-        added = np.eye(3) * self.loop_rotation_sigma**2
-        cov_cam[3:, 3:] = rot_cov + added if rot_cov is not None and np.all(np.isfinite(rot_cov)) else added
-        if direction is not None and np.linalg.norm(direction) > 0:
-            d = np.asarray(direction, float) / np.linalg.norm(direction)
-            length = float(np.clip(t_est @ d, 0.0, self.loop_max_distance_m))
-            t_meas = d * length
-            s_perp = max(self.loop_min_translation_sigma, length * self.loop_direction_sigma)
-            s_along = max(self.loop_min_translation_sigma, 0.5 * self.loop_max_distance_m)
-            P = np.outer(d, d)
-            cov_cam[:3, :3] = s_along**2 * P + s_perp**2 * (np.eye(3) - P)
-        else:
-            t_meas = np.zeros(3)
-            cov_cam[:3, :3] = np.eye(3) * (0.5 * self.loop_max_distance_m) ** 2
-        T_mc_qc = np.eye(4)
-        T_mc_qc[:3, :3], T_mc_qc[:3, 3] = R_meas, t_meas
-        # The noise above is about the match camera's axes (a left perturbation); GTSAM's is on the right.
-        A_left = adjoint(invert_transform(T_mc_qc))
-        cov_cam = A_left @ cov_cam @ A_left.T
-        # Into the keyframes' body frames: T_km_kq = T_km_m X T_mc_qc X⁻¹ T_kq_q⁻¹.
-        T_post = Xi @ invert_transform(T_kq_q)
-        T_meas = T_km_m @ X @ T_mc_qc @ T_post
-        A = adjoint(invert_transform(T_post))  # camera-frame perturbation -> query keyframe frame
-        cov = A @ cov_cam @ A.T
+        # Left perturbation about the query axes -> GTSAM's right perturbation of T_kq_km = T_kq_q T T_km_m⁻¹:
+        # T exp(ξ) = exp(Ad(T) ξ) T, and moving past T_km_m⁻¹ on the right multiplies by Ad(T_km_m).
+        T_kf = T_kq_q @ T_meas @ invert_transform(T_km_m)
+        A = adjoint(T_km_m) @ adjoint(invert_transform(T_meas))
+        cov = A @ np.asarray(covariance, float) @ A.T
         g = self._g
         gauss = self._noise(cov)
-        factor = g.BetweenFactorPose3(km, kq, self._pose3(T_meas), self._robust(gauss))
+        factor = g.BetweenFactorPose3(kq, km, self._pose3(T_kf), self._robust(gauss))
         graph = g.NonlinearFactorGraph()
         graph.add(factor)
         try:
@@ -404,8 +370,8 @@ class PoseGraph:
                 self._factors.pop()
                 self._rebuild()
             return decide(kq, km, False, "solver_error", rotation_error_deg=np.rad2deg(rot_err))
-        chi2 = 2.0 * g.BetweenFactorPose3(km, kq, self._pose3(T_meas), gauss).error(self._estimate)
-        if not np.isfinite(chi2) or chi2 > self.loop_max_chi2:
+        chi2 = 2.0 * g.BetweenFactorPose3(kq, km, self._pose3(T_kf), gauss).error(self._estimate)
+        if not np.isfinite(chi2) or 0 < self.loop_max_chi2 < chi2:
             self._factors.pop()
             try:
                 self._update(g.NonlinearFactorGraph(), g.Values(), remove=[index], kind="loop")

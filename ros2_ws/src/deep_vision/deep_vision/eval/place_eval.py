@@ -27,6 +27,15 @@
     threshold with no wrong match. Also: error of the verified relative
     rotation and translation direction, and geolocation (keyframes geotagged
     from the world positions around :data:`GEO_ORIGIN`) by haversine error.
+(d) **EuRoC loop pairs** (``euroc_loop_pairs``, V1_01's left camera): the
+    verifier on the true revisit (img_1 of img_0, 98 s later; 37.5° and
+    0.45 m by the dataset's ground truth, of which only these two figures are
+    here), the looser pair (img_3 of img_2, no ground truth) and a wrong place
+    (img_2 of img_0): verified or not, inliers, the rotation angle and its
+    error against the ground truth's (a lower bound of the rotation error:
+    only the angle is known), and whether the translation is metric. It is
+    not: the ground-plane scale needs a camera above a flat ground at a known
+    height, and stereo is not a scale source yet.
 (c) **Database scaling**: query time (one query, top 10) against 1k … 1M
     clustered random unit descriptors for the exact (``IndexFlatIP``) and the
     approximate (HNSW) index, with build time and the approximate index's
@@ -629,7 +638,7 @@ def target_lines(scores: dict[str, VprScores]) -> list[str]:
 
 def write_report(out: Path, stem: str, header: dict[str, Any], vpr: dict[str, dict[str, VprScores]],
                  loops: dict[str, dict[str, Any]], scaling: list[dict[str, Any]], pr: Path | None,
-                 scaling_plot: Path | None) -> Path:
+                 scaling_plot: Path | None, euroc: list[dict[str, Any]] | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Place recognition evaluation ({header['date']})", ""]
     lines += [f"- {k}: {v}" for k, v in header.items()]
@@ -681,12 +690,77 @@ def write_report(out: Path, stem: str, header: dict[str, Any], vpr: dict[str, di
         if scaling_plot is not None:
             lines += ["", f"![query time vs size]({scaling_plot.name})"]
         lines.append("")
+    if euroc:
+        lines += ["## (d) EuRoC V1_01 loop pairs: verification and relative pose (left camera)", "",
+                  "Only the revisit's rotation angle and distance are known (the dataset's ground truth); the angle "
+                  "error is a lower bound of the rotation error. Metric: whether the translation has a length "
+                  "(no scale source applies to a hand-held or flying camera without stereo).", "",
+                  "| pair | same place | verified | inliers / matches | rotation ° (truth) | angle error ° | "
+                  "metric | verify ms |", "|---|---|---|---|---|---|---|---|"]
+        for r in euroc:
+            truth = f" ({r['true_rotation_deg']:g})" if r["true_rotation_deg"] is not None else ""
+            lines.append(f"| {r['pair']} | {'yes' if r['same_place'] else 'no'} | {'yes' if r['verified'] else 'no'} "
+                         f"| {r['inliers']} / {r['matches']} | {_fmt(r['rotation_deg'])}{truth} | "
+                         f"{_fmt(r['rotation_angle_error_deg'])} | {'yes' if r['metric'] else 'no'} | "
+                         f"{r['verify_ms']:.1f} |")
+        lines.append("")
     md = out / f"{stem}.md"
     md.write_text("\n".join(lines) + "\n")
     payload = {"header": header, "vpr": {b: {m: s.to_dict() for m, s in r.items()} for b, r in vpr.items()},
-               "loop_closure": loops, "scaling": scaling}
+               "loop_closure": loops, "scaling": scaling, "euroc_loop_pairs": euroc or []}
     (out / f"{stem}.json").write_text(json.dumps(payload, indent=2, default=float) + "\n")
     return md
+
+
+#: EuRoC V1_01 loop pairs (../shared/data/README.md): (name, query image, match image, true rotation angle °,
+#: true distance m); None where the dataset gives no figure, and a wrong place where both are None and
+#: ``same_place`` is False.
+EUROC_PAIRS = (("revisit", 1, 0, 37.5, 0.45, True), ("looser", 3, 2, None, None, True),
+               ("other place", 2, 0, None, None, False))
+
+
+def read_euroc_camera(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(K, radial-tangential distortion) of a EuRoC ``sensor.yaml`` (OpenCV's ``%YAML:1.0`` header skipped)."""
+    import yaml
+
+    text = "\n".join(line for line in Path(path).read_text().splitlines() if not line.startswith("%YAML"))
+    data = yaml.safe_load(text)
+    fu, fv, cu, cv = (float(v) for v in data["intrinsics"])
+    return np.array([[fu, 0.0, cu], [0.0, fv, cv], [0.0, 0.0, 1.0]]), np.asarray(data["distortion_coefficients"],
+                                                                                    float)
+
+
+def run_euroc_pairs(data_root: Path) -> list[dict[str, Any]]:
+    """(d): the verifier of the shipped parameters (``config/perception.yaml``'s place recognition node; its
+    camera_pose is a car's, so none here) on the EuRoC loop pairs; [] when they are absent."""
+    from deep_vision.geometry.transforms import rotation_angle
+    from deep_vision.params import load_params
+    from deep_vision.pipeline.build import build_verifier
+    from deep_vision.resources import default_params_path
+
+    folder = Path(data_root) / "euroc_loop_pairs"
+    if not (folder / "sensorLeft.yaml").is_file():
+        logger.warning("no EuRoC loop pairs under %s: (d) skipped", data_root)
+        return []
+    K, D = read_euroc_camera(folder / "sensorLeft.yaml")
+    verifier = build_verifier(load_params(default_params_path())["place_recognition_node"])
+    verifier.set_camera_pose(None)
+    features = {}
+    rows = []
+    for name, q, m, true_deg, true_m, same in EUROC_PAIRS:
+        for i in (q, m):
+            if i not in features:
+                features[i] = verifier.extract(read_image(folder / f"left_img_{i}.png"), K, D)
+        start = time.perf_counter()
+        v = verifier.verify(features[q], features[m], K, K)
+        ms = 1e3 * (time.perf_counter() - start)
+        angle = float(np.degrees(rotation_angle(v.rotation))) if v.has_pose else None
+        rows.append({"pair": f"img_{q} of img_{m} ({name})", "same_place": same, "verified": bool(v.verified),
+                     "inliers": int(v.inliers), "matches": int(v.matches), "rotation_deg": angle,
+                     "true_rotation_deg": true_deg, "true_distance_m": true_m,
+                     "rotation_angle_error_deg": abs(angle - true_deg) if angle is not None and true_deg else None,
+                     "metric": bool(v.metric), "verify_ms": ms})
+    return rows
 
 
 @dataclass
@@ -694,6 +768,7 @@ class PlaceEvalSettings:
     """What the evaluation runs; :data:`QUICK` fits in about two minutes on two cores."""
 
     vpr: bool = True
+    euroc: bool = True
     routes: tuple[int, ...] = SYNTHETIC_EVAL_SEEDS
     route_frames: int = 600
     route_size: tuple[int, int] = (620, 188)
@@ -766,6 +841,7 @@ def evaluate(recognizer: PlaceRecognizer | None, data_root: Path, out: Path, set
     if settings.sizes:
         prog = progress_factory(len(settings.sizes), "(c) database scaling") if progress_factory else None
         scaling = run_scaling(settings.sizes, dim=dim, queries=settings.scaling_queries, progress=prog)
+    euroc = run_euroc_pairs(data_root) if settings.euroc else []
     out.mkdir(parents=True, exist_ok=True)
     pr = pr_png(curves, out / f"{stem}-pr.png", "Loop closure on synthetic routes") if curves else None
     sp = scaling_png(scaling, out / f"{stem}-scaling.png") if scaling else None
@@ -784,7 +860,7 @@ def evaluate(recognizer: PlaceRecognizer | None, data_root: Path, out: Path, set
                  f"trained on (Corridor places from {CORRIDOR_TRAIN_PLACES[0]} may be); synthetic worlds from seed "
                  f"{SYNTHETIC_EVAL_FIRST_SEED} are never trained on",
     }
-    return write_report(out, stem, header, vpr, loops, scaling, pr, sp)
+    return write_report(out, stem, header, vpr, loops, scaling, pr, sp, euroc)
 
 
 def update_card(model_path: Path, report_json: Path) -> Path:

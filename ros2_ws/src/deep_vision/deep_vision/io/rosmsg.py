@@ -144,12 +144,19 @@ def homography_msg(
     frame_id: str,
     corner_uncertainty_px: float = float("nan"),
     valid: bool = True,
+    image_size: tuple[int, int] = (0, 0),
 ) -> Any:
+    """deep_vision_msgs/Homography; ``image_size`` (width, height) of the frames the matrix refers to. The
+    corner covariance is diagonal, ``corner_uncertainty_px``² per corner coordinate (NaN when unknown)."""
+    sigma2 = float(corner_uncertainty_px) ** 2
     return _cls("deep_vision_msgs/msg/Homography")(
         header=header(stamp_ns, frame_id),
         source_stamp=time_msg(source_stamp_ns),
+        width=int(image_size[0]),
+        height=int(image_size[1]),
         matrix=np.asarray(H, dtype=np.float64).reshape(9),
         corner_uncertainty_px=float(corner_uncertainty_px),
+        corner_covariance=(np.eye(8) * sigma2).reshape(64) if np.isfinite(sigma2) else np.full(64, np.nan),
         valid=bool(valid),
     )
 
@@ -188,22 +195,24 @@ def navsatfix_msg(latitude: float, longitude: float, altitude: float, stamp_ns: 
         position_covariance_type=0 if position_covariance is None else int(covariance_type))
 
 
-def loop_closure_array_msg(result: Any, frame_id: str) -> Any:
-    """deep_vision_msgs/LoopClosureArray of a ``QueryResult`` (candidates best first)."""
+def loop_closure_array_msg(result: Any, frame_id: str, base_frame: str = "base_link",
+                           publish_unverified: bool = False) -> Any:
+    """deep_vision_msgs/LoopClosureArray of a ``QueryResult`` (candidates best first; unverified ones only with
+    ``publish_unverified``). ``frame_id``: the query image's frame; ``base_frame``: the frame of the poses."""
     candidates = []
     for c in result.candidates:
-        if c.has_relative_pose:
-            v = c.verification
-            T = np.eye(4)
-            T[:3, :3], T[:3, 3] = v.rotation, v.translation
-            cov = np.asarray(v.covariance, np.float64).reshape(36)
-        else:
-            T, cov = np.eye(4), np.zeros(36)
+        if not c.verified and not publish_unverified:
+            continue
+        v = c.verification
+        has_pose = c.has_relative_pose and v.constraint is not None
+        T = v.constraint if has_pose else np.eye(4)
+        cov = np.asarray(v.constraint_covariance, np.float64).reshape(36) if has_pose else np.zeros(36)
         candidates.append(_cls("deep_vision_msgs/msg/LoopClosure")(
             query_stamp=time_msg(result.stamp_ns), match_stamp=time_msg(c.match_stamp_ns),
-            query_id=int(result.query_id), match_id=int(c.match_id), similarity=float(c.similarity),
-            verified=bool(c.verified), inliers=int(c.inliers), has_relative_pose=bool(c.has_relative_pose),
-            metric_translation=False,
+            query_id=int(result.query_id), match_id=int(c.match_id), query_session=int(result.session),
+            match_session=int(c.match_session), similarity=float(c.similarity), verified=bool(c.verified),
+            inliers=int(c.inliers), has_relative_pose=bool(has_pose), metric_translation=bool(has_pose and v.metric),
+            frame_id=base_frame if has_pose else "",
             relative_pose=_cls("geometry_msgs/msg/PoseWithCovariance")(pose=_pose(T), covariance=cov)))
     return _cls("deep_vision_msgs/msg/LoopClosureArray")(header=header(result.stamp_ns, frame_id),
                                                           candidates=candidates)

@@ -3,12 +3,16 @@
 Subscribes ``image`` (sensor_msgs/Image), ``camera_info`` (sensor_msgs/CameraInfo,
 intrinsics for the essential-matrix check and the relative pose) and, optionally,
 ``gps/fix`` (sensor_msgs/NavSatFix: keyframes are geotagged with the fix nearest
-in time). Publishes, for each keyframe with candidates, ``loop_closures``
-(deep_vision_msgs/LoopClosureArray: the keyframe's header, top-k earlier
-keyframes best first, with similarity, geometric verification, and the relative
-pose with covariance when intrinsics are known: translation is a unit direction,
-``metric_translation`` false), ``geolocation`` (sensor_msgs/NavSatFix estimated
-from verified candidates whose keyframes carry GPS) and ``/diagnostics``.
+in time). Publishes, for each keyframe with verified candidates, ``loop_closures``
+(deep_vision_msgs/LoopClosureArray: the keyframe's header, the verified ones
+among the top-k earlier keyframes, best first, with similarity, inliers and,
+when intrinsics are known, T_query_match between the two keyframes'
+``base_frame`` frames with its covariance: metric from the ground when the two
+top views align (``loop_scale``), else a unit direction with
+``metric_translation`` false; ``publish_unverified`` adds the others),
+``geolocation`` (sensor_msgs/NavSatFix estimated from verified candidates whose
+keyframes carry GPS) and ``/diagnostics``. The camera's pose on the robot comes
+from ``/tf_static`` or the ``camera_pose`` parameter, as in ``odometry_node``.
 
 The keyframe database can be loaded from and saved to ``database_path`` (at
 start-up when the folder holds one; on shutdown and every ``save_every_s``), so
@@ -33,9 +37,10 @@ from typing import Any
 
 import numpy as np
 
-from deep_vision.errors import ImageEncodingError
+from deep_vision.errors import ConfigError, ImageEncodingError
 from deep_vision.io.image import check_image_message
 from deep_vision.nodes.common import (
+    CameraPose,
     ImageNode,
     NodeDiagnostics,
     Outputs,
@@ -62,6 +67,7 @@ class PlaceRecognitionNode(ImageNode):
         super().__init__("place_recognition_node", **kwargs)
         p = declare(self, PARAMS)
         self.stage = PlaceStage.from_params(p)  # raises ConfigError naming the parameter
+        self.camera_pose = CameraPose(self, p)
         recognizer = self.stage.recognizer
         self.diag = NodeDiagnostics(self, "place recognition", {
             "descriptor": recognizer.label, **backend_diagnostics(recognizer.backend),
@@ -105,6 +111,11 @@ class PlaceRecognitionNode(ImageNode):
             self.diag.bad("image")
             self.get_logger().warning(f"image skipped: {exc}", throttle_duration_sec=5.0)
             return
+        if self.camera_pose.update(frame.frame_id):
+            try:
+                self.stage.set_camera_pose(self.camera_pose.T)
+            except ConfigError as exc:  # /tf_static puts the camera at or below base_link: keep the last mounting
+                self.get_logger().error(f"loop_scale ground: {exc}; keeping the last camera pose")
         out = self.stage.process(frame)
         if out is not None:
             self.out.publish(place_msgs(out))

@@ -3,17 +3,15 @@
 Subscribes ``odometry`` (nav_msgs/Odometry as ``odometry_node`` publishes it:
 ``odom → base_link``, pose covariance in ``odom``) and ``loop_closures``
 (deep_vision_msgs/LoopClosureArray from ``place_recognition_node``). Verified
-candidates with a relative pose go to
-:class:`~deep_vision.estimators.pose_graph.PoseGraph`, which does all the work.
+candidates with a metric relative pose between ``base_frame`` frames become
+between factors of :class:`~deep_vision.estimators.pose_graph.PoseGraph` with
+the message's covariance, nothing else: any back end could take them the same way.
 Publishes ``path`` (nav_msgs/Path of the optimised keyframe poses in
 ``map_frame``) after each new keyframe or accepted loop, the ``map → odom``
 correction on ``/tf`` with every odometry message (``publish_tf``), and
 ``/diagnostics``. All the work is :class:`~deep_vision.stages.PoseGraphStage`'s
-(pending loop closures, new trajectories and time jumps, the camera's pose on
-the robot, non-finite inputs): see :mod:`deep_vision.stages.pose_graph`. The
-camera's pose comes from ``/tf_static`` (``base_frame → camera_frame``, or the
-loop closures' frame when ``camera_frame`` is empty) or the ``camera_pose``
-parameter, as in ``odometry_node``.
+(pending loop closures, new trajectories and time jumps, non-finite inputs):
+see :mod:`deep_vision.stages.pose_graph`.
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ from typing import Any
 from rclpy.node import Node
 
 from deep_vision.nodes.common import (
-    CameraPose,
     NodeDiagnostics,
     Outputs,
     backend_diagnostics,
@@ -47,7 +44,6 @@ class PoseGraphNode(Node):
         super().__init__("pose_graph_node", **kwargs)
         p = declare(self, PARAMS)
         self.publish_tf = p["publish_tf"]
-        self.camera_pose = CameraPose(self, p)
         self.stage = PoseGraphStage.from_params(p)  # raises ConfigError naming the node
         self.out = Outputs(self, {"path": PATH, **({"/tf": TF} if self.publish_tf else {})})
         self.diag = NodeDiagnostics(self, "pose graph", {
@@ -58,8 +54,8 @@ class PoseGraphNode(Node):
         self.loop_sub = subscribe(self, "deep_vision_msgs/msg/LoopClosureArray", "loop_closures",
                                   self.on_loop_closures, qos)
         self.get_logger().info(f"pose graph: keyframes every {p['keyframe_distance_m']} m / "
-                               f"{p['keyframe_angle_deg']} deg, camera pose from {self.camera_pose.source}, "
-                               "else the parameter 'camera_pose'")
+                               f"{p['keyframe_angle_deg']} deg, metric loop closures between "
+                               f"{p['base_frame']} frames")
 
     def on_odometry(self, msg: Any) -> None:
         self.diag.frame_in()
@@ -71,10 +67,7 @@ class PoseGraphNode(Node):
         self.diag.processed((time.perf_counter() - t0) * 1e3)
 
     def on_loop_closures(self, msg: Any) -> None:
-        loops = loop_closures_from_msg(msg)
-        if self.camera_pose.update(self.stage.camera_frame(loops)):
-            self.stage.set_camera_pose(self.camera_pose.T)
-        update = self.stage.add_loop_closures(loops)
+        update = self.stage.add_loop_closures(loop_closures_from_msg(msg))
         if update is not None:
             self.out.publish(pose_graph_msgs(update, self.publish_tf))
 

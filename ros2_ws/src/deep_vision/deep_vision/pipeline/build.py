@@ -70,25 +70,34 @@ def build_recognizer(p: dict[str, Any], node: str = "place_recognition_node"):
         raise ConfigError(f"{node}: parameter 'model_path' ({path or 'default'}): {exc}") from exc
 
 
+def build_verifier(p: dict[str, Any], node: str = "place_recognition_node"):
+    """GeometricVerifier (None with ``verify`` off) from place_recognition_node's parameters, with the camera's
+    pose on the robot (``camera_pose``) and the ground as loop-closure scale source (``loop_scale``)."""
+    p = validate(node, p)
+    from deep_vision.estimators.loop_closure import GeometricVerifier
+
+    if not p["verify"]:
+        return None
+    try:
+        verifier = GeometricVerifier(p["features"], int(p["max_features"]), ransac_px=float(p["ransac_px"]),
+                                     min_inliers=int(p["min_inliers"]),
+                                     min_inlier_ratio=float(p["min_inlier_ratio"]))
+    except ConfigError as exc:
+        raise ConfigError(f"{node}: geometric check parameters: {exc}") from exc
+    try:
+        verifier.set_camera_pose(camera_pose_transform(p["camera_pose"], node), ground=p["loop_scale"] == "ground")
+    except ConfigError as exc:
+        raise ConfigError(f"{node}: parameters 'camera_pose'/'loop_scale': {exc}") from exc
+    return verifier
+
+
 def build_loop_detector(p: dict[str, Any], node: str = "place_recognition_node", *, recognizer=None, database=None):
     """LoopClosureDetector (recognizer, keyframes, verification) from place_recognition_node's parameters."""
     p = validate(node, p)
-    from deep_vision.estimators.loop_closure import (
-        GeometricVerifier,
-        KeyframeSelector,
-        LoopClosureDetector,
-    )
+    from deep_vision.estimators.loop_closure import KeyframeSelector, LoopClosureDetector
 
     recognizer = recognizer or build_recognizer(p, node)
-    verifier = None
-    if p["verify"]:
-        try:
-            verifier = GeometricVerifier(p["features"], int(p["max_features"]),
-                                         ransac_px=float(p["ransac_px"]),
-                                         min_inliers=int(p["min_inliers"]),
-                                         min_inlier_ratio=float(p["min_inlier_ratio"]))
-        except ConfigError as exc:
-            raise ConfigError(f"{node}: geometric check parameters: {exc}") from exc
+    verifier = build_verifier(p, node)
     try:
         keyframes = KeyframeSelector(float(p["keyframe_interval_s"]), float(p["keyframe_distance_m"]),
                                      float(p["keyframe_max_similarity"]),
@@ -100,8 +109,6 @@ def build_loop_detector(p: dict[str, Any], node: str = "place_recognition_node",
         exclude_recent_s=float(p["exclude_recent_s"]), verifier=verifier, keyframes=keyframes,
         geolocate_verified_only=bool(p["geolocate_verified_only"]),
         approximate_above=int(p["approximate_above"]))
-
-
 
 
 def camera_pose_transform(pose: Any, node: str = "") -> np.ndarray:
@@ -172,14 +179,14 @@ POSE_GRAPH_KEYS = ("keyframe_distance_m", "keyframe_angle_deg", "loop_max_distan
                    "loop_max_chi2", "loop_kernel")
 
 
-def build_pose_graph(p: dict[str, Any], extrinsic: np.ndarray | None = None, node: str = "pose_graph_node"):
+def build_pose_graph(p: dict[str, Any], node: str = "pose_graph_node"):
     """PoseGraph from pose_graph_node's parameters (the keys in ``POSE_GRAPH_KEYS``)."""
     p = validate(node, p)
     from deep_vision.estimators.pose_graph import PoseGraph
 
     kwargs = {k: p[k] for k in POSE_GRAPH_KEYS if k in p}
     try:
-        return PoseGraph(extrinsic=extrinsic, **kwargs)
+        return PoseGraph(**kwargs)
     except ConfigError as exc:
         raise ConfigError(f"{node}: {exc}") from exc
 

@@ -161,13 +161,12 @@ class Pipeline:
         p = self.params[stage]
         if stage in self._camera_pose_from_tf or not p["use_tf_static"]:
             return
-        frame = (p["camera_frame"] or camera_frame) if stage == "pose_graph" else camera_frame
-        T = self.static.lookup(str(p["base_frame"]), frame)
+        T = self.static.lookup(str(p["base_frame"]), camera_frame)
         if T is None:
             return
         self._camera_pose_from_tf.add(stage)
         try:
-            (self.vo if stage == "vo" else self.pose_graph).set_camera_pose(T)
+            (self.vo if stage == "vo" else self.place).set_camera_pose(T)
         except ConfigError as exc:
             logger.error("%s: camera pose from /tf_static: %s; keeping the last camera pose", stage, exc)
 
@@ -183,11 +182,10 @@ class Pipeline:
         self.out.odometry.append(out.result)
         msgs = odometry_msgs(out, bool(self.params["vo"]["publish_tf"]))
         self._emit(msgs, stamp)
-        if self.pose_graph is not None:
-            self._camera_pose("pose_graph", frame.frame_id)
         self._to_pose_graph(msgs, stamp)
 
     def _loop_closure(self, frame: Any, stamp: int) -> bool:
+        self._camera_pose("loop_closure", frame.frame_id)
         out = self.place.process(frame)
         if out is None:
             return False

@@ -20,6 +20,7 @@ class HomographyOut:
     corner_uncertainty_px: float
     valid: bool
     result: Any = None  # the estimator's HomographyResult (timings, passes)
+    image_size: tuple[int, int] = (0, 0)  # (width, height) of both frames
 
 
 class HomographyStage:
@@ -52,4 +53,4 @@ class HomographyStage:
         if not r.valid:
             self.counters["invalid_estimates"] += 1
         return HomographyOut(frame.stamp_ns, pair.prev_stamp_ns, frame.frame_id, np.asarray(r.matrix, float),
-                             float(r.corner_uncertainty_px), bool(r.valid), r)
+                             float(r.corner_uncertainty_px), bool(r.valid), r, frame.size)

@@ -129,8 +129,10 @@ class LoopClosureIn:
     match_stamp_ns: int
     verified: bool
     has_relative_pose: bool
-    pose: np.ndarray | None  # T_match_query (camera frames); None when not finite
-    covariance: np.ndarray  # [6 x 6]
+    pose: np.ndarray | None  # T_query_match (body frames, frame_id); None when not finite
+    covariance: np.ndarray  # [6 x 6] left perturbation about the query frame's axes
+    metric: bool = False  # the translation is in metres
+    frame_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -152,5 +154,6 @@ def loop_closures_from_msg(msg: Any) -> LoopClosuresIn:
             T = pose_to_matrix(pose)
         out.append(LoopClosureIn(stamp_ns(c.query_stamp), stamp_ns(c.match_stamp), bool(c.verified),
                                  bool(c.has_relative_pose), T,
-                                 np.asarray(c.relative_pose.covariance, dtype=np.float64).reshape(6, 6)))
+                                 np.asarray(c.relative_pose.covariance, dtype=np.float64).reshape(6, 6),
+                                 bool(c.metric_translation), str(c.frame_id)))
     return LoopClosuresIn(stamp_ns(msg.header.stamp), str(msg.header.frame_id), out)

@@ -35,7 +35,8 @@ Message = tuple[str, str, Any]
 
 def homography_msgs(out: HomographyOut) -> list[Message]:
     return [("homography", HOMOGRAPHY, rosmsg.homography_msg(out.matrix, out.stamp_ns, out.source_stamp_ns,
-                                                             out.frame_id, out.corner_uncertainty_px, out.valid))]
+                                                             out.frame_id, out.corner_uncertainty_px, out.valid,
+                                                             out.image_size))]
 
 
 def odometry_msgs(out: OdometryOut, publish_tf: bool = True) -> list[Message]:
@@ -53,7 +54,8 @@ def place_msgs(out: PlaceOut) -> list[Message]:
     """``loop_closures`` (when ``out.publish``) and ``geolocation`` (when estimated)."""
     msgs: list[Message] = []
     if out.publish:
-        msgs.append(("loop_closures", LOOP_CLOSURES, rosmsg.loop_closure_array_msg(out.result, out.frame_id)))
+        msgs.append(("loop_closures", LOOP_CLOSURES, rosmsg.loop_closure_array_msg(
+            out.result, out.frame_id, out.base_frame, out.publish_unverified)))
     geo = out.geolocation
     if geo is not None:
         var = geo.std_m**2  # horizontal; the altitude is a guess: 10x the standard deviation

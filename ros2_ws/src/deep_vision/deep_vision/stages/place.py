@@ -33,7 +33,9 @@ class PlaceOut:
     frame_id: str
     result: Any  # QueryResult: keyframe id, session, candidates best first, geolocation
     gps: tuple[float, float, float] | None  # the keyframe's own fix
-    publish: bool  # a LoopClosureArray is published (candidates, or publish_empty)
+    publish: bool  # a LoopClosureArray is published (candidates to publish, or publish_empty)
+    base_frame: str = "base_link"  # frame of the loop-closure poses
+    publish_unverified: bool = False
 
     @property
     def geolocation(self) -> Any:
@@ -48,6 +50,9 @@ class PlaceStage:
         self.detector = detector
         self.database_path = database_path
         self.publish_empty = bool(p["publish_empty"])
+        self.publish_unverified = bool(p["publish_unverified"])
+        self.base_frame = str(p["base_frame"])
+        self.loop_scale = str(p["loop_scale"])
         self.gps_max_age_ns = int(float(p["gps_max_age_s"]) * 1e9)
         self.info: CameraInfo | None = None
         self.gps: deque[GpsFix] = deque(maxlen=GPS_BUFFER)
@@ -84,6 +89,14 @@ class PlaceStage:
         return self.detector.recognizer
 
     # ------------------------------------------------------------------ inputs
+    def set_camera_pose(self, T_base_camera: np.ndarray) -> None:
+        """The camera's pose on the robot (e.g. from /tf_static): loop closures are between base_link frames,
+        metric from the ground (``loop_scale``). Raises ConfigError when the ground cannot be used with it."""
+        verifier = self.detector.verifier
+        if verifier is not None:
+            with self._lock:
+                verifier.set_camera_pose(T_base_camera, ground=self.loop_scale == "ground")
+
     def set_camera_info(self, info: CameraInfo | None) -> None:
         if info is None:
             self.counters["bad_camera_info"] += 1
@@ -153,7 +166,11 @@ class PlaceStage:
             self._update_counters()
         if result is None:
             return None
-        out = PlaceOut(frame.stamp_ns, frame.frame_id, result, gps, bool(result.candidates) or self.publish_empty)
+        published = [c for c in result.candidates if c.verified or self.publish_unverified]
+        out = PlaceOut(frame.stamp_ns, frame.frame_id, result, gps, bool(published) or self.publish_empty,
+                       self.base_frame, self.publish_unverified)
+        self.counters["metric_loop_closures"] += sum(c.verified and c.has_relative_pose and c.verification.metric
+                                                     for c in result.candidates)
         self.counters["loop_closure_msgs"] += out.publish
         if result.geolocation is not None:
             self.counters["geolocations"] += 1

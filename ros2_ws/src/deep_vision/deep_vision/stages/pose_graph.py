@@ -8,9 +8,10 @@
   as a new chain: the map is kept. The graph needs increasing stamps, so after
   a time jump backwards the stage shifts the new stamps past the old ones (one
   *epoch* per jump) and maps loop-closure stamps back (:class:`StampEpochs`).
-- Loop closures are between cameras; the graph holds ``base_link`` poses and
-  the camera's pose on the robot (``camera_pose``, or /tf_static through
-  :meth:`PoseGraphStage.set_camera_pose`).
+- Loop closures come as any back end takes them: verified candidates with a
+  metric T_query_match between base_link frames and its covariance (the
+  message's); the others are counted (``loops_unverified``,
+  ``loops_without_pose``, ``loops_not_metric``) and skipped.
 - Non-finite odometry or loop closures, and odometry far out of range, are
   counted and skipped; a factor GTSAM refuses is counted
   (``rejected_factors_<kind>``) and the graph goes on.
@@ -95,9 +96,8 @@ class StampEpochs:
 class _Loop:
     query: int  # message stamps
     match: int
-    rotation: np.ndarray
-    direction: np.ndarray | None
-    covariance: np.ndarray | None
+    pose: np.ndarray  # T_query_match
+    covariance: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,8 @@ class GraphUpdate:
 
 class PoseGraphStage:
     """``counters``: ``keyframes``, ``loop_msgs``, ``loops_received``, ``loops_accepted``,
-    ``loops_rejected_<reason>``, ``loops_unverified``, ``loops_without_pose``, ``bad_odometry``,
+    ``loops_rejected_<reason>``, ``loops_unverified``, ``loops_without_pose``, ``loops_not_metric``,
+    ``loops_other_frame``, ``bad_odometry``,
     ``bad_loop_closure``, ``resets``, ``reset_<reason>``, ``pending_loops``, ``pending_dropped[_<reason>]``,
     ``rejected_factors_<kind>``."""
 
@@ -122,7 +123,7 @@ class PoseGraphStage:
         self.graph = graph
         self.map_frame = str(p["map_frame"])
         self.odom_frame = str(p["odom_frame"])
-        self.camera_frame_param = str(p["camera_frame"])
+        self.base_frame = str(p["base_frame"])
         self.pending_max = int(p["pending_loops"])
         self.loops_per_keyframe = int(p["loops_per_keyframe"])
         self.pending_timeout_ns = int(float(p["pending_timeout_s"]) * 1e9)
@@ -136,18 +137,10 @@ class PoseGraphStage:
     @classmethod
     def from_params(cls, p: dict[str, Any], node: str = "pose_graph_node") -> PoseGraphStage:
         from deep_vision.params import validate
-        from deep_vision.pipeline.build import build_pose_graph, camera_pose_transform
+        from deep_vision.pipeline.build import build_pose_graph
 
         p = validate(node, p)
-        X = camera_pose_transform(p["camera_pose"], node)
-        return cls(build_pose_graph(p, extrinsic=X, node=node), p)
-
-    def set_camera_pose(self, T_base_camera: np.ndarray) -> None:
-        self.graph.extrinsic = np.asarray(T_base_camera, float)
-
-    def camera_frame(self, loops: LoopClosuresIn) -> str:
-        """The camera frame the loop closures are measured in (``camera_frame``, else their header's)."""
-        return self.camera_frame_param or loops.frame_id
+        return cls(build_pose_graph(p, node=node), p)
 
     def _update(self, stamp: int, changed: bool, tf: bool) -> GraphUpdate:
         path = None
@@ -219,8 +212,14 @@ class PoseGraphStage:
         self.newest_stamp = max(self.newest_stamp or 0, loops.stamp_ns)
         changed, taken = False, 0
         for c in loops.candidates:  # best first
-            if not c.verified or not c.has_relative_pose:
-                self.counters["loops_unverified" if not c.verified else "loops_without_pose"] += 1
+            if not c.verified or not c.has_relative_pose or not c.metric:
+                self.counters["loops_unverified" if not c.verified else "loops_without_pose"
+                              if not c.has_relative_pose else "loops_not_metric"] += 1
+                continue
+            if c.frame_id and c.frame_id != self.base_frame:
+                self.counters["loops_other_frame"] += 1
+                throttled(logger, "loop_frame", f"loop closure in frame {c.frame_id!r} skipped: base_frame is "
+                          f"{self.base_frame!r}", 60.0)
                 continue
             if self.loops_per_keyframe and taken >= self.loops_per_keyframe:
                 self.counters["loops_beyond_per_keyframe"] += 1
@@ -229,7 +228,8 @@ class PoseGraphStage:
             loop = self._loop(c)
             if loop is None:
                 self.counters["bad_loop_closure"] += 1
-                throttled(logger, "bad_loop", "loop closure skipped: relative pose not finite")
+                throttled(logger, "bad_loop", "loop closure skipped: relative pose or covariance not finite, or "
+                          "a variance not positive")
                 continue
             if self.epochs.last is not None and loop.query <= self.epochs.last:
                 changed |= self._add_loop(loop)
@@ -243,17 +243,12 @@ class PoseGraphStage:
 
     @staticmethod
     def _loop(c: Any) -> _Loop | None:
-        if c.pose is None:
-            return None
-        t = c.pose[:3, 3]
-        n = np.linalg.norm(t)
-        # Only the direction is used, metric or not: PoseGraph takes the length from its own estimate.
-        direction = t / n if n > 1e-9 else None
+        """None when the pose is not finite or the covariance is not a usable one (non-finite, or without
+        positive variances: unset, or ROS's "unknown")."""
         cov = c.covariance
-        # A covariance without positive rotation variances (unset, or ROS's "unknown") would pin the rotation.
-        if not (np.all(np.isfinite(cov)) and np.all(np.diag(cov)[3:] > 0)):
-            cov = None
-        return _Loop(c.query_stamp_ns, c.match_stamp_ns, c.pose[:3, :3], direction, cov)
+        if c.pose is None or not (np.all(np.isfinite(cov)) and np.all(np.diag(cov) > 0)):
+            return None
+        return _Loop(c.query_stamp_ns, c.match_stamp_ns, c.pose, cov)
 
     def _add_loop(self, loop: _Loop) -> bool:
         """Give ``loop`` to the graph (its query frame has odometry); True when it was accepted."""
@@ -263,7 +258,7 @@ class PoseGraphStage:
         if query is None or match is None:
             self.counters["loops_rejected_unknown_stamp"] += 1
             return False
-        decision = self.graph.add_loop(query, match, loop.rotation, loop.direction, loop.covariance)
+        decision = self.graph.add_loop(query, match, loop.pose, loop.covariance)
         if decision.accepted:  # (the graph logs each decision)
             self.counters["loops_accepted"] += 1
         else:

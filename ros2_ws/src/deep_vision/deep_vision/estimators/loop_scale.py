@@ -1,0 +1,298 @@
+"""Metric loop-closure constraints: a verified revisit measured on the ground, in base_link frames.
+
+A monocular loop closure (essential matrix) knows the relative rotation and
+the *direction* between the two cameras, not the distance, and at revisit
+baselines (a lane's width) even the direction is poor. A camera at a known
+pose above a flat ground knows more: every pixel below the horizon is a known
+metric point of the ground. :class:`GroundView` resamples the ground in front
+of the robot into a top view (``base_link`` x forward, y left, ``resolution_m``
+per pixel), stored with each keyframe. Two top views of the same place differ
+by the robot's planar motion, in metres: :func:`align_ground` finds it (a
+coarse search over the translation around the essential matrix's yaw, then
+Gauss-Newton over yaw, x, y with a gain and offset for the lighting, coarse to
+fine), dense over the road surface where sparse features find little to match.
+
+The covariance of (x, y, yaw) is the inverse Gauss-Newton information of the
+photometric residuals, scaled by their variance and by ``pixel_correlation``
+(neighbouring residuals of a resampled image are not independent; the factor
+is fitted so that the normalised errors on training routes match their
+degrees of freedom: bench/results). z, roll and pitch are the ground-vehicle
+model's (both keyframes on the same flat ground), with ``planar_sigma_m`` and
+``planar_sigma_rad``. :func:`planar_constraint` turns the result into what the
+message carries: ``T_query_match`` (the match keyframe's base_link in the query
+keyframe's base_link, REP 103) with a 6×6 covariance about the query
+base_link's axes (left perturbation), ordered x y z rx ry rz.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from deep_vision.errors import ConfigError
+from deep_vision.geometry.transforms import adjoint, invert_transform
+
+
+@dataclass(frozen=True)
+class GroundView:
+    """The ground in front of the robot as a top view (see the module docstring).
+
+    ``T_base_cam``: the camera's pose on the robot (base_link on the ground, z up).
+    """
+
+    T_base_cam: np.ndarray
+    forward_m: tuple[float, float] = (3.0, 13.0)
+    lateral_m: float = 5.0
+    resolution_m: float = 0.08
+
+    def __post_init__(self) -> None:
+        T = np.asarray(self.T_base_cam, float)
+        if not T[2, 3] > 0.2:
+            raise ConfigError(f"the camera is {T[2, 3]:.2f} m above base_link: the ground cannot give a loop "
+                              "closure's scale (base_link on the ground, the camera above it)")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows: lateral, left to right... y from +lateral to -lateral; columns: x forward)."""
+        return (int(round(2 * self.lateral_m / self.resolution_m)),
+                int(round((self.forward_m[1] - self.forward_m[0]) / self.resolution_m)))
+
+    def ground_points(self, shape: tuple[int, int] | None = None, resolution: float | None = None) -> np.ndarray:
+        """[rows x cols x 2] (x, y) metres of each top-view pixel centre."""
+        res = resolution or self.resolution_m
+        rows, cols = shape or self.shape
+        x = self.forward_m[0] + (np.arange(cols) + 0.5) * res
+        y = self.lateral_m - (np.arange(rows) + 0.5) * res
+        return np.stack(np.meshgrid(x, y), axis=-1)
+
+    def render(self, grey: np.ndarray, K: np.ndarray) -> np.ndarray:
+        """The top view (uint8) of an undistorted grey frame with intrinsics ``K``; 0 where the camera does not
+        see the ground."""
+        T = np.asarray(self.T_base_cam, float)
+        T_cb = invert_transform(T)
+        rows, cols = self.shape
+        res = self.resolution_m
+        # top-view pixel (u, v) -> ground (x, y, 0) in base_link -> camera -> image: one homography.
+        A = np.array([[res, 0.0, self.forward_m[0] + 0.5 * res], [0.0, -res, self.lateral_m - 0.5 * res],
+                      [0.0, 0.0, 1.0]])
+        G = np.c_[T_cb[:3, 0], T_cb[:3, 1], T_cb[:3, 3]]  # (x, y, 1) on the ground -> camera point
+        H = np.asarray(K, float) @ G @ A
+        top = cv2.warpPerspective(grey, H, (cols, rows), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        # Pixels behind the camera or off the image stay 0; keep 0 as "unseen" (a real 0 becomes 1).
+        inside = cv2.warpPerspective(np.ones_like(grey), H, (cols, rows),
+                                     flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderValue=0)
+        depth = (G @ A @ np.stack([*np.meshgrid(np.arange(cols), np.arange(rows)), np.ones((rows, cols))],
+                                  axis=0).reshape(3, -1))[2].reshape(rows, cols)
+        return np.where((inside > 0) & (depth > 0.1), np.maximum(top, 1), 0).astype(np.uint8)
+
+
+@dataclass
+class GroundAlignment:
+    theta: float  # yaw of the query base_link in the match base_link (rad)
+    t: np.ndarray  # query base_link origin in the match base_link frame (x, y metres)
+    covariance: np.ndarray  # [3 x 3] over (x, y, yaw)
+    correlation: float  # normalised cross-correlation of the aligned views
+    pixels: int  # pixels seen in both
+
+
+def _rot2(theta: float) -> np.ndarray:
+    c, s = np.cos(theta), np.sin(theta)
+    return np.array([[c, -s], [s, c]])
+
+
+def _sample(img: np.ndarray, pts_m: np.ndarray, view: GroundView, res: float) -> np.ndarray:
+    """Bilinear samples of a top view at ground points (metres; NaN outside)."""
+    u = (pts_m[..., 0] - view.forward_m[0]) / res - 0.5
+    v = (view.lateral_m - pts_m[..., 1]) / res - 0.5
+    return cv2.remap(img, u.astype(np.float32), v.astype(np.float32), cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
+
+
+def _pyramid(top: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """(float image with NaN where unseen, downsampled by ``factor`` with area averaging of seen pixels)."""
+    seen = (top > 0).astype(np.float32)
+    img = top.astype(np.float32)
+    if factor > 1:
+        size = (top.shape[1] // factor, top.shape[0] // factor)
+        s = cv2.resize(seen, size, interpolation=cv2.INTER_AREA)
+        img = cv2.resize(img * seen, size, interpolation=cv2.INTER_AREA) / np.maximum(s, 1e-6)
+        seen = (s > 0.99).astype(np.float32)
+    img = cv2.GaussianBlur(img, (3, 3), 0.8)
+    return np.where(seen > 0, img, np.nan).astype(np.float32), seen
+
+
+def align_ground(query: np.ndarray, match: np.ndarray, view: GroundView, theta0: float, *,
+                 search_m: float = 6.0, pixel_correlation: float = 4.0, tilt_sigma_rad: float = 0.003,
+                 min_correlation: float = 0.5, min_overlap: float = 0.2) -> GroundAlignment | None:
+    """The planar pose of the query keyframe's base_link in the match keyframe's (see the module docstring).
+
+    ``query``, ``match``: top views (:meth:`GroundView.render`); ``theta0``: the yaw from the essential matrix.
+    None when the views do not overlap enough or do not correlate after alignment.
+    """
+    theta, t = float(theta0), np.zeros(2)
+    best = None
+    for factor in (4, 2, 1):
+        res = view.resolution_m * factor
+        q, _ = _pyramid(query, factor)
+        m, _ = _pyramid(match, factor)
+        pts = view.ground_points(q.shape, res)
+        qv = np.isfinite(q)
+        if qv.sum() < 50:
+            return None
+        if factor == 4:  # coarse: every translation within search_m at this resolution
+            t = _search(q, m, pts, qv, view, res, theta, search_m)
+            if t is None:
+                return None
+        for _ in range(8 if factor > 1 else 15):
+            step = _gauss_newton(q, m, pts, qv, view, res, theta, t)
+            if step is None:
+                return None
+            delta, fit = step
+            theta, t = theta + delta[0], t + delta[1:3]
+            best = fit
+            if abs(delta[0]) < 1e-5 and np.linalg.norm(delta[1:3]) < 1e-4:
+                break
+    step = _gauss_newton(query_f := _pyramid(query, 1)[0], _pyramid(match, 1)[0],
+                         view.ground_points(query.shape), np.isfinite(query_f), view, view.resolution_m, theta, t)
+    if step is None:
+        return None
+    _, best = step
+    JtJ, sigma2, corr, n = best
+    if n < min_overlap * np.isfinite(query_f).sum() or corr < min_correlation:
+        return None
+    cov = np.linalg.inv(JtJ + 1e-12 * np.eye(len(JtJ)))[:3, :3] * sigma2 * pixel_correlation
+    order = [1, 2, 0]  # (yaw, x, y) -> (x, y, yaw)
+    cov = cov[np.ix_(order, order)]
+    # Each view's unknown tilt against the ground (pitch, roll: suspension, slopes) distorts its top view: a
+    # ground point at distance d moves by about d² tilt / h, and roll shears x by y·tilt·x/h (a yaw of about
+    # x·tilt/h). The top views' own error, beyond the photometric fit's; two views, so √2.
+    pts = view.ground_points()[np.isfinite(query_f)]
+    h = float(view.T_base_cam[2, 3])
+    bias_m = np.sqrt(2.0) * float(np.mean(np.sum(pts**2, axis=1))) * tilt_sigma_rad / h
+    bias_rad = np.sqrt(2.0) * float(np.mean(pts[:, 0])) * tilt_sigma_rad / h
+    cov += np.diag([bias_m**2, bias_m**2, bias_rad**2])
+    return GroundAlignment(theta, t, cov, corr, n)
+
+
+def _search(q, m, pts, qv, view, res, theta, search_m) -> np.ndarray | None:
+    """The translation (x, y) with the highest zero-mean normalised correlation over a grid of ±search_m.
+
+    The match view is resampled once, rotated by ``theta``, over the query's grid grown by ``search_m``; then
+    every shift's masked correlation comes from five FFT correlations (sums over the overlap of q, q², m, m², qm).
+    """
+    from scipy.signal import correlate
+
+    n = int(round(search_m / res))
+    R = _rot2(theta)
+    rows, cols = q.shape
+    # grid u = p_q + s for shifts s of whole cells; the match is seen at R u (= R p_q + t with t = R s)
+    grid = view.ground_points((rows + 2 * n, cols + 2 * n), res) + np.array([-n * res, n * res])
+    big = _sample(m, grid @ R.T, view, res)
+    bm = np.isfinite(big).astype(np.float64)
+    b = np.nan_to_num(big).astype(np.float64)
+    w = qv.astype(np.float64)
+    a = np.where(qv, q, 0.0).astype(np.float64)
+
+    def corr(x, y):
+        return correlate(x, y, mode="valid", method="fft")
+
+    count = corr(bm, w)
+    sa, saa = corr(bm, a), corr(bm, a * a)
+    sb, sbb = corr(b, w), corr(b * b, w)
+    sab = corr(b, a)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cov = sab - sa * sb / count
+        var = (saa - sa**2 / count) * (sbb - sb**2 / count)
+        score = cov / np.sqrt(np.maximum(var, 1e-12))
+    score[(count < 0.3 * w.sum()) | ~np.isfinite(score)] = -np.inf
+    if not np.isfinite(score).any():
+        return None
+    i, j = np.unravel_index(int(np.argmax(score)), score.shape)
+    # offset (i, j) puts the query's first cell on big's cell (i, j): s = big's grid point there - query's
+    s_shift = grid[i, j] - pts[0, 0]
+    return R @ s_shift
+
+
+def _gauss_newton(q, m, pts, qv, view, res, theta, t):
+    """One Gauss-Newton step over (yaw, x, y, gain, offset): residual gain * match(R p + t) + offset - query."""
+    R = _rot2(theta)
+    p = pts @ R.T + t
+    s = _sample(m, p, view, res)
+    gx = _sample(cv2.Sobel(np.nan_to_num(m), cv2.CV_32F, 1, 0, ksize=3) / 8.0, p, view, res) / res  # d/dx (forward)
+    gy = -_sample(cv2.Sobel(np.nan_to_num(m), cv2.CV_32F, 0, 1, ksize=3) / 8.0, p, view, res) / res  # d/dy (left)
+    ok = qv & np.isfinite(s) & np.isfinite(gx) & np.isfinite(gy)
+    # gradients next to unseen pixels mix in the zero fill: keep pixels whose 3x3 neighbourhood is seen
+    seen = cv2.erode(np.isfinite(m).astype(np.uint8), np.ones((3, 3), np.uint8))
+    ok &= _sample(seen.astype(np.float32), p, view, res) > 0.99
+    n = int(ok.sum())
+    if n < 50:
+        return None
+    sv, qv_, gxv, gyv = s[ok], q[ok], gx[ok], gy[ok]
+    pq = pts[ok]
+    # least squares for gain and offset first (at the current pose)
+    A = np.c_[sv, np.ones(n)]
+    (gain, offset), *_ = np.linalg.lstsq(A, qv_, rcond=None)
+    r = gain * sv + offset - qv_
+    dp_dtheta = pq @ np.array([[0.0, 1.0], [-1.0, 0.0]]) @ R.T  # d(R p)/dθ = R [-y, x]
+    J = np.c_[gain * (gxv * dp_dtheta[:, 0] + gyv * dp_dtheta[:, 1]), gain * gxv, gain * gyv, sv, np.ones(n)]
+    JtJ = J.T @ J
+    try:
+        delta = -np.linalg.solve(JtJ + 1e-9 * np.eye(5), J.T @ r)
+    except np.linalg.LinAlgError:
+        return None
+    a, b = qv_ - qv_.mean(), sv - sv.mean()
+    corr = float(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-9)
+    sigma2 = float(r @ r) / max(n - 5, 1)
+    return delta, (JtJ, sigma2, corr, n)
+
+
+def planar_constraint(alignment: GroundAlignment, planar_sigma_m: float = 0.015,
+                      planar_sigma_rad: float = 0.005) -> tuple[np.ndarray, np.ndarray]:
+    """(T_query_match, 6×6 covariance about the query base_link's axes, x y z rx ry rz) of a ground alignment.
+
+    The alignment gives T_match_query = (R(θ), t) in the plane; its (x, y, yaw) covariance is carried to the
+    inverse by a numerical Jacobian of the left perturbation; z, roll and pitch get the ground-vehicle model's
+    ``planar_sigma_m`` / ``planar_sigma_rad``.
+    """
+
+    def T_qm(x: float, y: float, th: float) -> np.ndarray:
+        T = np.eye(4)
+        T[:2, :2], T[:2, 3] = _rot2(th), (x, y)
+        return invert_transform(T)
+
+    p0 = np.array([alignment.t[0], alignment.t[1], alignment.theta])
+    T0 = T_qm(*p0)
+    J = np.zeros((6, 3))
+    h = 1e-6
+    for i in range(3):
+        d = T_qm(*(p0 + h * np.eye(3)[i])) @ invert_transform(T0)  # left perturbation, small
+        J[:3, i] = d[:3, 3] / h
+        J[3:, i] = np.array([d[2, 1] - d[1, 2], d[0, 2] - d[2, 0], d[1, 0] - d[0, 1]]) / (2 * h)
+    cov = J @ alignment.covariance @ J.T
+    cov[2, 2] += planar_sigma_m**2
+    cov[3, 3] += planar_sigma_rad**2
+    cov[4, 4] += planar_sigma_rad**2
+    return T0, 0.5 * (cov + cov.T)
+
+
+def camera_constraint(R_mq: np.ndarray, c_mq: np.ndarray, cov_mq: np.ndarray,
+                      T_base_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The essential matrix's pose in base_link frames, without scale: the rotation of the match keyframe's
+    base_link in the query's, and as translation the unit direction from the query camera to the match camera
+    in the query base_link's axes. ``R_mq``, ``c_mq``: the query camera's orientation and unit direction in the
+    match camera's frame; ``cov_mq``: their covariance (left perturbation, match camera axes), carried by
+    -Ad(X T⁻¹) with T = (R_mq, c_mq) and X = T_base_cam (its translation part describes the direction's
+    uncertainty only roughly: the distance is unknown)."""
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = R_mq, c_mq
+    X = np.asarray(T_base_cam, float)
+    T_qm = invert_transform(T)
+    A = adjoint(X @ T_qm)
+    cov = A @ np.asarray(cov_mq, float) @ A.T
+    out = X @ T_qm @ invert_transform(X)
+    direction = X[:3, :3] @ T_qm[:3, 3]
+    out[:3, 3] = direction / max(float(np.linalg.norm(direction)), 1e-12)
+    return out, 0.5 * (cov + cov.T)

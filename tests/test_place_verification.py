@@ -281,3 +281,29 @@ def test_pose_covariance_grows_with_the_matches_error():
     small = _noisy_essential(0.7).covariance[3:, 3:].trace()
     large = _noisy_essential(2.0).covariance[3:, 3:].trace()
     assert large > 2.5 * small, (small, large)
+
+
+def test_synthetic_revisits_carry_metric_base_link_poses(route):
+    """With the camera's pose on the robot, verified revisits carry T_query_match between base_link frames,
+    metric from the ground (the route's body pitches and rolls by up to 0.4°: the alignment estimates it)."""
+    from deep_vision.geometry.transforms import invert_transform
+
+    seq, images = route
+    v = GeometricVerifier()
+    v.set_camera_pose(seq.T_base_cam)
+    K = seq.camera.K
+    t_err, r_err, n = [], [], 0
+    for r in seq.revisits[::15]:
+        res = v.verify(v.extract(images[r.query], K, None), v.extract(images[r.match], K, None), K, K)
+        if not res.verified:
+            continue
+        n += 1
+        assert res.constraint is not None and res.constraint_covariance.shape == (6, 6)
+        if res.metric:
+            T_true = invert_transform(seq.T_world_base[r.query]) @ seq.T_world_base[r.match]
+            E = T_true @ invert_transform(res.constraint)
+            t_err.append(float(np.linalg.norm(E[:3, 3])))
+            r_err.append(angle_deg(E[:3, :3]))
+    # Measured on these 320x120 frames: 20 of 27 metric, translation error p50 0.08 m, rotation p50 0.35°
+    # (the tilt held at 0: 0.28 m); bounds with margin.
+    assert len(t_err) >= 0.6 * n and np.median(t_err) < 0.15 and np.median(r_err) < 1.0, (n, t_err, r_err)

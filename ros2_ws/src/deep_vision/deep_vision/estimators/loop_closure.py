@@ -354,9 +354,14 @@ class GeometricVerifier:
         X = self.camera_pose
         if self.ground_view is not None and query.ground is not None and match.ground is not None \
                 and query.ground.shape == match.ground.shape:
-            R_b = X[:3, :3] @ v.rotation @ X[:3, :3].T  # query base_link orientation in the match base_link
-            alignment = align_ground(query.ground, match.ground, self.ground_view, float(np.arctan2(R_b[1, 0],
-                                                                                                    R_b[0, 0])))
+            # The essential matrix's yaw (query base_link in the match base_link) and its standard deviation
+            # start and anchor the alignment; its direction to the match camera (query base_link axes) bounds it.
+            R_b = X[:3, :3] @ v.rotation @ X[:3, :3].T
+            yaw_var = (X[:3, :3] @ v.covariance[3:, 3:] @ X[:3, :3].T)[2, 2]
+            direction = X[:3, :3] @ (-(v.rotation.T @ v.translation))
+            alignment = align_ground(query.ground, match.ground, self.ground_view,
+                                     float(np.arctan2(R_b[1, 0], R_b[0, 0])), yaw_sigma=float(np.sqrt(yaw_var)),
+                                     direction=direction)
             if alignment is not None:
                 v.constraint, v.constraint_covariance = planar_constraint(alignment)
                 v.metric = True

@@ -7,21 +7,25 @@ pose above a flat ground knows more: every pixel below the horizon is a known
 metric point of the ground. :class:`GroundView` resamples the ground in front
 of the robot into a top view (``base_link`` x forward, y left, ``resolution_m``
 per pixel), stored with each keyframe. Two top views of the same place differ
-by the robot's planar motion, in metres: :func:`align_ground` finds it (a
-coarse search over the translation around the essential matrix's yaw, then
-Gauss-Newton over yaw, x, y with a gain and offset for the lighting, coarse to
-fine), dense over the road surface where sparse features find little to match.
+by the robot's motion, in metres: :func:`align_ground` finds it (a coarse
+search over the translations that agree with the essential matrix's direction,
+at its yaw, then Gauss-Newton over yaw, x, y, the query's pitch and roll
+against the match's ground, and a gain and offset for the lighting, coarse to
+fine, with the essential matrix's yaw as a prior), dense over the road surface
+where sparse features find little to match. The tilt matters: a body pitch of
+0.2° moves a top-view point 13 m ahead by 0.2 m (bench/results/metric-loops-2026-12-06.md).
 
-The covariance of (x, y, yaw) is the inverse Gauss-Newton information of the
-photometric residuals, scaled by their variance and by ``pixel_correlation``
-(neighbouring residuals of a resampled image are not independent; the factor
-is fitted so that the normalised errors on training routes match their
-degrees of freedom: bench/results). z, roll and pitch are the ground-vehicle
-model's (both keyframes on the same flat ground), with ``planar_sigma_m`` and
-``planar_sigma_rad``. :func:`planar_constraint` turns the result into what the
-message carries: ``T_query_match`` (the match keyframe's base_link in the query
-keyframe's base_link, REP 103) with a 6×6 covariance about the query
-base_link's axes (left perturbation), ordered x y z rx ry rz.
+The covariance of (x, y, yaw, pitch, roll) is the inverse Gauss-Newton
+information of the photometric residuals, scaled by their variance and by
+``pixel_correlation`` (neighbouring residuals of a resampled image are not
+independent), plus what the match view's own tilt against the ground, which
+the alignment cannot see, moves (``tilt_sigma_rad``; chosen on a training
+route, see the results file). z is the ground-vehicle model's (both keyframes
+on the same flat ground), ``planar_sigma_m``. :func:`planar_constraint` turns
+the result into what the message carries: ``T_query_match`` (the match
+keyframe's base_link in the query keyframe's base_link, REP 103) with a 6×6
+covariance about the query base_link's axes (left perturbation), ordered
+x y z rx ry rz.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from deep_vision.errors import ConfigError
 from deep_vision.geometry.transforms import adjoint, invert_transform
@@ -43,7 +48,7 @@ class GroundView:
     """
 
     T_base_cam: np.ndarray
-    forward_m: tuple[float, float] = (3.0, 13.0)
+    forward_m: tuple[float, float] = (3.0, 20.0)
     lateral_m: float = 5.0
     resolution_m: float = 0.08
 
@@ -93,7 +98,9 @@ class GroundView:
 class GroundAlignment:
     theta: float  # yaw of the query base_link in the match base_link (rad)
     t: np.ndarray  # query base_link origin in the match base_link frame (x, y metres)
-    covariance: np.ndarray  # [3 x 3] over (x, y, yaw)
+    covariance: np.ndarray  # [5 x 5] over (x, y, yaw, pitch, roll)
+    pitch: float  # the query's tilt against the match's ground plane (rad, REP 103: pitch nose down, roll
+    roll: float  # left side up), from the distortion it gives the top view
     correlation: float  # normalised cross-correlation of the aligned views
     pixels: int  # pixels seen in both
 
@@ -125,15 +132,28 @@ def _pyramid(top: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def align_ground(query: np.ndarray, match: np.ndarray, view: GroundView, theta0: float, *,
-                 search_m: float = 6.0, pixel_correlation: float = 4.0, tilt_sigma_rad: float = 0.003,
-                 min_correlation: float = 0.5, min_overlap: float = 0.2) -> GroundAlignment | None:
-    """The planar pose of the query keyframe's base_link in the match keyframe's (see the module docstring).
+                 search_m: float = 12.0, pixel_correlation: float = 4.0, tilt_sigma_rad: float = 0.003,
+                 tilt_prior_rad: float = 0.03, min_correlation: float = 0.5, min_overlap: float = 0.15,
+                 yaw_sigma: float | None = None, direction: np.ndarray | None = None,
+                 cone_deg: float = 20.0, free_radius_m: float = 1.5) -> GroundAlignment | None:
+    """The pose of the query keyframe's base_link in the match keyframe's (see the module docstring).
 
-    ``query``, ``match``: top views (:meth:`GroundView.render`); ``theta0``: the yaw from the essential matrix.
-    None when the views do not overlap enough or do not correlate after alignment.
+    ``query``, ``match``: top views (:meth:`GroundView.render`); ``theta0``: the yaw from the essential matrix,
+    with ``yaw_sigma`` (rad) its prior's standard deviation (None: no prior); ``direction``: the essential
+    matrix's unit direction from the query camera to the match camera (query base_link axes), which the
+    translation must agree with (:func:`_cone`); ``tilt_prior_rad``: the prior on the relative pitch and roll;
+    ``tilt_sigma_rad``: the match view's own tilt, which the alignment cannot see (added to the covariance).
+    None when the views do not overlap enough, do not correlate after alignment or disagree with ``direction``.
     """
-    theta, t = float(theta0), np.zeros(2)
+    h = float(view.T_base_cam[2, 3])
+    x = np.array([float(theta0), 0.0, 0.0, 0.0, 0.0])  # yaw, x, y, query pitch, query roll (against the match)
+    prior_mean = x.copy()
+    prior_sigma = np.array([yaw_sigma if yaw_sigma is not None else np.inf, np.inf, np.inf,
+                            tilt_prior_rad, tilt_prior_rad])
     best = None
+    allowed = None
+    if direction is not None:
+        allowed = _cone(view, float(theta0), direction, cone_deg, free_radius_m)
     for factor in (4, 2, 1):
         res = view.resolution_m * factor
         q, _ = _pyramid(query, factor)
@@ -143,41 +163,63 @@ def align_ground(query: np.ndarray, match: np.ndarray, view: GroundView, theta0:
         if qv.sum() < 50:
             return None
         if factor == 4:  # coarse: every translation within search_m at this resolution
-            t = _search(q, m, pts, qv, view, res, theta, search_m)
+            t = _search(q, m, pts, qv, view, res, x[0], search_m, allowed, min_overlap)
             if t is None:
                 return None
+            x[1:3] = t
         for _ in range(8 if factor > 1 else 15):
-            step = _gauss_newton(q, m, pts, qv, view, res, theta, t)
+            step = _gauss_newton(q, m, pts, qv, view, res, x, h, prior_mean, prior_sigma, pixel_correlation)
             if step is None:
                 return None
             delta, fit = step
-            theta, t = theta + delta[0], t + delta[1:3]
+            x = x + delta
             best = fit
             if abs(delta[0]) < 1e-5 and np.linalg.norm(delta[1:3]) < 1e-4:
                 break
-    step = _gauss_newton(query_f := _pyramid(query, 1)[0], _pyramid(match, 1)[0],
-                         view.ground_points(query.shape), np.isfinite(query_f), view, view.resolution_m, theta, t)
+    query_f = _pyramid(query, 1)[0]
+    step = _gauss_newton(query_f, _pyramid(match, 1)[0], view.ground_points(query.shape), np.isfinite(query_f),
+                         view, view.resolution_m, x, h, prior_mean, prior_sigma, pixel_correlation)
     if step is None:
         return None
     _, best = step
     JtJ, sigma2, corr, n = best
     if n < min_overlap * np.isfinite(query_f).sum() or corr < min_correlation:
         return None
-    cov = np.linalg.inv(JtJ + 1e-12 * np.eye(len(JtJ)))[:3, :3] * sigma2 * pixel_correlation
-    order = [1, 2, 0]  # (yaw, x, y) -> (x, y, yaw)
+    theta, t = float(x[0]), x[1:3].copy()
+    if allowed is not None and not allowed(t[None])[0]:
+        return None  # refined away from the essential matrix's direction
+    cov = np.linalg.inv(JtJ + 1e-12 * np.eye(len(JtJ)))[:5, :5] * sigma2 * pixel_correlation
+    order = [1, 2, 0, 3, 4]  # (yaw, x, y, pitch, roll) -> (x, y, yaw, pitch, roll)
     cov = cov[np.ix_(order, order)]
-    # Each view's unknown tilt against the ground (pitch, roll: suspension, slopes) distorts its top view: a
-    # ground point at distance d moves by about d² tilt / h, and roll shears x by y·tilt·x/h (a yaw of about
-    # x·tilt/h). The top views' own error, beyond the photometric fit's; two views, so √2.
+    # The query's tilt against the match's is estimated; the match's own tilt against the ground (suspension,
+    # slopes) distorts both views alike and is not: a ground point at distance d moves by about d² tilt / h, and
+    # roll shears x by y·tilt·x/h (a yaw of about x·tilt/h). Added to the photometric fit's covariance.
     pts = view.ground_points()[np.isfinite(query_f)]
-    h = float(view.T_base_cam[2, 3])
-    bias_m = np.sqrt(2.0) * float(np.mean(np.sum(pts**2, axis=1))) * tilt_sigma_rad / h
-    bias_rad = np.sqrt(2.0) * float(np.mean(pts[:, 0])) * tilt_sigma_rad / h
-    cov += np.diag([bias_m**2, bias_m**2, bias_rad**2])
-    return GroundAlignment(theta, t, cov, corr, n)
+    bias_m = float(np.mean(np.sum(pts**2, axis=1))) * tilt_sigma_rad / h
+    bias_rad = float(np.mean(pts[:, 0])) * tilt_sigma_rad / h
+    cov += np.diag([bias_m**2, bias_m**2, bias_rad**2, tilt_sigma_rad**2, tilt_sigma_rad**2])
+    return GroundAlignment(theta, t, cov, float(x[3]), float(x[4]), corr, n)
 
 
-def _search(q, m, pts, qv, view, res, theta, search_m) -> np.ndarray | None:
+def _cone(view: GroundView, theta: float, direction: np.ndarray, cone_deg: float, free_radius_m: float):
+    """Translations t (query base_link origin in the match base_link, [.. x 2]) that agree with the essential
+    matrix's ``direction`` (unit, from the query camera to the match camera, query base_link axes): within
+    ``cone_deg`` of it in the plane, or the two cameras within ``free_radius_m`` (too close for a direction)."""
+    d = np.asarray(direction, float)[:2]
+    d = d / max(float(np.linalg.norm(d)), 1e-12)
+    c = np.asarray(view.T_base_cam, float)[:2, 3]  # the camera's lever arm in the plane
+    R = _rot2(theta)
+    cos_min = np.cos(np.radians(cone_deg))
+
+    def allowed(t: np.ndarray) -> np.ndarray:
+        disp = (c - R @ c - t) @ R  # query camera -> match camera, query base_link axes: Rᵀ (c - R c - t)
+        norm = np.linalg.norm(disp, axis=-1)
+        return (norm < free_radius_m) | (disp @ d >= cos_min * norm)
+
+    return allowed
+
+
+def _search(q, m, pts, qv, view, res, theta, search_m, allowed=None, min_overlap=0.3) -> np.ndarray | None:
     """The translation (x, y) with the highest zero-mean normalised correlation over a grid of ±search_m.
 
     The match view is resampled once, rotated by ``theta``, over the query's grid grown by ``search_m``; then
@@ -207,7 +249,10 @@ def _search(q, m, pts, qv, view, res, theta, search_m) -> np.ndarray | None:
         cov = sab - sa * sb / count
         var = (saa - sa**2 / count) * (sbb - sb**2 / count)
         score = cov / np.sqrt(np.maximum(var, 1e-12))
-    score[(count < 0.3 * w.sum()) | ~np.isfinite(score)] = -np.inf
+    score[(count < min_overlap * w.sum()) | ~np.isfinite(score)] = -np.inf
+    if allowed is not None:  # t = R s of every shift s
+        shifts = grid[: score.shape[0], : score.shape[1]] - pts[0, 0]
+        score[~allowed(shifts @ R.T)] = -np.inf
     if not np.isfinite(score).any():
         return None
     i, j = np.unravel_index(int(np.argmax(score)), score.shape)
@@ -216,10 +261,18 @@ def _search(q, m, pts, qv, view, res, theta, search_m) -> np.ndarray | None:
     return R @ s_shift
 
 
-def _gauss_newton(q, m, pts, qv, view, res, theta, t):
-    """One Gauss-Newton step over (yaw, x, y, gain, offset): residual gain * match(R p + t) + offset - query."""
+def _gauss_newton(q, m, pts, qv, view, res, x, h, prior_mean, prior_sigma, pixel_correlation):
+    """One Gauss-Newton step over x = (yaw, tx, ty, pitch, roll) and a gain and offset: residual
+    gain * match(R p' + t) + offset - query(p), where p' is the ground point the query's top-view pixel p shows
+    when the query camera is tilted by (pitch, roll) against the match's. Gaussian priors (``prior_mean``,
+    ``prior_sigma``; inf: none, 0: held) in the residuals' units."""
+    theta, t, tp, tr = x[0], x[1:3], x[3], x[4]
     R = _rot2(theta)
-    p = pts @ R.T + t
+    px, py = pts[..., 0], pts[..., 1]
+    Dp = np.stack([-(px**2 + h**2) / h, -px * py / h], axis=-1)  # d p' / d pitch (nose down)
+    Dr = np.stack([px * py / h, (py**2 + h**2) / h], axis=-1)  # d p' / d roll
+    pe = pts + tp * Dp + tr * Dr
+    p = pe @ R.T + t
     s = _sample(m, p, view, res)
     gx = _sample(cv2.Sobel(np.nan_to_num(m), cv2.CV_32F, 1, 0, ksize=3) / 8.0, p, view, res) / res  # d/dx (forward)
     gy = -_sample(cv2.Sobel(np.nan_to_num(m), cv2.CV_32F, 0, 1, ksize=3) / 8.0, p, view, res) / res  # d/dy (left)
@@ -231,50 +284,60 @@ def _gauss_newton(q, m, pts, qv, view, res, theta, t):
     if n < 50:
         return None
     sv, qv_, gxv, gyv = s[ok], q[ok], gx[ok], gy[ok]
-    pq = pts[ok]
     # least squares for gain and offset first (at the current pose)
     A = np.c_[sv, np.ones(n)]
     (gain, offset), *_ = np.linalg.lstsq(A, qv_, rcond=None)
     r = gain * sv + offset - qv_
-    dp_dtheta = pq @ np.array([[0.0, 1.0], [-1.0, 0.0]]) @ R.T  # d(R p)/dθ = R [-y, x]
-    J = np.c_[gain * (gxv * dp_dtheta[:, 0] + gyv * dp_dtheta[:, 1]), gain * gxv, gain * gyv, sv, np.ones(n)]
+    grad = np.c_[gxv, gyv]
+
+    def col(d):  # d residual / d parameter, for a displacement d (query ground frame) of the sample point
+        return gain * np.sum(grad * (d @ R.T), axis=1)
+
+    pe_ok = pe[ok]
+    J = np.c_[col(pe_ok @ np.array([[0.0, 1.0], [-1.0, 0.0]])),  # d(R p')/dθ = R [-y, x]
+              gain * gxv, gain * gyv, col(Dp[ok]), col(Dr[ok]), sv, np.ones(n)]
     JtJ = J.T @ J
+    g = J.T @ r
+    sigma2 = float(r @ r) / max(n - 7, 1)
+    w = np.zeros(7)
+    with np.errstate(divide="ignore"):
+        w[:5] = np.where(np.isinf(prior_sigma), 0.0, sigma2 * pixel_correlation / np.maximum(prior_sigma, 1e-12)**2)
+    JtJ = JtJ + np.diag(w)
+    g = g.copy()
+    g[:5] += w[:5] * (x - prior_mean)
     try:
-        delta = -np.linalg.solve(JtJ + 1e-9 * np.eye(5), J.T @ r)
+        delta = -np.linalg.solve(JtJ + 1e-9 * np.eye(7), g)
     except np.linalg.LinAlgError:
         return None
     a, b = qv_ - qv_.mean(), sv - sv.mean()
     corr = float(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-9)
-    sigma2 = float(r @ r) / max(n - 5, 1)
-    return delta, (JtJ, sigma2, corr, n)
+    return delta[:5], (JtJ, sigma2, corr, n)
 
 
-def planar_constraint(alignment: GroundAlignment, planar_sigma_m: float = 0.015,
-                      planar_sigma_rad: float = 0.005) -> tuple[np.ndarray, np.ndarray]:
+def planar_constraint(alignment: GroundAlignment, planar_sigma_m: float = 0.015) -> tuple[np.ndarray, np.ndarray]:
     """(T_query_match, 6×6 covariance about the query base_link's axes, x y z rx ry rz) of a ground alignment.
 
-    The alignment gives T_match_query = (R(θ), t) in the plane; its (x, y, yaw) covariance is carried to the
-    inverse by a numerical Jacobian of the left perturbation; z, roll and pitch get the ground-vehicle model's
-    ``planar_sigma_m`` / ``planar_sigma_rad``.
+    The alignment gives T_match_query: (x, y) on the ground, the yaw, and the query's pitch and roll against
+    the match's ground plane; its covariance is carried to the inverse by a numerical Jacobian of the left
+    perturbation; z gets the ground-vehicle model's ``planar_sigma_m`` (both keyframes on the same flat ground).
     """
 
-    def T_qm(x: float, y: float, th: float) -> np.ndarray:
+    def T_qm(x: float, y: float, th: float, pitch: float, roll: float) -> np.ndarray:
         T = np.eye(4)
-        T[:2, :2], T[:2, 3] = _rot2(th), (x, y)
+        T[:3, :3] = Rotation.from_euler("ZYX", [th, pitch, roll]).as_matrix()
+        T[:2, 3] = (x, y)
         return invert_transform(T)
 
-    p0 = np.array([alignment.t[0], alignment.t[1], alignment.theta])
+    p0 = np.array([alignment.t[0], alignment.t[1], alignment.theta, alignment.pitch, alignment.roll])
     T0 = T_qm(*p0)
-    J = np.zeros((6, 3))
+    J = np.zeros((6, 5))
     h = 1e-6
-    for i in range(3):
-        d = T_qm(*(p0 + h * np.eye(3)[i])) @ invert_transform(T0)  # left perturbation, small
+    for i in range(5):
+        d = T_qm(*(p0 + h * np.eye(5)[i])) @ invert_transform(T0)  # left perturbation, small
         J[:3, i] = d[:3, 3] / h
         J[3:, i] = np.array([d[2, 1] - d[1, 2], d[0, 2] - d[2, 0], d[1, 0] - d[0, 1]]) / (2 * h)
     cov = J @ alignment.covariance @ J.T
     cov[2, 2] += planar_sigma_m**2
-    cov[3, 3] += planar_sigma_rad**2
-    cov[4, 4] += planar_sigma_rad**2
     return T0, 0.5 * (cov + cov.T)
 
 

@@ -157,13 +157,13 @@ def align_ground(query: np.ndarray, match: np.ndarray, view: GroundView, theta0:
     for factor in (4, 2, 1):
         res = view.resolution_m * factor
         q, _ = _pyramid(query, factor)
-        m, _ = _pyramid(match, factor)
+        m = _Level(_pyramid(match, factor)[0])
         pts = view.ground_points(q.shape, res)
         qv = np.isfinite(q)
         if qv.sum() < 50:
             return None
         if factor == 4:  # coarse: every translation within search_m at this resolution
-            t = _search(q, m, pts, qv, view, res, x[0], search_m, allowed, min_overlap)
+            t = _search(q, m.image, pts, qv, view, res, x[0], search_m, allowed, min_overlap)
             if t is None:
                 return None
             x[1:3] = t
@@ -174,11 +174,11 @@ def align_ground(query: np.ndarray, match: np.ndarray, view: GroundView, theta0:
             delta, fit = step
             x = x + delta
             best = fit
-            if abs(delta[0]) < 1e-5 and np.linalg.norm(delta[1:3]) < 1e-4:
+            # converged: a step under 1/50 of a cell (1/200 at full resolution)
+            if abs(delta[0]) < 2e-5 * factor and np.linalg.norm(delta[1:3]) < 0.005 * factor * res:
                 break
-    query_f = _pyramid(query, 1)[0]
-    step = _gauss_newton(query_f, _pyramid(match, 1)[0], view.ground_points(query.shape), np.isfinite(query_f),
-                         view, view.resolution_m, x, h, prior_mean, prior_sigma, pixel_correlation)
+    query_f = q  # the last level is the full resolution
+    step = _gauss_newton(q, m, pts, qv, view, res, x, h, prior_mean, prior_sigma, pixel_correlation)
     if step is None:
         return None
     _, best = step
@@ -261,7 +261,19 @@ def _search(q, m, pts, qv, view, res, theta, search_m, allowed=None, min_overlap
     return R @ s_shift
 
 
-def _gauss_newton(q, m, pts, qv, view, res, x, h, prior_mean, prior_sigma, pixel_correlation):
+class _Level:
+    """A match view at one pyramid level with what every Gauss-Newton step samples from it."""
+
+    def __init__(self, image: np.ndarray) -> None:
+        self.image = image
+        filled = np.nan_to_num(image)
+        self.gx = cv2.Sobel(filled, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+        self.gy = cv2.Sobel(filled, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+        # gradients next to unseen pixels mix in the zero fill: keep pixels whose 3x3 neighbourhood is seen
+        self.seen = cv2.erode(np.isfinite(image).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
+
+
+def _gauss_newton(q, m: _Level, pts, qv, view, res, x, h, prior_mean, prior_sigma, pixel_correlation):
     """One Gauss-Newton step over x = (yaw, tx, ty, pitch, roll) and a gain and offset: residual
     gain * match(R p' + t) + offset - query(p), where p' is the ground point the query's top-view pixel p shows
     when the query camera is tilted by (pitch, roll) against the match's. Gaussian priors (``prior_mean``,
@@ -273,13 +285,11 @@ def _gauss_newton(q, m, pts, qv, view, res, x, h, prior_mean, prior_sigma, pixel
     Dr = np.stack([px * py / h, (py**2 + h**2) / h], axis=-1)  # d p' / d roll
     pe = pts + tp * Dp + tr * Dr
     p = pe @ R.T + t
-    s = _sample(m, p, view, res)
-    gx = _sample(cv2.Sobel(np.nan_to_num(m), cv2.CV_32F, 1, 0, ksize=3) / 8.0, p, view, res) / res  # d/dx (forward)
-    gy = -_sample(cv2.Sobel(np.nan_to_num(m), cv2.CV_32F, 0, 1, ksize=3) / 8.0, p, view, res) / res  # d/dy (left)
+    s = _sample(m.image, p, view, res)
+    gx = _sample(m.gx, p, view, res) / res  # d/dx (forward)
+    gy = -_sample(m.gy, p, view, res) / res  # d/dy (left: image rows grow to the right)
     ok = qv & np.isfinite(s) & np.isfinite(gx) & np.isfinite(gy)
-    # gradients next to unseen pixels mix in the zero fill: keep pixels whose 3x3 neighbourhood is seen
-    seen = cv2.erode(np.isfinite(m).astype(np.uint8), np.ones((3, 3), np.uint8))
-    ok &= _sample(seen.astype(np.float32), p, view, res) > 0.99
+    ok &= _sample(m.seen, p, view, res) > 0.99
     n = int(ok.sum())
     if n < 50:
         return None

@@ -13,7 +13,7 @@ at its yaw, then Gauss-Newton over yaw, x, y, the query's pitch and roll
 against the match's ground, and a gain and offset for the lighting, coarse to
 fine, with the essential matrix's yaw as a prior), dense over the road surface
 where sparse features find little to match. The tilt matters: a body pitch of
-0.2° moves a top-view point 13 m ahead by 0.2 m (bench/results/metric-loops-2026-12-06.md).
+0.2° moves a top-view point 13 m ahead by 0.36 m (d² tilt / h; bench/results/metric-loops-2026-12-06.md).
 
 The covariance of (x, y, yaw, pitch, roll) is the inverse Gauss-Newton
 information of the photometric residuals, scaled by their variance and by

@@ -34,10 +34,9 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 from deep_vision.errors import ConfigError
-from deep_vision.geometry.transforms import adjoint, invert_transform
+from deep_vision.geometry.transforms import adjoint, invert_transform, rotation_from_euler_zyx
 
 
 @dataclass(frozen=True)
@@ -334,7 +333,7 @@ def planar_constraint(alignment: GroundAlignment, planar_sigma_m: float = 0.015)
 
     def T_qm(x: float, y: float, th: float, pitch: float, roll: float) -> np.ndarray:
         T = np.eye(4)
-        T[:3, :3] = Rotation.from_euler("ZYX", [th, pitch, roll]).as_matrix()
+        T[:3, :3] = rotation_from_euler_zyx([th, pitch, roll])
         T[:2, 3] = (x, y)
         return invert_transform(T)
 

@@ -195,19 +195,16 @@ def navsatfix_msg(latitude: float, longitude: float, altitude: float, stamp_ns: 
         position_covariance_type=0 if position_covariance is None else int(covariance_type))
 
 
-def loop_closure_array_msg(result: Any, frame_id: str, base_frame: str = "base_link",
-                           publish_unverified: bool = False) -> Any:
-    """deep_vision_msgs/LoopClosureArray of a ``QueryResult`` (candidates best first; unverified ones only with
-    ``publish_unverified``). ``frame_id``: the query image's frame; ``base_frame``: the frame of the poses."""
-    candidates = []
-    for c in result.candidates:
-        if not c.verified and not publish_unverified:
-            continue
+def loop_closure_array_msg(result: Any, candidates: Any, frame_id: str, base_frame: str = "base_link") -> Any:
+    """deep_vision_msgs/LoopClosureArray of a ``QueryResult``'s ``candidates`` (those to publish, best first).
+    ``frame_id``: the query image's frame; ``base_frame``: the frame of the poses."""
+    msgs = []
+    for c in candidates:
         v = c.verification
         has_pose = c.has_relative_pose and v.constraint is not None
         T = v.constraint if has_pose else np.eye(4)
         cov = np.asarray(v.constraint_covariance, np.float64).reshape(36) if has_pose else np.zeros(36)
-        candidates.append(_cls("deep_vision_msgs/msg/LoopClosure")(
+        msgs.append(_cls("deep_vision_msgs/msg/LoopClosure")(
             query_stamp=time_msg(result.stamp_ns), match_stamp=time_msg(c.match_stamp_ns),
             query_id=int(result.query_id), match_id=int(c.match_id), query_session=int(result.session),
             match_session=int(c.match_session), similarity=float(c.similarity), verified=bool(c.verified),
@@ -215,7 +212,7 @@ def loop_closure_array_msg(result: Any, frame_id: str, base_frame: str = "base_l
             frame_id=base_frame if has_pose else "",
             relative_pose=_cls("geometry_msgs/msg/PoseWithCovariance")(pose=_pose(T), covariance=cov)))
     return _cls("deep_vision_msgs/msg/LoopClosureArray")(header=header(result.stamp_ns, frame_id),
-                                                          candidates=candidates)
+                                                          candidates=msgs)
 
 
 def path_msg(stamps_ns: np.ndarray, poses: np.ndarray, stamp_ns: int, frame_id: str) -> Any:

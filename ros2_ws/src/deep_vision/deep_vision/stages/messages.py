@@ -55,7 +55,7 @@ def place_msgs(out: PlaceOut) -> list[Message]:
     msgs: list[Message] = []
     if out.publish:
         msgs.append(("loop_closures", LOOP_CLOSURES, rosmsg.loop_closure_array_msg(
-            out.result, out.frame_id, out.base_frame, out.publish_unverified)))
+            out.result, out.candidates, out.frame_id, out.base_frame)))
     geo = out.geolocation
     if geo is not None:
         var = geo.std_m**2  # horizontal; the altitude is a guess: 10x the standard deviation

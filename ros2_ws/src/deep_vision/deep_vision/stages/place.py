@@ -35,7 +35,7 @@ class PlaceOut:
     gps: tuple[float, float, float] | None  # the keyframe's own fix
     publish: bool  # a LoopClosureArray is published (candidates to publish, or publish_empty)
     base_frame: str = "base_link"  # frame of the loop-closure poses
-    publish_unverified: bool = False
+    candidates: tuple = ()  # the ones the message carries, best first (verified; all with publish_unverified)
 
     @property
     def geolocation(self) -> Any:
@@ -166,9 +166,9 @@ class PlaceStage:
             self._update_counters()
         if result is None:
             return None
-        published = [c for c in result.candidates if c.verified or self.publish_unverified]
+        published = tuple(c for c in result.candidates if c.verified or self.publish_unverified)
         out = PlaceOut(frame.stamp_ns, frame.frame_id, result, gps, bool(published) or self.publish_empty,
-                       self.base_frame, self.publish_unverified)
+                       self.base_frame, published)
         self.counters["metric_loop_closures"] += sum(c.verified and c.has_relative_pose and c.verification.metric
                                                      for c in result.candidates)
         self.counters["loop_closure_msgs"] += out.publish

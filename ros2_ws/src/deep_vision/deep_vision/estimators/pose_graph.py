@@ -25,8 +25,9 @@ and verified loop closures, and keeps the optimised keyframe poses.
   when its Gaussian χ² there exceeds that. Off by default: the robust kernel
   keeps a wrong closure from bending the map (Cauchy: 4 mm in the tests), and
   the χ² test removed right closures wherever the odometry's covariance is too
-  small for its real drift (44 of 71 on the demo route, ATE 8.7 m instead of
-  3.2 m: bench/results/metric-loops-2026-12-06.md).
+  small for its real drift (demo route, Huber kernel, before the alignment
+  estimated the tilt: 26 of 71 accepted, ATE 8.7 m instead of 3.2 m:
+  bench/results/metric-loops-2026-12-06.md).
 - **Solver errors**: a factor that GTSAM cannot take (an indeterminate or
   ill-conditioned system, say from a degenerate covariance) is rejected: iSAM2
   is rebuilt from the factors accepted so far at the last estimate, the factor

@@ -166,8 +166,9 @@ def align_ground(query: np.ndarray, match: np.ndarray, view: GroundView, theta0:
             if t is None:
                 return None
             x[1:3] = t
+        ql = _QueryLevel(q, pts, h)
         for _ in range(8 if factor > 1 else 15):
-            step = _gauss_newton(q, m, pts, qv, view, res, x, h, prior_mean, prior_sigma, pixel_correlation)
+            step = _gauss_newton(ql, m, view, res, x, prior_mean, prior_sigma, pixel_correlation)
             if step is None:
                 return None
             delta, fit = step
@@ -177,7 +178,7 @@ def align_ground(query: np.ndarray, match: np.ndarray, view: GroundView, theta0:
             if abs(delta[0]) < 2e-5 * factor and np.linalg.norm(delta[1:3]) < 0.005 * factor * res:
                 break
     query_f = q  # the last level is the full resolution
-    step = _gauss_newton(q, m, pts, qv, view, res, x, h, prior_mean, prior_sigma, pixel_correlation)
+    step = _gauss_newton(ql, m, view, res, x, prior_mean, prior_sigma, pixel_correlation)
     if step is None:
         return None
     _, best = step
@@ -261,50 +262,69 @@ def _search(q, m, pts, qv, view, res, theta, search_m, allowed=None, min_overlap
 
 
 class _Level:
-    """A match view at one pyramid level with what every Gauss-Newton step samples from it."""
+    """A match view at one pyramid level with what every Gauss-Newton step samples from it: the image, its
+    gradients and where they are valid, stacked so that one remap samples all four."""
 
     def __init__(self, image: np.ndarray) -> None:
         self.image = image
         filled = np.nan_to_num(image)
-        self.gx = cv2.Sobel(filled, cv2.CV_32F, 1, 0, ksize=3) / 8.0
-        self.gy = cv2.Sobel(filled, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+        gx = cv2.Sobel(filled, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+        gy = cv2.Sobel(filled, cv2.CV_32F, 0, 1, ksize=3) / 8.0
         # gradients next to unseen pixels mix in the zero fill: keep pixels whose 3x3 neighbourhood is seen
-        self.seen = cv2.erode(np.isfinite(image).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
+        seen = cv2.erode(np.isfinite(image).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
+        self.stack = cv2.merge([image, gx, gy, seen])
 
 
-def _gauss_newton(q, m: _Level, pts, qv, view, res, x, h, prior_mean, prior_sigma, pixel_correlation):
+class _QueryLevel:
+    """A query view at one pyramid level: its seen pixels' values, ground points and tilt derivatives."""
+
+    def __init__(self, q: np.ndarray, pts: np.ndarray, h: float) -> None:
+        self.valid = np.isfinite(q)
+        self.values = q[self.valid]
+        self.pts = pts[self.valid]
+        px, py = self.pts[:, 0], self.pts[:, 1]
+        self.Dp = np.stack([-(px**2 + h**2) / h, -px * py / h], axis=-1)  # d p' / d pitch (nose down)
+        self.Dr = np.stack([px * py / h, (py**2 + h**2) / h], axis=-1)  # d p' / d roll
+
+
+def _gauss_newton(ql: _QueryLevel, m: _Level, view, res, x, prior_mean, prior_sigma, pixel_correlation):
     """One Gauss-Newton step over x = (yaw, tx, ty, pitch, roll) and a gain and offset: residual
     gain * match(R p' + t) + offset - query(p), where p' is the ground point the query's top-view pixel p shows
     when the query camera is tilted by (pitch, roll) against the match's. Gaussian priors (``prior_mean``,
     ``prior_sigma``; inf: none, 0: held) in the residuals' units."""
     theta, t, tp, tr = x[0], x[1:3], x[3], x[4]
     R = _rot2(theta)
-    px, py = pts[..., 0], pts[..., 1]
-    Dp = np.stack([-(px**2 + h**2) / h, -px * py / h], axis=-1)  # d p' / d pitch (nose down)
-    Dr = np.stack([px * py / h, (py**2 + h**2) / h], axis=-1)  # d p' / d roll
-    pe = pts + tp * Dp + tr * Dr
+    pe = ql.pts + tp * ql.Dp + tr * ql.Dr
     p = pe @ R.T + t
-    s = _sample(m.image, p, view, res)
-    gx = _sample(m.gx, p, view, res) / res  # d/dx (forward)
-    gy = -_sample(m.gy, p, view, res) / res  # d/dy (left: image rows grow to the right)
-    ok = qv & np.isfinite(s) & np.isfinite(gx) & np.isfinite(gy)
-    ok &= _sample(m.seen, p, view, res) > 0.99
+    u = ((p[:, 0] - view.forward_m[0]) / res - 0.5).astype(np.float32)
+    v = ((view.lateral_m - p[:, 1]) / res - 0.5).astype(np.float32)
+    sampled = cv2.remap(m.stack, u[None], v[None], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                        borderValue=(np.nan,) * 4)[0]
+    s, gx, gy, seen = sampled.T
+    # d/dx (forward); d/dy (left: image rows grow to the right)
+    ok = np.isfinite(s) & np.isfinite(gx) & np.isfinite(gy) & (seen > 0.99)
     n = int(ok.sum())
     if n < 50:
         return None
-    sv, qv_, gxv, gyv = s[ok], q[ok], gx[ok], gy[ok]
-    # least squares for gain and offset first (at the current pose)
-    A = np.c_[sv, np.ones(n)]
-    (gain, offset), *_ = np.linalg.lstsq(A, qv_, rcond=None)
+    sv, qv_, gxv, gyv = s[ok], ql.values[ok], gx[ok] / res, -gy[ok] / res
+    # least squares for gain and offset first (at the current pose): the 2x2 normal equations
+    s1, s2, q1, sq = sv.sum(), sv @ sv, qv_.sum(), sv @ qv_
+    det = n * s2 - s1 * s1
+    if not det > 1e-9 * n * s2:
+        return None  # a flat match view: nothing to align
+    gain, offset = (n * sq - s1 * q1) / det, (s2 * q1 - s1 * sq) / det
     r = gain * sv + offset - qv_
-    grad = np.c_[gxv, gyv]
-
-    def col(d):  # d residual / d parameter, for a displacement d (query ground frame) of the sample point
-        return gain * np.sum(grad * (d @ R.T), axis=1)
-
-    pe_ok = pe[ok]
-    J = np.c_[col(pe_ok @ np.array([[0.0, 1.0], [-1.0, 0.0]])),  # d(R p')/dθ = R [-y, x]
-              gain * gxv, gain * gyv, col(Dp[ok]), col(Dr[ok]), sv, np.ones(n)]
+    # d residual / d parameter, for a displacement d (query ground frame) of the sample point: gain grad·(R d)
+    gR = gain * (np.c_[gxv, gyv] @ R)  # gain grad^T R, per pixel
+    pe_ok, Dp, Dr = pe[ok], ql.Dp[ok], ql.Dr[ok]
+    J = np.empty((n, 7))
+    J[:, 0] = gR[:, 1] * pe_ok[:, 0] - gR[:, 0] * pe_ok[:, 1]  # d(R p')/dθ = R [-y, x]
+    J[:, 1] = gain * gxv
+    J[:, 2] = gain * gyv
+    J[:, 3] = gR[:, 0] * Dp[:, 0] + gR[:, 1] * Dp[:, 1]
+    J[:, 4] = gR[:, 0] * Dr[:, 0] + gR[:, 1] * Dr[:, 1]
+    J[:, 5] = sv
+    J[:, 6] = 1.0
     JtJ = J.T @ J
     g = J.T @ r
     sigma2 = float(r @ r) / max(n - 7, 1)

@@ -88,3 +88,21 @@ def random_vo_model(tmp_path_factory):
                 card_fields={"model_class": "deepvo", "model_config": model.conf, "inputs": spec["inputs"],
                              "outputs": spec["outputs"]})
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny_patch_model(tmp_path_factory):
+    """A randomly initialised compact PatchNet (magnification 5 in its card) exported with its card: the runtime
+    path, not accuracy. One per test module (a module may write into its card)."""
+    torch = pytest.importorskip("torch")
+    from deep_vision.inference.export import export_onnx
+    from deep_vision.models.patch_net import PatchNet
+
+    torch.manual_seed(0)
+    model = PatchNet({"preset": "compact", "magnification": 5.0}).eval()
+    spec = model.input_spec()
+    path = tmp_path_factory.mktemp("patch") / "patch.onnx"
+    export_onnx(model, model.example_inputs(), path, output_names=["descriptors"], dynamic_axes=model.dynamic_axes,
+                random_trials=1, card_fields={"model_class": "patch_net", "model_config": model.conf,
+                                              "inputs": spec["inputs"], "outputs": spec["outputs"]})
+    return path

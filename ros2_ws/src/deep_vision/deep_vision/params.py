@@ -91,7 +91,12 @@ _PLACE_RECOGNITION = [
           "(appearance change; 0: off).", range=(0.0, 1.0)),
     Param("keyframe_min_interval_s", 0.0, "Never two keyframes closer in time than this.", range=(0.0, 3600.0)),
     Param("verify", True, "Check candidates geometrically (local features + RANSAC)."),
-    Param("features", "orb", "Local features for the geometric check.", choices=("orb", "sift")),
+    Param("features", "orb", "Local features for the geometric check: orb, sift, or learned (ORB's keypoints "
+          "described by the patch network of patch_model_path).", choices=("orb", "sift", "learned")),
+    Param("patch_model_path", "", "Patch descriptor model for features 'learned' (.onnx with its model card, or "
+          "a .pt checkpoint); empty: the shipped models/patch.onnx."),
+    Param("patch_span", 1.0, "features 'learned': the patch spans this many times the ORB keypoint's region.",
+          range=(0.25, 8.0)),
     Param("max_features", 1000, "Local features per keyframe.", range=(50, 20000)),
     Param("min_inliers", 25, "RANSAC inliers needed to verify a candidate.", range=(5, 10000)),
     Param("min_inlier_ratio", 0.25, "Fraction of the putative matches that must be inliers.", range=(0.0, 1.0)),

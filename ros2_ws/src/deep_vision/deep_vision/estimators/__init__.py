@@ -11,8 +11,9 @@ from deep_vision.estimators.loop_closure import (
     QueryResult,
 )
 from deep_vision.estimators.odometry import OdometryResult, VisualOdometry
+from deep_vision.estimators.patch import PatchDescriptor
 from deep_vision.estimators.place import LocalMap, PlaceRecognizer, SpatialReranker
 
 __all__ = ["GeometricVerifier", "HomographyEstimator", "HomographyResult", "KeyframeDatabase", "KeyframeGate",
            "KeyframeSelector", "LocalMap", "LoopCandidate", "LoopClosureDetector", "OdometryResult",
-           "PlaceRecognizer", "QueryResult", "SpatialReranker", "VisualOdometry"]
+           "PatchDescriptor", "PlaceRecognizer", "QueryResult", "SpatialReranker", "VisualOdometry"]

@@ -259,15 +259,27 @@ class GeometricVerifier:
 
     def __init__(self, features: str = "orb", max_features: int = 1000, ratio: float = 0.8, ransac_px: float = 2.0,
                  min_inliers: int = 25, min_inlier_ratio: float = 0.25, confidence: float = 0.999,
-                 pixel_sigma: float = 0.5, scale_variance: float = 1.0) -> None:
-        if features == "orb":
+                 pixel_sigma: float = 0.5, scale_variance: float = 1.0, patch_descriptor: Any = None,
+                 patch_span: float = 1.0) -> None:
+        self.patch_descriptor = None
+        if features in ("orb", "learned"):
             self._detector = cv2.ORB_create(nfeatures=int(max_features), fastThreshold=10)
             self._norm = cv2.NORM_HAMMING
+            if features == "learned":
+                if patch_descriptor is None:
+                    raise ConfigError("features 'learned' needs a patch descriptor (PatchDescriptor.from_model)")
+                if not patch_span > 0:
+                    raise ConfigError(f"patch_span must be positive, got {patch_span}")
+                self.patch_descriptor = patch_descriptor
+                self._norm = cv2.NORM_L2
         elif features == "sift":
             self._detector = cv2.SIFT_create(nfeatures=int(max_features))
             self._norm = cv2.NORM_L2
         else:
-            raise ConfigError(f"unknown local features {features!r}; choose orb or sift")
+            raise ConfigError(f"unknown local features {features!r}; choose orb, sift or learned")
+        # learned: ORB's keypoints (oriented FAST on a pyramid), each described by the patch network over
+        # patch_span x its ORB region (KeyPoint.size: 31 pixels at its pyramid level)
+        self.patch_span = float(patch_span)
         if min_inliers < 5:
             raise ConfigError(f"min_inliers must be at least 5 (the essential matrix needs 5 points), "
                               f"got {min_inliers}")
@@ -306,7 +318,14 @@ class GeometricVerifier:
         so that verification needs only ``K``.
         """
         grey = to_grey(image)
-        kps, desc = self._detector.detectAndCompute(grey, None)
+        if self.patch_descriptor is not None:
+            kps = self._detector.detect(grey, None)
+            desc = None
+            if kps:
+                sizes = np.array([k.size for k in kps]) * self.patch_span / self.patch_descriptor.magnification
+                desc = self.patch_descriptor.describe(grey, np.array([k.pt for k in kps]), sizes)
+        else:
+            kps, desc = self._detector.detectAndCompute(grey, None)
         width = 32 if self.features == "orb" else 128
         dtype = np.uint8 if self.features == "orb" else np.float32
         if desc is None or not kps:

@@ -121,7 +121,9 @@ class PlaceRecognizer:
         path = Path(path)
         factory = None
         if path.suffix.lower() in (".pt", ".pth"):
-            factory = _checkpoint_factory(path)
+            from deep_vision.inference.torch_backend import conf_checkpoint_factory
+
+            factory, _ = conf_checkpoint_factory(path, "place_net")
         net = load_backend(path, backend, threads=threads, torch_module_factory=factory)
         if not net.inputs or not net.outputs:
             raise ModelError(f"{path}: the model declares no inputs or outputs")
@@ -338,23 +340,3 @@ def _model_id(path: Path) -> str:
     if card.is_file():
         return ModelCard.load(card).sha256
     return file_sha256(path)
-
-
-def _checkpoint_factory(path: Path):
-    """Module factory for a training checkpoint that stores the PlaceNet ``conf`` beside its weights."""
-    import torch
-
-    from deep_vision.models.place_net import PlaceNet
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises pickle, zip and runtime errors alike
-        raise ModelError(f"cannot read PyTorch checkpoint {path}: {exc}") from exc
-    conf = state.get("conf") if isinstance(state, dict) else None
-    if not isinstance(conf, dict):
-        return None  # a bare state dict: the model card must say what to build
-
-    def factory() -> PlaceNet:
-        return PlaceNet(conf)
-
-    return factory

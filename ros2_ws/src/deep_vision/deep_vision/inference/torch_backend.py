@@ -41,6 +41,25 @@ def load_state_dict(path: str | Path) -> dict[str, Any]:
     return dict(data)
 
 
+def conf_checkpoint_factory(path: str | Path, model_name: str) -> tuple[Callable[[], Any] | None, dict[str, Any]]:
+    """(module factory, conf) for a training checkpoint that stores the network's ``conf`` beside its weights
+    (``{"model": state dict, "conf": {...}}``, as the trainers and exporters save); (None, {}) for a bare state
+    dict, whose model card must then say what to build. ``model_name``: a :data:`deep_vision.models.MODEL_REGISTRY`
+    name."""
+    import torch
+
+    from deep_vision.models import build_model
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises pickle, zip and runtime errors alike
+        raise ModelError(f"cannot read PyTorch checkpoint {path}: {exc}") from exc
+    conf = state.get("conf") if isinstance(state, dict) else None
+    if not isinstance(conf, dict):
+        return None, {}
+    return (lambda: build_model(model_name, conf)), conf
+
+
 class TorchBackend(InferenceBackend):
     """An ``nn.Module`` in eval mode under ``torch.inference_mode``.
 

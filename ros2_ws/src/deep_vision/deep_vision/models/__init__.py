@@ -32,6 +32,7 @@ MODEL_REGISTRY: dict[str, str] = {
     "homography_net": "deep_vision.models.homography_net:HomographyNet",
     "place_net": "deep_vision.models.place_net:PlaceNet",
     "deepvo": "deep_vision.models.deepvo:DeepVO",
+    "patch_net": "deep_vision.models.patch_net:PatchNet",
     "testnet_conv": "deep_vision.models.testnets:TinyConvNet",
     "testnet_lstm": "deep_vision.models.testnets:TinyLSTMNet",
     "testnet_linear": "deep_vision.models.testnets:TinyLinearNet",

@@ -23,9 +23,13 @@ def _model_path(p: dict[str, Any], default_name: str) -> str:
     path = p["model_path"] or ""
     if path:
         return str(path)
+    return str(_default_model(default_name))
+
+
+def _default_model(name: str):
     from deep_vision.resources import default_model_path
 
-    return str(default_model_path(default_name))
+    return default_model_path(name)
 
 
 def _threads(p: dict[str, Any]) -> int | None:
@@ -78,10 +82,21 @@ def build_verifier(p: dict[str, Any], node: str = "place_recognition_node"):
 
     if not p["verify"]:
         return None
+    patch = None
+    if p["features"] == "learned":
+        from deep_vision.estimators.patch import PatchDescriptor
+
+        path = ""
+        try:
+            path = p["patch_model_path"] or str(_default_model("patch"))
+            patch = PatchDescriptor.from_model(path, backend=p["backend"], threads=_threads(p))
+        except DeepVisionError as exc:
+            raise ConfigError(f"{node}: parameter 'patch_model_path' ({path or 'default'}): {exc}") from exc
     try:
         verifier = GeometricVerifier(p["features"], int(p["max_features"]), ransac_px=float(p["ransac_px"]),
                                      min_inliers=int(p["min_inliers"]),
-                                     min_inlier_ratio=float(p["min_inlier_ratio"]))
+                                     min_inlier_ratio=float(p["min_inlier_ratio"]), patch_descriptor=patch,
+                                     patch_span=float(p["patch_span"]))
     except ConfigError as exc:
         raise ConfigError(f"{node}: geometric check parameters: {exc}") from exc
     try:

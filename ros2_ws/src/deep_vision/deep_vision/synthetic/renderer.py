@@ -62,8 +62,13 @@ class Renderer:
         a, b, c = (np.float32(x) for x in coeffs)
         return a * self.u[:, cols] + (b * self.v[rows] + c)
 
-    def render(self, T_world_cam: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
-        """Render the view of a camera at ``T_world_cam`` (optical frame); [H x W] or [H x W x 3] uint8."""
+    def render(self, T_world_cam: np.ndarray, rng: np.random.Generator | None = None, *,
+               depth: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Render the view of a camera at ``T_world_cam`` (optical frame); [H x W] or [H x W x 3] uint8.
+
+        ``depth``: also return the [H x W] float32 depth of each pixel centre (metres along the optical axis,
+        inf where the sky is): ``(image, depth)``.
+        """
         C = self.world.channels
         T_cam_world = invert_transform(T_world_cam)
         R_cw, t_cw = T_cam_world[:3, :3], T_cam_world[:3, 3]
@@ -90,7 +95,12 @@ class Renderer:
         if self.sensor_noise > 0 and rng is not None:
             image += rng.standard_normal(image.shape, dtype=np.float32) * np.float32(self.sensor_noise)
         out = np.clip(image, 0, 255).astype(np.uint8)
-        return out[..., 0] if C == 1 else out
+        out = out[..., 0] if C == 1 else out
+        if not depth:
+            return out
+        z = np.full(zbuf.shape, np.inf, np.float32)
+        np.divide(np.float32(1.0), zbuf, out=z, where=zbuf > 0)
+        return out, z
 
     # -- sky and ground ------------------------------------------------------------------
     def _sky(self, ray_z: np.ndarray) -> np.ndarray:

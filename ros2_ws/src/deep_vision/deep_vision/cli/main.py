@@ -308,8 +308,12 @@ def cmd_evaluate_bag(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    if args.target not in ("homography", "place", "vo"):
+    if args.target not in ("homography", "place", "vo", "patches"):
         return cmd_evaluate_bag(args)  # a bag: it is checked there, after the parameter file
+    if args.target == "patches":  # before the default --out: it writes its own folder (report.md, metrics.json)
+        from deep_vision.eval.patch_eval import evaluate_from_cli as evaluate_patches
+
+        return evaluate_patches(args)
     if args.out is None:
         args.out = "bench/results"
     if args.target == "place":
@@ -525,16 +529,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="measure an estimator on held-out data against classical baselines, "
                                         "or the whole pipeline on a bag with ground truth")
-    p.add_argument("target", help="homography | place | vo (one estimator on held-out data), or a rosbag2 folder "
-                                  "(the whole pipeline: metrics.json, report, output bag)")
+    p.add_argument("target", help="homography | place | vo | patches (one estimator on held-out data), or a rosbag2 "
+                                  "folder (the whole pipeline: metrics.json, report, output bag)")
     p.add_argument("--model", help="model (.onnx + card, or .pt); default: the shipped one")
+    p.add_argument("--compare", action="append", metavar="NAME=PATH",
+                   help="patches: another patch descriptor model to measure beside --model, e.g. "
+                        "learned+denoiser=models/patch-denoiser.onnx (repeatable)")
+    p.add_argument("--keypoints", type=int, help="patches: patches per reference image at most (default 1000; "
+                                                 "--quick 300)")
     p.add_argument("--backend", default="auto", help="inference backend (default auto)")
     p.add_argument("--threads", type=int, default=0, help="inference CPU threads (0: library default)")
     p.add_argument("--pairs", type=int, default=1000, help="protocol (a): number of patch pairs (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="protocol (a): pair seed (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="homography protocol (a): pair seed; patches: the seed of "
+                                                       "every random draw (default 0)")
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[5] / ".." / "shared" / "data"),
                    help="real data folder (default ../shared/data beside the repository)")
-    p.add_argument("--out", help="report folder (default bench/results; for a bag evaluation/<bag>-<mode>)")
+    p.add_argument("--out", help="report folder (default bench/results; patches: bench/results/patches-<date>; "
+                                 "for a bag evaluation/<bag>-<mode>)")
     p.add_argument("--mode", choices=("offline", "realtime"), default="offline",
                    help="bag: offline (every frame, deterministic) or realtime (frames at the bag's rate; frames a "
                         "stage cannot keep up with are dropped and counted)")
@@ -548,9 +559,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="bag: replace what an earlier evaluation left in --out")
     p.add_argument("--update-card", action="store_true", help="write the held-out metrics into the model card")
     p.add_argument("--quick", action="store_true", help="place: one short route, database sizes up to 100k "
-                                                        "(about two minutes on two cores)")
+                                                        "(about two minutes on two cores); patches: one synthetic "
+                                                        "sequence per seed and kind, 300 patches each")
     p.add_argument("--kitti-frames", default="100:159", help="vo: KITTI 00 frames FIRST:LAST (default 100:159)")
-    p.add_argument("--synthetic-seeds", default="9001,9002", help="vo: held-out synthetic routes (default 9001,9002)")
+    p.add_argument("--synthetic-seeds", default="9001,9002", help="vo: held-out synthetic routes; patches: held-out "
+                                                                  "synthetic worlds (default 9001,9002)")
     p.add_argument("--synthetic-frames", type=int, default=300, help="vo: frames per synthetic route (default 300)")
     p.add_argument("--varied-seeds", default="", help="vo: held-out synthetic worlds driven on a route of their "
                    "own (vary_route: turn rates spread), e.g. 9101,9102 (default none)")

@@ -1,4 +1,4 @@
-"""Benchmark: the three shipped networks in PyTorch on a GPU. It measures FP16 latency at batch 1, throughput at
+"""Benchmark: the shipped networks in PyTorch on a GPU. It measures FP16 latency at batch 1, throughput at
 several batch sizes, and a short DDP training step.
 
 Each network of models/ (homography, place, vo) is built from its model card (``model_class``, ``model_config``)
@@ -57,7 +57,7 @@ from deep_vision.models import build_model  # noqa: E402
 from deep_vision.inference.devices import cpu_model  # noqa: E402
 
 #: network -> the batch axis of each input in the card's order (DeepVO's LSTM states are [L x B x U])
-NETWORKS: dict[str, tuple[int, ...]] = {"homography": (0,), "place": (0,), "vo": (0, 1, 1)}
+NETWORKS: dict[str, tuple[int, ...]] = {"homography": (0,), "place": (0,), "vo": (0, 1, 1), "patch": (0,)}
 
 
 @dataclass(frozen=True)

@@ -308,12 +308,16 @@ def cmd_evaluate_bag(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    if args.target not in ("homography", "place", "vo", "patches"):
+    if args.target not in ("homography", "place", "vo", "patches", "verification"):
         return cmd_evaluate_bag(args)  # a bag: it is checked there, after the parameter file
     if args.target == "patches":  # before the default --out: it writes its own folder (report.md, metrics.json)
         from deep_vision.eval.patch_eval import evaluate_from_cli as evaluate_patches
 
         return evaluate_patches(args)
+    if args.target == "verification":  # the same: its own folder
+        from deep_vision.eval.verification_eval import evaluate_from_cli as evaluate_verification
+
+        return evaluate_verification(args)
     if args.out is None:
         args.out = "bench/results"
     if args.target == "place":
@@ -529,8 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="measure an estimator on held-out data against classical baselines, "
                                         "or the whole pipeline on a bag with ground truth")
-    p.add_argument("target", help="homography | place | vo | patches (one estimator on held-out data), or a rosbag2 "
-                                  "folder (the whole pipeline: metrics.json, report, output bag)")
+    p.add_argument("target", help="homography | place | vo | patches (one estimator on held-out data), "
+                                  "verification (the loop-closure verifier's features: orb, sift, learned), or a "
+                                  "rosbag2 folder (the whole pipeline: metrics.json, report, output bag)")
     p.add_argument("--model", help="model (.onnx + card, or .pt); default: the shipped one")
     p.add_argument("--compare", action="append", metavar="NAME=PATH",
                    help="patches: another patch descriptor model to measure beside --model, e.g. "
@@ -544,8 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "every random draw (default 0)")
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[5] / ".." / "shared" / "data"),
                    help="real data folder (default ../shared/data beside the repository)")
-    p.add_argument("--out", help="report folder (default bench/results; patches: bench/results/patches-<date>; "
-                                 "for a bag evaluation/<bag>-<mode>)")
+    p.add_argument("--out", help="report folder (default bench/results; patches, verification: "
+                                 "bench/results/<target>-<date>; for a bag evaluation/<bag>-<mode>)")
     p.add_argument("--mode", choices=("offline", "realtime"), default="offline",
                    help="bag: offline (every frame, deterministic) or realtime (frames at the bag's rate; frames a "
                         "stage cannot keep up with are dropped and counted)")

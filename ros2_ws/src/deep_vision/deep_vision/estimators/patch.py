@@ -44,6 +44,7 @@ class PatchDescriptor:
         self.batch = int(batch)
         self.last_time_ms = 0.0
         self.model_id = ""
+        self._dim: int | None = None
 
     @classmethod
     def from_model(cls, path: str | Path, backend: str = "auto", threads: int | None = None,
@@ -82,9 +83,12 @@ class PatchDescriptor:
 
     @property
     def dim(self) -> int:
-        shape = self.backend.outputs[0].shape
-        return int(shape[-1]) if isinstance(shape[-1], int) else int(self.describe_patches(
-            np.zeros((1, PATCH_SIZE, PATCH_SIZE), np.uint8)).shape[1])
+        """Descriptor length (the output's last axis; described once when the graph leaves it symbolic)."""
+        if self._dim is None:
+            shape = self.backend.outputs[0].shape
+            self._dim = int(shape[-1]) if isinstance(shape[-1], int) else int(self.describe_patches(
+                np.zeros((1, PATCH_SIZE, PATCH_SIZE), np.uint8)).shape[1])
+        return self._dim
 
     @property
     def label(self) -> str:
@@ -115,7 +119,7 @@ class PatchDescriptor:
         """[N x D] float32 descriptors of [N x 32 x 32] uint8 patches."""
         x = to_network(np.asarray(patches))
         if len(x) == 0:
-            return np.zeros((0, int(self.backend.outputs[0].shape[-1])), np.float32)
+            return np.zeros((0, self.dim), np.float32)
         parts = [self.backend.run({self.input_name: x[i:i + self.batch]})[self.output_name]
                  for i in range(0, len(x), self.batch)]
         return np.ascontiguousarray(np.concatenate(parts).astype(np.float32, copy=False))

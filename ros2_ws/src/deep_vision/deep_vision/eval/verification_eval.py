@@ -55,6 +55,7 @@ from typing import Any
 
 import numpy as np
 
+from deep_vision.errors import ModelError
 from deep_vision.eval.place_eval import (
     EUROC_PAIRS,
     SYNTHETIC_EVAL_FIRST_SEED,
@@ -636,13 +637,65 @@ def write_report(result: dict[str, Any], out: Path) -> Path:
 
 
 # ============================================================================ command line
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m deep_vision.eval.verification_eval --out DIR [--patch-model PATH] [--quick]``."""
+def evaluate(out: Path, patch_model: str | Path | None, data_root: Path, seeds: Sequence[int], *,
+             quick: bool = False, command: str = "") -> int:
+    """Run orb, sift and learned (``patch_model``; None or "none": left out) and write the report into ``out``."""
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from deep_vision.errors import DeepVisionError
 
+    variants = {k: dict(v) for k, v in DEFAULT_VARIANTS.items()}
+    if patch_model is None or str(patch_model).lower() == "none":
+        del variants["learned"]
+    elif not Path(patch_model).is_file():
+        logger.warning("no patch model at %s: the learned variant is left out (--patch-model PATH)", patch_model)
+        del variants["learned"]
+    else:
+        variants["learned"]["patch_model_path"] = str(patch_model)
+    bars: list[Any] = []
+
+    def progress(total: int, desc: str) -> Callable[[int], None]:
+        bar = tqdm(total=total, desc=desc, file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 10)
+        bars.append(bar)
+        return lambda n: bar.update(n - bar.n)
+
+    start = time.perf_counter()
+    try:
+        with logging_redirect_tqdm():
+            result = run(variants, data_root, synthetic_seeds=tuple(seeds), settings=QUICK if quick else FULL,
+                         progress=progress, command=command)
+    except DeepVisionError as exc:
+        logger.error("%s", exc)
+        return 1
+    finally:
+        for bar in bars:
+            bar.close()
+    result["header"]["run_time_s"] = round(time.perf_counter() - start, 1)
+    md = write_report(result, out)
+    print(md.read_text())
+    print(f"report: {md} ({result['header']['run_time_s']} s)")
+    return 0
+
+
+def evaluate_from_cli(args: Any) -> int:
+    """``deep-vision evaluate verification`` (args: model, data, out, quick, synthetic_seeds)."""
+    from deep_vision.resources import default_model_path
+
+    model = args.model
+    if model is None:
+        try:
+            model = default_model_path("patch")
+        except ModelError as exc:
+            logger.warning("%s: the learned variant is left out", exc)
+    seeds = [int(s) for s in str(args.synthetic_seeds).split(",") if s.strip()]
+    out = Path(args.out) if args.out else Path("bench/results") / f"verification-{date.today().isoformat()}"
+    return evaluate(out, model, Path(args.data), seeds, quick=bool(args.quick),
+                    command="deep-vision " + " ".join(sys.argv[1:]))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m deep_vision.eval.verification_eval --out DIR [--patch-model PATH] [--quick]``."""
     repo = Path(__file__).resolve().parents[5]
     parser = argparse.ArgumentParser(prog="python -m deep_vision.eval.verification_eval",
                                      description="Compare the loop-closure verifier's local features (orb, sift, "
@@ -660,39 +713,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("deep_vision").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-
-    variants = {k: dict(v) for k, v in DEFAULT_VARIANTS.items()}
-    if str(args.patch_model).lower() == "none":
-        del variants["learned"]
-    elif not Path(args.patch_model).is_file():
-        logger.warning("no patch model at %s: the learned variant is left out (--patch-model PATH)", args.patch_model)
-        del variants["learned"]
-    else:
-        variants["learned"]["patch_model_path"] = str(args.patch_model)
-    bars: list[Any] = []
-
-    def progress(total: int, desc: str) -> Callable[[int], None]:
-        bar = tqdm(total=total, desc=desc, file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 10)
-        bars.append(bar)
-        return lambda n: bar.update(n - bar.n)
-
     command = "python -m deep_vision.eval.verification_eval " + " ".join(sys.argv[1:] if argv is None else argv)
-    start = time.perf_counter()
-    try:
-        with logging_redirect_tqdm():
-            result = run(variants, args.data, synthetic_seeds=tuple(args.seeds), settings=QUICK if args.quick else FULL,
-                         progress=progress, command=command)
-    except DeepVisionError as exc:
-        logger.error("%s", exc)
-        return 1
-    finally:
-        for bar in bars:
-            bar.close()
-    result["header"]["run_time_s"] = round(time.perf_counter() - start, 1)
-    md = write_report(result, args.out)
-    print(md.read_text())
-    print(f"report: {md} ({result['header']['run_time_s']} s)")
-    return 0
+    return evaluate(args.out, args.patch_model, args.data, args.seeds, quick=args.quick, command=command)
 
 
 if __name__ == "__main__":

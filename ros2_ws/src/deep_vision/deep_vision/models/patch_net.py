@@ -55,8 +55,8 @@ class L2Net(nn.Module):
         flat = x.flatten(1)
         mean = flat.mean(dim=1)[:, None, None, None]
         std = flat.std(dim=1)[:, None, None, None]
-        y = self.features((x - mean) / (std + 1e-7)).flatten(1)
-        return F.normalize(y, dim=1)
+        y = self.features((x - mean) / (std + 1e-7))[:, :, 0, 0]  # [N x dim x 1 x 1]: a static dim in ONNX
+        return y * torch.rsqrt(torch.clamp((y * y).sum(dim=1, keepdim=True), min=1e-12))  # unit L2 norm
 
 
 class DenoiseUNet(nn.Module):

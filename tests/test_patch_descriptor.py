@@ -133,3 +133,41 @@ def test_shipped_model_beats_sift_on_held_out_graf(shared_data):
         scores[m.name] = pe.matching_map([m.patches(seq.ref)], [targets], m.metric)
     assert scores["learned"] > 0.80, scores
     assert scores["learned"] > scores["SIFT"] + 0.03, scores
+
+
+def test_descriptor_matcher_recovers_the_motion(synthetic):
+    """The VO's matched front end (ORB keypoints and descriptors in both frames) on the small world's drive:
+    rotation and direction against the ground truth. Measured over 10 pairs 2 frames apart: rotation error
+    median 0.21 deg (tracked corners 0.04), direction median 1.9 deg (0.4)."""
+    from deep_vision.estimators.two_view import DescriptorMatcher
+    from deep_vision.geometry.transforms import invert_transform, rotation_angle
+
+    images = list(synthetic.images())
+    T, K = synthetic.T_world_cam, synthetic.renderer.K
+    matcher = DescriptorMatcher(max_corners=800, refine=True, descriptor="orb")
+    rot, direction = [], []
+    for k in range(1, 29, 3):
+        m = matcher.motion(images[k - 1], images[k + 1], K)
+        assert m is not None, k
+        T_rel = invert_transform(T[k - 1]) @ T[k + 1]
+        t = T_rel[:3, 3] / np.linalg.norm(T_rel[:3, 3])
+        rot.append(np.degrees(rotation_angle(m.R.T @ T_rel[:3, :3])))
+        direction.append(np.degrees(np.arccos(np.clip(m.t_dir @ t, -1.0, 1.0))))
+    assert np.median(rot) < 0.5 and np.median(direction) < 5.0, (rot, direction)
+
+
+def test_vo_descriptor_parameter_is_checked_at_start(tmp_path, random_vo_model):
+    from deep_vision.geometry.camera import PinholeCamera
+    from deep_vision.pipeline.build import build_odometry
+
+    camera = PinholeCamera(320, 120, 300.0, 300.0, 160.0, 60.0)
+    base = {"model_path": str(random_vo_model), "mode": "hybrid"}
+    with pytest.raises(ConfigError, match="'descriptor' \\(orb\\) applies to geometry 'features'"):
+        build_odometry({**base, "descriptor": "orb"}, camera)
+    broken = tmp_path / "patch.onnx"
+    broken.write_bytes(b"not a model")
+    with pytest.raises(ConfigError, match="patch_model_path"):
+        build_odometry({**base, "geometry": "features", "descriptor": "learned", "patch_model_path": str(broken)},
+                       camera)
+    vo = build_odometry({**base, "geometry": "features", "descriptor": "orb"}, camera)
+    assert type(vo.tracker).__name__ == "DescriptorMatcher" and vo.tracker.descriptor == "orb"

@@ -130,6 +130,11 @@ _ODOMETRY = [
     Param("geometry", "dense_flow", "Hybrid mode's correspondences: dense_flow (DIS optical flow checked both ways, "
           "one point per grid cell, refined at full resolution) or features (Shi-Tomasi corners + Lucas-Kanade).",
           choices=("dense_flow", "features")),
+    Param("descriptor", "lk", "geometry features: lk (corners tracked by Lucas-Kanade), or orb / learned (ORB "
+          "keypoints in both frames matched by their ORB or learned patch descriptors, patch_model_path).",
+          choices=("lk", "orb", "learned")),
+    Param("patch_model_path", "", "Patch descriptor model for descriptor 'learned' (.onnx with its model card, "
+          "or a .pt checkpoint); empty: the shipped models/patch.onnx."),
     Param("track_width", 400, "Hybrid mode: image width at which points are tracked (pixels; wider frames are "
           "downscaled; dense_flow refines its points at full resolution).", range=(64, 8192)),
     Param("refine_geometry", True, "Hybrid mode: refine RANSAC's rotation and direction on its inliers "

@@ -1,6 +1,6 @@
 """Two-view geometry from tracked points: the classical monocular VO step.
 
-Correspondences come from one of two front ends:
+Correspondences come from one of three front ends:
 
 - :class:`FeatureTracker`: Shi–Tomasi corners in the previous frame tracked into
   the current one with pyramidal Lucas–Kanade, forward–backward checked (the
@@ -9,7 +9,9 @@ Correspondences come from one of two front ends:
   cell of a grid the pixel with the strongest image gradient among those whose
   forward and backward flows agree, refined at full resolution (as DF-VO, Zhan
   et al., ICRA 2020, takes forward–backward consistent flow points spread over
-  the image; here with a classical flow in place of a learned one).
+  the image; here with a classical flow in place of a learned one);
+- :class:`DescriptorMatcher`: ORB keypoints in both frames, matched by their ORB
+  or learned patch descriptors.
 
 Then the essential matrix is estimated with RANSAC and decomposed
 (``cv2.findEssentialMat`` / ``cv2.recoverPose``, Nistér's five-point solver).
@@ -271,6 +273,64 @@ class FeatureTracker:
             return geometry
         return TwoViewMotion(R, t_dir, int(prior_in.sum()), geometry.tracked, geometry.parallax_px, "prior", ratio,
                              geometry.R, p0[prior_in], p1[prior_in])
+
+
+
+@dataclass
+class DescriptorMatcher(FeatureTracker):
+    """A front end that matches descriptors instead of tracking: ORB keypoints in both frames, described by
+    ORB (``descriptor="orb"``) or by a learned patch descriptor (``"learned"``, ``patch``: a
+    :class:`~deep_vision.estimators.patch.PatchDescriptor`, over each keypoint's ORB region), matched by
+    mutual nearest neighbours passing Lowe's ratio test. The current frame's features are kept for the next
+    pair. Rotation, direction and the prior check are :class:`FeatureTracker`'s."""
+
+    descriptor: str = "orb"
+    patch: object = None
+    ratio: float = 0.8
+    _features: tuple | None = field(default=None, init=False, repr=False, compare=False)  # (frame, kps, desc)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.descriptor not in ("orb", "learned"):
+            raise ConfigError(f"descriptor must be orb or learned, got {self.descriptor!r}")
+        if self.descriptor == "learned" and self.patch is None:
+            raise ConfigError("descriptor 'learned' needs a patch descriptor (PatchDescriptor.from_model)")
+        self._orb = cv2.ORB_create(nfeatures=int(self.max_corners), fastThreshold=10)
+        self._matcher = cv2.BFMatcher(cv2.NORM_HAMMING if self.descriptor == "orb" else cv2.NORM_L2)
+
+    def _describe(self, frame: np.ndarray, small: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        cached = self._features
+        if cached is not None and cached[0] is frame:
+            return cached[1], cached[2]
+        if self.descriptor == "orb":
+            kps, desc = self._orb.detectAndCompute(small, None)
+        else:
+            kps = self._orb.detect(small, None)
+            desc = None
+            if kps:
+                sizes = np.array([k.size for k in kps]) / self.patch.magnification
+                desc = self.patch.describe(small, np.array([k.pt for k in kps]), sizes)
+        pts = np.array([k.pt for k in kps], np.float32).reshape(-1, 2)
+        self._features = (frame, pts, desc)
+        return pts, desc
+
+    def track(self, prev: np.ndarray, curr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Matched points ([N x 2] in prev, [N x 2] in curr, full-size pixels), grey uint8 frames."""
+        small_prev, small_curr, s = self.downscaled(prev, curr)
+        pa, da = self._describe(prev, small_prev)
+        pb, db = self._describe(curr, small_curr)
+        empty = np.zeros((0, 2), np.float32)
+        if da is None or db is None or len(pa) < 2 or len(pb) < 2:
+            return empty, empty
+        forward = self._matcher.knnMatch(da, db, k=2)
+        backward = {m[0].queryIdx: m[0].trainIdx for m in self._matcher.knnMatch(db, da, k=1) if m}
+        pairs = [(m[0].queryIdx, m[0].trainIdx) for m in forward
+                 if len(m) == 2 and m[0].distance < self.ratio * m[1].distance
+                 and backward.get(m[0].trainIdx) == m[0].queryIdx]
+        if not pairs:
+            return empty, empty
+        i, j = np.array(pairs).T
+        return upscale_points(pa[i], s), upscale_points(pb[j], s)
 
 
 @dataclass

@@ -74,6 +74,18 @@ def build_recognizer(p: dict[str, Any], node: str = "place_recognition_node"):
         raise ConfigError(f"{node}: parameter 'model_path' ({path or 'default'}): {exc}") from exc
 
 
+def _patch_descriptor(p: dict[str, Any], node: str):
+    """The PatchDescriptor of a node's ``patch_model_path`` (empty: the shipped one)."""
+    from deep_vision.estimators.patch import PatchDescriptor
+
+    path = ""
+    try:
+        path = p["patch_model_path"] or str(_default_model("patch"))
+        return PatchDescriptor.from_model(path, backend=p["backend"], threads=_threads(p))
+    except DeepVisionError as exc:
+        raise ConfigError(f"{node}: parameter 'patch_model_path' ({path or 'default'}): {exc}") from exc
+
+
 def build_verifier(p: dict[str, Any], node: str = "place_recognition_node"):
     """GeometricVerifier (None with ``verify`` off) from place_recognition_node's parameters, with the camera's
     pose on the robot (``camera_pose``) and the ground as loop-closure scale source (``loop_scale``)."""
@@ -82,16 +94,7 @@ def build_verifier(p: dict[str, Any], node: str = "place_recognition_node"):
 
     if not p["verify"]:
         return None
-    patch = None
-    if p["features"] == "learned":
-        from deep_vision.estimators.patch import PatchDescriptor
-
-        path = ""
-        try:
-            path = p["patch_model_path"] or str(_default_model("patch"))
-            patch = PatchDescriptor.from_model(path, backend=p["backend"], threads=_threads(p))
-        except DeepVisionError as exc:
-            raise ConfigError(f"{node}: parameter 'patch_model_path' ({path or 'default'}): {exc}") from exc
+    patch = _patch_descriptor(p, node) if p["features"] == "learned" else None
     try:
         verifier = GeometricVerifier(p["features"], int(p["max_features"]), ransac_px=float(p["ransac_px"]),
                                      min_inliers=int(p["min_inliers"]),
@@ -174,6 +177,16 @@ def build_odometry(p: dict[str, Any], camera: PinholeCamera | None = None, node:
     if mode == "hybrid" and camera is None:
         raise ConfigError(f"{node}: parameter 'mode' is hybrid, which needs the camera intrinsics (camera_info)")
     scale_source, ground, scale_window = scale_settings(p, node=node)
+    tracker = None
+    if p["descriptor"] != "lk":
+        if p["geometry"] != "features":
+            raise ConfigError(f"{node}: parameter 'descriptor' ({p['descriptor']}) applies to geometry 'features', "
+                              f"not {p['geometry']!r}")
+        from deep_vision.estimators.two_view import DescriptorMatcher
+
+        patch = _patch_descriptor(p, node) if p["descriptor"] == "learned" else None
+        tracker = DescriptorMatcher(max_corners=800, width=int(p["track_width"]), refine=bool(p["refine_geometry"]),
+                                    descriptor=p["descriptor"], patch=patch)
     path = ""
     try:
         path = _model_path(p, "vo")
@@ -185,7 +198,7 @@ def build_odometry(p: dict[str, Any], camera: PinholeCamera | None = None, node:
             geometry=p["geometry"], track_width=int(p["track_width"]),
             refine_geometry=bool(p["refine_geometry"]),
             prior_window=int(p["prior_window"]),
-            prior_max_disagreement_deg=float(p["prior_max_disagreement_deg"]))
+            prior_max_disagreement_deg=float(p["prior_max_disagreement_deg"]), tracker=tracker)
     except DeepVisionError as exc:
         raise ConfigError(f"{node}: parameter 'model_path' ({path or 'default'}): {exc}") from exc
 

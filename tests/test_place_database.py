@@ -422,3 +422,22 @@ def test_a_keyframe_without_intrinsics_is_verified_without_them():
     det.add(image, T0)  # no K
     (c,) = det.query(image, T0 + S, K=np.array([[100.0, 0, 64], [0, 100, 48], [0, 0, 1]]))
     assert c.verified and c.verification.model in ("fundamental", "homography") and not c.has_relative_pose
+
+
+def test_a_map_refuses_other_local_features(tmp_path, synthetic):
+    """A keyframe database keeps which local features its keyframes carry: verifying them with others would
+    compare ORB bits with float descriptors (or SIFT with learned ones); the node refuses at start."""
+    from deep_vision.pipeline.build import build_loop_detector
+    from deep_vision.stages.place import PlaceStage
+
+    p = {"descriptor": "sad", "sad_width": 64, "sad_height": 24, "keyframe_interval_s": 0.0, "loop_scale": "none"}
+    detector = build_loop_detector({**p, "features": "orb"})
+    for i, image in enumerate(synthetic.images()):
+        if i == 4:
+            break
+        detector.process(image, int(synthetic.stamps_ns[i]), K=synthetic.renderer.K)
+    detector.save(tmp_path / "map")
+    stage = PlaceStage.from_params({**p, "features": "orb", "database_path": str(tmp_path / "map")})
+    assert len(stage.detector.db) == 4
+    with pytest.raises(ConfigError, match="parameter 'features' \\(sift\\) differs .* \\(.*map: orb\\)"):
+        PlaceStage.from_params({**p, "features": "sift", "database_path": str(tmp_path / "map")})

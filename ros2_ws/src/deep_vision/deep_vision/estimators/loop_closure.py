@@ -303,6 +303,13 @@ class GeometricVerifier:
         self.camera_pose: np.ndarray | None = None  # T_base_cam: constraints between base_link frames
         self.ground_view: GroundView | None = None  # metric constraints from the ground (see set_camera_pose)
 
+    @property
+    def label(self) -> str:
+        """What makes two frames' local features comparable: the features, and the learned model's sha256."""
+        if self.patch_descriptor is not None:
+            return f"learned {str(getattr(self.patch_descriptor, 'model_id', ''))[:16]}".strip()
+        return self.features
+
     def set_camera_pose(self, T_base_cam: np.ndarray | None, ground: bool = True) -> None:
         """The camera's pose on the robot: verified poses then carry a base_link constraint, metric from the
         ground when ``ground`` (the camera above base_link, base_link on a flat ground)."""
@@ -1004,7 +1011,10 @@ class LoopClosureDetector:
     # ------------------------------------------------------------------ files
     def save(self, folder: str | Path) -> Path:
         """Save the keyframe database (see :meth:`KeyframeDatabase.save`)."""
-        return self.db.save(folder, extra={"recognizer": self.recognizer.label})
+        extra = {"recognizer": self.recognizer.label}
+        if self.verifier is not None:
+            extra["local_features"] = self.verifier.label
+        return self.db.save(folder, extra=extra)
 
     @staticmethod
     def load_database(folder: str | Path, recognizer: PlaceRecognizer, **kwargs: Any) -> KeyframeDatabase:

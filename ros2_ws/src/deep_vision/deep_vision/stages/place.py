@@ -82,7 +82,16 @@ class PlaceStage:
                                                              approximate_above=int(p["approximate_above"]))
             except DeepVisionError as exc:
                 raise ConfigError(f"{node}: parameter 'database_path' ({path}): {exc}") from exc
-        return cls(build_loop_detector(p, node, recognizer=recognizer, database=database), p, path)
+        detector = build_loop_detector(p, node, recognizer=recognizer, database=database)
+        if database is not None and detector.verifier is not None:
+            from deep_vision.estimators.loop_closure import KeyframeDatabase
+
+            saved = KeyframeDatabase.read_metadata(path).get("local_features")
+            if saved is not None and saved != detector.verifier.label:
+                raise ConfigError(f"{node}: parameter 'features' ({detector.verifier.label}) differs from the local "
+                                  f"features of the keyframe database at 'database_path' ({path}: {saved}): "
+                                  "keyframes could not be verified; use the same features or build a new map")
+        return cls(detector, p, path)
 
     @property
     def recognizer(self) -> Any:

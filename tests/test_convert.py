@@ -132,3 +132,21 @@ def test_real_kitti_frames(shared_data, tmp_path):
     bag = BagSequence(tmp_path / "bag")
     f = next(iter(bag))
     assert f.image.shape == (376, 1241) and f.camera.cx == pytest.approx(607.1928)
+
+
+def test_jpeg_frames_are_read_and_mixed_formats_refused(fake_kitti, tmp_path):
+    """KITTI 03 here is JPEG re-encodes: the reader (and so the converter) takes .jpg as it takes .png."""
+    for f in sorted((fake_kitti / "image_0").glob("*.png")):
+        cv2.imwrite(str(f.with_suffix(".jpg")), cv2.imread(str(f), cv2.IMREAD_GRAYSCALE))
+        f.unlink()
+    seq = KittiSequence(fake_kitti)
+    assert len(seq) == 6 and seq.image(3).shape == (40, 64) and seq.files[0].suffix == ".jpg"
+    assert kitti_to_bag(fake_kitti, tmp_path / "bag")["/camera/image_raw"] == 6
+    cv2.imwrite(str(fake_kitti / "image_0" / "000002.png"), np.zeros((40, 64), np.uint8))
+    with pytest.raises(DatasetError, match="two formats"):
+        KittiSequence(fake_kitti)
+
+
+def test_real_jpeg_sequence(shared_data):
+    seq = KittiSequence(shared_data / "kitti" / "sequences" / "03")
+    assert len(seq) == 801 and len(seq.poses) == 801 and seq.image(800).shape == (375, 1242)

@@ -503,8 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("convert", help="dataset -> rosbag2 (deep_vision's topic layout)")
     p.add_argument("dataset", help="kitti | kitti-raw | robotcar")
-    p.add_argument("source", help="kitti: the .../sequences/XX folder; kitti-raw: the drive folder "
-                                  "(.../2011_09_26/2011_09_26_drive_0001_sync); robotcar: the run folder")
+    p.add_argument("source", help="kitti: the .../sequences/XX folder (PNG or JPEG frames); kitti-raw: the drive "
+                                  "folder (.../2011_09_26/2011_09_26_drive_0001_sync); robotcar: the run folder")
     p.add_argument("--out", required=True, help="output rosbag2 folder (must not exist)")
     p.add_argument("--poses", help="kitti: ground-truth poses file (default .../poses/XX.txt when it exists)")
     p.add_argument("--calib", help="kitti-raw: folder of calib_cam_to_cam.txt, calib_imu_to_velo.txt and "

@@ -215,47 +215,38 @@ def synthetic_pairs(seeds: Sequence[int], settings: Settings = FULL, config_for:
     return PairSet("synthetic", description, pairs, load, camera)
 
 
-def _kitti_frame(seq_dir: Path, i: int) -> Path:
-    # io.kitti.KittiSequence lists *.png only; sequence 03 here is JPEG.
-    for suffix in (".png", ".jpg"):
-        path = seq_dir / "image_0" / f"{i:06d}{suffix}"
-        if path.is_file():
-            return path
-    from deep_vision.errors import DatasetError
-
-    raise DatasetError(f"KITTI frame {i} not found in {seq_dir / 'image_0'} (.png or .jpg)")
-
-
 def kitti_available(data_root: Path) -> list[str]:
-    """Problems that keep the KITTI pairs from being built (empty: all files present)."""
+    """Problems that keep the KITTI pairs from being built (empty: every sequence, pose and frame present)."""
+    from deep_vision.errors import DatasetError
+    from deep_vision.io.kitti import KittiSequence
+
     root = Path(data_root) / "kitti"
     missing = []
-    for name, first, last in KITTI_RANGES:
-        seq = root / "sequences" / name
-        for path in (seq / "calib.txt", root / "poses" / f"{name}.txt"):
-            if not path.is_file():
-                missing.append(str(path))
-        for i in (first, last):
-            if not any((seq / "image_0" / f"{i:06d}{s}").is_file() for s in (".png", ".jpg")):
-                missing.append(str(seq / "image_0" / f"{i:06d}.png|.jpg"))
+    for name, _, last in KITTI_RANGES:
+        try:
+            seq = KittiSequence(root / "sequences" / name)
+        except (DatasetError, OSError) as exc:
+            missing.append(str(exc))
+            continue
+        if seq.poses is None:
+            missing.append(str(root / "poses" / f"{name}.txt"))
+        elif len(seq) <= last:
+            missing.append(f"{seq.image_dir}: {len(seq)} frames, frame {last} needed")
     return missing
 
 
 def kitti_pairs(data_root: Path, settings: Settings = FULL) -> PairSet:
     """Same-sequence frames ``kitti_gaps`` apart (positives); frames > ``kitti_far_m`` apart or of different
     sequences (negatives, half each where both kinds exist)."""
-    from deep_vision.geometry.kitti import read_kitti_poses
-    from deep_vision.io.kitti import read_calib, read_image
+    from deep_vision.io.kitti import KittiSequence
 
     root = Path(data_root) / "kitti"
     rng = np.random.default_rng(settings.sample_seed)
-    poses: dict[str, np.ndarray] = {}
-    Ks: dict[str, np.ndarray] = {}
+    sequences = {name: KittiSequence(root / "sequences" / name) for name, _, _ in KITTI_RANGES}
+    poses: dict[str, np.ndarray] = {name: seq.poses for name, seq in sequences.items()}
+    Ks: dict[str, np.ndarray] = {name: seq.camera.K for name, seq in sequences.items()}
     positives: list[Pair] = []
     for name, first, last in KITTI_RANGES:
-        seq_dir = root / "sequences" / name
-        Ks[name] = read_calib(seq_dir / "calib.txt")["P0"][:, :3]
-        poses[name] = read_kitti_poses(root / "poses" / f"{name}.txt")
         for start in range(first, last - min(settings.kitti_gaps) + 1, settings.kitti_stride):
             for gap in settings.kitti_gaps:
                 if start + gap <= last:
@@ -283,7 +274,7 @@ def kitti_pairs(data_root: Path, settings: Settings = FULL) -> PairSet:
 
     def load(key: str) -> np.ndarray:
         name, i = key.split("/")
-        return read_image(_kitti_frame(root / "sequences" / name, int(i)), colour=False)
+        return sequences[name].image(int(i))
 
     def camera(key: str) -> tuple[np.ndarray, None]:
         return Ks[seq_of(key)], None

@@ -42,6 +42,10 @@ def read_calib(path: str | Path) -> dict[str, np.ndarray]:
     return out
 
 
+#: Frame files a KITTI sequence folder may hold: the official PNGs, or JPEG re-encodes (one format per folder).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
 @dataclass
 class KittiSequence:
     """One KITTI odometry sequence folder (``…/sequences/XX``)."""
@@ -55,9 +59,11 @@ class KittiSequence:
         self.image_dir = self.root / f"image_{self.camera_index}"
         if not self.image_dir.is_dir():
             raise DatasetError(f"KITTI image folder not found: {self.image_dir}")
-        self.files = sorted(self.image_dir.glob("*.png"))
+        self.files = sorted(f for f in self.image_dir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
         if not self.files:
             raise DatasetError(f"Could not find any image in root: {self.image_dir}")
+        if len({f.stem for f in self.files}) != len(self.files):
+            raise DatasetError(f"{self.image_dir}: frames in two formats (the same name as .png and .jpg); keep one")
         times = self.root / "times.txt"
         self.times = np.loadtxt(times, ndmin=1) if times.is_file() else np.arange(len(self.files)) * 0.1
         if len(self.times) < len(self.files):
@@ -85,7 +91,7 @@ class KittiSequence:
 
 
 def read_image(path: Path, colour: bool) -> np.ndarray:
-    """A KITTI PNG (odometry or raw) as [H x W] uint8 grey or, with ``colour``, [H x W x 3] RGB."""
+    """A KITTI frame (PNG or JPEG; odometry or raw) as [H x W] uint8 grey or, with ``colour``, [H x W x 3] RGB."""
     img = cv2.imread(str(path), cv2.IMREAD_COLOR if colour else cv2.IMREAD_GRAYSCALE)
     if img is None:
         raise DatasetError(f"cannot read {path}")

@@ -73,3 +73,14 @@ def test_varied_synthetic_route_differs_from_the_default():
     assert varied.poses_gt.shape == default.poses_gt.shape
     # Same world seed, another route: the trajectories part at the first corner (poses only, nothing rendered).
     assert np.abs(varied.poses_gt[:, :3, 3] - default.poses_gt[:, :3, 3]).max() > 5.0
+
+
+def test_kitti_ranges():
+    from deep_vision.errors import ConfigError
+    from deep_vision.eval.vo_eval import kitti_ranges
+
+    assert kitti_ranges("00:100:159,03:550:800") == [("00", 100, 159), ("03", 550, 800)]
+    assert kitti_ranges("100:159") == [("00", 100, 159)]
+    for bad in ("x:1", "a:b", "00:9:3", "1:2:3:4"):
+        with pytest.raises(ConfigError, match="--kitti-frames"):
+            kitti_ranges(bad)

@@ -566,7 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="place: one short route, database sizes up to 100k "
                                                         "(about two minutes on two cores); patches: one synthetic "
                                                         "sequence per seed and kind, 300 patches each")
-    p.add_argument("--kitti-frames", default="100:159", help="vo: KITTI 00 frames FIRST:LAST (default 100:159)")
+    p.add_argument("--kitti-frames", default="00:100:159,03:550:800",
+                   help="vo: held-out KITTI frames, SEQ:FIRST:LAST,... (default 00:100:159,03:550:800)")
     p.add_argument("--synthetic-seeds", default="9001,9002", help="vo: held-out synthetic routes; patches: held-out "
                                                                   "synthetic worlds (default 9001,9002)")
     p.add_argument("--synthetic-frames", type=int, default=300, help="vo: frames per synthetic route (default 300)")

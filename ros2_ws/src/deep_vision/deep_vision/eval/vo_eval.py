@@ -259,6 +259,27 @@ def synthetic_sequence(seed: int, frames: int, varied: bool = False) -> VOSequen
                       s.camera, config.camera.height_m)
 
 
+def kitti_ranges(spec: str) -> list[tuple[str, int, int]]:
+    """``--kitti-frames``: comma-separated ``SEQ:FIRST:LAST`` (or ``FIRST:LAST``, sequence 00), inclusive."""
+    from deep_vision.errors import ConfigError
+
+    out = []
+    for item in (i.strip() for i in spec.split(",") if i.strip()):
+        parts = item.split(":")
+        try:
+            if len(parts) == 2:
+                out.append(("00", int(parts[0]), int(parts[1])))
+            elif len(parts) == 3:
+                out.append((parts[0], int(parts[1]), int(parts[2])))
+            else:
+                raise ValueError(item)
+        except ValueError as exc:
+            raise ConfigError(f"--kitti-frames: {item!r} is not SEQ:FIRST:LAST or FIRST:LAST") from exc
+        if out[-1][1] > out[-1][2]:
+            raise ConfigError(f"--kitti-frames: {item!r} ends before it starts")
+    return out
+
+
 def evaluate_from_cli(args) -> int:
     """``deep-vision evaluate vo``: the model (``--model``, or ``none`` for the classical baseline only)."""
     import sys
@@ -266,12 +287,12 @@ def evaluate_from_cli(args) -> int:
     from deep_vision.estimators.odometry import VisualOdometry
 
     sequences: list[VOSequence] = []
-    kitti = Path(args.data) / "kitti" / "sequences" / "00"
-    if kitti.is_dir():
-        first, last = (int(v) for v in args.kitti_frames.split(":"))
-        sequences.append(kitti_sequence(kitti, first, last))
-    else:
-        logger.warning("no KITTI frames under %s: synthetic routes only", kitti)
+    for name, first, last in kitti_ranges(args.kitti_frames):
+        kitti = Path(args.data) / "kitti" / "sequences" / name
+        if kitti.is_dir():
+            sequences.append(kitti_sequence(kitti, first, last))
+        else:
+            logger.warning("no KITTI sequence %s under %s: left out", name, kitti.parent)
     for seed in (int(s) for s in args.synthetic_seeds.split(",") if s):
         sequences.append(synthetic_sequence(seed, args.synthetic_frames))
     for seed in (int(s) for s in args.varied_seeds.split(",") if s):

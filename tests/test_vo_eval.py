@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -65,6 +67,9 @@ def test_classical_evaluation_run(tmp_path):
     assert "classical, GT scale" in text and "t_rel" in text
     assert (tmp_path / f"{md.stem}-{seq.name}.png").is_file()
     assert (tmp_path / f"{md.stem}-trajectories" / f"{seq.name}_ground_truth.tum").is_file()
+    # ATE both ways: SE(3) keeps the estimate's scale, Sim(3) corrects it (one more degree of freedom: never worse)
+    m = json.loads(md.with_suffix(".json").read_text())["sequences"][seq.name]["methods"]["classical, GT scale"]
+    assert 0 <= m["ate_sim3_m"] <= m["ate_m"] + 1e-9 and "ATE Sim(3) m" in text
 
 
 def test_varied_synthetic_route_differs_from_the_default():
@@ -84,3 +89,4 @@ def test_kitti_ranges():
     for bad in ("x:1", "a:b", "00:9:3", "1:2:3:4"):
         with pytest.raises(ConfigError, match="--kitti-frames"):
             kitti_ranges(bad)
+

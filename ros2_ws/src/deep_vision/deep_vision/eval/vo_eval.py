@@ -15,7 +15,8 @@ Methods, per sequence:
   (``FeatureTracker(refine=True)``, as the hybrid mode does), so that the refinement's share of the hybrid's
   gain is visible.
 
-Metrics: ATE (evo, SE(3) Umeyama alignment), RPE per frame (evo), KITTI t_rel/r_rel
+Metrics: ATE (evo; SE(3) Umeyama alignment, the estimate's own metric scale, and Sim(3)), RPE per frame (evo),
+KITTI t_rel/r_rel
 (:mod:`deep_vision.eval.trajectory_metrics`, lengths scaled for short snippets), time per frame.
 Trajectories are written in KITTI and TUM formats with a top-view plot per sequence.
 """
@@ -197,6 +198,7 @@ def evaluate(vo_factory: Callable[..., object] | None, sequences: list[VOSequenc
         rows = {}
         for name, (poses, times) in methods.items():
             m = {**ate_rpe(seq.poses_gt, poses, stamps_s), **kitti_relative_errors(seq.poses_gt, poses),
+                 "ate_sim3_m": ate_rpe(seq.poses_gt, poses, stamps_s, correct_scale=True)["ate_m"],
                  "time_ms_p50": float(np.median(times[1:])) if len(times) > 1 else float("nan")}
             if name in failures:
                 m["geometry_failures"] = failures[name]
@@ -214,11 +216,11 @@ def evaluate(vo_factory: Callable[..., object] | None, sequences: list[VOSequenc
         r_name = "r_rel" if t_key == "t_rel_pct" else "r_rel (snippet)"
         lines += [f"## {seq.name}: {len(seq.stamps_ns)} frames, {length:.0f} m, "
                   f"segment lengths {rows[next(iter(rows))]['lengths_m']} m ({protocol})", "",
-                  f"| method | {t_name} % | {r_name} °/100 m | ATE m | RPE m/frame | RPE °/frame | time/frame ms | "
-                  "noise fit: rot rad/step, trans rel |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  f"| method | {t_name} % | {r_name} °/100 m | ATE SE(3) m | ATE Sim(3) m | RPE m/frame | RPE °/frame | "
+                  "time/frame ms | noise fit: rot rad/step, trans rel |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for name, m in rows.items():
-            lines.append(f"| {name} | {m[t_key]:.2f} | {m[r_key]:.2f} | {m['ate_m']:.2f} | "
+            lines.append(f"| {name} | {m[t_key]:.2f} | {m[r_key]:.2f} | {m['ate_m']:.2f} | {m['ate_sim3_m']:.2f} | "
                          f"{m['rpe_trans_m']:.3f} | {m['rpe_rot_deg']:.3f} | {m['time_ms_p50']:.1f} | "
                          f"{m['suggested_rot_noise_abs']:.4f}, {m['suggested_trans_noise_rel']:.3f} |")
         lines += ["", "Noise fit: the odometry_node parameters `rot_noise_abs` and `trans_noise_rel` with which the "

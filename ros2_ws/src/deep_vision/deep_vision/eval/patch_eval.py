@@ -55,12 +55,12 @@ import numpy as np
 
 from deep_vision.errors import DatasetError, ModelError
 from deep_vision.eval.patch_sets import LEVELS, PatchSequence, detect, homography_sequence
+from deep_vision.eval.progress import Progress
 from deep_vision.geometry.homography import corner_error, patch_corners
 from deep_vision.models.patch_input import MAGNIFICATION, PATCH_SIZE, extract_patches, keypoint_affines
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[int, str], Callable[[int], None]]
 #: Mosaic cell of the classical descriptors on patches (the patch in the middle, replicated borders).
 CELL = 64
 #: Corner error thresholds (px) of the image-level homography.
@@ -858,11 +858,8 @@ def update_card(model_path: Path, metrics_json: Path, method: str = "learned") -
 def evaluate_from_cli(args: Any) -> int:
     """``deep-vision evaluate patches`` (args: model, compare, backend, threads, data, out, quick, seed, keypoints,
     synthetic_seeds, update_card)."""
-    import sys
-
-    from tqdm import tqdm
-
     from deep_vision.errors import ConfigError
+    from deep_vision.eval.progress import cli_command, progress_bars
 
     model = args.model
     if model is None:
@@ -894,18 +891,8 @@ def evaluate_from_cli(args: Any) -> int:
     settings = PatchEvalSettings(**{**asdict(base), "seeds": seeds, "seed": int(getattr(args, "seed", 0) or 0),
                                     **({"keypoints": int(args.keypoints)} if getattr(args, "keypoints", None) else {})})
     out = Path(args.out) if args.out else Path("bench/results") / f"patches-{date.today().isoformat()}"
-    bars: list = []
-
-    def progress_factory(total: int, desc: str):
-        bar = tqdm(total=total, desc=desc, file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 10)
-        bars.append(bar)
-        return lambda n: bar.update(n - bar.n)
-
-    command = "deep-vision " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("deep-vision") else \
-        "deep-vision evaluate " + " ".join(sys.argv[2:])
-    md = evaluate(methods, Path(args.data), out, settings, command=command, progress_factory=progress_factory)
-    for bar in bars:
-        bar.close()
+    with progress_bars() as progress:
+        md = evaluate(methods, Path(args.data), out, settings, command=cli_command(), progress_factory=progress)
     print(md.read_text())
     print(f"report:  {md}")
     print(f"metrics: {md.parent / 'metrics.json'}")

@@ -64,6 +64,7 @@ import numpy as np
 from deep_vision.errors import ConfigError, DatasetError
 from deep_vision.estimators.geolocation import LocalTangentPlane, haversine_m
 from deep_vision.estimators.place import PlaceRecognizer, SpatialReranker, thumbnail
+from deep_vision.eval.progress import Progress
 from deep_vision.io.vpr import (
     CORRIDOR_EVAL_PLACES,
     CORRIDOR_TRAIN_PLACES,
@@ -83,7 +84,6 @@ SYNTHETIC_EVAL_FIRST_SEED = 9001
 GEO_ORIGIN = (51.7520, -1.2577, 60.0)
 RECALL_AT = (1, 5, 10)
 
-Progress = Callable[[int, str], Callable[[int], None]]
 
 
 # ============================================================================ metrics
@@ -896,11 +896,8 @@ def update_card(model_path: Path, report_json: Path) -> Path:
 
 def evaluate_from_cli(args: Any) -> int:
     """``deep-vision evaluate place`` (args: model, backend, threads, data, out, quick, update_card)."""
-    import sys
-
-    from tqdm import tqdm
-
     from deep_vision.errors import ModelError
+    from deep_vision.eval.progress import cli_command, progress_bars
 
     model = args.model
     if model is None:
@@ -913,19 +910,9 @@ def evaluate_from_cli(args: Any) -> int:
     recognizer = None
     if model is not None and str(model).lower() != "none":
         recognizer = PlaceRecognizer.from_model(model, backend=args.backend, threads=args.threads or None)
-    bars: list = []
-
-    def progress_factory(total: int, desc: str):
-        bar = tqdm(total=total, desc=desc, file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 10)
-        bars.append(bar)
-        return lambda n: bar.update(n - bar.n)
-
-    command = "deep-vision " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("deep-vision") else \
-        "deep-vision evaluate " + " ".join(sys.argv[2:])
-    md = evaluate(recognizer, Path(args.data), Path(args.out), QUICK if getattr(args, "quick", False) else FULL,
-                  command=command, progress_factory=progress_factory)
-    for bar in bars:
-        bar.close()
+    with progress_bars() as progress:
+        md = evaluate(recognizer, Path(args.data), Path(args.out), QUICK if getattr(args, "quick", False) else FULL,
+                      command=cli_command(), progress_factory=progress)
     print(md.read_text())
     print(f"report: {md}")
     if getattr(args, "update_card", False) and recognizer is not None:

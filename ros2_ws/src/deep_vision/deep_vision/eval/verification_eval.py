@@ -59,10 +59,10 @@ from deep_vision.errors import ModelError
 from deep_vision.eval.place_eval import (
     EUROC_PAIRS,
     SYNTHETIC_EVAL_FIRST_SEED,
-    Progress,
     read_euroc_camera,
     route_config,
 )
+from deep_vision.eval.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -631,10 +631,8 @@ def write_report(result: dict[str, Any], out: Path) -> Path:
 def evaluate(out: Path, patch_model: str | Path | None, data_root: Path, seeds: Sequence[int], *,
              quick: bool = False, command: str = "") -> int:
     """Run orb, sift and learned (``patch_model``; None or "none": left out) and write the report into ``out``."""
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
     from deep_vision.errors import DeepVisionError
+    from deep_vision.eval.progress import progress_bars
 
     variants = {k: dict(v) for k, v in DEFAULT_VARIANTS.items()}
     if patch_model is None or str(patch_model).lower() == "none":
@@ -644,24 +642,14 @@ def evaluate(out: Path, patch_model: str | Path | None, data_root: Path, seeds: 
         del variants["learned"]
     else:
         variants["learned"]["patch_model_path"] = str(patch_model)
-    bars: list[Any] = []
-
-    def progress(total: int, desc: str) -> Callable[[int], None]:
-        bar = tqdm(total=total, desc=desc, file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 10)
-        bars.append(bar)
-        return lambda n: bar.update(n - bar.n)
-
     start = time.perf_counter()
     try:
-        with logging_redirect_tqdm():
+        with progress_bars() as progress:
             result = run(variants, data_root, synthetic_seeds=tuple(seeds), settings=QUICK if quick else FULL,
                          progress=progress, command=command)
     except DeepVisionError as exc:
         logger.error("%s", exc)
         return 1
-    finally:
-        for bar in bars:
-            bar.close()
     result["header"]["run_time_s"] = round(time.perf_counter() - start, 1)
     md = write_report(result, out)
     print(md.read_text())
@@ -681,8 +669,9 @@ def evaluate_from_cli(args: Any) -> int:
             logger.warning("%s: the learned variant is left out", exc)
     seeds = [int(s) for s in str(args.synthetic_seeds).split(",") if s.strip()]
     out = Path(args.out) if args.out else Path("bench/results") / f"verification-{date.today().isoformat()}"
-    return evaluate(out, model, Path(args.data), seeds, quick=bool(args.quick),
-                    command="deep-vision " + " ".join(sys.argv[1:]))
+    from deep_vision.eval.progress import cli_command
+
+    return evaluate(out, model, Path(args.data), seeds, quick=bool(args.quick), command=cli_command())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,9 +2,10 @@
 
 Usage: .venv/bin/python bench/vo_latency.py [--model models/vo.onnx] [--threads 1] [--repeats 3]
 Times, in one run on the same frames (KITTI 00 frames 100-159, 1241x376, as a stream):
-``VisualOdometry.process`` in network mode, in hybrid mode (dense-flow geometry, the default; also with the
-ground-plane scale, with twice the ONNX Runtime threads and without the non-linear refinement of the geometry;
-and the corner-tracking front end with the network prior, the hybrid of earlier releases), and the classical
+``VisualOdometry.process`` in network mode, in hybrid mode (dense-flow geometry with the network's step length;
+also with twice the ONNX Runtime threads and without the non-linear refinement of the geometry; and the
+corner-tracking front end with the network prior, the hybrid of earlier releases), as the shipped
+config/perception.yaml builds it (ground-plane scale, no network; and with ``use_network: true``), and the classical
 baseline of ``deep-vision evaluate vo`` (Shi-Tomasi + Lucas-Kanade at full resolution + essential matrix), each
 timed as ``deep-vision evaluate vo`` times it (``run_vo``, ``run_classical``).
 The cases take turns in ``--repeats`` rounds, so a change in the shared host's speed reaches every case
@@ -27,9 +28,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from deep_vision.estimators.ground_scale import GroundPlaneScale  # noqa: E402
 from deep_vision.estimators.odometry import VisualOdometry  # noqa: E402
-from deep_vision.eval.vo_eval import kitti_sequence, run_classical, run_vo  # noqa: E402
+from deep_vision.eval.vo_eval import kitti_sequence, run_classical, run_vo, shipped_factory  # noqa: E402
 from deep_vision.inference.devices import cpu_model  # noqa: E402
 
 
@@ -44,6 +44,7 @@ def main() -> int:
 
     seq = kitti_sequence(Path(args.kitti), 100, 159).preloaded()
     frames = list(seq.frames())
+    shipped = shipped_factory(None, args.model, args.threads)
 
     def vo(threads: int = args.threads, **kwargs):
         """ms per frame of a fresh VisualOdometry over the stream (the first frame, which has no pair, left out)."""
@@ -53,8 +54,10 @@ def main() -> int:
     cases = {
         "network mode": lambda: vo(mode="network"),
         "hybrid, dense flow (default: refined geometry)": lambda: vo(mode="hybrid"),
-        "hybrid, dense flow, ground-plane scale": lambda: vo(mode="hybrid", scale_source="ground",
-                                                             ground=GroundPlaneScale(height_m=seq.camera_height_m)),
+        "shipped (config/perception.yaml: hybrid, ground scale, no network)":
+            lambda: run_vo(shipped(seq.camera, seq.camera_height_m), seq)[1][1:],
+        "shipped with use_network: true": lambda: run_vo(shipped(seq.camera, seq.camera_height_m, use_network=True),
+                                                         seq)[1][1:],
         "hybrid, dense flow, geometry not refined": lambda: vo(mode="hybrid", refine_geometry=False),
         f"hybrid, dense flow, ONNX Runtime {2 * args.threads} threads": lambda: vo(2 * args.threads, mode="hybrid"),
         "hybrid, corners + network prior (640 px)": lambda: vo(mode="hybrid", geometry="features", track_width=640,

@@ -116,7 +116,7 @@ def test_ground_scale_parameters_are_checked(synthetic):
     with pytest.raises(ConfigError, match="scale_window"):
         VisualOdometry(None, conf, camera=synthetic.camera, mode="hybrid", scale_source="ground", scale_window=0)
     with pytest.raises(ConfigError, match="'scale_source' is ground, which needs 'mode' hybrid"):
-        build_odometry({"scale_source": "ground"})
+        build_odometry({"mode": "network", "scale_source": "ground"})
     with pytest.raises(ConfigError, match="odometry_node.scale_source: 'wheels' is not one of network, ground"):
         build_odometry({"scale_source": "wheels"})
     with pytest.raises(ConfigError, match="camera_pose"):

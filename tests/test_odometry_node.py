@@ -161,7 +161,7 @@ def test_reset_and_bad_frames(ros_harness, vo_model, drive):
 
     _, seq = drive
     h = ros_harness
-    h.add_node(_factory(vo_model))
+    h.add_node(_factory(vo_model, mode="network", scale_source="network"))
     out = h.collect("odometry", Odometry)
     diags = h.collect("/diagnostics", DiagnosticArray)
     pub = h.publisher("image", Image)
@@ -202,7 +202,7 @@ def test_bad_parameters_fail_at_start(vo_model):
         with pytest.raises(ConfigError, match="camera_pose"):
             _factory(vo_model, camera_pose=[0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 2.0])(context)
         with pytest.raises(ConfigError, match="'scale_source' is ground, which needs 'mode' hybrid"):
-            _factory(vo_model, scale_source="ground")(context)
+            _factory(vo_model, mode="network", scale_source="ground")(context)
         with pytest.raises(ConfigError, match="'camera_pose'/'camera_height_m'.*height must be positive"):
             _factory(vo_model, mode="hybrid", scale_source="ground")(context)  # camera_pose: identity, height 0
     finally:

@@ -63,8 +63,9 @@ class DriftingBackend:
 def _params(vo_model):
     from deep_vision.pipeline import load_params
     params = load_params(REPO / "config" / "perception.yaml")
-    params["odometry_node"].update(model_path=str(vo_model), backend="onnxruntime",
-                                   rot_noise_abs=0.003, trans_noise_rel=0.05)
+    # Network mode: DriftingBackend injects a known drift through the network's steps for the graph to remove.
+    params["odometry_node"].update(model_path=str(vo_model), backend="onnxruntime", mode="network",
+                                   scale_source="network", rot_noise_abs=0.003, trans_noise_rel=0.05)
     params["place_recognition_node"].update(exclude_recent_s=6.0, keyframe_interval_s=0.3)
     return params
 
@@ -184,6 +185,21 @@ def test_evaluate_bag_writes_metrics_report_and_outputs(loop_bag, tmp_path):
     assert metrics["frames"] == 20 and metrics["homography"]["processed"] == 20
     assert md.is_file() and (tmp_path / "eval" / "metrics.json").is_file()
     assert (tmp_path / "eval" / "outputs" / "metadata.yaml").is_file()
+
+
+def test_demo_targets_judge_the_corrected_trajectory():
+    """Met only when the graph lowers both ATE and final drift, and its ATE is within 0.5 % of the route."""
+    from deep_vision.pipeline.evaluate import demo_targets
+
+    def verdicts(vo_ate, vo_drift, pg_ate, pg_drift, length=600.0):
+        m = {"vo": {"ate_m": vo_ate, "final_drift_m": vo_drift, "length_m": length},
+             "pose_graph": {"ate_m": pg_ate, "final_drift_m": pg_drift, "loops_accepted": 3, "accepted_correct": 3}}
+        return [met for _, met, _ in demo_targets(m)]
+
+    assert verdicts(0.75, 1.8, 0.41, 1.09) == [True, True, True]
+    assert verdicts(0.75, 1.8, 0.41, 1.9) == [False, True, True]  # drift worse
+    assert verdicts(0.75, 1.8, 0.80, 1.0) == [False, True, True]  # ATE worse
+    assert verdicts(9.66, 28.0, 3.23, 9.0) == [True, False, True]  # 0.54 % of the route
 
 
 def test_the_report_says_what_it_measures_and_when_there_is_nothing_to_measure(loop_bag, tmp_path):

@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import REPO
 from deep_vision.errors import ConfigError
+from deep_vision.estimators.ground_scale import GroundPlaneScale
 from deep_vision.estimators.odometry import VisualOdometry
 from deep_vision.estimators.two_view import (
     DenseFlowTracker,
@@ -435,3 +436,59 @@ def test_implausible_speed_and_repeated_stamps(synthetic):
     assert r.quality == pytest.approx(1.0) and r.distance_m == pytest.approx(9.0)
     r = vo.process(img, 1_150_000_000)
     assert r.reset == "repeated_stamp" and not r.valid and vo.resets == 1
+
+
+def _panned(synthetic, i: int, deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """Frame ``i`` seen by the camera panned by ``deg`` about its own y axis (rendered), and that rotation."""
+    a = np.radians(deg)
+    R = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    T = np.eye(4)
+    T[:3, :3] = R
+    return synthetic.renderer.render(synthetic.T_world_cam[i] @ T, np.random.default_rng(7)), R
+
+
+@pytest.mark.parametrize("tracker", [FeatureTracker(), DenseFlowTracker()], ids=["features", "dense_flow"])
+def test_a_camera_turning_on_the_spot_or_standing_still_gives_rotation_only(synthetic, tracker):
+    """The five-point solver has no translation to find: the step is the rotation (within 0.1 deg), with no
+    translation; a driving step is not mistaken for one."""
+    a = synthetic.image(3)
+    b, R = _panned(synthetic, 3, 3.0)
+    m = tracker.motion(a, b, synthetic.camera.K)
+    assert m is not None and np.all(m.t_dir == 0) and m.translation_parallax_px < 1.0
+    assert _rotation_error_deg(m.R, R) < 0.1
+    still = synthetic.renderer.render(synthetic.T_world_cam[3], np.random.default_rng(8))  # fresh sensor noise
+    m = tracker.motion(a, still, synthetic.camera.K)
+    assert m is not None and np.all(m.t_dir == 0) and _rotation_error_deg(m.R, np.eye(3)) < 0.05
+    m = tracker.motion(a, synthetic.image(4), synthetic.camera.K)
+    assert m is not None and np.linalg.norm(m.t_dir) == pytest.approx(1.0) and m.translation_parallax_px > 2.0
+
+
+def test_steps_without_translation_take_the_networks_or_none(synthetic):
+    """A hybrid step whose tracks show only a rotation takes its rotation from the tracks and its translation from
+    the network; without the network (network_fallback=False) it has none, and a frame with no two-view geometry
+    at all repeats the previous step. The network still gives the length when it is the scale source."""
+    conf = DeepVO.resolve_conf(None)
+    net_step = np.array([0.0, 0.0, 0.3, 0.0, 0.0, 0.0])
+    b, R = _panned(synthetic, 3, 3.0)
+    frames = [synthetic.image(2), synthetic.image(3), b]
+    stamps = [int(s) for s in synthetic.stamps_ns[:3]]
+    true_step = invert_transform(synthetic.kitti_poses[2]) @ synthetic.kitti_poses[3]
+    true_dir = true_step[:3, 3] / np.linalg.norm(true_step[:3, 3])
+    for network, scale in ((True, "network"), (False, "network"), (False, "ground")):
+        vo = VisualOdometry(GroundTruthBackend([net_step] * 3, conf), conf, camera=synthetic.camera, mode="hybrid",
+                            network_fallback=network, scale_source=scale,
+                            ground=GroundPlaneScale(height_m=synthetic.config.camera.height_m))
+        rs = [vo.process(f, s) for f, s in zip(frames, stamps)]
+        assert rs[1].mode == "hybrid" and rs[2].mode == "hybrid_rotation"
+        assert _rotation_error_deg(rs[2].relative[:3, :3], R) < 0.1
+        np.testing.assert_allclose(rs[2].relative[:3, 3], net_step[:3] if network else 0.0, atol=1e-9)
+        t = rs[1].relative[:3, 3]
+        assert np.linalg.norm(t / np.linalg.norm(t) - true_dir) < 0.05
+        if scale == "network":  # the geometry's direction, the network's length
+            assert rs[1].scale == "network" and np.linalg.norm(t) == pytest.approx(0.3)
+        else:  # no network at all: never asked; nothing to track repeats the previous step
+            assert vo.backend.calls == 0 and rs[1].scale == "ground"
+            assert np.linalg.norm(t) == pytest.approx(np.linalg.norm(true_step[:3, 3]), rel=0.15)
+            r = vo.process(np.full_like(b, 128), stamps[2] + 100_000_000)
+            assert r.mode == "constant_velocity"
+            np.testing.assert_allclose(r.relative, rs[2].relative)

@@ -28,7 +28,7 @@ def parse_seeds(text: str) -> list[int]:
     if ":" in text:
         a, b = text.split(":")
         return list(range(int(a), int(b)))
-    return [int(s) for s in text.split(",")]
+    return [int(s) for s in text.split(",") if s.strip()]
 
 
 def main() -> int:

@@ -1,15 +1,17 @@
 """Prepare VO training sequences: frames resized to the network size + camera poses, one .npz each.
 
 Usage (repository root):
-    .venv/bin/python training/make_vo_sequences.py --out training_data/vo --seeds 1:11 [--kitti-first 0 --kitti-last 99]
+    .venv/bin/python training/make_vo_sequences.py --out training_data/vo --seeds 1:11 \
+        [--kitti-frames 00:0:99,03:0:549]
 
 Synthetic seeds get a random speed (5-15 m/s) each; with ``--vary-routes`` also a
 route of their own (``deep_vision.synthetic.route.vary_route``: turn rates
 spread over 1-11 degrees per frame instead of the default route's single
 radius). Frames are rendered at 1241x376 and resized with
 INTER_AREA exactly as the estimator does at run time.
-KITTI 00 frames [first, last] from ../shared/data are added as one sequence
-(evaluate only on frames outside that range).
+Each KITTI range ``SEQ:FIRST:LAST`` of ``--kitti-frames`` (inclusive; default KITTI 00 frames 0-99 and
+KITTI 03 frames 0-549, from ../shared/data) is added as one sequence; ``''``: none. Evaluate only on frames
+outside those ranges (``deep-vision evaluate vo`` holds out KITTI 00 100-159 and KITTI 03 550-800).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from deep_vision.eval.vo_eval import kitti_ranges  # noqa: E402
 from deep_vision.io.kitti import KittiSequence  # noqa: E402
 from deep_vision.synthetic import SyntheticSequence, SyntheticWorldConfig  # noqa: E402
 from deep_vision.synthetic.route import vary_route  # noqa: E402
@@ -38,9 +41,9 @@ def main() -> int:
     parser.add_argument("--seeds", default="1:11")
     parser.add_argument("--frames", type=int, default=600)
     parser.add_argument("--size", default="320x96", help="stored frame size WxH (the network input)")
-    parser.add_argument("--kitti", default=str(ROOT.parent / "shared" / "data" / "kitti" / "sequences" / "00"))
-    parser.add_argument("--kitti-first", type=int, default=0)
-    parser.add_argument("--kitti-last", type=int, default=99)
+    parser.add_argument("--kitti-root", default=str(ROOT.parent / "shared" / "data" / "kitti" / "sequences"))
+    parser.add_argument("--kitti-frames", default="00:0:99,03:0:549",
+                        help="KITTI ranges SEQ:FIRST:LAST (inclusive), comma-separated; '' for none")
     parser.add_argument("--vary-routes", action="store_true", help="each synthetic seed drives a route of its own")
     args = parser.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
@@ -57,13 +60,19 @@ def main() -> int:
                            for i in tqdm(range(len(seq)), desc=f"seed {seed}", unit="frame")])
         np.savez_compressed(out / f"synthetic_{seed:04d}.npz", frames=frames, poses=seq.kitti_poses,
                             times=seq.trajectory.times, cx=seq.camera.scaled(w / seq.camera.width).cx)
-    if args.kitti and Path(args.kitti).is_dir():
-        seq = KittiSequence(Path(args.kitti))
-        idx = range(args.kitti_first, min(args.kitti_last, len(seq) - 1) + 1)
-        frames = np.stack([cv2.resize(seq.image(i), (w, h), interpolation=cv2.INTER_AREA) for i in idx])
-        np.savez_compressed(out / f"kitti_00_{args.kitti_first:04d}_{args.kitti_last:04d}.npz", frames=frames,
-                            poses=seq.poses[list(idx)], times=seq.times[list(idx)],
-                            cx=seq.camera.scaled(w / seq.camera.width).cx)
+    for name, first, last in kitti_ranges(args.kitti_frames):
+        folder = Path(args.kitti_root) / name
+        if not folder.is_dir():
+            print(f"no KITTI sequence {name} under {args.kitti_root}: left out", file=sys.stderr)
+            continue
+        seq = KittiSequence(folder)
+        if seq.poses is None:
+            raise SystemExit(f"KITTI {name}: no ground-truth poses (poses/{name}.txt)")
+        idx = list(range(first, min(last, len(seq) - 1) + 1))
+        frames = np.stack([cv2.resize(seq.image(i), (w, h), interpolation=cv2.INTER_AREA)
+                           for i in tqdm(idx, desc=f"KITTI {name}", unit="frame")])
+        np.savez_compressed(out / f"kitti_{name}_{first:04d}_{idx[-1]:04d}.npz", frames=frames,
+                            poses=seq.poses[idx], times=seq.times[idx], cx=seq.camera.scaled(w / seq.camera.width).cx)
     return 0
 
 

@@ -15,7 +15,11 @@ frame; with probability ``data.mirror`` a run is mirrored left-right about the
 principal point (the world reflected in the camera's y-z plane: x translation,
 yaw and roll change sign), so turns to either side are equally common (the
 synthetic routes all turn left); with probability
-``data.reverse`` a run is played backwards (each label becomes the inverse motion).
+``data.reverse`` a run is played backwards (each label becomes the inverse motion); with probability
+``data.stop`` the camera stands still for 1-3 frames within a run (a frame repeated, each copy with its own
+photometric noise: the label is no motion), the case two-view geometry cannot measure.
+``init``: weights to start from (a run's ``final.pt`` or a shipped ``models/vo.pt``; ignored when the run
+resumes from its own checkpoint) for fine-tuning on new data.
 Loss (DeepVO):
 ``mean ‖t̂ − t‖² + κ · mean ‖φ̂ − φ‖²``. Resumable; writes config.yaml,
 metrics.csv and final.pt in ``out``.
@@ -102,6 +106,13 @@ def network_inputs(frames: np.ndarray, model_conf: dict, flow: FlowFrontEnd | No
     return np.stack([normalise_frame(f) for f in frames])
 
 
+def with_stop(idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The same run length with the camera standing still for 1-3 frames at a random place in it."""
+    j = int(rng.integers(0, len(idx)))
+    still = int(rng.integers(1, 4))
+    return np.concatenate([idx[: j + 1], np.repeat(idx[j], still), idx[j + 1:]])[: len(idx)]
+
+
 class SequenceStream(IterableDataset):
     """Endless (inputs, labels [T x 6]) samples of a fixed length per batch; inputs as :func:`network_inputs`
     (frames [T+1 x 1 x H x W], or flows [T x 2 x H x W] for a flow-input model)."""
@@ -127,6 +138,8 @@ class SequenceStream(IterableDataset):
                     stride, span = 1, min(length, len(seq["frames"]) - 1)
                 start = int(rng.integers(0, len(seq["frames"]) - span))
                 idx = np.arange(start, start + span + 1, stride)
+                if rng.random() < c.get("stop", 0.0):
+                    idx = with_stop(idx, rng)
                 if rng.random() < c.get("reverse", 0.0):
                     idx = idx[::-1]
                 frames, poses = seq["frames"][idx], seq["poses"][idx]
@@ -171,7 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     ddp_model = wrap_ddp(model, dist_info)
     optimizer = make_optimizer(model.parameters(), {"momentum": 0.9, **ocfg})
     ckpt = Checkpointer(out)
-    step = ckpt.resume(model, optimizer, device) or 0
+    step = ckpt.resume(model, optimizer, device)
+    if step is None and cfg.get("init"):
+        state = torch.load(resolve(cfg["init"]), map_location=device, weights_only=True)
+        model.load_state_dict(state.get("model", state))
+        logger.info("initialised from %s", cfg["init"])
+    step = step or 0
     train_seqs = load_sequences(dcfg["train"])
     val_seqs = load_sequences(dcfg["val"])
     if dist_info.is_main:

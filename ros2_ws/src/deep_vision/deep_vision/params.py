@@ -10,7 +10,7 @@ way everywhere (nodes, ``deep-vision run``, ``deep-vision evaluate``). ROS-free.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -123,10 +123,18 @@ _PLACE_RECOGNITION = [
 _ODOMETRY = [
     Param("model_path", "", "DeepVO model (.onnx with its model card, or a .pt checkpoint); empty: the shipped "
           "models/vo.onnx."),
-    *INFERENCE_PARAMS,
-    Param("mode", "network", "network: the network's 6-DoF motion; hybrid: rotation and direction from the "
-          "essential matrix of tracked points (needs camera_info), step length from the network.",
-          choices=("network", "hybrid")),
+    INFERENCE_PARAMS[0],
+    replace(INFERENCE_PARAMS[1], default=1, description="CPU threads for inference (0: the library default); "
+            "1 leaves the other core of a 2-core CPU to the hybrid mode's two-view geometry, which runs beside "
+            "the network."),
+    Param("mode", "hybrid", "hybrid: rotation and direction from the essential matrix of tracked points (needs "
+          "camera_info; the network's step until it arrives and for frames without two-view geometry), step "
+          "length from scale_source; network: the network's 6-DoF motion alone (docs/visual_odometry.md: which "
+          "mode for which robot).", choices=("network", "hybrid")),
+    Param("use_network", False, "Hybrid mode: run the network for the frames two-view geometry cannot measure "
+          "(too few inliers: its step; no translation parallax: its translation; no ground plane: its step "
+          "length); false: no network (the previous step, no translation, the last measured length). Network "
+          "mode, and hybrid mode until camera_info arrives, always run it."),
     Param("geometry", "dense_flow", "Hybrid mode's correspondences: dense_flow (DIS optical flow checked both ways, "
           "one point per grid cell, refined at full resolution) or features (Shi-Tomasi corners + Lucas-Kanade).",
           choices=("dense_flow", "features")),
@@ -144,8 +152,9 @@ _ODOMETRY = [
     Param("prior_max_disagreement_deg", 0.0, "Hybrid mode: median rotation disagreement (degrees) over "
           "prior_window under which the network is trusted as a prior; 0 switches the prior off.",
           range=(0.0, 180.0)),
-    Param("scale_source", "network", "Step length: network (learned metres) or ground (hybrid mode: the ground "
-          "plane under the camera, triangulated from the tracked points, and the camera's known height above it).",
+    Param("scale_source", "ground", "Step length: ground (hybrid mode: the ground plane under the camera, "
+          "triangulated from the tracked points, and the camera's known height above it) or network (learned "
+          "metres: a camera that sees no ground, or network mode).",
           choices=("network", "ground")),
     Param("camera_height_m", 0.0, "scale_source ground: camera height above the ground (m); 0: the camera's "
           "height above base_frame (camera_pose or /tf_static; base_frame on the ground).", range=(0.0, 100.0)),

@@ -308,7 +308,7 @@ def cmd_evaluate_bag(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    if args.target not in ("homography", "place", "vo", "patches", "verification"):
+    if args.target not in ("homography", "place", "vo", "vo-cases", "patches", "verification"):
         return cmd_evaluate_bag(args)  # a bag: it is checked there, after the parameter file
     if args.target == "patches":  # before the default --out: it writes its own folder (report.md, metrics.json)
         from deep_vision.eval.patch_eval import evaluate_from_cli as evaluate_patches
@@ -318,6 +318,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from deep_vision.eval.verification_eval import evaluate_from_cli as evaluate_verification
 
         return evaluate_verification(args)
+    if args.target == "vo-cases":  # its own folder (report.md, metrics.json, vo-cases.png)
+        from deep_vision.eval.vo_cases import evaluate_from_cli as evaluate_vo_cases
+
+        if args.out is None:
+            from datetime import date
+
+            args.out = f"bench/results/vo-cases-{date.today().isoformat()}"
+        return evaluate_vo_cases(args)
     if args.out is None:
         args.out = "bench/results"
     if args.target == "place":
@@ -533,7 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="measure an estimator on held-out data against classical baselines, "
                                         "or the whole pipeline on a bag with ground truth")
-    p.add_argument("target", help="homography | place | vo | patches (one estimator on held-out data), "
+    p.add_argument("target", help="homography | place | vo | patches (one estimator on held-out data), vo-cases "
+                                  "(the VO in hard cases, with and without its network), "
                                   "verification (the loop-closure verifier's features: orb, sift, learned), or a "
                                   "rosbag2 folder (the whole pipeline: metrics.json, report, output bag)")
     p.add_argument("--model", help="model (.onnx + card, or .pt); default: the shipped one")
@@ -554,7 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("offline", "realtime"), default="offline",
                    help="bag: offline (every frame, deterministic) or realtime (frames at the bag's rate; frames a "
                         "stage cannot keep up with are dropped and counted)")
-    p.add_argument("--params", help="bag: ROS 2 parameter file (default: the shipped config/perception.yaml)")
+    p.add_argument("--params", help="bag, vo-cases: ROS 2 parameter file (default: the shipped "
+                                    "config/perception.yaml)")
     p.add_argument("--stages", default="homography,loop_closure,vo,pose_graph",
                    help="bag: comma-separated stages (default all: homography,loop_closure,vo,pose_graph)")
     p.add_argument("--rate", type=float, default=1.0, help="bag, realtime: playback rate (default 1)")
@@ -571,6 +581,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--synthetic-seeds", default="9001,9002", help="vo: held-out synthetic routes; patches: held-out "
                                                                   "synthetic worlds (default 9001,9002)")
     p.add_argument("--synthetic-frames", type=int, default=300, help="vo: frames per synthetic route (default 300)")
+    p.add_argument("--repeats", type=int, default=3, help="vo-cases: runs per case, the stretch starting at a "
+                                                          "different frame each time (default 3)")
     p.add_argument("--varied-seeds", default="", help="vo: held-out synthetic worlds driven on a route of their "
                    "own (vary_route: turn rates spread), e.g. 9101,9102 (default none)")
     p.set_defaults(func=cmd_evaluate)

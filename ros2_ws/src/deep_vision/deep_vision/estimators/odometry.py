@@ -27,8 +27,16 @@ Modes:
   nearly interchangeable), so the prior is only offered while the network's
   rotations agree with RANSAC's: median disagreement over the last
   ``prior_window`` frames under ``prior_max_disagreement_deg``.
-  Falls back to the network for a frame whose two-view geometry is not
-  determined (too few inliers, too little parallax).
+  Where two-view geometry cannot measure the step, the network carries it:
+  a frame with too few inliers keeps the network's step; a frame whose
+  inliers move by less than ``min_translation_parallax_px`` once the rotation
+  is undone (standing still, turning on the spot) takes its rotation from the
+  tracked rays (:func:`~deep_vision.estimators.two_view.rotation_from_bearings`)
+  and its translation from the network (``mode`` ``hybrid_rotation``).
+  ``network_fallback=False`` (hybrid mode; odometry_node ``use_network: false``)
+  runs no network at all: such frames repeat the previous step or get no
+  translation, and a frame without a ground estimate keeps the last measured
+  length (``deep-vision evaluate vo-cases`` measures both).
 
 Metric scale, ``scale_source``:
 
@@ -73,7 +81,7 @@ import numpy as np
 from deep_vision.errors import ConfigError
 from deep_vision.estimators.ground_scale import GroundEstimate, GroundPlaneScale
 from deep_vision.estimators.homography import to_grey
-from deep_vision.estimators.two_view import DenseFlowTracker, FeatureTracker
+from deep_vision.estimators.two_view import DenseFlowTracker, FeatureTracker, rotation_from_bearings
 from deep_vision.geometry.camera import PinholeCamera
 from deep_vision.geometry.transforms import (
     adjoint,
@@ -98,11 +106,14 @@ class OdometryResult:
     relative: np.ndarray  # [4 x 4] T_prev_curr (identity on the first frame of a trajectory)
     valid: bool  # a motion was estimated for this frame (False on the first frame)
     reset: str | None = None  # why this frame started a new trajectory
-    mode: str = "network"  # network | hybrid (geometry) | hybrid_prior (network step confirmed by the tracks) | none
+    # network | hybrid (geometry) | hybrid_prior (network step confirmed by the tracks) | hybrid_rotation (rotation
+    # from the rays, translation unobservable: the network's) | constant_velocity (no network, no geometry) | none
+    mode: str = "network"
     quality: float = 1.0  # in (0, 1]: low values inflate the covariance
     distance_m: float = 0.0  # travelled along the trajectory
     timings_ms: dict[str, float] = field(default_factory=dict)
-    scale: str = "network"  # where the step length came from: network | ground | ground_held | external
+    scale: str = "network"  # where the step length came from: network | ground | ground_held | external |
+    # previous_step | constant_velocity (network_fallback=False)
 
 
 def image_quality(grey: np.ndarray, reference_contrast: float = 25.0) -> float:
@@ -127,7 +138,8 @@ class VisualOdometry:
                  max_speed_mps: float = 40.0, geometry: str = "dense_flow", tracker: FeatureTracker | None = None,
                  track_width: int = 400, refine_geometry: bool = True, prior_window: int = 20,
                  prior_max_disagreement_deg: float = 0.0, ground: GroundPlaneScale | None = None,
-                 scale_window: int = 1) -> None:
+                 scale_window: int = 1, min_translation_parallax_px: float = 1.0,
+                 network_fallback: bool = True) -> None:
         if mode not in ("network", "hybrid"):
             raise ConfigError(f"VO mode must be network or hybrid, got {mode!r}")
         if mode == "hybrid" and camera is None:
@@ -138,6 +150,8 @@ class VisualOdometry:
             raise ConfigError("scale_source ground needs mode hybrid (the two-view geometry's points)")
         if scale_window < 1:
             raise ConfigError(f"scale_window must be at least 1 frame, got {scale_window}")
+        self.network_fallback = bool(network_fallback)
+        self.min_translation_parallax_px = float(min_translation_parallax_px)
         self.backend = backend
         self.conf = conf
         self.camera = camera
@@ -180,6 +194,7 @@ class VisualOdometry:
         self._c = np.zeros((L, 1, U), np.float32)
         self._prev: tuple[np.ndarray, np.ndarray, int] | None = None  # (grey, network-size frame, stamp)
         self.pose = np.eye(4)
+        self._last_step = np.eye(4)
         self._cov_local = np.zeros((6, 6))
         self.distance = 0.0
         self._ground_speeds: deque[float | None] = deque(maxlen=self.scale_window)
@@ -224,29 +239,44 @@ class VisualOdometry:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="vo_geometry")
             pending = self._pool.submit(self._two_view, prev_grey, grey)
-        pair = pair_input(prev_x, x, self.conf, self._flow)[None]
-        out = self.backend.run({"pair": pair, "h0": self._h, "c0": self._c})
-        self._h, self._c = out["h1"].astype(np.float32), out["c1"].astype(np.float32)
-        motion = np.asarray(out["motion"], dtype=np.float64).reshape(6)
+        fallback_network = self.network_fallback or self.mode != "hybrid"  # network mode always runs it
+        t_net = R_net = None
+        if fallback_network or self.scale_source == "network":
+            pair = pair_input(prev_x, x, self.conf, self._flow)[None]
+            out = self.backend.run({"pair": pair, "h0": self._h, "c0": self._c})
+            self._h, self._c = out["h1"].astype(np.float32), out["c1"].astype(np.float32)
+            motion = np.asarray(out["motion"], dtype=np.float64).reshape(6)
+            t_net, R_net = motion[:3], rotation_from_euler_zyx(motion[3:])
+        # What a frame takes where the images cannot measure it: the network's step, or the previous step.
+        if fallback_network:
+            t_fb, R_fb, mode, scale_from = t_net, R_net, "network", "network"
+        else:
+            t_fb, R_fb = self._last_step[:3, 3].copy(), self._last_step[:3, :3].copy()
+            mode = scale_from = "constant_velocity"
         t1 = time.perf_counter()
-        t_net, R_net = motion[:3], rotation_from_euler_zyx(motion[3:])
         quality = image_quality(grey)
-        mode, scale_from = "network", "network"
-        t_step, R_step = t_net, R_net
+        t_step, R_step = t_fb, R_fb
         dt = (stamp_ns - prev_stamp) / 1e9
         if self.mode == "hybrid":
             tv, ground = pending.result() if pending is not None else \
-                self._two_view(prev_grey, grey, (R_net, t_net))
-            if tv is not None:
+                self._two_view(prev_grey, grey, (R_fb, t_fb))
+            if tv is not None and R_net is not None:
                 self._disagreement.append(rotation_angle(R_net.T @ tv.R_geometry))
-            if tv is not None and tv.parallax_px >= 1.0:
-                length = np.linalg.norm(t_net)
+            if tv is not None and tv.translation_parallax_px >= self.min_translation_parallax_px:
                 if self.scale_source == "ground":
-                    length, scale_from = self._ground_length(ground, dt, length)
+                    length, scale_from = self._ground_length(ground, dt, float(np.linalg.norm(t_fb)))
                     if scale_from != "ground":
                         quality *= 0.7  # the length was not measured on this frame
-                t_dir = tv.t_dir if tv.t_dir @ t_net >= 0 else -tv.t_dir
+                elif self.scale_source == "network":
+                    length, scale_from = float(np.linalg.norm(t_net)), "network"
+                else:  # external: replaced below
+                    length = float(np.linalg.norm(t_fb))
+                t_dir = tv.t_dir if tv.t_dir @ t_fb >= 0 else -tv.t_dir
                 t_step, R_step, mode = t_dir * length, tv.R, "hybrid" if tv.source == "geometry" else "hybrid_prior"
+            elif tv is not None:  # standing still or turning on the spot: no translation to measure
+                R_step, mode = rotation_from_bearings(self.camera.K, tv.p0, tv.p1), "hybrid_rotation"
+                t_step = t_fb if fallback_network else np.zeros(3)
+                quality *= 0.7
             else:
                 quality *= 0.5  # geometry not confirmed: trust the step less
         if self.scale_source == "external":
@@ -261,6 +291,7 @@ class VisualOdometry:
         T_step[:3, :3], T_step[:3, 3] = R_step, t_step
         self._propagate(T_step, quality)
         self.pose = self.pose @ T_step
+        self._last_step = T_step
         self.distance += float(np.linalg.norm(t_step))
         self._prev = (grey, x, stamp_ns)
         reason, self._pending_reset = self._pending_reset, None
@@ -284,7 +315,7 @@ class VisualOdometry:
         self._ground_speeds.append(None if ground is None else ground.scale_m / dt)
         speeds = [v for v in self._ground_speeds if v is not None]
         if not speeds:
-            return fallback, "network"
+            return fallback, "network" if self.network_fallback or self.mode != "hybrid" else "previous_step"
         return float(np.median(speeds)) * dt, "ground" if ground is not None else "ground_held"
 
     def step_covariance(self, T_step: np.ndarray, quality: float) -> np.ndarray:

@@ -16,6 +16,14 @@ Correspondences come from one of three front ends:
 Then the essential matrix is estimated with RANSAC and decomposed
 (``cv2.findEssentialMat`` / ``cv2.recoverPose``, Nistér's five-point solver).
 The translation comes out as a unit direction: monocular geometry has no scale.
+Where the camera stands still or only turns, the direction is not determined at
+all, and the five-point solver often fails: before it, the tracks are tried
+against a rotation alone (:func:`rotation_from_bearings`, Wahba's problem on
+the tracked rays, exact for a rotating camera). Where that explains them to
+``rotation_only_px`` in median, the step is a rotation with an unobservable
+translation (``t_dir`` zero). ``TwoViewMotion.translation_parallax_px`` is the
+median displacement left once the rotation is undone (the points mapped
+through the infinite homography K R K⁻¹).
 
 With a motion prior (e.g. the VO network's step), ``motion(..., prior=)``
 checks it against the tracks: its rotation is refined on the tracks it explains
@@ -47,7 +55,7 @@ class TwoViewMotion:
     """Motion of the current camera relative to the previous one (T_prev_curr), translation unit-length."""
 
     R: np.ndarray  # [3 x 3] rotation of the current camera in the previous camera's frame
-    t_dir: np.ndarray  # [3] unit translation direction, previous camera frame
+    t_dir: np.ndarray  # [3] unit translation direction, previous camera frame; zero: no translation observable
     inliers: int
     tracked: int
     parallax_px: float  # median feature displacement (low parallax: direction unreliable)
@@ -57,10 +65,42 @@ class TwoViewMotion:
     # RANSAC's inlier correspondences ([N x 2] full-size pixels in the previous / current frame)
     p0: np.ndarray | None = field(default=None, repr=False)
     p1: np.ndarray | None = field(default=None, repr=False)
+    # median displacement of the inliers once the rotation is undone: under ~1 px the direction is undetermined
+    translation_parallax_px: float = float("inf")
 
     def __post_init__(self) -> None:
         if self.R_geometry is None:
             self.R_geometry = self.R
+
+
+def bearings(K: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """[N x 3] unit rays of pixels ``p`` [N x 2]."""
+    rays = np.c_[np.asarray(p, np.float64), np.ones(len(p))] @ np.linalg.inv(K).T
+    return rays / np.linalg.norm(rays, axis=1, keepdims=True)
+
+
+def rotation_from_bearings(K: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
+    """R_pc (the current camera's rotation in the previous one's frame) that best maps the rays of ``p1`` onto
+    those of ``p0`` (Kabsch / Wahba: the least-squares rotation; exact when the camera only turns)."""
+    b0, b1 = bearings(K, p0), bearings(K, p1)
+    U, _, Vt = np.linalg.svd(b0.T @ b1)
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt)) or 1.0])
+    return U @ D @ Vt
+
+
+def _rotated_residuals(R_pc: np.ndarray, K: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
+    """[N] pixel distances between ``p1`` and ``p0`` carried by the rotation alone (K R_pcᵀ K⁻¹ p0)."""
+    H = K @ np.asarray(R_pc, np.float64).T @ np.linalg.inv(K)
+    q = np.c_[np.asarray(p0, np.float64), np.ones(len(p0))] @ H.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = q[:, :2] / q[:, 2:3]
+    d = np.linalg.norm(np.asarray(p1, np.float64) - q, axis=1)
+    return np.where(np.isfinite(d), d, np.inf)
+
+
+def derotated_parallax(R_pc: np.ndarray, K: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> float:
+    """Median pixel displacement between ``p1`` and ``p0`` left once the rotation is undone."""
+    return float(np.median(_rotated_residuals(R_pc, K, p0, p1))) if len(p0) else 0.0
 
 
 def fundamental_from_motion(R_pc: np.ndarray, t_pc: np.ndarray, K: np.ndarray,
@@ -185,6 +225,7 @@ class FeatureTracker:
     width: int | None = None  # wider frames are tracked downscaled to this width (points and K stay full-size)
     estimator: str = "ransac"  # essential-matrix robust estimator: ransac (OpenCV RANSAC) or magsac (USAC MAGSAC++)
     refine: bool = False  # refine rotation and direction on RANSAC's inliers (Sampson distance, 5 DoF)
+    rotation_only_px: float = 1.0  # a rotation alone explaining the tracks to this median (px): no translation
     _small: tuple | None = field(default=None, init=False, repr=False, compare=False)  # (frame, its downscaled copy)
 
     def __post_init__(self) -> None:
@@ -228,6 +269,9 @@ class FeatureTracker:
         if len(p0) < max(8, self.min_inliers):
             return None
         parallax = float(np.median(np.linalg.norm(p1 - p0, axis=1)))
+        rotation = self._rotation_only(K, p0, p1, parallax)
+        if rotation is not None:
+            return rotation
         method = cv2.USAC_MAGSAC if self.estimator == "magsac" else cv2.RANSAC
         E, mask = cv2.findEssentialMat(p0, p1, K, method=method, prob=0.999, threshold=self.ransac_px)
         if E is None or E.shape != (3, 3) or mask is None:
@@ -245,10 +289,26 @@ class FeatureTracker:
         inl = mask.ravel() > 0
         if self.refine:
             R_pc, t_pc = refine_motion(R_pc, t_pc, K, p0[inl], p1[inl], self.ransac_px)
-        geometry = TwoViewMotion(R_pc, t_pc, n, len(p0), parallax, p0=p0[inl], p1=p1[inl])
+        geometry = TwoViewMotion(R_pc, t_pc, n, len(p0), parallax, p0=p0[inl], p1=p1[inl],
+                                 translation_parallax_px=derotated_parallax(R_pc, K, p0[inl], p1[inl]))
         if prior is None or np.linalg.norm(prior[1]) < 1e-9:
             return geometry
         return self._check_prior(geometry, p0, p1, K, prior)
+
+    def _rotation_only(self, K: np.ndarray, p0: np.ndarray, p1: np.ndarray, parallax: float) -> TwoViewMotion | None:
+        """The step as a rotation without translation when one explains the tracks (standing still, turning on
+        the spot): fitted to all tracks, then to those it explains within 2 ``rotation_only_px``."""
+        R = rotation_from_bearings(K, p0, p1)
+        keep = _rotated_residuals(R, K, p0, p1) < 2 * self.rotation_only_px
+        if keep.sum() < max(8, self.min_inliers):
+            return None
+        R = rotation_from_bearings(K, p0[keep], p1[keep])
+        residual = derotated_parallax(R, K, p0, p1)
+        if residual >= self.rotation_only_px:
+            return None
+        keep = _rotated_residuals(R, K, p0, p1) < 2 * self.rotation_only_px
+        return TwoViewMotion(R, np.zeros(3), int(keep.sum()), len(p0), parallax, p0=p0[keep], p1=p1[keep],
+                             translation_parallax_px=residual)
 
     def _check_prior(self, geometry: TwoViewMotion, p0: np.ndarray, p1: np.ndarray, K: np.ndarray,
                      prior: tuple[np.ndarray, np.ndarray]) -> TwoViewMotion:
@@ -272,7 +332,7 @@ class FeatureTracker:
         if ratio < self.prior_support:
             return geometry
         return TwoViewMotion(R, t_dir, int(prior_in.sum()), geometry.tracked, geometry.parallax_px, "prior", ratio,
-                             geometry.R, p0[prior_in], p1[prior_in])
+                             geometry.R, p0[prior_in], p1[prior_in], geometry.translation_parallax_px)
 
 
 

@@ -6,7 +6,12 @@ Methods, per sequence:
 - ``network, GT scale``: the same motions with each step's length set to the ground truth's;
 - ``hybrid``: two-view rotation/direction + the network's step length (the shipped hybrid mode);
 - ``hybrid, ground scale``: the same geometry, the step length from the ground plane and the camera's height
-  (``scale_source="ground"``; no ground truth and no network in the scale);
+  (``scale_source="ground"``; no ground truth and no network in the scale). From the command line this is
+  ``shipped``: odometry_node as ``config/perception.yaml`` (or ``--params``) configures it, built by the code
+  that builds the node;
+- ``shipped, no network`` (or ``shipped, with network`` when the file says ``use_network: false``): the same
+  with ``use_network`` the other way (frames without two-view geometry repeat the previous step instead of taking
+  the network's; see ``deep-vision evaluate vo-cases`` for where that matters);
 - ``hybrid, GT scale``: two-view rotation/direction + GT step length (the network's role is only the scale,
   so with GT scale this isolates the geometry; reported for completeness);
 - ``classical, GT scale``: Shi–Tomasi + LK tracking + essential matrix RANSAC (no network), GT step length,
@@ -166,10 +171,13 @@ def trajectory_plot(seq: VOSequence, trajectories: dict[str, np.ndarray], path: 
 
 
 def evaluate(vo_factory: Callable[..., object] | None, sequences: list[VOSequence], out: Path,
-             command: str = "", model_label: str = "") -> Path:
+             command: str = "", model_label: str = "",
+             shipped: Callable[[PinholeCamera, float], object] | None = None) -> Path:
     """Run every method on every sequence; write trajectories, plots and ``vo-<date>.md/json``; return the md.
 
     ``vo_factory(camera, mode, **kwargs)``: a fresh VisualOdometry (kwargs: VisualOdometry's keyword arguments).
+    ``shipped(camera, camera_height_m)``: a fresh VisualOdometry as the node builds it; it replaces the
+    ``hybrid, ground scale`` row by ``shipped`` and adds it with ``use_network`` the other way.
     """
     out.mkdir(parents=True, exist_ok=True)
     stem = f"vo-{date.today().isoformat()}"
@@ -187,9 +195,16 @@ def evaluate(vo_factory: Callable[..., object] | None, sequences: list[VOSequenc
             rel_h, t_h = run_vo(vo_factory(seq.camera, "hybrid"), seq)
             methods["hybrid"] = (integrate(rel_h), t_h)
             methods["hybrid, GT scale"] = (integrate(with_gt_scale(rel_h, seq.poses_gt)), t_h)
-            rel_g, t_g = run_vo(vo_factory(seq.camera, "hybrid", scale_source="ground",
-                                           ground=GroundPlaneScale(height_m=seq.camera_height_m)), seq)
-            methods["hybrid, ground scale"] = (integrate(rel_g), t_g)
+            if shipped is None:
+                rel_g, t_g = run_vo(vo_factory(seq.camera, "hybrid", scale_source="ground",
+                                               ground=GroundPlaneScale(height_m=seq.camera_height_m)), seq)
+                methods["hybrid, ground scale"] = (integrate(rel_g), t_g)
+            else:
+                rel_g, t_g = run_vo(shipped(seq.camera, seq.camera_height_m), seq)
+                methods["shipped"] = (integrate(rel_g), t_g)
+                flip = not getattr(shipped, "params", {}).get("use_network", True)
+                rel_n, t_n = run_vo(shipped(seq.camera, seq.camera_height_m, use_network=flip), seq)
+                methods["shipped, with network" if flip else "shipped, no network"] = (integrate(rel_n), t_n)
         failures: dict[str, int] = {}
         for name, tracker in (("classical, GT scale", FeatureTracker()),
                               ("classical + refinement, GT scale", FeatureTracker(refine=True))):
@@ -299,7 +314,7 @@ def evaluate_from_cli(args) -> int:
         sequences.append(synthetic_sequence(seed, args.synthetic_frames))
     for seed in (int(s) for s in args.varied_seeds.split(",") if s):
         sequences.append(synthetic_sequence(seed, args.synthetic_frames, varied=True))
-    factory = None
+    factory = shipped = None
     label = ""
     if args.model != "none":
         model = args.model
@@ -313,13 +328,37 @@ def evaluate_from_cli(args) -> int:
             return VisualOdometry.from_model(model, backend=args.backend, camera=camera, mode=mode,
                                              threads=args.threads or None, **kwargs)
 
+        shipped = shipped_factory(args.params, model, args.threads)
+
     md = evaluate(factory, sequences, Path(args.out), command="deep-vision " + " ".join(sys.argv[1:]),
-                  model_label=label)
+                  model_label=label, shipped=shipped)
     print(md.read_text())
     print(f"report: {md}")
     if getattr(args, "update_card", False) and factory is not None:
         print(f"model card updated: {update_card(Path(label), md.with_suffix('.json'))}")
     return 0
+
+
+def shipped_factory(params_file: str | None = None, model: str | None = None, threads: int = 0):
+    """``(camera, camera_height_m, **parameters) -> VisualOdometry`` built from odometry_node's parameters in
+    ``params_file``
+    (default: the shipped config/perception.yaml) by the node's own builder; ``model``/``threads`` override
+    model_path/threads."""
+    from deep_vision.params import load_params
+    from deep_vision.pipeline.build import build_odometry
+    from deep_vision.resources import default_params_path
+
+    params = load_params(params_file or default_params_path())["odometry_node"]
+    if model:
+        params = {**params, "model_path": str(model)}
+    if threads:
+        params = {**params, "threads": int(threads)}
+
+    def make(camera: PinholeCamera, camera_height_m: float, **overrides):
+        return build_odometry({**params, "camera_height_m": float(camera_height_m), **overrides}, camera)
+
+    make.params = params  # type: ignore[attr-defined]
+    return make
 
 
 def update_card(model_path: Path, report_json: Path) -> Path:
@@ -330,7 +369,7 @@ def update_card(model_path: Path, report_json: Path) -> Path:
     card = ModelCard.load(card_path)
     report = json.loads(Path(report_json).read_text())
     keys = ("t_rel_pct", "r_rel_deg_per_100m", "t_rel_snippet_pct", "r_rel_snippet_deg_per_100m", "ate_m",
-            "rpe_trans_m", "rpe_rot_deg", "time_ms_p50")
+            "ate_sim3_m", "rpe_trans_m", "rpe_rot_deg", "time_ms_p50")
     metrics = dict(card.metrics or {})
     metrics["held_out"] = {
         name: {"frames": seq["frames"], "length_m": round(seq["length_m"], 1),

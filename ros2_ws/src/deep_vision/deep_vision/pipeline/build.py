@@ -157,7 +157,8 @@ def scale_settings(p: dict[str, Any], T_base_cam: np.ndarray | None = None, node
     p = validate(node, p)
     scale_source = p["scale_source"]
     if scale_source == "ground" and p["mode"] != "hybrid":
-        raise ConfigError(f"{node}: parameter 'scale_source' is ground, which needs 'mode' hybrid")
+        raise ConfigError(f"{node}: parameter 'scale_source' is ground, which needs 'mode' hybrid (with 'mode' "
+                          "network set 'scale_source' network: the network's own metres)")
     try:
         ground = ground_scale_from_params(p, T_base_cam) if scale_source == "ground" else None
         scale_window = int(p["scale_window"])
@@ -193,6 +194,7 @@ def build_odometry(p: dict[str, Any], camera: PinholeCamera | None = None, node:
         return VisualOdometry.from_model(
             path, backend=p["backend"], threads=_threads(p), camera=camera, mode=mode,
             scale_source=scale_source, ground=ground, scale_window=scale_window,
+            network_fallback=bool(p["use_network"]),
             trans_rel=float(p["trans_noise_rel"]), trans_abs=float(p["trans_noise_abs"]),
             rot_rel=float(p["rot_noise_rel"]), rot_abs=float(p["rot_noise_abs"]),
             geometry=p["geometry"], track_width=int(p["track_width"]),

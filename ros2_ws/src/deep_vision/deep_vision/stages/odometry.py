@@ -69,8 +69,8 @@ class OdometryStage:
 
         p = validate(node, p)
         X = camera_pose_transform(p["camera_pose"], node)
+        vo = build_odometry({**p, "mode": "network", "scale_source": "network"}, node=node)  # the model first
         scale_source, ground, _ = scale_settings(p, X, node=node)
-        vo = build_odometry({**p, "mode": "network", "scale_source": "network"}, node=node)
         vo.ground = ground or vo.ground
         return cls(vo, p, X, scale_source)
 

@@ -1,0 +1,106 @@
+"""Probe: can filtering the per-frame ground-plane step lengths over time lower the VO's drift?
+
+On training ranges only (KITTI 03 frames 0-549, KITTI 00 frames 0-99, synthetic world 3), the dense-flow
+two-view step (rotation, direction) and its ground-plane length are computed once per frame; then the
+trajectory is integrated with the lengths from each filter: the raw estimate (held where the plane is missing),
+causal medians over the last 3/5/9 frames (what ``scale_window`` does), centred medians over 5/9 frames (a
+smoother with a lag of 2/4 frames: not possible for live odometry, possible for a windowed refinement of past
+poses), and an acceleration gate (a speed change beyond ``a`` m/s² in one frame is rejected or clamped).
+Prints the per-frame length error's autocorrelation and ATE (SE(3), Sim(3)) per filter; the ground truth's
+lengths give the floor.
+
+    .venv/bin/python experiments/vo_scale_filters.py
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from deep_vision.estimators.ground_scale import GroundPlaneScale
+from deep_vision.estimators.two_view import DenseFlowTracker
+from deep_vision.eval.trajectory_metrics import ate_rpe
+from deep_vision.eval.vo_eval import integrate, kitti_sequence, synthetic_sequence
+from deep_vision.geometry.transforms import invert_transform
+
+
+def record(seq):
+    """Per step: (R, t_dir, ground length or nan); None where the two-view step failed."""
+    tracker, ground, out, prev = DenseFlowTracker(width=400, refine=True), GroundPlaneScale(seq.camera_height_m), [], None
+    for frame in seq.frames():
+        if prev is not None:
+            m = tracker.motion(prev, frame, seq.camera.K)
+            e = ground.estimate(m.R, m.t_dir, seq.camera.K, m.p0, m.p1) if m is not None else None
+            out.append(None if m is None else (m.R, m.t_dir, np.nan if e is None else e.scale_m))
+        prev = frame
+    return out
+
+
+def held(x: np.ndarray) -> np.ndarray:
+    x, last = x.copy(), np.nanmedian(x)
+    for i in range(len(x)):
+        last = x[i] if np.isfinite(x[i]) else last
+        x[i] = last
+    return x
+
+
+def median_filter(x: np.ndarray, before: int, after: int) -> np.ndarray:
+    out = np.full_like(x, np.nan)
+    for i in range(len(x)):
+        v = x[max(0, i - before):i + after + 1]
+        v = v[np.isfinite(v)]
+        out[i] = np.median(v) if len(v) else np.nan
+    return held(out)
+
+
+def gated(x: np.ndarray, dt: np.ndarray, a_max: float, clamp: bool) -> np.ndarray:
+    out, v = np.full_like(x, np.nan), None
+    for i in range(len(x)):
+        m = x[i] / dt[i] if np.isfinite(x[i]) else None
+        if v is None or (m is not None and abs(m - v) <= a_max * dt[i]):
+            v = m if m is not None else v
+        elif m is not None and clamp:
+            v += float(np.clip(m - v, -a_max * dt[i], a_max * dt[i]))
+        out[i] = v * dt[i] if v is not None else np.nan
+    return held(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default="../shared/data")
+    args = ap.parse_args()
+    root = Path(args.data) / "kitti" / "sequences"
+    for seq in (kitti_sequence(root / "03", 0, 549), kitti_sequence(root / "00", 0, 99), synthetic_sequence(3, 300)):
+        rec = record(seq)
+        gt = np.array([np.linalg.norm((invert_transform(seq.poses_gt[k]) @ seq.poses_gt[k + 1])[:3, 3])
+                       for k in range(len(rec))])
+        meas = np.array([np.nan if r is None else r[2] for r in rec])
+        err = (meas / gt - 1)[np.isfinite(meas) & (gt > 0.1)]
+        ac = [np.corrcoef(err[:-lag], err[lag:])[0, 1] for lag in (1, 2, 5, 10)]
+        print(f"{seq.name}: length error rms {np.sqrt(np.mean(err ** 2)):.3f}, autocorrelation at lags 1, 2, 5, 10: "
+              f"{np.round(ac, 2).tolist()}")
+        stamps = (seq.stamps_ns - seq.stamps_ns[0]) / 1e9
+        dt = np.diff(seq.stamps_ns) / 1e9
+        filters = {"ground truth": gt, "raw": held(meas)}
+        filters.update({f"causal median {w}": median_filter(meas, w - 1, 0) for w in (3, 5, 9)})
+        filters.update({f"centred median {w}": median_filter(meas, w // 2, w // 2) for w in (5, 9)})
+        filters.update({f"gate {a} m/s2 {'clamp' if c else 'reject'}": gated(meas, dt, a, c)
+                        for a in (2, 5, 8) for c in (False, True)})
+        for name, lengths in filters.items():
+            rel, last = [], np.eye(4)
+            for k, r in enumerate(rec):
+                T = last.copy()
+                if r is not None:
+                    T = np.eye(4)
+                    T[:3, :3], T[:3, 3] = r[0], r[1] * lengths[k]
+                rel.append(T)
+                last = T
+            poses = integrate(rel)
+            print(f"  {name:24s} ATE SE(3) {ate_rpe(seq.poses_gt, poses, stamps)['ate_m']:.2f} m, "
+                  f"Sim(3) {ate_rpe(seq.poses_gt, poses, stamps, correct_scale=True)['ate_m']:.2f} m", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -295,15 +295,27 @@ def cmd_evaluate_bag(args: argparse.Namespace) -> int:
         return lambda n: bar.update(n - bar.n)
 
     command = "deep-vision evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
-    metrics, md = evaluate_bag(args.target, out, mode=args.mode, params_file=params, stages=stages,
-                               backend=None if args.backend == "auto" else args.backend, rate=args.rate,
-                               limit=args.limit, queue_depth=args.queue_depth, command=command,
-                               progress_factory=progress_factory, overwrite=args.overwrite)
+    viewer = None
+    if args.view or args.record:
+        from deep_vision.viz.recorder import RunRecorder
+
+        viewer = RunRecorder(args.record, spawn=args.view)
+    try:
+        metrics, md = evaluate_bag(args.target, out, mode=args.mode, params_file=params, stages=stages,
+                                   backend=None if args.backend == "auto" else args.backend, rate=args.rate,
+                                   limit=args.limit, queue_depth=args.queue_depth, command=command,
+                                   progress_factory=progress_factory, overwrite=args.overwrite, viewer=viewer)
+    finally:
+        if viewer is not None:
+            viewer.close()
     for bar in bars:
         bar.close()
     print(format_table(metrics))
     print(f"report:  {md}")
     print(f"metrics: {md.parent / 'metrics.json'}")
+    if args.record:
+        print(f"recording: {args.record} (open with: .venv/bin/rerun {args.record}; {viewer.dropped} viewer items "
+              "dropped)")
     return 0
 
 
@@ -572,6 +584,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queue-depth", type=int, help="bag, realtime: frames waiting per stage (default: each "
                                                    "node's queue_depth parameter)")
     p.add_argument("--overwrite", action="store_true", help="bag: replace what an earlier evaluation left in --out")
+    p.add_argument("--view", action="store_true", help="bag: watch the run live in the Rerun viewer (spawned)")
+    p.add_argument("--record", metavar="FILE.rrd", help="bag: save what the viewer shows to a Rerun recording "
+                                                       "(open it later with: rerun FILE.rrd)")
     p.add_argument("--update-card", action="store_true", help="write the held-out metrics into the model card")
     p.add_argument("--quick", action="store_true", help="place: one short route, database sizes up to 100k "
                                                         "(about two minutes on two cores); patches: one synthetic "

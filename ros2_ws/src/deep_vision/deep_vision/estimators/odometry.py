@@ -114,6 +114,7 @@ class OdometryResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     scale: str = "network"  # where the step length came from: network | ground | ground_held | external |
     # previous_step | constant_velocity (network_fallback=False)
+    points: np.ndarray | None = None  # [N x 2] the two-view step's inliers in this frame (pixels; hybrid mode)
 
 
 def image_quality(grey: np.ndarray, reference_contrast: float = 25.0) -> float:
@@ -257,6 +258,7 @@ class VisualOdometry:
         quality = image_quality(grey)
         t_step, R_step = t_fb, R_fb
         dt = (stamp_ns - prev_stamp) / 1e9
+        tv = None
         if self.mode == "hybrid":
             tv, ground = pending.result() if pending is not None else \
                 self._two_view(prev_grey, grey, (R_fb, t_fb))
@@ -298,7 +300,7 @@ class VisualOdometry:
         t2 = time.perf_counter()
         return OdometryResult(stamp_ns, self.pose.copy(), self._covariance_world(), T_step, True, reason, mode,
                               quality, self.distance, {"network_ms": (t1 - t0) * 1e3, "total_ms": (t2 - t0) * 1e3},
-                              scale_from)
+                              scale_from, None if tv is None else tv.p1)
 
     def _two_view(self, prev: np.ndarray, curr: np.ndarray, prior: tuple[np.ndarray, np.ndarray] | None = None):
         """(two-view motion, its ground-plane scale or None): the tracker works at most ``track_width`` pixels

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from deep_vision.errors import DeepVisionError
 from deep_vision.params import load_params
 from deep_vision.pipeline.report import (
@@ -27,12 +29,14 @@ def evaluate_bag(bag_path: str | Path, out_dir: str | Path, *, mode: str = "offl
                  progress_factory: Callable[[int], Callable[[int], None]] | None = None,
                  record: bool = True, overwrite: bool = False,
                  targets: Callable[[dict[str, Any]], list[tuple[str, bool, str]]] | None = None,
-                 ) -> tuple[dict[str, Any], Path]:
+                 viewer: Any = None) -> tuple[dict[str, Any], Path]:
     """Run ``stages`` over the bag; write ``out_dir/{metrics.json, report.md, *.png, outputs/}``.
 
     The parameter file, then the bag, then ``out_dir`` are checked before any model is loaded: a bad one is one
     ConfigError/BagError line. ``out_dir`` must be empty or absent unless ``overwrite``; when the evaluation
     fails, what it wrote is removed again. ``targets(metrics)`` (e.g. :func:`demo_targets`) go into the report.
+    ``viewer``: a :class:`~deep_vision.viz.recorder.RunRecorder` fed with the stages' outputs as they come, and
+    with the ground truth at the end.
     Returns (metrics, report path).
     """
     from deep_vision.io.bag import BagSequence
@@ -50,13 +54,18 @@ def evaluate_bag(bag_path: str | Path, out_dir: str | Path, *, mode: str = "offl
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        pipeline = Pipeline(params, stages, backend=backend, queue_depth=queue_depth)
+        pipeline = Pipeline(params, stages, backend=backend, queue_depth=queue_depth,
+                            observer=viewer.submit if viewer is not None else None)
         total = len(bag) if limit is None else min(limit, len(bag))
         progress = progress_factory(total) if progress_factory else None
         out = pipeline.run(bag, mode, rate=rate, limit=limit, progress=progress)
         if out.frames == 0:
             raise DeepVisionError(f"{bag_path}: no frame could be read")
         metrics, plots = compute_metrics(out, bag, pipeline, mode=mode)
+        gt = (plots.get("trajectories") or {}).get("ground truth")
+        if viewer is not None and gt is not None and pipeline.vo is not None:
+            X = pipeline.vo.T_base_camera  # camera poses in the first camera's frame -> base_link in odom
+            viewer.ground_truth((X @ gt @ np.linalg.inv(X))[:, :3, 3])
         if record:
             write_output_bag(out_dir / "outputs", out, bag)
             metrics["outputs_bag"] = str(out_dir / "outputs")

@@ -97,10 +97,13 @@ class Pipeline:
         stages: subset of :data:`STAGES`; ``pose_graph`` needs ``vo``.
         backend: inference backend for every network (overrides the parameters).
         queue_depth: realtime queue per stage (default: each node's ``queue_depth`` parameter).
+        observer: called as ``observer(stage, stamp_ns, frame, output, latency_ms)`` after each stage's output
+            (``vo``: OdometryOut, ``homography``: HomographyOut, ``loop_closure``: QueryResult, ``pose_graph``:
+            GraphUpdate), e.g. :meth:`deep_vision.viz.recorder.RunRecorder.submit`; it must not block.
     """
 
     def __init__(self, params: dict[str, dict[str, Any]], stages: Iterable[str] = STAGES, *,
-                 backend: str | None = None, queue_depth: int | None = None) -> None:
+                 backend: str | None = None, queue_depth: int | None = None, observer: Any = None) -> None:
         stages = tuple(stages)
         unknown = sorted(set(stages) - set(STAGES))
         if unknown:
@@ -128,6 +131,7 @@ class Pipeline:
         self._camera_pose_from_tf: set[str] = set()
         self.out = PipelineOutputs()
         self._graph_lock = threading.Lock()
+        self.observer = observer
 
     # ------------------------------------------------------------------ messages
     def _emit(self, messages: list[tuple[str, str, Any]], stamp: int) -> None:
@@ -150,6 +154,8 @@ class Pipeline:
                     update = self.pose_graph.add_loop_closures(loop_closures_from_msg(msg))
                 if update is not None:
                     self._emit(pose_graph_msgs(update, bool(self.params["pose_graph"]["publish_tf"])), stamp)
+                    if self.observer is not None:
+                        self.observer("pose_graph", stamp, None, update, None)
             if topic == "odometry":
                 s = self.out.stats["pose_graph"]
                 s.processed += 1
@@ -170,30 +176,32 @@ class Pipeline:
         except ConfigError as exc:
             logger.error("%s: camera pose from /tf_static: %s; keeping the last camera pose", stage, exc)
 
-    def _homography(self, frame: Any, stamp: int) -> None:
+    def _homography(self, frame: Any, stamp: int) -> Any:
         out = self.homography.process(frame)
         if out is not None:
             self.out.homographies.append(out)
             self._emit(homography_msgs(out), stamp)
+        return out
 
-    def _vo(self, frame: Any, stamp: int) -> None:
+    def _vo(self, frame: Any, stamp: int) -> Any:
         self._camera_pose("vo", frame.frame_id)
         out = self.vo.process(frame)
         self.out.odometry.append(out.result)
         msgs = odometry_msgs(out, bool(self.params["vo"]["publish_tf"]))
         self._emit(msgs, stamp)
         self._to_pose_graph(msgs, stamp)
+        return out
 
-    def _loop_closure(self, frame: Any, stamp: int) -> bool:
+    def _loop_closure(self, frame: Any, stamp: int) -> Any:
         self._camera_pose("loop_closure", frame.frame_id)
         out = self.place.process(frame)
         if out is None:
-            return False
+            return None
         self.out.keyframes.append(out.result)
         msgs = place_msgs(out)
         self._emit(msgs, stamp)
         self._to_pose_graph(msgs, stamp)
-        return True
+        return out.result
 
     def _run_stage(self, stage: str, f: InputFrame) -> None:
         s = self.out.stats[stage]
@@ -208,7 +216,7 @@ class Pipeline:
             logger.warning("%s: frame %d (%d ns) skipped: %s", stage, f.index, f.stamp_ns, exc)
             return
         try:
-            keyframe = {"homography": self._homography, "loop_closure": self._loop_closure, "vo": self._vo}[stage](
+            output = {"homography": self._homography, "loop_closure": self._loop_closure, "vo": self._vo}[stage](
                 frame, f.stamp_ns)
         except (ValueError, np.linalg.LinAlgError) as exc:
             s.errors += 1
@@ -216,9 +224,11 @@ class Pipeline:
             return
         t1 = time.perf_counter()
         s.processed += 1
-        if stage != "loop_closure" or keyframe:  # loop closure: the latency of keyframes (the others do nothing)
+        if stage != "loop_closure" or output is not None:  # loop closure: the latency of keyframes only
             s.latency_ms.append((t1 - t0) * 1e3)
             s.age_ms.append((t1 - f.released) * 1e3)
+            if self.observer is not None:
+                self.observer(stage, f.stamp_ns, frame, output, (t1 - t0) * 1e3)
 
     def _admit(self, stage: str, f: InputFrame) -> bool:
         """Whether a frame is queued for ``stage`` (the place stage's arrival gate, as the node's FrameQueue)."""

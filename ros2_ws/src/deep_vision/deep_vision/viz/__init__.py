@@ -1,0 +1,1 @@
+"""Viewers of a run: the Rerun recording (:mod:`deep_vision.viz.recorder`)."""

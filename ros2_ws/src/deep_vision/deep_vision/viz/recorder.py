@@ -1,0 +1,197 @@
+"""A recording of what the estimators see, for the Rerun viewer: live (``--view``) or to a file (``--record``).
+
+Rerun (rerun.io) is a viewer and log format made for robotics and computer vision streams: images with 2-D
+overlays, 3-D trajectories and time series on shared timelines, a recording file (``.rrd``) that opens later in
+the same viewer, and a Python SDK that reads recordings back. That covers what a run of deep_vision has to show
+without ROS; ROS users get RViz2 / Foxglove views of the topics instead.
+
+:class:`RunRecorder` takes the pipeline's stage outputs (:meth:`Pipeline.run`'s ``observer``) and logs, on the
+``frame`` (sequence) and ``time`` (the frame's stamp) timelines:
+
+- ``camera/image``: the frame (grey, at most ``image_width`` pixels wide, JPEG); ``camera/image/tracks``: the points
+  the VO's two-view step kept; ``camera/image/homography``: a grid of the previous frame carried into this one
+  by the estimated homography;
+- ``world/vo``: the VO trajectory (base_link in odom, metres); ``world/pose_graph``: the optimised keyframe path;
+  ``world/loop_closures``: a line between the two keyframes of each verified loop closure (at the VO's
+  positions); ``world/ground_truth``: the bag's ground truth, when given;
+- ``latency/<stage>``: each stage's time per frame (ms).
+
+It never slows the pipeline: :meth:`submit` puts the output on a bounded queue and returns (a full queue drops
+the item, counted in ``dropped``), and a worker thread converts and logs. Dropped viewer items are fine where
+dropped pipeline frames are not.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from deep_vision.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+#: entity paths, as the recording holds them (tests and the README picture rely on them)
+ENTITIES = ("camera/image", "camera/image/tracks", "camera/image/homography", "world/vo", "world/pose_graph",
+            "world/loop_closures", "world/ground_truth")
+
+
+def _rerun():
+    try:
+        import rerun as rr
+    except ImportError as exc:  # pragma: no cover - a dependency of the package
+        raise ConfigError("--view / --record need the rerun-sdk package (pip install rerun-sdk)") from exc
+    return rr
+
+
+class RunRecorder:
+    """See the module docstring. ``record``: an ``.rrd`` file to write; ``spawn``: start a Rerun viewer and
+    stream to it; both may be given. Close with :meth:`close` (it drains the queue)."""
+
+    def __init__(self, record: str | Path | None = None, spawn: bool = False, *, max_queue: int = 256,
+                 image_width: int = 640, jpeg_quality: int = 85, grid: int = 8,
+                 application_id: str = "deep_vision") -> None:
+        if record is None and not spawn:
+            raise ConfigError("RunRecorder needs a file to record to or a viewer to spawn")
+        rr = _rerun()
+        self._rr = rr
+        self.rec = rr.RecordingStream(application_id)
+        if record is not None:
+            path = Path(record)
+            if path.suffix != ".rrd":
+                raise ConfigError(f"--record: {path} must end in .rrd (a Rerun recording)")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        if spawn:
+            self.rec.spawn(connect=record is None)
+        if record is not None:
+            sinks = [rr.FileSink(str(record))]
+            if spawn:
+                sinks.append(rr.GrpcSink())
+            self.rec.set_sinks(*sinks)
+        self.image_width = int(image_width)
+        self.jpeg_quality = int(jpeg_quality)
+        self.grid = int(grid)
+        self.dropped = 0
+        self.logged: Counter[str] = Counter()
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._frame = 0
+        self._vo: dict[int, np.ndarray] = {}  # stamp -> base_link position in odom
+        self._vo_path: list[np.ndarray] = []
+        self._loops: list[tuple[np.ndarray, np.ndarray]] = []
+        self._scale: dict[tuple[int, int], float] = {}
+        self._worker = threading.Thread(target=self._run, name="viewer", daemon=True)
+        self._worker.start()
+
+    # ------------------------------------------------------------------ producer side (processing threads)
+    def submit(self, stage: str, stamp_ns: int, frame: Any, out: Any, latency_ms: float | None = None) -> None:
+        """Queue one stage output (never blocks; a full queue drops it)."""
+        try:
+            self._queue.put_nowait((stage, int(stamp_ns), frame, out, latency_ms))
+        except queue.Full:
+            self.dropped += 1
+
+    def ground_truth(self, positions: np.ndarray) -> None:
+        """The ground-truth trajectory ([N x 3] base_link positions in the VO's odom frame), drawn once."""
+        self._queue.put(("ground_truth", 0, None, np.asarray(positions, float), None))
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._worker.join()
+        self.rec.flush()
+        self.rec.disconnect()
+
+    # ------------------------------------------------------------------ worker
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            try:
+                self._log(*item)
+            except Exception as exc:  # the viewer must never stop the run
+                logger.warning("viewer: %s output at %d ns not drawn: %s", item[0], item[1], exc)
+
+    def _time(self, stamp_ns: int) -> None:
+        self.rec.set_time("time", timestamp=stamp_ns * 1e-9)
+
+    def _log(self, stage: str, stamp_ns: int, frame: Any, out: Any, latency_ms: float | None) -> None:
+        rr = self._rr
+        if stage == "ground_truth":
+            self.rec.log("world/ground_truth", rr.LineStrips3D([out], colors=[[40, 40, 40]]), static=True)
+            self.logged["world/ground_truth"] += 1
+            return
+        self._time(stamp_ns)
+        if latency_ms is not None:
+            self.rec.log(f"latency/{stage}", rr.Scalars(float(latency_ms)))
+        if stage == "vo":
+            self._log_vo(stamp_ns, frame, out)
+        elif stage == "homography" and out is not None and out.valid:
+            self._log_homography(out)
+        elif stage == "loop_closure" and out is not None:
+            self._log_loops(out)
+        elif stage == "pose_graph" and out is not None and out.path is not None:
+            positions = np.asarray(out.path[1])[:, :3, 3]
+            self.rec.log("world/pose_graph", rr.LineStrips3D([positions], colors=[[230, 120, 20]]))
+            self.logged["world/pose_graph"] += 1
+
+    def _image_scale(self, shape: tuple[int, int]) -> float:
+        h, w = shape
+        return min(1.0, self.image_width / w)
+
+    def _log_vo(self, stamp_ns: int, frame: Any, out: Any) -> None:
+        rr = self._rr
+        self.rec.set_time("frame", sequence=self._frame)
+        self._frame += 1
+        grey = frame.grey
+        s = self._image_scale(grey.shape)
+        small = grey if s == 1.0 else cv2.resize(grey, (round(grey.shape[1] * s), round(grey.shape[0] * s)),
+                                                 interpolation=cv2.INTER_AREA)
+        self.rec.log("camera/image", rr.Image(small).compress(jpeg_quality=self.jpeg_quality))
+        self.logged["camera/image"] += 1
+        points = getattr(out.result, "points", None)
+        if points is not None and len(points):
+            self.rec.log("camera/image/tracks", rr.Points2D(np.asarray(points, float) * s, radii=1.5,
+                                                             colors=[[40, 220, 60]]))
+            self.logged["camera/image/tracks"] += 1
+        position = np.asarray(out.pose, float)[:3, 3]
+        if out.result.reset:
+            self._vo_path = []
+        self._vo[stamp_ns] = position
+        self._vo_path.append(position)
+        self.rec.log("world/vo", rr.LineStrips3D([np.array(self._vo_path)], colors=[[30, 110, 230]]))
+        self.logged["world/vo"] += 1
+
+    def _log_homography(self, out: Any) -> None:
+        rr = self._rr
+        w, h = out.image_size
+        if not w or not h:
+            return
+        s = min(1.0, self.image_width / w)
+        n = self.grid
+        xs, ys = np.linspace(0, w - 1, n + 1), np.linspace(0, h - 1, n + 1)
+        lines = [np.c_[np.full(32, x), np.linspace(0, h - 1, 32)] for x in xs] + \
+                [np.c_[np.linspace(0, w - 1, 32), np.full(32, y)] for y in ys]
+        warped = []
+        for line in lines:
+            q = np.c_[line, np.ones(len(line))] @ np.asarray(out.matrix, float).T
+            warped.append(q[:, :2] / q[:, 2:3] * s)
+        self.rec.log("camera/image/homography", rr.LineStrips2D(warped, colors=[[250, 200, 0]], radii=0.6))
+        self.logged["camera/image/homography"] += 1
+
+    def _log_loops(self, out: Any) -> None:
+        rr = self._rr
+        q = self._vo.get(out.stamp_ns)
+        for c in out.verified:
+            m = self._vo.get(c.match_stamp_ns)
+            if q is not None and m is not None:
+                self._loops.append((q, m))
+        if self._loops:
+            self.rec.log("world/loop_closures", rr.LineStrips3D([np.array(p) for p in self._loops],
+                                                                 colors=[[220, 30, 30]]))
+            self.logged["world/loop_closures"] += 1

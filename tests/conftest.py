@@ -106,3 +106,23 @@ def tiny_patch_model(tmp_path_factory):
                 random_trials=1, card_fields={"model_class": "patch_net", "model_config": model.conf,
                                               "inputs": spec["inputs"], "outputs": spec["outputs"]})
     return path
+
+
+# A circle of 12 m radius at 7 m/s (0.7 m and 3.3 deg per frame): the second lap starts at frame 107 and revisits
+# the first (test_one_system, test_viewer).
+REVISIT_FRAMES = 140
+REVISIT_ROUTE = {"corners": [[0.0, 0.0], [24.0, 0.0], [24.0, 24.0], [0.0, 24.0]], "corner_radius_m": 12.0,
+                 "speed_mps": 7.0}
+
+
+@pytest.fixture(scope="session")
+def revisit_bag(tmp_path_factory):
+    """A rosbag2 of the revisiting circle (640 x 192 frames, ground truth, camera info, /tf_static)."""
+    from deep_vision.synthetic.config import RouteConfig
+    from deep_vision.synthetic.recording import record
+
+    config = small_world_config(frames=REVISIT_FRAMES, width=640, height=192)
+    config.route = RouteConfig(**REVISIT_ROUTE)
+    out = tmp_path_factory.mktemp("revisit") / "bag"
+    record(config, out, workers=1)
+    return out

@@ -16,24 +16,14 @@ import yaml
 
 pytest.importorskip("gtsam")
 
-from conftest import REPO, require_ros, small_world_config  # noqa: E402
+from conftest import REPO, REVISIT_FRAMES, require_ros  # noqa: E402
 
-# A circle of 12 m radius at 7 m/s (0.7 m and 3.3 deg per frame): the second lap starts at frame 107.
-FRAMES = 140
-ROUTE = {"corners": [[0.0, 0.0], [24.0, 0.0], [24.0, 24.0], [0.0, 24.0]], "corner_radius_m": 12.0,
-         "speed_mps": 7.0}
+FRAMES = REVISIT_FRAMES  # the revisit_bag fixture's route
 
 
 @pytest.fixture(scope="module")
-def loop_bag(tmp_path_factory):
-    from deep_vision.synthetic.config import RouteConfig
-    from deep_vision.synthetic.recording import record
-
-    config = small_world_config(frames=FRAMES, width=640, height=192)
-    config.route = RouteConfig(**ROUTE)
-    out = tmp_path_factory.mktemp("one_system") / "bag"
-    record(config, out, workers=1)
-    return out
+def loop_bag(revisit_bag):
+    return revisit_bag
 
 
 def _params_file(path, vo_model):

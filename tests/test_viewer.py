@@ -6,26 +6,12 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from conftest import REPO, small_world_config
+from conftest import REPO, REVISIT_FRAMES
 
 pytest.importorskip("rerun")
 pytest.importorskip("gtsam")
 
-FRAMES = 140
-ROUTE = {"corners": [[0.0, 0.0], [24.0, 0.0], [24.0, 24.0], [0.0, 24.0]], "corner_radius_m": 12.0,
-         "speed_mps": 8.0}  # one lap in 9 s: the second lap revisits the first
-
-
-@pytest.fixture(scope="module")
-def revisit_bag(tmp_path_factory):
-    from deep_vision.synthetic.config import RouteConfig
-    from deep_vision.synthetic.recording import record
-
-    config = small_world_config(frames=FRAMES, width=640, height=192)
-    config.route = RouteConfig(**ROUTE)
-    out = tmp_path_factory.mktemp("viewer") / "bag"
-    record(config, out, workers=1)
-    return out
+FRAMES = REVISIT_FRAMES  # the revisit_bag fixture's route: its second lap revisits the first
 
 
 def _entities(path) -> Counter:

@@ -4,9 +4,11 @@
         [gps_fix:=/gps/fix] [odometry:=odometry] [loop_closures:=loop_closures]
         [params_file:=<share>/config/perception.yaml] [use_sim_time:=false] [backend:=]
         [nodes:=homography,place_recognition,odometry,pose_graph] [namespace:=] [log_level:=info]
+        [rviz:=false] [rviz_config:=<share>/config/deep_vision.rviz]
 
 Only wiring: the node list, each node's input topics and declared parameters come from
 deep_vision.nodes.registry (the same table `deep-vision run` uses), every parameter from the parameter file.
+``rviz:=true`` also starts RViz2 with the package's view (camera image, TF, odometry, keyframe path).
 """
 
 from launch import LaunchDescription
@@ -36,6 +38,10 @@ def _nodes(context, *args, **kwargs):
             parameters=[value("params_file"), node_overrides(entry, overrides)],
             remappings=remappings(entry, targets),
             arguments=["--ros-args", "--log-level", value("log_level")], output="screen"))
+    if value("rviz").lower() in ("true", "1"):
+        actions.append(Node(package="rviz2", executable="rviz2", name="rviz2", namespace=value("namespace"),
+                            arguments=["-d", value("rviz_config")],
+                            parameters=[{"use_sim_time": overrides["use_sim_time"]}], output="screen"))
     return actions
 
 
@@ -55,5 +61,8 @@ def generate_launch_description():
                               description=f"Comma-separated nodes to start, of: {', '.join(NODES)}"),
         DeclareLaunchArgument("namespace", default_value="", description="Namespace of every node"),
         DeclareLaunchArgument("log_level", default_value="info", description="ROS log level"),
+        DeclareLaunchArgument("rviz", default_value="false", description="Also start RViz2 with rviz_config"),
+        DeclareLaunchArgument("rviz_config", default_value=[share, "/config/deep_vision.rviz"],
+                              description="RViz2 configuration (default: the package's view)"),
         OpaqueFunction(function=_nodes),
     ])

@@ -61,7 +61,7 @@ def test_launch_file_wires_the_registry(monkeypatch):
     declared, nodes = _launch(monkeypatch, backend="onnxruntime", use_sim_time="true", namespace="/robot1",
                               gps_fix="/robot1/fix", odometry="/wheel/odom")
     assert set(declared) == set(INPUT_TOPICS) | {"params_file", "use_sim_time", "backend", "nodes", "namespace",
-                                                  "log_level"}
+                                                  "log_level", "rviz", "rviz_config"}
     assert [n["name"] for n in nodes] == [NODES[k].name for k in DEFAULT_NODES]
     for kw, key in zip(nodes, DEFAULT_NODES):
         entry = NODES[key]
@@ -76,6 +76,10 @@ def test_launch_file_wires_the_registry(monkeypatch):
                                                                             "loop_closures": "loop_closures"}
     _, only = _launch(monkeypatch, nodes="homography")
     assert [n["name"] for n in only] == ["homography_node"]
+    _, with_rviz = _launch(monkeypatch, nodes="odometry", rviz="true", namespace="/robot1")
+    assert [n["name"] for n in with_rviz] == ["odometry_node", "rviz2"]
+    assert with_rviz[1]["arguments"] == ["-d", "<share of deep_vision>/config/deep_vision.rviz"]
+    assert with_rviz[1]["namespace"] == "/robot1"
 
 
 def test_registry_inputs_are_what_the_nodes_subscribe():

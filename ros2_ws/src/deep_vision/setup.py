@@ -39,7 +39,8 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", _files("launch", "*.launch.py")),
-        (f"share/{PACKAGE}/config", _files("config", "*.yaml")),
+        (f"share/{PACKAGE}/config", _files("config", "*.yaml") + _files("config", "*.rviz") +
+         _files("config", "*.json")),
         (f"share/{PACKAGE}/models", _files("models", "*.onnx") + _files("models", "*.yaml") + _files("models", "*.pt")),
     ],
     # The message and ROS packages come from ROS (apt or wheels); see package.xml.

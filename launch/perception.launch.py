@@ -8,7 +8,8 @@
 
 Only wiring: the node list, each node's input topics and declared parameters come from
 deep_vision.nodes.registry (the same table `deep-vision run` uses), every parameter from the parameter file.
-``rviz:=true`` also starts RViz2 with the package's view (camera image, TF, odometry, keyframe path).
+``rviz:=true`` also starts RViz2 with the package's view (camera image, TF, odometry, keyframe path, loop
+closures) and has the pose graph publish its loop-closure markers.
 """
 
 from launch import LaunchDescription
@@ -29,6 +30,9 @@ def _nodes(context, *args, **kwargs):
     overrides = {"use_sim_time": value("use_sim_time").lower() in ("true", "1")}
     if value("backend"):
         overrides["backend"] = value("backend")
+    rviz = value("rviz").lower() in ("true", "1")
+    if rviz:
+        overrides["publish_markers"] = True  # the pose graph's loop-closure lines, which the view shows
     targets = {key: value(key) for key in INPUT_TOPICS}
     actions = []
     for key in selected:
@@ -38,7 +42,7 @@ def _nodes(context, *args, **kwargs):
             parameters=[value("params_file"), node_overrides(entry, overrides)],
             remappings=remappings(entry, targets),
             arguments=["--ros-args", "--log-level", value("log_level")], output="screen"))
-    if value("rviz").lower() in ("true", "1"):
+    if rviz:
         actions.append(Node(package="rviz2", executable="rviz2", name="rviz2", namespace=value("namespace"),
                             arguments=["-d", value("rviz_config")],
                             parameters=[{"use_sim_time": overrides["use_sim_time"]}], output="screen"))

@@ -76,10 +76,13 @@ def test_launch_file_wires_the_registry(monkeypatch):
                                                                             "loop_closures": "loop_closures"}
     _, only = _launch(monkeypatch, nodes="homography")
     assert [n["name"] for n in only] == ["homography_node"]
-    _, with_rviz = _launch(monkeypatch, nodes="odometry", rviz="true", namespace="/robot1")
-    assert [n["name"] for n in with_rviz] == ["odometry_node", "rviz2"]
-    assert with_rviz[1]["arguments"] == ["-d", "<share of deep_vision>/config/deep_vision.rviz"]
-    assert with_rviz[1]["namespace"] == "/robot1"
+    _, with_rviz = _launch(monkeypatch, nodes="odometry,pose_graph", rviz="true", namespace="/robot1")
+    assert [n["name"] for n in with_rviz] == ["odometry_node", "pose_graph_node", "rviz2"]
+    assert with_rviz[2]["arguments"] == ["-d", "<share of deep_vision>/config/deep_vision.rviz"]
+    assert with_rviz[2]["namespace"] == "/robot1"
+    assert with_rviz[1]["parameters"][1]["publish_markers"] is True  # the view's loop-closure lines
+    assert "publish_markers" not in with_rviz[0]["parameters"][1]  # only the pose graph declares it
+    assert all("publish_markers" not in n["parameters"][1] for n in nodes)  # off without rviz
 
 
 def test_registry_inputs_are_what_the_nodes_subscribe():

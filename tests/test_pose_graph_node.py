@@ -139,8 +139,11 @@ def test_loop_closures_pull_the_path_to_the_truth(ros_harness):
     h = ros_harness
     from tf2_msgs.msg import TFMessage
 
+    from visualization_msgs.msg import Marker, MarkerArray
+
     tf_msgs = h.collect("/tf", TFMessage, 100)
-    node = _node(h)
+    markers = h.collect("loop_closure_markers", MarkerArray)
+    node = _node(h, publish_markers=True)
     path, odo_pub, loop_pub = _io(h)
     n = FRAMES_PER_LAP + EXTRA
     gt = _route(n)
@@ -189,6 +192,17 @@ def test_loop_closures_pull_the_path_to_the_truth(ros_harness):
     assert raw > 2.0, raw  # the simulated odometry drifts
     np.testing.assert_allclose(before, odo[before_idx][:, :3, 3], atol=1e-3)  # no loop yet: the odometry
     assert corrected < 0.5 * raw, (raw, corrected)
+
+    # Loop-closure markers (publish_markers): with the last path, a line per accepted loop closure between two of
+    # its keyframes' optimised positions.
+    assert h.spin_until(lambda: markers and len(markers[-1].markers[0].points) == 2 * len(loops), 2.0)
+    (m,) = markers[-1].markers
+    assert m.type == Marker.LINE_LIST and m.action == Marker.ADD and m.header.frame_id == "map"
+    ends = np.array([[q.x, q.y, q.z] for q in m.points]).reshape(-1, 2, 3)
+    for a, b in ends:
+        da, db = np.linalg.norm(after - a, axis=1), np.linalg.norm(after - b, axis=1)
+        assert da.min() < 1e-6 and db.min() < 1e-6
+        assert idx[np.argmin(da)] - idx[np.argmin(db)] >= FRAMES_PER_LAP - 30  # a lap apart
 
     # map -> odom: the latest keyframe's correction, with the last odometry stamp.
     def last_tf():

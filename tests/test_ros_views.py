@@ -36,9 +36,9 @@ def test_rviz_view_shows_published_topics_and_the_tf_tree():
     displays = view["Visualization Manager"]["Displays"]
     classes = {d["Class"] for d in displays}
     assert {"rviz_default_plugins/TF", "rviz_default_plugins/Odometry", "rviz_default_plugins/Path",
-            "rviz_default_plugins/Image"} <= classes
+            "rviz_default_plugins/Image", "rviz_default_plugins/MarkerArray"} <= classes
     topics = _rviz_topics(displays)
-    assert set(topics) == {"/odometry", "/path", "/camera/image_raw"}
+    assert set(topics) == {"/odometry", "/path", "/loop_closure_markers", "/camera/image_raw"}
     for t in topics:
         assert t in PUBLISHED or t in INPUTS, t
     assert view["Visualization Manager"]["Global Options"]["Fixed Frame"] == "map"
@@ -56,7 +56,8 @@ def test_foxglove_layout_reads_published_topics_and_fields():
         for path in paths:
             topic, _, rest = path.partition(".")
             refs.append((topic, [re.sub(r"\[.*?\]|\{.*?\}", "", f) for f in rest.split(".") if f]))
-    assert {t for t, _ in refs} == {"/camera/image_raw", "/odometry", "/path", "/loop_closures", "/homography"}
+    assert {t for t, _ in refs} == {"/camera/image_raw", "/odometry", "/path", "/loop_closure_markers",
+                                    "/loop_closures", "/homography"}
     for topic, fields in refs:
         assert topic in PUBLISHED or topic in INPUTS, topic
         if fields:

@@ -186,6 +186,9 @@ _POSE_GRAPH = [
     Param("map_frame", "map", "Frame of the optimised path and parent of the published map -> odom."),
     Param("odom_frame", "odom", "Frame of the odometry (child of map -> odom)."),
     Param("base_frame", "base_link", "Robot body frame (child frame of the odometry)."),
+    Param("publish_markers", False, "Publish loop_closure_markers (visualization_msgs/MarkerArray) with each "
+          "path: a line between the two keyframes of every accepted loop closure, at their optimised positions in "
+          "map_frame (launch argument rviz:=true switches it on)."),
     Param("publish_tf", True, "Publish map -> odom on /tf (tf2_msgs/TFMessage)."),
     Param("loops_per_keyframe", 1, "Verified loop closures taken from one LoopClosureArray, best first (0: all).",
           range=(0, 100)),

@@ -222,6 +222,28 @@ def path_msg(stamps_ns: np.ndarray, poses: np.ndarray, stamp_ns: int, frame_id: 
         pose_stamped(header=header(int(s), frame_id), pose=_pose(T)) for s, T in zip(stamps_ns, poses)])
 
 
+def line_markers_msg(segments: np.ndarray, stamp_ns: int, frame_id: str, ns: str,
+                     color: tuple[float, float, float, float] = (0.86, 0.12, 0.12, 1.0), width_m: float = 0.15) -> Any:
+    """visualization_msgs/MarkerArray with one LINE_LIST marker: a line per segment (``segments`` [M x 2 x 3],
+    metres in ``frame_id``); with no segment the marker is deleted (DELETE), so a viewer drops old lines."""
+    marker_cls = _cls("visualization_msgs/msg/Marker")
+    point = _cls("geometry_msgs/msg/Point")
+    pts = [point(x=float(a), y=float(b), z=float(c)) for seg in np.asarray(segments, float).reshape(-1, 2, 3)
+           for a, b, c in seg]
+    marker = marker_cls(
+        header=header(stamp_ns, frame_id), ns=ns, id=0, type=marker_cls.LINE_LIST,
+        action=marker_cls.ADD if pts else marker_cls.DELETE, pose=_pose(np.eye(4)),
+        scale=_cls("geometry_msgs/msg/Vector3")(x=float(width_m), y=0.0, z=0.0),
+        color=_cls("std_msgs/msg/ColorRGBA")(r=color[0], g=color[1], b=color[2], a=color[3]),
+        lifetime=_cls("builtin_interfaces/msg/Duration")(sec=0, nanosec=0), frame_locked=False, points=pts,
+        colors=[], texture_resource="", texture=_cls("sensor_msgs/msg/CompressedImage")(
+            header=header(0, ""), format="", data=np.zeros(0, np.uint8)),
+        uv_coordinates=[], text="", mesh_resource="",
+        mesh_file=_cls("visualization_msgs/msg/MeshFile")(filename="", data=np.zeros(0, np.uint8)),
+        mesh_use_embedded_materials=False)
+    return _cls("visualization_msgs/msg/MarkerArray")(markers=[marker])
+
+
 class StaticTransforms:
     """The direct edges of ``/tf_static`` (``tf2_msgs/TFMessage``), looked up either way round.
 

@@ -34,7 +34,7 @@ from deep_vision.nodes.common import (
 from deep_vision.params import SCHEMA
 from deep_vision.stages import PoseGraphStage
 from deep_vision.stages.inputs import loop_closures_from_msg, odometry_from_msg
-from deep_vision.stages.messages import PATH, TF, pose_graph_msgs
+from deep_vision.stages.messages import MARKER_ARRAY, PATH, TF, pose_graph_msgs
 
 PARAMS = SCHEMA["pose_graph_node"]
 
@@ -44,8 +44,10 @@ class PoseGraphNode(Node):
         super().__init__("pose_graph_node", **kwargs)
         p = declare(self, PARAMS)
         self.publish_tf = p["publish_tf"]
+        self.markers = bool(p["publish_markers"])
         self.stage = PoseGraphStage.from_params(p)  # raises ConfigError naming the node
-        self.out = Outputs(self, {"path": PATH, **({"/tf": TF} if self.publish_tf else {})})
+        self.out = Outputs(self, {"path": PATH, **({"loop_closure_markers": MARKER_ARRAY} if self.markers else {}),
+                                  **({"/tf": TF} if self.publish_tf else {})})
         self.diag = NodeDiagnostics(self, "pose graph", {
             **backend_diagnostics(None), "solver": "gtsam isam2", "loop_kernel": p["loop_kernel"],
             "tf": self.out.tf}, stage=self.stage)
@@ -63,13 +65,13 @@ class PoseGraphNode(Node):
         update = self.stage.add_odometry(odometry_from_msg(msg))
         if update is None:
             return
-        self.out.publish(pose_graph_msgs(update, self.publish_tf))
+        self.out.publish(pose_graph_msgs(update, self.publish_tf, self.markers))
         self.diag.processed((time.perf_counter() - t0) * 1e3)
 
     def on_loop_closures(self, msg: Any) -> None:
         update = self.stage.add_loop_closures(loop_closures_from_msg(msg))
         if update is not None:
-            self.out.publish(pose_graph_msgs(update, self.publish_tf))
+            self.out.publish(pose_graph_msgs(update, self.publish_tf, self.markers))
 
 
 def main(args: list[str] | None = None) -> int:

@@ -153,7 +153,8 @@ class Pipeline:
                 else:
                     update = self.pose_graph.add_loop_closures(loop_closures_from_msg(msg))
                 if update is not None:
-                    self._emit(pose_graph_msgs(update, bool(self.params["pose_graph"]["publish_tf"])), stamp)
+                    self._emit(pose_graph_msgs(update, bool(self.params["pose_graph"]["publish_tf"]),
+                                               bool(self.params["pose_graph"]["publish_markers"])), stamp)
                     if self.observer is not None:
                         self.observer("pose_graph", stamp, None, update, None)
             if topic == "odometry":

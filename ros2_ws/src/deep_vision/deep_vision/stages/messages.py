@@ -25,10 +25,11 @@ ODOMETRY = "nav_msgs/msg/Odometry"
 PATH = "nav_msgs/msg/Path"
 TF = "tf2_msgs/msg/TFMessage"
 DIAGNOSTICS = "diagnostic_msgs/msg/DiagnosticArray"
+MARKER_ARRAY = "visualization_msgs/msg/MarkerArray"
 
 #: Output topic → message type, of every node.
 TOPICS = {"homography": HOMOGRAPHY, "loop_closures": LOOP_CLOSURES, "geolocation": NAVSATFIX, "odometry": ODOMETRY,
-          "path": PATH, "/tf": TF}
+          "path": PATH, "loop_closure_markers": MARKER_ARRAY, "/tf": TF}
 
 Message = tuple[str, str, Any]
 
@@ -65,13 +66,19 @@ def place_msgs(out: PlaceOut) -> list[Message]:
     return msgs
 
 
-def pose_graph_msgs(update: GraphUpdate, publish_tf: bool = True) -> list[Message]:
-    """``path`` when the graph changed; ``map → odom`` on ``/tf`` after odometry (``publish_tf``)."""
+def pose_graph_msgs(update: GraphUpdate, publish_tf: bool = True, markers: bool = False) -> list[Message]:
+    """``path`` when the graph changed, with ``markers`` also ``loop_closure_markers`` (a line between the two
+    keyframes of each accepted loop closure); ``map → odom`` on ``/tf`` after odometry (``publish_tf``)."""
     msgs: list[Message] = []
     if update.path is not None:
         stamps, poses = update.path
         stamp = int(stamps[-1]) if len(stamps) else update.stamp_ns
         msgs.append(("path", PATH, rosmsg.path_msg(stamps, poses, stamp, update.map_frame)))
+        if markers:
+            pairs = np.asarray(update.loop_keys if update.loop_keys is not None else [], int).reshape(-1, 2)
+            segments = np.asarray(poses)[pairs][:, :, :3, 3] if len(pairs) else np.zeros((0, 2, 3))
+            msgs.append(("loop_closure_markers", MARKER_ARRAY,
+                         rosmsg.line_markers_msg(segments, stamp, update.map_frame, "loop_closures")))
     if publish_tf and update.map_to_odom is not None:
         msgs.append(("/tf", TF, rosmsg.tf_message([rosmsg.transform_stamped_msg(
             update.map_to_odom, update.stamp_ns, update.map_frame, update.odom_frame)])))

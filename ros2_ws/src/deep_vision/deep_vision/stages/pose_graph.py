@@ -110,6 +110,7 @@ class GraphUpdate:
     odom_frame: str
     map_to_odom: np.ndarray | None
     path: tuple[np.ndarray, np.ndarray] | None
+    loop_keys: list[tuple[int, int]] | None = None  # with path: the accepted loop closures (keyframe indices)
 
 
 class PoseGraphStage:
@@ -144,10 +145,13 @@ class PoseGraphStage:
 
     def _update(self, stamp: int, changed: bool, tf: bool) -> GraphUpdate:
         path = None
+        loops = None
         if changed:
             stamps, poses = self.graph.keyframe_poses()
             path = (np.array([self.epochs.to_message(int(s)) for s in stamps], np.int64), poses)
-        return GraphUpdate(stamp, self.map_frame, self.odom_frame, self.graph.map_to_odom() if tf else None, path)
+            loops = [(d.query_key, d.match_key) for d in self.graph.decisions if d.accepted]
+        return GraphUpdate(stamp, self.map_frame, self.odom_frame, self.graph.map_to_odom() if tf else None, path,
+                           loops)
 
     # ------------------------------------------------------------------ odometry
     def add_odometry(self, odom: OdometryIn | None) -> GraphUpdate | None:

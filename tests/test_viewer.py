@@ -49,6 +49,9 @@ def test_the_recording_holds_images_tracks_loop_closures_and_trajectories(revisi
     assert FRAMES - 5 <= rows["camera/image/homography"] <= FRAMES - 1
     assert rows["latency/loop_closure"] == metrics["loop_closure"]["keyframes"]
     assert rows["world/loop_closures"] >= 1  # the second lap closes loops
+    # each keyframe with a verified loop closure beside its match, with the RANSAC inliers between them
+    assert rows["loop_closure/pair"] == rows["world/loop_closures"]
+    assert rows["loop_closure/pair/inliers"] == rows["loop_closure/pair"]
     assert rows["world/pose_graph"] >= 1 and rows["world/ground_truth"] == 1
 
 

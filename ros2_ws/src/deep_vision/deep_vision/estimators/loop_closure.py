@@ -237,6 +237,8 @@ class Verification:
     constraint: np.ndarray | None = None
     constraint_covariance: np.ndarray | None = None
     metric: bool = False
+    # the RANSAC inliers ([N x 2] pixels of the query frame, [N x 2] of the match frame), essential model
+    inlier_points: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def has_pose(self) -> bool:
@@ -430,14 +432,15 @@ class GeometricVerifier:
         # recoverPose picks the decomposition of E with the most points in front of both cameras:
         # X_query = R X_match + t. Its count drops points beyond 50 baselines (at infinity for it),
         # which a short-baseline revisit has many of, so the RANSAC inliers decide verification.
+        points = (pq[mask], pm[mask])
         good, R, t, _ = cv2.recoverPose(E, xm[mask], xq[mask], np.eye(3))
         if int(good) < 5:
-            return Verification(True, inliers, n, "essential")
+            return Verification(True, inliers, n, "essential", inlier_points=points)
         R_mq = R.T
         c = (-R.T @ t).ravel()
         c /= max(np.linalg.norm(c), 1e-12)
         R_mq, c, cov = self._refine_pose(R_mq, c, xm[mask], xq[mask], focal)
-        return Verification(True, inliers, n, "essential", R_mq, c, cov)
+        return Verification(True, inliers, n, "essential", R_mq, c, cov, inlier_points=points)
 
     def _refine_pose(self, R_mq: np.ndarray, c: np.ndarray, xm: np.ndarray, xq: np.ndarray,
                      focal: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -11,6 +11,8 @@ without ROS; ROS users get RViz2 / Foxglove views of the topics instead.
 - ``camera/image``: the frame (grey, at most ``image_width`` pixels wide, JPEG); ``camera/image/tracks``: the points
   the VO's two-view step kept; ``camera/image/homography``: a grid of the previous frame carried into this one
   by the estimated homography;
+- ``loop_closure/pair``: for each keyframe with a verified loop closure, the keyframe beside its match
+  (left: this keyframe, right: the earlier one) and ``loop_closure/pair/inliers``: a line per RANSAC inlier;
 - ``world/vo``: the VO trajectory (base_link in odom, metres); ``world/pose_graph``: the optimised keyframe path;
   ``world/loop_closures``: a line between the two keyframes of each verified loop closure (at the VO's
   positions); ``world/ground_truth``: the bag's ground truth, when given;
@@ -26,7 +28,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections import Counter
+from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +40,8 @@ from deep_vision.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 #: entity paths, as the recording holds them (tests and the README picture rely on them)
-ENTITIES = ("camera/image", "camera/image/tracks", "camera/image/homography", "world/vo", "world/pose_graph",
-            "world/loop_closures", "world/ground_truth")
+ENTITIES = ("camera/image", "camera/image/tracks", "camera/image/homography", "loop_closure/pair",
+            "loop_closure/pair/inliers", "world/vo", "world/pose_graph", "world/loop_closures", "world/ground_truth")
 
 
 def _rerun():
@@ -55,7 +57,7 @@ class RunRecorder:
     stream to it; both may be given. Close with :meth:`close` (it drains the queue)."""
 
     def __init__(self, record: str | Path | None = None, spawn: bool = False, *, max_queue: int = 256,
-                 image_width: int = 640, jpeg_quality: int = 85, grid: int = 8,
+                 image_width: int = 640, jpeg_quality: int = 85, grid: int = 8, keyframes_kept: int = 2000,
                  application_id: str = "deep_vision") -> None:
         if record is None and not spawn:
             raise ConfigError("RunRecorder needs a file to record to or a viewer to spawn")
@@ -84,7 +86,8 @@ class RunRecorder:
         self._vo: dict[int, np.ndarray] = {}  # stamp -> base_link position in odom
         self._vo_path: list[np.ndarray] = []
         self._loops: list[tuple[np.ndarray, np.ndarray]] = []
-        self._scale: dict[tuple[int, int], float] = {}
+        self._keyframes: OrderedDict[int, tuple[bytes, float]] = OrderedDict()  # stamp -> (JPEG, scale)
+        self.keyframes_kept = int(keyframes_kept)
         self._worker = threading.Thread(target=self._run, name="viewer", daemon=True)
         self._worker.start()
 
@@ -134,7 +137,7 @@ class RunRecorder:
         elif stage == "homography" and out is not None and out.valid:
             self._log_homography(out)
         elif stage == "loop_closure" and out is not None:
-            self._log_loops(out)
+            self._log_loops(out, frame)
         elif stage == "pose_graph" and out is not None and out.path is not None:
             positions = np.asarray(out.path[1])[:, :3, 3]
             self.rec.log("world/pose_graph", rr.LineStrips3D([positions], colors=[[230, 120, 20]]))
@@ -148,10 +151,7 @@ class RunRecorder:
         rr = self._rr
         self.rec.set_time("frame", sequence=self._frame)
         self._frame += 1
-        grey = frame.grey
-        s = self._image_scale(grey.shape)
-        small = grey if s == 1.0 else cv2.resize(grey, (round(grey.shape[1] * s), round(grey.shape[0] * s)),
-                                                 interpolation=cv2.INTER_AREA)
+        small, s = self._small(frame.grey)
         self.rec.log("camera/image", rr.Image(small).compress(jpeg_quality=self.jpeg_quality))
         self.logged["camera/image"] += 1
         points = getattr(out.result, "points", None)
@@ -184,8 +184,35 @@ class RunRecorder:
         self.rec.log("camera/image/homography", rr.LineStrips2D(warped, colors=[[250, 200, 0]], radii=0.6))
         self.logged["camera/image/homography"] += 1
 
-    def _log_loops(self, out: Any) -> None:
+    def _small(self, grey: np.ndarray) -> tuple[np.ndarray, float]:
+        s = self._image_scale(grey.shape)
+        if s == 1.0:
+            return grey, s
+        return cv2.resize(grey, (round(grey.shape[1] * s), round(grey.shape[0] * s)), interpolation=cv2.INTER_AREA), s
+
+    def _log_loops(self, out: Any, frame: Any) -> None:
         rr = self._rr
+        if frame is not None:  # every keyframe is kept (JPEG) to be drawn beside a later query
+            small, s = self._small(frame.grey)
+            self._keyframes[out.stamp_ns] = (cv2.imencode(".jpg", small)[1].tobytes(), s)
+            while len(self._keyframes) > self.keyframes_kept:
+                self._keyframes.popitem(last=False)
+        drawn = next((c for c in out.verified if c.match_stamp_ns in self._keyframes and out.stamp_ns in
+                      self._keyframes), None)
+        if drawn is not None:
+            (qj, sq), (mj, sm) = self._keyframes[out.stamp_ns], self._keyframes[drawn.match_stamp_ns]
+            qi, mi = (cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_GRAYSCALE) for b in (qj, mj))
+            h = max(qi.shape[0], mi.shape[0])
+            pair = np.zeros((h, qi.shape[1] + mi.shape[1]), np.uint8)
+            pair[:qi.shape[0], :qi.shape[1]], pair[:mi.shape[0], qi.shape[1]:] = qi, mi
+            self.rec.log("loop_closure/pair", rr.Image(pair).compress(jpeg_quality=self.jpeg_quality))
+            self.logged["loop_closure/pair"] += 1
+            v = drawn.verification
+            if v is not None and v.inlier_points is not None:
+                pq, pm = (np.asarray(a, float) for a in v.inlier_points)
+                lines = np.stack([pq * sq, pm * sm + [qi.shape[1], 0.0]], axis=1)
+                self.rec.log("loop_closure/pair/inliers", rr.LineStrips2D(lines, colors=[[40, 220, 60]], radii=0.5))
+                self.logged["loop_closure/pair/inliers"] += 1
         q = self._vo.get(out.stamp_ns)
         for c in out.verified:
             m = self._vo.get(c.match_stamp_ns)

@@ -23,16 +23,25 @@ def _entities(path) -> Counter:
     return rows
 
 
-def test_the_recording_holds_images_tracks_loop_closures_and_trajectories(revisit_bag, tmp_path):
+def _params(tmp_path, **images):
+    """The shipped parameter file with the classical place descriptor (the route is short for PlaceNet)."""
     import yaml
-    from deep_vision.pipeline.evaluate import evaluate_bag
-    from deep_vision.viz.recorder import RunRecorder
 
     params = yaml.safe_load((REPO / "config" / "perception.yaml").read_text())
     sections = {k.split("/")[-1]: v["ros__parameters"] for k, v in params.items()}
     sections["place_recognition_node"].update(descriptor="sad", sad_width=64, sad_height=24, exclude_recent_s=4.0,
                                               keyframe_interval_s=0.3)
+    for name in ("homography_node", "place_recognition_node", "odometry_node"):
+        sections[name].update(images)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return tmp_path / "params.yaml"
+
+
+def test_the_recording_holds_images_tracks_loop_closures_and_trajectories(revisit_bag, tmp_path):
+    from deep_vision.pipeline.evaluate import evaluate_bag
+    from deep_vision.viz.recorder import RunRecorder
+
+    _params(tmp_path)
     viewer = RunRecorder(tmp_path / "run.rrd")
     try:
         metrics, _ = evaluate_bag(revisit_bag, tmp_path / "eval", params_file=tmp_path / "params.yaml",
@@ -53,6 +62,32 @@ def test_the_recording_holds_images_tracks_loop_closures_and_trajectories(revisi
     assert rows["loop_closure/pair"] == rows["world/loop_closures"]
     assert rows["loop_closure/pair/inliers"] == rows["loop_closure/pair"]
     assert rows["world/pose_graph"] >= 1 and rows["world/ground_truth"] == 1
+
+
+def test_the_nodes_feed_the_same_recording(revisit_bag, tmp_path):
+    """deep-vision run --record FILE.rrd: the four nodes over DDS hand their outputs to the recorder; it holds one
+    frame per odometry message they published and one grid per homography."""
+    from conftest import require_ros
+
+    require_ros()
+    from deep_vision.nodes.registry import DEFAULT_NODES
+    from deep_vision.nodes.runner import run
+    from deep_vision.viz.recorder import RunRecorder
+
+    params = _params(tmp_path, image_qos="reliable", queue_depth=100)
+    viewer = RunRecorder(tmp_path / "nodes.rrd")
+    try:
+        summary = run(params, DEFAULT_NODES, bag=revisit_bag, rate=2.0, drain_s=60.0, viewer=viewer)
+    finally:
+        viewer.close()
+    rows = _entities(tmp_path / "nodes.rrd")
+    published = summary["published"]
+    assert viewer.dropped == 0 and published["odometry"] == FRAMES
+    assert rows["camera/image"] == rows["world/vo"] == published["odometry"]
+    assert FRAMES - 5 <= rows["camera/image/homography"] <= published["homography"]  # the valid ones
+    # every keyframe; the node publishes only those with candidates (publish_empty: false)
+    assert rows["latency/loop_closure"] > published["loop_closures"] >= rows["world/loop_closures"] >= 1
+    assert rows["world/pose_graph"] >= 1
 
 
 def test_a_full_queue_drops_viewer_items_not_pipeline_frames(tmp_path):

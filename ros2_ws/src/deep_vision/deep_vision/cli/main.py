@@ -425,9 +425,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     args.params = args.params or default_params_path()
     keys = [k.strip() for k in args.nodes.split(",") if k.strip()]
     print(f"starting {', '.join(keys)} with {args.params}" + (f", playing {args.bag}" if args.bag else ""))
-    summary = run(args.params, keys, bag=args.bag, rate=args.rate, use_sim_time=args.use_sim_time,
-                  backend=args.backend, image_topic=args.image, camera_info_topic=args.camera_info,
-                  duration_s=args.duration, record=args.record)
+    rrd = args.record if args.record and str(args.record).endswith(".rrd") else None
+    viewer = None
+    if args.view or rrd:
+        from deep_vision.viz.recorder import RunRecorder
+
+        viewer = RunRecorder(rrd, spawn=args.view)
+    try:
+        summary = run(args.params, keys, bag=args.bag, rate=args.rate, use_sim_time=args.use_sim_time,
+                      backend=args.backend, image_topic=args.image, camera_info_topic=args.camera_info,
+                      duration_s=args.duration, record=None if rrd else args.record, viewer=viewer)
+    finally:
+        if viewer is not None:
+            viewer.close()
+    if rrd:
+        print(f"recording: {rrd} (open with: .venv/bin/rerun {rrd}; {viewer.dropped} viewer items dropped)")
     for kind in ("played", "published"):
         for topic, n in sorted(summary[kind].items()):
             print(f"{kind:>9} {topic:<28} {n}")
@@ -518,7 +530,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", default="/camera/image_raw", help="image topic (default /camera/image_raw)")
     p.add_argument("--camera-info", default="/camera/camera_info", help="camera info topic")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
-    p.add_argument("--record", help="write what the nodes publish (and the played /tf_static) to this rosbag2 folder")
+    p.add_argument("--record", help="write what the nodes publish (and the played /tf_static) to this rosbag2 folder; "
+                                    "a name ending in .rrd: a Rerun recording of what the nodes see (as --view)")
+    p.add_argument("--view", action="store_true", help="watch the nodes live in the Rerun viewer (spawned): frames, "
+                                                      "VO inliers, homography grid, loop closures, trajectories")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("convert", help="dataset -> rosbag2 (deep_vision's topic layout)")

@@ -282,6 +282,14 @@ def frame_queue(node: Node, handler: Callable[[Any], None], depth: int, diag: No
                                                                    throttle_duration_sec=5.0))
 
 
+def observe(node: Node, stage: str, stamp_ns: int, frame: Any, out: Any, t0: float) -> None:
+    """Hand a stage output to the node's viewer, when one is attached (``node.observer``: ``deep-vision run --view``
+    / ``--record FILE.rrd`` sets :meth:`deep_vision.viz.recorder.RunRecorder.submit`, which never blocks)."""
+    observer = getattr(node, "observer", None)
+    if observer is not None and out is not None:
+        observer(stage, stamp_ns, frame, out, (time.perf_counter() - t0) * 1e3)
+
+
 class ImageNode(Node):
     """Base of the nodes that take camera frames: their :class:`FrameQueue` (``self.frames``) is
     stopped before the node is destroyed, so no frame is processed by a node that is gone."""

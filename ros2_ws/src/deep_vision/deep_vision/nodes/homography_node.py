@@ -22,6 +22,7 @@ from deep_vision.nodes.common import (
     declare,
     frame_queue,
     image_qos,
+    observe,
     spin_node,
     subscribe,
 )
@@ -59,6 +60,7 @@ class HomographyNode(ImageNode):
         if out is None:
             return
         self.out.publish(homography_msgs(out))
+        observe(self, "homography", frame.stamp_ns, frame, out, t0)
         now = self.get_clock().now().nanoseconds
         self.diag.processed((time.perf_counter() - t0) * 1e3, (now - frame.stamp_ns) / 1e6 if now else None)
 

@@ -29,6 +29,7 @@ from deep_vision.nodes.common import (
     declare,
     frame_queue,
     image_qos,
+    observe,
     spin_node,
     subscribe,
 )
@@ -72,7 +73,9 @@ class OdometryNode(ImageNode):
                 self.stage.set_camera_pose(self.camera_pose.T)
             except ConfigError as exc:  # /tf_static puts the camera at or below base_link: keep the last mounting
                 self.get_logger().error(f"ground plane scale: {exc}; keeping the last camera pose")
-        self.out.publish(odometry_msgs(self.stage.process(frame), self.publish_tf))
+        out = self.stage.process(frame)
+        self.out.publish(odometry_msgs(out, self.publish_tf))
+        observe(self, "vo", frame.stamp_ns, frame, out, t0)
         now = self.get_clock().now().nanoseconds
         self.diag.processed((time.perf_counter() - t0) * 1e3, (now - frame.stamp_ns) / 1e6 if now else None)
 

@@ -48,6 +48,7 @@ from deep_vision.nodes.common import (
     declare,
     frame_queue,
     image_qos,
+    observe,
     spin_node,
     subscribe,
 )
@@ -119,6 +120,7 @@ class PlaceRecognitionNode(ImageNode):
         out = self.stage.process(frame)
         if out is not None:
             self.out.publish(place_msgs(out))
+            observe(self, "loop_closure", frame.stamp_ns, frame, out.result, t0)
             if self.stage.geo_errors_m:
                 self.diag.static["geolocation_error_m_p50"] = f"{float(np.median(self.stage.geo_errors_m)):.2f}"
         now = self.get_clock().now().nanoseconds

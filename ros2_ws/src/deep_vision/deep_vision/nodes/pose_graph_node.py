@@ -28,6 +28,7 @@ from deep_vision.nodes.common import (
     backend_diagnostics,
     declare,
     image_qos,
+    observe,
     spin_node,
     subscribe,
 )
@@ -66,12 +67,15 @@ class PoseGraphNode(Node):
         if update is None:
             return
         self.out.publish(pose_graph_msgs(update, self.publish_tf, self.markers))
+        observe(self, "pose_graph", update.stamp_ns, None, update, t0)
         self.diag.processed((time.perf_counter() - t0) * 1e3)
 
     def on_loop_closures(self, msg: Any) -> None:
+        t0 = time.perf_counter()
         update = self.stage.add_loop_closures(loop_closures_from_msg(msg))
         if update is not None:
             self.out.publish(pose_graph_msgs(update, self.publish_tf, self.markers))
+            observe(self, "pose_graph", update.stamp_ns, None, update, t0)
 
 
 def main(args: list[str] | None = None) -> int:

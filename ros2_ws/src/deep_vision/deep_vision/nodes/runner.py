@@ -192,11 +192,12 @@ def run(params_file: str | Path, keys: Sequence[str] = DEFAULT_NODES, *, bag: st
         rate: float = 1.0, use_sim_time: bool = False, backend: str | None = None,
         image_topic: str = "/camera/image_raw", camera_info_topic: str = "/camera/camera_info",
         drain_s: float = 3.0, duration_s: float | None = None, record: str | Path | None = None,
-        topics: dict[str, str] | None = None) -> dict[str, Any]:
+        topics: dict[str, str] | None = None, viewer: Any = None) -> dict[str, Any]:
     """Start ``keys`` (and play ``bag``); returns message counts when the bag ends (or on Ctrl-C / duration).
 
     ``record``: write what the nodes published (and the played ``/tf_static``) to this rosbag2 folder.
     ``topics``: input remappings by :data:`~deep_vision.nodes.registry.INPUT_TOPICS` key.
+    ``viewer``: a :class:`~deep_vision.viz.recorder.RunRecorder` the nodes hand their stage outputs to.
     """
     if record is not None and Path(record).exists():
         raise BagError(f"--record: {record} already exists (remove it or choose another folder)")
@@ -213,6 +214,9 @@ def run(params_file: str | Path, keys: Sequence[str] = DEFAULT_NODES, *, bag: st
     try:
         nodes = start_nodes(context, keys, params_file, use_sim_time=use_sim_time, backend=backend,
                             image_topic=image_topic, camera_info_topic=camera_info_topic, topics=topics)
+        if viewer is not None:
+            for n in nodes:
+                n.observer = viewer.submit
         counter = OutputRecorder(context=context, record=record is not None)
         nodes.append(counter)
         if bag is not None:

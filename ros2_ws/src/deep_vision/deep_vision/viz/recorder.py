@@ -52,6 +52,21 @@ def _rerun():
     return rr
 
 
+def _blueprint():
+    """The layout the viewer opens with: the camera and the loop-closure pair on the left, the trajectories and the
+    latency on the right, following the newest data."""
+    import rerun.blueprint as rrb
+
+    return rrb.Blueprint(
+        rrb.Horizontal(
+            rrb.Vertical(rrb.Spatial2DView(origin="camera/image", name="camera: VO inliers, homography grid"),
+                         rrb.Spatial2DView(origin="loop_closure/pair", name="loop closure: keyframe | match")),
+            rrb.Vertical(rrb.Spatial3DView(origin="world", name="VO, pose graph, ground truth, loop closures"),
+                         rrb.TimeSeriesView(origin="latency", name="latency per stage (ms)"),
+                         row_shares=[2, 1])),
+        rrb.TimePanel(play_state="following"), collapse_panels=True)
+
+
 class RunRecorder:
     """See the module docstring. ``record``: an ``.rrd`` file to write; ``spawn``: start a Rerun viewer and
     stream to it; both may be given. Close with :meth:`close` (it drains the queue)."""
@@ -69,13 +84,14 @@ class RunRecorder:
             if path.suffix != ".rrd":
                 raise ConfigError(f"--record: {path} must end in .rrd (a Rerun recording)")
             path.parent.mkdir(parents=True, exist_ok=True)
+        blueprint = _blueprint()
         if spawn:
-            self.rec.spawn(connect=record is None)
+            self.rec.spawn(connect=record is None, default_blueprint=blueprint)
         if record is not None:
             sinks = [rr.FileSink(str(record))]
             if spawn:
                 sinks.append(rr.GrpcSink())
-            self.rec.set_sinks(*sinks)
+            self.rec.set_sinks(*sinks, default_blueprint=blueprint)
         self.image_width = int(image_width)
         self.jpeg_quality = int(jpeg_quality)
         self.grid = int(grid)

@@ -120,3 +120,16 @@ def test_a_recording_must_be_an_rrd_file(tmp_path):
 
     with pytest.raises(ConfigError, match=r"\.rrd"):
         RunRecorder(tmp_path / "run.bag")
+
+
+def test_a_viewer_that_cannot_start_is_one_clear_error(tmp_path, monkeypatch):
+    """--view where no Rerun viewer executable exists: a ConfigError naming --view, not a traceback."""
+    import sys
+
+    from deep_vision.errors import ConfigError
+    from deep_vision.viz.recorder import RunRecorder
+
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))  # its bin/ holds no viewer
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ConfigError, match="--view: the Rerun viewer did not start"):
+        RunRecorder(spawn=True)

@@ -26,7 +26,9 @@ dropped pipeline frames are not.
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import sys
 import threading
 from collections import Counter, OrderedDict
 from pathlib import Path
@@ -86,7 +88,12 @@ class RunRecorder:
             path.parent.mkdir(parents=True, exist_ok=True)
         blueprint = _blueprint()
         if spawn:
-            self.rec.spawn(connect=record is None, default_blueprint=blueprint)
+            # the viewer executable is installed beside this Python (a venv's bin/, which need not be on PATH)
+            os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+            try:
+                self.rec.spawn(connect=record is None, default_blueprint=blueprint)
+            except Exception as exc:  # the viewer binary missing or not starting: one line, no traceback
+                raise ConfigError(f"--view: the Rerun viewer did not start ({str(exc).splitlines()[0]})") from exc
         if record is not None:
             sinks = [rr.FileSink(str(record))]
             if spawn:

@@ -129,7 +129,12 @@ def test_a_viewer_that_cannot_start_is_one_clear_error(tmp_path, monkeypatch):
     from deep_vision.errors import ConfigError
     from deep_vision.viz.recorder import RunRecorder
 
+    import socket
+
+    with socket.socket() as s:  # a port no viewer listens on (spawn would use one that does)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))  # its bin/ holds no viewer
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ConfigError, match="--view: the Rerun viewer did not start"):
-        RunRecorder(spawn=True)
+        RunRecorder(spawn=True, port=port)

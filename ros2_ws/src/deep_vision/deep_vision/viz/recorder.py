@@ -71,11 +71,12 @@ def _blueprint():
 
 class RunRecorder:
     """See the module docstring. ``record``: an ``.rrd`` file to write; ``spawn``: start a Rerun viewer and
-    stream to it; both may be given. Close with :meth:`close` (it drains the queue)."""
+    stream to it (on ``port``; a viewer already listening there is used); both may be given. Close with
+    :meth:`close` (it drains the queue)."""
 
     def __init__(self, record: str | Path | None = None, spawn: bool = False, *, max_queue: int = 256,
                  image_width: int = 640, jpeg_quality: int = 85, grid: int = 8, keyframes_kept: int = 2000,
-                 application_id: str = "deep_vision") -> None:
+                 port: int = 9876, application_id: str = "deep_vision") -> None:
         if record is None and not spawn:
             raise ConfigError("RunRecorder needs a file to record to or a viewer to spawn")
         rr = _rerun()
@@ -91,13 +92,13 @@ class RunRecorder:
             # the viewer executable is installed beside this Python (a venv's bin/, which need not be on PATH)
             os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
             try:
-                self.rec.spawn(connect=record is None, default_blueprint=blueprint)
+                self.rec.spawn(port=port, connect=record is None, default_blueprint=blueprint)
             except Exception as exc:  # the viewer binary missing or not starting: one line, no traceback
                 raise ConfigError(f"--view: the Rerun viewer did not start ({str(exc).splitlines()[0]})") from exc
         if record is not None:
             sinks = [rr.FileSink(str(record))]
             if spawn:
-                sinks.append(rr.GrpcSink())
+                sinks.append(rr.GrpcSink(f"rerun+http://127.0.0.1:{port}/proxy"))
             self.rec.set_sinks(*sinks, default_blueprint=blueprint)
         self.image_width = int(image_width)
         self.jpeg_quality = int(jpeg_quality)

@@ -51,7 +51,8 @@ def test_the_recording_holds_images_tracks_loop_closures_and_trajectories(revisi
     rows = _entities(tmp_path / "run.rrd")
     assert viewer.dropped == 0
     assert rows["camera/image"] == FRAMES == metrics["vo"]["processed"]
-    assert rows["world/vo"] == FRAMES
+    assert rows["world/vo/position"] == FRAMES
+    assert rows["world/vo"] == (FRAMES - 1) // 10 + 2  # every 10th frame from the first, and once at the end
     assert rows["latency/vo"] == FRAMES and rows["latency/homography"] == metrics["homography"]["processed"]
     # the hybrid VO's inliers on every frame after the first; the homography grid on every valid pair
     assert rows["camera/image/tracks"] == FRAMES - 1
@@ -83,7 +84,7 @@ def test_the_nodes_feed_the_same_recording(revisit_bag, tmp_path):
     rows = _entities(tmp_path / "nodes.rrd")
     published = summary["published"]
     assert viewer.dropped == 0 and published["odometry"] == FRAMES
-    assert rows["camera/image"] == rows["world/vo"] == published["odometry"]
+    assert rows["camera/image"] == rows["world/vo/position"] == published["odometry"]
     assert FRAMES - 5 <= rows["camera/image/homography"] <= published["homography"]  # the valid ones
     # every keyframe; the node publishes only those with candidates (publish_empty: false)
     assert rows["latency/loop_closure"] > published["loop_closures"] >= rows["world/loop_closures"] >= 1

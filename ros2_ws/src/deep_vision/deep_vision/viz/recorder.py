@@ -13,7 +13,8 @@ without ROS; ROS users get RViz2 / Foxglove views of the topics instead.
   by the estimated homography;
 - ``loop_closure/pair``: for each keyframe with a verified loop closure, the keyframe beside its match
   (left: this keyframe, right: the earlier one) and ``loop_closure/pair/inliers``: a line per RANSAC inlier;
-- ``world/vo``: the VO trajectory (base_link in odom, metres); ``world/pose_graph``: the optimised keyframe path;
+- ``world/vo``: the VO trajectory (base_link in odom, metres; redrawn every ``path_every`` frames and at the end),
+  ``world/vo/position``: its newest position, every frame; ``world/pose_graph``: the optimised keyframe path;
   ``world/loop_closures``: a line between the two keyframes of each verified loop closure (at the VO's
   positions); ``world/ground_truth``: the bag's ground truth, when given;
 - ``latency/<stage>``: each stage's time per frame (ms).
@@ -43,7 +44,8 @@ logger = logging.getLogger(__name__)
 
 #: entity paths, as the recording holds them (tests and the README picture rely on them)
 ENTITIES = ("camera/image", "camera/image/tracks", "camera/image/homography", "loop_closure/pair",
-            "loop_closure/pair/inliers", "world/vo", "world/pose_graph", "world/loop_closures", "world/ground_truth")
+            "loop_closure/pair/inliers", "world/vo", "world/vo/position", "world/pose_graph", "world/loop_closures",
+            "world/ground_truth")
 
 
 def _rerun():
@@ -76,7 +78,7 @@ class RunRecorder:
 
     def __init__(self, record: str | Path | None = None, spawn: bool = False, *, max_queue: int = 256,
                  image_width: int = 640, jpeg_quality: int = 85, grid: int = 8, keyframes_kept: int = 2000,
-                 port: int = 9876, application_id: str = "deep_vision") -> None:
+                 port: int = 9876, path_every: int = 10, application_id: str = "deep_vision") -> None:
         if record is None and not spawn:
             raise ConfigError("RunRecorder needs a file to record to or a viewer to spawn")
         rr = _rerun()
@@ -112,6 +114,7 @@ class RunRecorder:
         self._loops: list[tuple[np.ndarray, np.ndarray]] = []
         self._keyframes: OrderedDict[int, tuple[bytes, float]] = OrderedDict()  # stamp -> (JPEG, scale)
         self.keyframes_kept = int(keyframes_kept)
+        self.path_every = max(1, int(path_every))
         self._worker = threading.Thread(target=self._run, name="viewer", daemon=True)
         self._worker.start()
 
@@ -130,6 +133,7 @@ class RunRecorder:
     def close(self) -> None:
         self._queue.put(None)
         self._worker.join()
+        self._log_vo_path()  # the complete path at the end
         self.rec.flush()
         self.rec.disconnect()
 
@@ -187,9 +191,18 @@ class RunRecorder:
         if out.result.reset:
             self._vo_path = []
         self._vo[stamp_ns] = position
+        while len(self._vo) > 10 * self.keyframes_kept:  # loop closures look this far back at most
+            self._vo.pop(next(iter(self._vo)))
         self._vo_path.append(position)
-        self.rec.log("world/vo", rr.LineStrips3D([np.array(self._vo_path)], colors=[[30, 110, 230]]))
-        self.logged["world/vo"] += 1
+        self.rec.log("world/vo/position", rr.Points3D([position], radii=0.3, colors=[[30, 110, 230]]))
+        self.logged["world/vo/position"] += 1
+        if len(self._vo_path) % self.path_every == 1 or self.path_every == 1:  # the whole path: O(length)
+            self._log_vo_path()
+
+    def _log_vo_path(self) -> None:
+        if self._vo_path:
+            self.rec.log("world/vo", self._rr.LineStrips3D([np.array(self._vo_path)], colors=[[30, 110, 230]]))
+            self.logged["world/vo"] += 1
 
     def _log_homography(self, out: Any) -> None:
         rr = self._rr

@@ -56,16 +56,14 @@ def evaluate_bag(bag_path: str | Path, out_dir: str | Path, *, mode: str = "offl
     try:
         pipeline = Pipeline(params, stages, backend=backend, queue_depth=queue_depth,
                             observer=viewer.submit if viewer is not None else None)
+        if viewer is not None and pipeline.vo is not None:
+            _ground_truth_to(viewer, bag, pipeline)
         total = len(bag) if limit is None else min(limit, len(bag))
         progress = progress_factory(total) if progress_factory else None
         out = pipeline.run(bag, mode, rate=rate, limit=limit, progress=progress)
         if out.frames == 0:
             raise DeepVisionError(f"{bag_path}: no frame could be read")
         metrics, plots = compute_metrics(out, bag, pipeline, mode=mode)
-        gt = (plots.get("trajectories") or {}).get("ground truth")
-        if viewer is not None and gt is not None and pipeline.vo is not None:
-            X = pipeline.vo.T_base_camera  # camera poses in the first camera's frame -> base_link in odom
-            viewer.ground_truth((X @ gt @ np.linalg.inv(X))[:, :3, 3])
         if record:
             write_output_bag(out_dir / "outputs", out, bag)
             metrics["outputs_bag"] = str(out_dir / "outputs")
@@ -78,6 +76,26 @@ def evaluate_bag(bag_path: str | Path, out_dir: str | Path, *, mode: str = "offl
                 shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
         raise
     return metrics, md
+
+
+def _ground_truth_to(viewer: Any, bag: Any, pipeline: Any) -> None:
+    """The bag's ground truth (when it has one) for the viewer, drawn with the VO as the run goes."""
+    from deep_vision.pipeline.report import GroundTruth, camera_frame_of
+
+    try:
+        camera_frame = camera_frame_of(bag)
+        if camera_frame is None or not len(bag.ground_truth[0]):
+            return
+        gt = GroundTruth(bag, camera_frame)
+    except Exception as exc:  # noqa: BLE001 - no usable ground truth: the viewer shows the estimates only
+        logger.info("viewer: no ground truth drawn (%s)", exc)
+        return
+
+    def pose_at(stamp_ns: int):
+        ok, poses = gt.at(np.array([stamp_ns]))
+        return poses[0] if ok[0] else None
+
+    viewer.set_ground_truth(pose_at, lambda: pipeline.vo.T_base_camera)
 
 
 def format_table(metrics: dict[str, Any]) -> str:

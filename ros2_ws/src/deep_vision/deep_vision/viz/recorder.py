@@ -16,7 +16,8 @@ without ROS; ROS users get RViz2 / Foxglove views of the topics instead.
 - ``world/vo``: the VO trajectory (base_link in odom, metres; redrawn every ``path_every`` frames and at the end),
   ``world/vo/position``: its newest position, every frame; ``world/pose_graph``: the optimised keyframe path;
   ``world/loop_closures``: a line between the two keyframes of each verified loop closure (at the VO's
-  positions); ``world/ground_truth``: the bag's ground truth, when given;
+  positions); ``world/ground_truth``: the bag's ground truth, when given (:meth:`set_ground_truth`), drawn
+  with the VO's path;
 - ``latency/<stage>``: each stage's time per frame (ms).
 
 It never slows the pipeline: :meth:`submit` puts the output on a bounded queue and returns (a full queue drops
@@ -115,6 +116,8 @@ class RunRecorder:
         self._keyframes: OrderedDict[int, tuple[bytes, float]] = OrderedDict()  # stamp -> (JPEG, scale)
         self.keyframes_kept = int(keyframes_kept)
         self.path_every = max(1, int(path_every))
+        self._gt = self._gt_X = self._gt_first = None
+        self._gt_path: list[np.ndarray] = []
         self._worker = threading.Thread(target=self._run, name="viewer", daemon=True)
         self._worker.start()
 
@@ -126,9 +129,12 @@ class RunRecorder:
         except queue.Full:
             self.dropped += 1
 
-    def ground_truth(self, positions: np.ndarray) -> None:
-        """The ground-truth trajectory ([N x 3] base_link positions in the VO's odom frame), drawn once."""
-        self._queue.put(("ground_truth", 0, None, np.asarray(positions, float), None))
+    def set_ground_truth(self, camera_pose_at: Any, T_base_camera: Any) -> None:
+        """Draw the ground truth with the VO, frame by frame: ``camera_pose_at(stamp_ns)`` gives the camera's true
+        pose (KITTI convention, any origin) or None, ``T_base_camera()`` the camera's pose on the robot (read
+        when used: /tf_static may set it after the start). Positions are base_link's, in the VO's odom frame
+        (base_link at the first frame drawn)."""
+        self._gt, self._gt_X = camera_pose_at, T_base_camera
 
     def close(self) -> None:
         self._queue.put(None)
@@ -153,10 +159,6 @@ class RunRecorder:
 
     def _log(self, stage: str, stamp_ns: int, frame: Any, out: Any, latency_ms: float | None) -> None:
         rr = self._rr
-        if stage == "ground_truth":
-            self.rec.log("world/ground_truth", rr.LineStrips3D([out], colors=[[40, 40, 40]]), static=True)
-            self.logged["world/ground_truth"] += 1
-            return
         self._time(stamp_ns)
         if latency_ms is not None:
             self.rec.log(f"latency/{stage}", rr.Scalars(float(latency_ms)))
@@ -194,6 +196,13 @@ class RunRecorder:
         while len(self._vo) > 10 * self.keyframes_kept:  # loop closures look this far back at most
             self._vo.pop(next(iter(self._vo)))
         self._vo_path.append(position)
+        if self._gt is not None:
+            P = self._gt(stamp_ns)
+            if P is not None:
+                if self._gt_first is None or out.result.reset:
+                    self._gt_first, self._gt_path = np.linalg.inv(P), []
+                X = np.asarray(self._gt_X(), float)
+                self._gt_path.append((X @ self._gt_first @ P @ np.linalg.inv(X))[:3, 3])
         self.rec.log("world/vo/position", rr.Points3D([position], radii=0.3, colors=[[30, 110, 230]]))
         self.logged["world/vo/position"] += 1
         if len(self._vo_path) % self.path_every == 1 or self.path_every == 1:  # the whole path: O(length)
@@ -203,6 +212,10 @@ class RunRecorder:
         if self._vo_path:
             self.rec.log("world/vo", self._rr.LineStrips3D([np.array(self._vo_path)], colors=[[30, 110, 230]]))
             self.logged["world/vo"] += 1
+        if self._gt_path:
+            self.rec.log("world/ground_truth", self._rr.LineStrips3D([np.array(self._gt_path)],
+                                                                    colors=[[150, 150, 150]]))
+            self.logged["world/ground_truth"] += 1
 
     def _log_homography(self, out: Any) -> None:
         rr = self._rr

@@ -80,15 +80,10 @@ def evaluate_bag(bag_path: str | Path, out_dir: str | Path, *, mode: str = "offl
 
 def _ground_truth_to(viewer: Any, bag: Any, pipeline: Any) -> None:
     """The bag's ground truth (when it has one) for the viewer, drawn with the VO as the run goes."""
-    from deep_vision.pipeline.report import GroundTruth, camera_frame_of
+    from deep_vision.pipeline.report import ground_truth_of
 
-    try:
-        camera_frame = camera_frame_of(bag)
-        if camera_frame is None or not len(bag.ground_truth[0]):
-            return
-        gt = GroundTruth(bag, camera_frame)
-    except Exception as exc:  # noqa: BLE001 - no usable ground truth: the viewer shows the estimates only
-        logger.info("viewer: no ground truth drawn (%s)", exc)
+    gt = ground_truth_of(bag)
+    if gt is None:
         return
 
     def pose_at(stamp_ns: int):

@@ -292,17 +292,22 @@ def geolocation_metrics(out: PipelineOutputs, fixes: list[Any]) -> dict[str, Any
     return {"estimates": len(errors), "haversine_error_m": _pct(errors)}
 
 
-def compute_metrics(out: PipelineOutputs, bag, pipeline, *, mode: str, camera_frame: str | None = None,
-                    loop_radius_m: float = 5.0, correct_radius_m: float = 10.0) -> tuple[dict[str, Any], dict]:
-    """(metrics.json content, plot data)."""
-    gt = None
+def ground_truth_of(bag, camera_frame: str | None = None) -> GroundTruth | None:
+    """The bag's ground truth for ``camera_frame`` (default: the bag's camera), or None when it has none usable."""
     if camera_frame is None:
         camera_frame = camera_frame_of(bag)
     try:
         if camera_frame is not None and len(bag.ground_truth[0]):
-            gt = GroundTruth(bag, camera_frame)
-    except Exception:  # noqa: BLE001 - no usable ground truth: metrics without it
-        gt = None
+            return GroundTruth(bag, camera_frame)
+    except Exception:  # noqa: BLE001 - no usable ground truth: metrics (and views) without it
+        pass
+    return None
+
+
+def compute_metrics(out: PipelineOutputs, bag, pipeline, *, mode: str, camera_frame: str | None = None,
+                    loop_radius_m: float = 5.0, correct_radius_m: float = 10.0) -> tuple[dict[str, Any], dict]:
+    """(metrics.json content, plot data)."""
+    gt = ground_truth_of(bag, camera_frame)
     metrics: dict[str, Any] = {"bag": str(bag.path), "mode": mode, "frames": out.frames, "bad_frames": out.bad_frames,
                                "damaged_messages": int(getattr(bag, "damaged_messages", 0)),
                                "wall_s": out.wall_s, "stages": list(pipeline.stages),

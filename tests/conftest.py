@@ -115,14 +115,19 @@ REVISIT_ROUTE = {"corners": [[0.0, 0.0], [24.0, 0.0], [24.0, 24.0], [0.0, 24.0]]
                  "speed_mps": 7.0}
 
 
-@pytest.fixture(scope="session")
-def revisit_bag(tmp_path_factory):
-    """A rosbag2 of the revisiting circle (640 x 192 frames, ground truth, camera info, /tf_static)."""
+def record_route(folder: Path, route: dict, frames: int, width: int, height: int):
+    """Render the small world driven on ``route`` into a rosbag2 ``folder/bag`` (ground truth, camera info,
+    /tf_static); returns (bag path, its SyntheticWorldConfig)."""
     from deep_vision.synthetic.config import RouteConfig
     from deep_vision.synthetic.recording import record
 
-    config = small_world_config(frames=REVISIT_FRAMES, width=640, height=192)
-    config.route = RouteConfig(**REVISIT_ROUTE)
-    out = tmp_path_factory.mktemp("revisit") / "bag"
-    record(config, out, workers=1)
-    return out
+    config = small_world_config(frames=frames, width=width, height=height)
+    config.route = RouteConfig(**route)
+    record(config, folder / "bag", workers=1)
+    return folder / "bag", config
+
+
+@pytest.fixture(scope="session")
+def revisit_bag(tmp_path_factory):
+    """A rosbag2 of the revisiting circle (640 x 192 frames)."""
+    return record_route(tmp_path_factory.mktemp("revisit"), REVISIT_ROUTE, REVISIT_FRAMES, 640, 192)[0]

@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("gtsam")
 
-from conftest import REPO, small_world_config  # noqa: E402
+from conftest import REPO, record_route  # noqa: E402
 from deep_vision.geometry.transforms import (  # noqa: E402
     euler_zyx_from_rotation,
     invert_transform,
@@ -28,13 +28,8 @@ FRAMES = 240  # about 2.2 laps of 106 m at 10 m/s
 @pytest.fixture(scope="module")
 def loop_bag(tmp_path_factory):
     from deep_vision.synthetic import SyntheticSequence
-    from deep_vision.synthetic.config import RouteConfig
-    from deep_vision.synthetic.recording import record
 
-    config = small_world_config(frames=FRAMES, width=416, height=128)
-    config.route = RouteConfig(**SMALL_ROUTE)
-    out = tmp_path_factory.mktemp("loops") / "bag"
-    record(config, out, workers=1)
+    out, config = record_route(tmp_path_factory.mktemp("loops"), SMALL_ROUTE, FRAMES, 416, 128)
     return out, SyntheticSequence(config)
 
 

@@ -43,11 +43,6 @@ from deep_vision.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-#: entity paths, as the recording holds them (tests and the README picture rely on them)
-ENTITIES = ("camera/image", "camera/image/tracks", "camera/image/homography", "loop_closure/pair",
-            "loop_closure/pair/inliers", "world/vo", "world/vo/position", "world/pose_graph", "world/loop_closures",
-            "world/ground_truth")
-
 
 def _rerun():
     try:

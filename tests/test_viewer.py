@@ -38,12 +38,35 @@ def _params(tmp_path, **images):
     return tmp_path / "params.yaml"
 
 
+def _keyframes_seen(viewer) -> list:
+    """The loop-closure outputs handed to ``viewer`` (its submit, wrapped), to count what it should draw."""
+    seen, submit = [], viewer.submit
+
+    def spy(stage, stamp_ns, frame, out, latency_ms=None):
+        if stage == "loop_closure":
+            seen.append(out)
+        submit(stage, stamp_ns, frame, out, latency_ms)
+
+    viewer.submit = spy
+    return seen
+
+
+def _assert_candidates_drawn(rows: Counter, keyframes: list) -> None:
+    """Every keyframe with candidates is drawn beside all of them, rejected ones too, one box each."""
+    with_candidates = [k for k in keyframes if k.candidates]
+    assert len(with_candidates) > sum(bool(k.verified) for k in keyframes) >= 1  # some rejected: shown too
+    assert rows["loop_closure/candidates"] == rows["loop_closure/candidates/boxes"] == len(with_candidates)
+    # and a line to each in the world view, where the VO has drawn both keyframes' positions (threads race)
+    assert rows["world/loop_candidates"] >= 1
+
+
 def test_the_recording_holds_images_tracks_loop_closures_and_trajectories(revisit_bag, tmp_path):
     from deep_vision.pipeline.evaluate import evaluate_bag
     from deep_vision.viz.recorder import RunRecorder
 
     _params(tmp_path)
     viewer = RunRecorder(tmp_path / "run.rrd")
+    keyframes = _keyframes_seen(viewer)
     try:
         metrics, _ = evaluate_bag(revisit_bag, tmp_path / "eval", params_file=tmp_path / "params.yaml",
                                   viewer=viewer)
@@ -63,6 +86,7 @@ def test_the_recording_holds_images_tracks_loop_closures_and_trajectories(revisi
     # each keyframe with a verified loop closure beside its match, with the RANSAC inliers between them
     assert rows["loop_closure/pair"] == rows["world/loop_closures"]
     assert rows["loop_closure/pair/inliers"] == rows["loop_closure/pair"]
+    _assert_candidates_drawn(rows, keyframes)
     assert rows["world/pose_graph"] >= 1 and rows["world/ground_truth"] == rows["world/vo"]  # drawn together
     # the ground truth in the VO's frame: the paths start together and end the report's final drift apart
     # (measured 5.54 against 5.58 m: base_link against camera positions; bound 10 %)
@@ -83,6 +107,7 @@ def test_the_nodes_feed_the_same_recording(revisit_bag, tmp_path):
 
     params = _params(tmp_path, image_qos="reliable", queue_depth=100)
     viewer = RunRecorder(tmp_path / "nodes.rrd")
+    keyframes = _keyframes_seen(viewer)
     try:
         summary = run(params, DEFAULT_NODES, bag=revisit_bag, rate=2.0, drain_s=60.0, viewer=viewer)
     finally:
@@ -95,6 +120,11 @@ def test_the_nodes_feed_the_same_recording(revisit_bag, tmp_path):
     # every keyframe; the node publishes only those with candidates (publish_empty: false)
     assert rows["latency/loop_closure"] > published["loop_closures"] >= rows["world/loop_closures"] >= 1
     assert rows["world/pose_graph"] >= 1
+    _assert_candidates_drawn(rows, keyframes)
+    # the bag's ground truth with the VO, as in evaluate's recording (final gap measured there: 5.54 m; 10 %)
+    assert rows["world/ground_truth"] == rows["world/vo"] >= 2
+    gap = np.linalg.norm(np.array(viewer._gt_path) - np.array(viewer._vo_path), axis=1)
+    assert gap[0] < 1e-9 and gap[-1] == pytest.approx(5.54, rel=0.1)
 
 
 def test_a_full_queue_drops_viewer_items_not_pipeline_frames(tmp_path):

@@ -26,6 +26,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from deep_vision.errors import BagError, ConfigError, DeepVisionError
 from deep_vision.nodes.registry import DEFAULT_NODES, NODES, node_overrides, remappings
 from deep_vision.params import load_params
+from deep_vision.stages.odometry import OdometryStage
 from deep_vision.stages.messages import TOPICS
 
 logger = logging.getLogger(__name__)
@@ -217,6 +218,9 @@ def run(params_file: str | Path, keys: Sequence[str] = DEFAULT_NODES, *, bag: st
         if viewer is not None:
             for n in nodes:
                 n.observer = viewer.submit
+            vo = next((n.stage for n in nodes if isinstance(getattr(n, "stage", None), OdometryStage)), None)
+            if bag is not None and vo is not None:
+                viewer.ground_truth_from(bag, lambda: vo.T_base_camera)  # the bag's, when it has one
         counter = OutputRecorder(context=context, record=record is not None)
         nodes.append(counter)
         if bag is not None:

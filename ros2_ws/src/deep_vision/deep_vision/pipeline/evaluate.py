@@ -8,8 +8,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from deep_vision.errors import DeepVisionError
 from deep_vision.params import load_params
 from deep_vision.pipeline.report import (
@@ -57,7 +55,7 @@ def evaluate_bag(bag_path: str | Path, out_dir: str | Path, *, mode: str = "offl
         pipeline = Pipeline(params, stages, backend=backend, queue_depth=queue_depth,
                             observer=viewer.submit if viewer is not None else None)
         if viewer is not None and pipeline.vo is not None:
-            _ground_truth_to(viewer, bag, pipeline)
+            viewer.ground_truth_from(bag, lambda: pipeline.vo.T_base_camera)
         total = len(bag) if limit is None else min(limit, len(bag))
         progress = progress_factory(total) if progress_factory else None
         out = pipeline.run(bag, mode, rate=rate, limit=limit, progress=progress)
@@ -76,21 +74,6 @@ def evaluate_bag(bag_path: str | Path, out_dir: str | Path, *, mode: str = "offl
                 shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
         raise
     return metrics, md
-
-
-def _ground_truth_to(viewer: Any, bag: Any, pipeline: Any) -> None:
-    """The bag's ground truth (when it has one) for the viewer, drawn with the VO as the run goes."""
-    from deep_vision.pipeline.report import ground_truth_of
-
-    gt = ground_truth_of(bag)
-    if gt is None:
-        return
-
-    def pose_at(stamp_ns: int):
-        ok, poses = gt.at(np.array([stamp_ns]))
-        return poses[0] if ok[0] else None
-
-    viewer.set_ground_truth(pose_at, lambda: pipeline.vo.T_base_camera)
 
 
 def format_table(metrics: dict[str, Any]) -> str:

@@ -11,13 +11,17 @@ without ROS; ROS users get RViz2 / Foxglove views of the topics instead.
 - ``camera/image``: the frame (grey, at most ``image_width`` pixels wide, JPEG); ``camera/image/tracks``: the points
   the VO's two-view step kept; ``camera/image/homography``: a grid of the previous frame carried into this one
   by the estimated homography;
+- ``loop_closure/candidates``: for each keyframe with loop-closure candidates, the keyframe (left) and every
+  candidate the place recognition returned, best first, and ``loop_closure/candidates/boxes``: a box around each
+  candidate, green when verified, grey when rejected, labelled with its similarity and inlier count;
 - ``loop_closure/pair``: for each keyframe with a verified loop closure, the keyframe beside its match
   (left: this keyframe, right: the earlier one) and ``loop_closure/pair/inliers``: a line per RANSAC inlier;
 - ``world/vo``: the VO trajectory (base_link in odom, metres; redrawn every ``path_every`` frames and at the end),
   ``world/vo/position``: its newest position, every frame; ``world/pose_graph``: the optimised keyframe path;
   ``world/loop_closures``: a line between the two keyframes of each verified loop closure (at the VO's
-  positions); ``world/ground_truth``: the bag's ground truth, when given (:meth:`set_ground_truth`), drawn
-  with the VO's path;
+  positions); ``world/loop_candidates``: the newest keyframe's candidates, a grey line to each;
+  ``world/ground_truth``: the bag's ground truth, when given (:meth:`set_ground_truth` or
+  :meth:`ground_truth_from`), drawn with the VO's path;
 - ``latency/<stage>``: each stage's time per frame (ms).
 
 It never slows the pipeline: :meth:`submit` puts the output on a bounded queue and returns (a full queue drops
@@ -60,7 +64,10 @@ def _blueprint():
     return rrb.Blueprint(
         rrb.Horizontal(
             rrb.Vertical(rrb.Spatial2DView(origin="camera/image", name="camera: VO inliers, homography grid"),
-                         rrb.Spatial2DView(origin="loop_closure/pair", name="loop closure: keyframe | match")),
+                         rrb.Spatial2DView(origin="loop_closure/candidates",
+                                           name="keyframe | its candidates (green: verified)"),
+                         rrb.Spatial2DView(origin="loop_closure/pair", name="loop closure: keyframe | match"),
+                         row_shares=[3, 1, 2]),
             rrb.Vertical(rrb.Spatial3DView(origin="world", name="VO, pose graph, ground truth, loop closures"),
                          rrb.TimeSeriesView(origin="latency", name="latency per stage (ms)"),
                          row_shares=[2, 1])),
@@ -74,7 +81,8 @@ class RunRecorder:
 
     def __init__(self, record: str | Path | None = None, spawn: bool = False, *, max_queue: int = 256,
                  image_width: int = 640, jpeg_quality: int = 85, grid: int = 8, keyframes_kept: int = 2000,
-                 port: int = 9876, path_every: int = 10, application_id: str = "deep_vision") -> None:
+                 thumb_height: int = 120, port: int = 9876, path_every: int = 10,
+                 application_id: str = "deep_vision") -> None:
         if record is None and not spawn:
             raise ConfigError("RunRecorder needs a file to record to or a viewer to spawn")
         rr = _rerun()
@@ -110,6 +118,8 @@ class RunRecorder:
         self._loops: list[tuple[np.ndarray, np.ndarray]] = []
         self._keyframes: OrderedDict[int, tuple[bytes, float]] = OrderedDict()  # stamp -> (JPEG, scale)
         self.keyframes_kept = int(keyframes_kept)
+        self.thumb_height = int(thumb_height)
+        self._candidate_lines = False
         self.path_every = max(1, int(path_every))
         self._gt = self._gt_X = self._gt_first = None
         self._gt_path: list[np.ndarray] = []
@@ -130,6 +140,23 @@ class RunRecorder:
         when used: /tf_static may set it after the start). Positions are base_link's, in the VO's odom frame
         (base_link at the first frame drawn)."""
         self._gt, self._gt_X = camera_pose_at, T_base_camera
+
+    def ground_truth_from(self, bag: Any, T_base_camera: Any) -> bool:
+        """:meth:`set_ground_truth` from a bag's ground truth (a path or an open
+        :class:`~deep_vision.io.bag.BagSequence`); False (nothing drawn) when the bag has none usable."""
+        from deep_vision.io.bag import BagSequence
+        from deep_vision.pipeline.report import ground_truth_of
+
+        gt = ground_truth_of(bag if isinstance(bag, BagSequence) else BagSequence(bag))
+        if gt is None:
+            return False
+
+        def pose_at(stamp_ns: int):
+            ok, poses = gt.at(np.array([stamp_ns]))
+            return poses[0] if ok[0] else None
+
+        self.set_ground_truth(pose_at, T_base_camera)
+        return True
 
     def close(self) -> None:
         self._queue.put(None)
@@ -242,6 +269,7 @@ class RunRecorder:
             self._keyframes[out.stamp_ns] = (cv2.imencode(".jpg", small)[1].tobytes(), s)
             while len(self._keyframes) > self.keyframes_kept:
                 self._keyframes.popitem(last=False)
+        self._log_candidates(out)
         drawn = next((c for c in out.verified if c.match_stamp_ns in self._keyframes and out.stamp_ns in
                       self._keyframes), None)
         if drawn is not None:
@@ -267,3 +295,35 @@ class RunRecorder:
             self.rec.log("world/loop_closures", rr.LineStrips3D([np.array(p) for p in self._loops],
                                                                  colors=[[220, 30, 30]]))
             self.logged["world/loop_closures"] += 1
+
+    def _log_candidates(self, out: Any) -> None:
+        """The keyframe and all its candidates side by side (each scaled to ``thumb_height`` rows), boxed and
+        labelled; and a grey line to each in the world view (only the newest keyframe's)."""
+        rr = self._rr
+        q = self._vo.get(out.stamp_ns)
+        lines = [np.array([q, self._vo[c.match_stamp_ns]]) for c in out.candidates
+                 if q is not None and c.match_stamp_ns in self._vo]
+        if lines or self._candidate_lines:  # an empty list clears the previous keyframe's lines
+            self.rec.log("world/loop_candidates", rr.LineStrips3D(lines, colors=[[160, 160, 160]], radii=0.05))
+            self.logged["world/loop_candidates"] += 1
+        self._candidate_lines = bool(lines)
+        shown = [c for c in out.candidates if c.match_stamp_ns in self._keyframes]
+        if not shown or out.stamp_ns not in self._keyframes:
+            return
+        h = self.thumb_height
+        tiles, boxes, labels, colors = [], [], [], []
+        for stamp in [out.stamp_ns] + [c.match_stamp_ns for c in shown]:
+            img = cv2.imdecode(np.frombuffer(self._keyframes[stamp][0], np.uint8), cv2.IMREAD_GRAYSCALE)
+            tiles.append(cv2.resize(img, (max(1, round(img.shape[1] * h / img.shape[0])), h),
+                                    interpolation=cv2.INTER_AREA))
+        x = tiles[0].shape[1]
+        for c, tile in zip(shown, tiles[1:]):
+            boxes.append([x, 0, tile.shape[1], h])
+            labels.append(f"#{c.match_id} sim {c.similarity:.2f}, {c.inliers} inliers" +
+                          (" ✓" if c.verified else ""))
+            colors.append([40, 220, 60] if c.verified else [150, 150, 150])
+            x += tile.shape[1]
+        self.rec.log("loop_closure/candidates", rr.Image(np.hstack(tiles)).compress(jpeg_quality=self.jpeg_quality))
+        self.rec.log("loop_closure/candidates/boxes", rr.Boxes2D(array=boxes, array_format=rr.Box2DFormat.XYWH,
+                                                                 labels=labels, colors=colors, radii=1.0))
+        self.logged["loop_closure/candidates"] += 1

@@ -6,11 +6,16 @@ stage, frames dropped (and, for the loop-closure stage, frames skipped on arriva
 the keyframe gate), the keyframes made, the loop-closure recall at 100 % precision, the keyframe latency, and the
 VO's ATE raw and after the pose graph. Each run's metrics.json goes to ``OUT/<label>-x<rate>/``.
 
+``--viewer``: each run twice, alternating, without and with the Rerun recording on (``deep-vision evaluate ...
+--record OUT/<label>-x<rate>.rrd``), to measure what the viewer costs the pipeline: frames dropped, latencies,
+and the viewer items the recorder dropped.
+
 To compare two versions of the code, run the script twice, once with an older checkout's package first on
 PYTHONPATH and another ``--label`` (the bench itself uses only the evaluate_bag API both have).
 
 Usage (repository root):
-    .venv/bin/python bench/realtime_rates.py BAG --rates 1,2,3 --label after --out DIR [--params P] [--repeats N]
+    .venv/bin/python bench/realtime_rates.py BAG --rates 1,2,3 --label after --out DIR [--params P] [--repeats N] \
+        [--viewer]
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ def summary(metrics: dict) -> dict:
         "lc_recall_at_100": lc.get("recall_at_100_precision"),
         "lc_latency_p50": (lc.get("latency_ms") or {}).get("p50"),
         "lc_latency_p95": (lc.get("latency_ms") or {}).get("p95"),
+        "vo_latency_p50": (vo.get("latency_ms") or {}).get("p50"),
+        "vo_latency_p95": (vo.get("latency_ms") or {}).get("p95"),
+        "homography_latency_p50": (metrics.get("homography", {}).get("latency_ms") or {}).get("p50"),
         "vo_ate_m": vo.get("ate_m"),
         "pg_ate_m": pg.get("ate_m"),
     }
@@ -48,32 +56,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", default="current")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--viewer", action="store_true", help="each run without and with the Rerun recording")
     args = parser.parse_args(argv)
 
     import deep_vision
     from deep_vision.pipeline.evaluate import evaluate_bag
+    from deep_vision.viz.recorder import RunRecorder
 
     print(f"deep_vision from {Path(deep_vision.__file__).parent}", flush=True)
     rows = []
     for rate in (float(r) for r in args.rates.split(",")):
         for k in range(args.repeats):
-            out = Path(args.out) / (f"{args.label}-x{rate:g}" + (f"-{k}" if args.repeats > 1 else ""))
-            metrics, _ = evaluate_bag(args.bag, out, mode="realtime", params_file=args.params, rate=rate,
-                                      record=False, command=f"bench/realtime_rates.py rate {rate:g}")
-            row = {"label": args.label, "rate": rate, "run": k, **summary(metrics)}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            for viewing in ((False, True) if args.viewer else (False,)):
+                label = args.label + (" + viewer" if viewing else "")
+                name = f"{args.label}{'-viewer' if viewing else ''}-x{rate:g}" + (f"-{k}" if args.repeats > 1 else "")
+                viewer = RunRecorder(Path(args.out) / f"{name}.rrd") if viewing else None
+                try:
+                    metrics, _ = evaluate_bag(args.bag, Path(args.out) / name, mode="realtime", params_file=args.params,
+                                              rate=rate, record=False, viewer=viewer,
+                                              command=f"bench/realtime_rates.py rate {rate:g}")
+                finally:
+                    if viewer is not None:
+                        viewer.close()
+                row = {"label": label, "rate": rate, "run": k, **summary(metrics),
+                       "viewer_dropped": viewer.dropped if viewer is not None else None}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     (Path(args.out) / f"{args.label}.json").write_text(json.dumps(rows, indent=1) + "\n")
     print()
     print("| code | rate | homography dropped | VO dropped | loop closure dropped / skipped | keyframes | "
-          "recall @ 100 % precision | loop-closure ms p50 / p95 | VO ATE m raw / pose graph |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "recall @ 100 % precision | loop-closure ms p50 / p95 | VO ms p50 / p95 | homography ms p50 | "
+          "VO ATE m raw / pose graph | viewer items dropped |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         rec = r["lc_recall_at_100"]
         print(f"| {r['label']} | {r['rate']:g}x | {r['homography_dropped']} | {r['vo_dropped']} | "
               f"{r['lc_dropped']} / {r['lc_skipped']} | {r['keyframes']} | "
               f"{'-' if rec is None else f'{100 * rec:.1f}'} | {r['lc_latency_p50']:.0f} / {r['lc_latency_p95']:.0f} | "
-              f"{r['vo_ate_m']:.2f} / {r['pg_ate_m']:.2f} |")
+              f"{r['vo_latency_p50']:.0f} / {r['vo_latency_p95']:.0f} | {r['homography_latency_p50']:.0f} | "
+              f"{r['vo_ate_m']:.2f} / {r['pg_ate_m']:.2f} | {'-' if r['viewer_dropped'] is None else r['viewer_dropped']} |")
     return 0
 
 

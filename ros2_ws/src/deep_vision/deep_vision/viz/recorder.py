@@ -11,9 +11,10 @@ without ROS; ROS users get RViz2 / Foxglove views of the topics instead.
 - ``camera/image``: the frame (grey, at most ``image_width`` pixels wide, JPEG); ``camera/image/tracks``: the points
   the VO's two-view step kept; ``camera/image/homography``: a grid of the previous frame carried into this one
   by the estimated homography;
-- ``loop_closure/candidates``: for each keyframe with loop-closure candidates, the keyframe (left) and every
-  candidate the place recognition returned, best first, and ``loop_closure/candidates/boxes``: a box around each
-  candidate, green when verified, grey when rejected, labelled with its similarity and inlier count;
+- ``loop_closure/candidates``: for each keyframe with loop-closure candidates, the keyframe (top left) and
+  every candidate the place recognition returned, best first, in a grid three wide, and
+  ``loop_closure/candidates/boxes``: a box around each candidate, green when verified, grey when rejected,
+  labelled with its similarity and inlier count;
 - ``loop_closure/pair``: for each keyframe with a verified loop closure, the keyframe beside its match
   (left: this keyframe, right: the earlier one) and ``loop_closure/pair/inliers``: a line per RANSAC inlier;
 - ``world/vo``: the VO trajectory (base_link in odom, metres; redrawn every ``path_every`` frames and at the end),
@@ -67,7 +68,7 @@ def _blueprint():
                          rrb.Spatial2DView(origin="loop_closure/candidates",
                                            name="keyframe | its candidates (green: verified)"),
                          rrb.Spatial2DView(origin="loop_closure/pair", name="loop closure: keyframe | match"),
-                         row_shares=[3, 1, 2]),
+                         row_shares=[3, 2, 2]),
             rrb.Vertical(rrb.Spatial3DView(origin="world", name="VO, pose graph, ground truth, loop closures"),
                          rrb.TimeSeriesView(origin="latency", name="latency per stage (ms)"),
                          row_shares=[2, 1])),
@@ -115,11 +116,13 @@ class RunRecorder:
         self._frame = 0
         self._vo: dict[int, np.ndarray] = {}  # stamp -> base_link position in odom
         self._vo_path: list[np.ndarray] = []
-        self._loops: list[tuple[np.ndarray, np.ndarray]] = []
+        self._loops: list[np.ndarray] = []  # [2 x 3] VO positions of each verified loop closure's keyframes
+        self._loops_waiting: list[tuple[int, int]] = []  # (query, match) stamps, a VO position still missing
         self._keyframes: OrderedDict[int, tuple[bytes, float]] = OrderedDict()  # stamp -> (JPEG, scale)
         self.keyframes_kept = int(keyframes_kept)
         self.thumb_height = int(thumb_height)
         self._candidate_lines = False
+        self._candidates_waiting: tuple[int, list[int]] | None = None  # (keyframe, candidates) stamps to draw
         self.path_every = max(1, int(path_every))
         self._gt = self._gt_X = self._gt_first = None
         self._gt_path: list[np.ndarray] = []
@@ -218,6 +221,10 @@ class RunRecorder:
         while len(self._vo) > 10 * self.keyframes_kept:  # loop closures look this far back at most
             self._vo.pop(next(iter(self._vo)))
         self._vo_path.append(position)
+        if self._loops_waiting:  # a loop closure came before this position
+            self._log_loop_lines()
+        if self._candidates_waiting is not None:
+            self._log_candidate_lines()
         if self._gt is not None:
             P = self._gt(stamp_ns)
             if P is not None:
@@ -286,44 +293,67 @@ class RunRecorder:
                 lines = np.stack([pq * sq, pm * sm + [qi.shape[1], 0.0]], axis=1)
                 self.rec.log("loop_closure/pair/inliers", rr.LineStrips2D(lines, colors=[[40, 220, 60]], radii=0.5))
                 self.logged["loop_closure/pair/inliers"] += 1
-        q = self._vo.get(out.stamp_ns)
-        for c in out.verified:
-            m = self._vo.get(c.match_stamp_ns)
-            if q is not None and m is not None:
-                self._loops.append((q, m))
-        if self._loops:
-            self.rec.log("world/loop_closures", rr.LineStrips3D([np.array(p) for p in self._loops],
-                                                                 colors=[[220, 30, 30]]))
-            self.logged["world/loop_closures"] += 1
+        self._loops_waiting.extend((out.stamp_ns, c.match_stamp_ns) for c in out.verified)
+        self._log_loop_lines()
+
+    @property
+    def loops_drawn(self) -> int:
+        return len(self._loops)
+
+    def _log_loop_lines(self) -> None:
+        """A line per verified loop closure, once both keyframes have a VO position: the VO may come later than
+        the loop closure (the nodes run apart), so this runs again as positions arrive."""
+        ready = [(q, m) for q, m in self._loops_waiting if q in self._vo and m in self._vo]
+        if not ready:
+            return
+        self._loops.extend(np.array([self._vo[q], self._vo[m]]) for q, m in ready)
+        self._loops_waiting = [pair for pair in self._loops_waiting if pair not in ready]
+        self.rec.log("world/loop_closures", self._rr.LineStrips3D(self._loops, colors=[[220, 30, 30]]))
+        self.logged["world/loop_closures"] += 1
+
+    def _log_candidate_lines(self) -> None:
+        """The newest keyframe's candidate lines, once its VO position is known (an empty list clears the
+        previous keyframe's)."""
+        q, matches = self._candidates_waiting
+        if q not in self._vo:
+            return
+        lines = [np.array([self._vo[q], self._vo[m]]) for m in matches if m in self._vo]
+        if lines or self._candidate_lines:
+            self.rec.log("world/loop_candidates", self._rr.LineStrips3D(lines, colors=[[160, 160, 160]], radii=0.05))
+            self.logged["world/loop_candidates"] += 1
+        self._candidate_lines, self._candidates_waiting = bool(lines), None
 
     def _log_candidates(self, out: Any) -> None:
-        """The keyframe and all its candidates side by side (each scaled to ``thumb_height`` rows), boxed and
-        labelled; and a grey line to each in the world view (only the newest keyframe's)."""
+        """The keyframe and all its candidates in a grid three wide (each scaled to ``thumb_height`` rows), boxed
+        and labelled; and a grey line to each in the world view (only the newest keyframe's)."""
         rr = self._rr
-        q = self._vo.get(out.stamp_ns)
-        lines = [np.array([q, self._vo[c.match_stamp_ns]]) for c in out.candidates
-                 if q is not None and c.match_stamp_ns in self._vo]
-        if lines or self._candidate_lines:  # an empty list clears the previous keyframe's lines
-            self.rec.log("world/loop_candidates", rr.LineStrips3D(lines, colors=[[160, 160, 160]], radii=0.05))
-            self.logged["world/loop_candidates"] += 1
-        self._candidate_lines = bool(lines)
+        self._candidates_waiting = (out.stamp_ns, [c.match_stamp_ns for c in out.candidates])
+        self._log_candidate_lines()
         shown = [c for c in out.candidates if c.match_stamp_ns in self._keyframes]
         if not shown or out.stamp_ns not in self._keyframes:
             return
         h = self.thumb_height
-        tiles, boxes, labels, colors = [], [], [], []
+        tiles = []
         for stamp in [out.stamp_ns] + [c.match_stamp_ns for c in shown]:
             img = cv2.imdecode(np.frombuffer(self._keyframes[stamp][0], np.uint8), cv2.IMREAD_GRAYSCALE)
             tiles.append(cv2.resize(img, (max(1, round(img.shape[1] * h / img.shape[0])), h),
                                     interpolation=cv2.INTER_AREA))
-        x = tiles[0].shape[1]
-        for c, tile in zip(shown, tiles[1:]):
-            boxes.append([x, 0, tile.shape[1], h])
+        w = max(t.shape[1] for t in tiles)
+        cols = min(len(tiles), 3)  # a grid, three tiles wide: the keyframe first, then the candidates best first
+        rows = -(-len(tiles) // cols)
+        grid = np.zeros((rows * h, cols * w), np.uint8)
+        boxes, labels, colors = [], [], []
+        for k, tile in enumerate(tiles):
+            y, x = (k // cols) * h, (k % cols) * w
+            grid[y:y + h, x:x + tile.shape[1]] = tile
+            if k == 0:
+                continue
+            c = shown[k - 1]
+            boxes.append([x, y, tile.shape[1], h])
             labels.append(f"#{c.match_id} sim {c.similarity:.2f}, {c.inliers} inliers" +
                           (" ✓" if c.verified else ""))
             colors.append([40, 220, 60] if c.verified else [150, 150, 150])
-            x += tile.shape[1]
-        self.rec.log("loop_closure/candidates", rr.Image(np.hstack(tiles)).compress(jpeg_quality=self.jpeg_quality))
+        self.rec.log("loop_closure/candidates", rr.Image(grid).compress(jpeg_quality=self.jpeg_quality))
         self.rec.log("loop_closure/candidates/boxes", rr.Boxes2D(array=boxes, array_format=rr.Box2DFormat.XYWH,
                                                                  labels=labels, colors=colors, radii=1.0))
         self.logged["loop_closure/candidates"] += 1

@@ -160,6 +160,10 @@ _ODOMETRY = [
           "height above base_frame (camera_pose or /tf_static; base_frame on the ground).", range=(0.0, 100.0)),
     Param("scale_window", 1, "scale_source ground: the speed is the median of this many frames' estimates (a "
           "frame without one keeps it; none in the window: the network's length).", range=(1, 1000)),
+    Param("relative_scale", False, "scale_source ground: fuse each frame's ground length with the ratio of "
+          "consecutive step lengths, measured on points tracked over three frames (a Kalman filter on the log "
+          "length); it also carries the length through frames without a ground estimate and over dropped "
+          "frames. Needs scale_window 1."),
     Param("odom_frame", "odom", "Frame of the published pose (REP 105)."),
     Param("base_frame", "base_link", "Robot body frame (child frame of the odometry)."),
     Param("publish_tf", True, "Publish odom -> base_link on /tf (tf2_msgs/TFMessage)."),

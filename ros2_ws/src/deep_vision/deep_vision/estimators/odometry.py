@@ -81,6 +81,7 @@ import numpy as np
 from deep_vision.errors import ConfigError
 from deep_vision.estimators.ground_scale import GroundEstimate, GroundPlaneScale
 from deep_vision.estimators.homography import to_grey
+from deep_vision.estimators.scale_chain import LengthFilter, step_length_ratio
 from deep_vision.estimators.two_view import DenseFlowTracker, FeatureTracker, rotation_from_bearings
 from deep_vision.geometry.camera import PinholeCamera
 from deep_vision.geometry.transforms import (
@@ -113,7 +114,8 @@ class OdometryResult:
     distance_m: float = 0.0  # travelled along the trajectory
     timings_ms: dict[str, float] = field(default_factory=dict)
     scale: str = "network"  # where the step length came from: network | ground | ground_held | external |
-    # previous_step | constant_velocity (network_fallback=False)
+    # previous_step | constant_velocity (network_fallback=False) | ground_chain (relative_scale: no ground length
+    # on this frame, the last one carried by the tracks' length ratio)
     points: np.ndarray | None = None  # [N x 2] the two-view step's inliers in this frame (pixels; hybrid mode)
 
 
@@ -140,7 +142,7 @@ class VisualOdometry:
                  track_width: int = 400, refine_geometry: bool = True, prior_window: int = 20,
                  prior_max_disagreement_deg: float = 0.0, ground: GroundPlaneScale | None = None,
                  scale_window: int = 1, min_translation_parallax_px: float = 1.0,
-                 network_fallback: bool = True) -> None:
+                 network_fallback: bool = True, relative_scale: bool = False) -> None:
         if mode not in ("network", "hybrid"):
             raise ConfigError(f"VO mode must be network or hybrid, got {mode!r}")
         if mode == "hybrid" and camera is None:
@@ -151,6 +153,10 @@ class VisualOdometry:
             raise ConfigError("scale_source ground needs mode hybrid (the two-view geometry's points)")
         if scale_window < 1:
             raise ConfigError(f"scale_window must be at least 1 frame, got {scale_window}")
+        if relative_scale and (scale_source != "ground" or scale_window != 1):
+            raise ConfigError("relative_scale fuses each frame's ground length with the tracks' length ratio: it "
+                              f"needs scale_source ground and scale_window 1 (got {scale_source}, {scale_window})")
+        self.relative_scale = bool(relative_scale)
         self.network_fallback = bool(network_fallback)
         self.min_translation_parallax_px = float(min_translation_parallax_px)
         self.backend = backend
@@ -199,6 +205,9 @@ class VisualOdometry:
         self._cov_local = np.zeros((6, 6))
         self.distance = 0.0
         self._ground_speeds: deque[float | None] = deque(maxlen=self.scale_window)
+        self._lengths = LengthFilter()
+        self._chain_from = None  # the last step's two-view motion, where it measured a translation
+        self._last_dt = None
         self._pending_reset = reason
 
     def prior_trusted(self) -> bool:
@@ -249,23 +258,32 @@ class VisualOdometry:
             motion = np.asarray(out["motion"], dtype=np.float64).reshape(6)
             t_net, R_net = motion[:3], rotation_from_euler_zyx(motion[3:])
         # What a frame takes where the images cannot measure it: the network's step, or the previous step.
+        dt = (stamp_ns - prev_stamp) / 1e9
         if fallback_network:
             t_fb, R_fb, mode, scale_from = t_net, R_net, "network", "network"
-        else:
-            t_fb, R_fb = self._last_step[:3, 3].copy(), self._last_step[:3, :3].copy()
+        else:  # the last step's velocity over this frame's interval (a dropped frame: twice the step)
+            t_fb, R_fb = self._constant_velocity(dt)
             mode = scale_from = "constant_velocity"
         t1 = time.perf_counter()
         quality = image_quality(grey)
         t_step, R_step = t_fb, R_fb
-        dt = (stamp_ns - prev_stamp) / 1e9
         tv = None
         if self.mode == "hybrid":
-            tv, ground = pending.result() if pending is not None else \
+            tv, ground, log_ratio = pending.result() if pending is not None else \
                 self._two_view(prev_grey, grey, (R_fb, t_fb))
             if tv is not None and R_net is not None:
                 self._disagreement.append(rotation_angle(R_net.T @ tv.R_geometry))
             if tv is not None and tv.translation_parallax_px >= self.min_translation_parallax_px:
-                if self.scale_source == "ground":
+                if self.scale_source == "ground" and self.relative_scale:
+                    length = self._lengths.update(dt, None if ground is None else ground.scale_m, log_ratio)
+                    scale_from = "ground" if ground is not None else "ground_chain" if log_ratio is not None \
+                        else "ground_held"
+                    if length is None:  # no ground length yet
+                        length = float(np.linalg.norm(t_fb))
+                        scale_from = "network" if fallback_network else "previous_step"
+                    if scale_from != "ground":
+                        quality *= 0.7
+                elif self.scale_source == "ground":
                     length, scale_from = self._ground_length(ground, dt, float(np.linalg.norm(t_fb)))
                     if scale_from != "ground":
                         quality *= 0.7  # the length was not measured on this frame
@@ -275,12 +293,15 @@ class VisualOdometry:
                     length = float(np.linalg.norm(t_fb))
                 t_dir = tv.t_dir if tv.t_dir @ t_fb >= 0 else -tv.t_dir
                 t_step, R_step, mode = t_dir * length, tv.R, "hybrid" if tv.source == "geometry" else "hybrid_prior"
+                self._chain_from = tv
             elif tv is not None:  # standing still or turning on the spot: no translation to measure
                 R_step, mode = rotation_from_bearings(self.camera.K, tv.p0, tv.p1), "hybrid_rotation"
                 t_step = t_fb if fallback_network else np.zeros(3)
                 quality *= 0.7
+                self._chain_interrupted()
             else:
                 quality *= 0.5  # geometry not confirmed: trust the step less
+                self._chain_interrupted()
         if self.scale_source == "external":
             if scale is None:
                 raise ConfigError("scale_source is external: pass scale= (metres of this step) to process()")
@@ -293,7 +314,7 @@ class VisualOdometry:
         T_step[:3, :3], T_step[:3, 3] = R_step, t_step
         self._propagate(T_step, quality)
         self.pose = self.pose @ T_step
-        self._last_step = T_step
+        self._last_step, self._last_dt = T_step, dt
         self.distance += float(np.linalg.norm(t_step))
         self._prev = (grey, x, stamp_ns)
         reason, self._pending_reset = self._pending_reset, None
@@ -303,13 +324,31 @@ class VisualOdometry:
                               scale_from, None if tv is None else tv.p1)
 
     def _two_view(self, prev: np.ndarray, curr: np.ndarray, prior: tuple[np.ndarray, np.ndarray] | None = None):
-        """(two-view motion, its ground-plane scale or None): the tracker works at most ``track_width`` pixels
-        wide; the motion is checked against the ``prior`` (R_pc, t_pc)."""
+        """(two-view motion, its ground-plane scale or None, log of its length over the previous step's or None):
+        the tracker works at most ``track_width`` pixels wide; the motion is checked against the ``prior``
+        (R_pc, t_pc)."""
         tv = self.tracker.motion(prev, curr, self.camera.K, prior=prior)
-        ground = None
+        ground = log_ratio = None
         if tv is not None and self.scale_source == "ground":
             ground = self.ground.estimate(tv.R, tv.t_dir, self.camera.K, tv.p0, tv.p1)
-        return tv, ground
+        if tv is not None and self.relative_scale and self._chain_from is not None and \
+                tv.translation_parallax_px >= self.min_translation_parallax_px:
+            log_ratio = step_length_ratio(self._chain_from, tv.R, tv.t_dir, prev, curr, self.camera.K)
+        return tv, ground, log_ratio
+
+    def _chain_interrupted(self) -> None:
+        """A step without a measured translation: the next one has no ratio to the last, and the length filter
+        lets the next ground length decide (the speed may have changed meanwhile)."""
+        self._chain_from = None
+        self._lengths.interrupt()
+
+    def _constant_velocity(self, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        """(t, R) of the last step scaled to a step of ``dt`` seconds (constant velocity)."""
+        t, R = self._last_step[:3, 3].copy(), self._last_step[:3, :3].copy()
+        if self._last_dt is None or self._last_dt <= 0 or dt <= 0:
+            return t, R
+        f = dt / self._last_dt
+        return t * f, cv2.Rodrigues(cv2.Rodrigues(R)[0] * f)[0]
 
     def _ground_length(self, ground: GroundEstimate | None, dt: float, fallback: float) -> tuple[float, str]:
         """(step length, its source): the median speed of the last ``scale_window`` ground estimates × ``dt``."""

@@ -166,6 +166,9 @@ def scale_settings(p: dict[str, Any], T_base_cam: np.ndarray | None = None, node
             raise ConfigError(f"scale_window must be at least 1, got {scale_window}")
     except ConfigError as exc:
         raise ConfigError(f"{node}: parameters 'camera_pose'/'camera_height_m'/'scale_window': {exc}") from exc
+    if p["relative_scale"] and (scale_source != "ground" or scale_window != 1):
+        raise ConfigError(f"{node}: parameter 'relative_scale' fuses the ground lengths: it needs 'scale_source' "
+                          f"ground and 'scale_window' 1 (got {scale_source}, {scale_window})")
     return scale_source, ground, scale_window
 
 
@@ -194,7 +197,7 @@ def build_odometry(p: dict[str, Any], camera: PinholeCamera | None = None, node:
         return VisualOdometry.from_model(
             path, backend=p["backend"], threads=_threads(p), camera=camera, mode=mode,
             scale_source=scale_source, ground=ground, scale_window=scale_window,
-            network_fallback=bool(p["use_network"]),
+            network_fallback=bool(p["use_network"]), relative_scale=bool(p["relative_scale"]),
             trans_rel=float(p["trans_noise_rel"]), trans_abs=float(p["trans_noise_abs"]),
             rot_rel=float(p["rot_noise_rel"]), rot_abs=float(p["rot_noise_abs"]),
             geometry=p["geometry"], track_width=int(p["track_width"]),

@@ -105,6 +105,28 @@ def test_stream_applies_mirror_and_reverse():
     assert (mixed > 0).any() and (mixed < 0).any()
 
 
+@pytest.mark.parametrize("kind", ["no_ground", "dark", "blur"])
+def test_degrade_changes_a_contiguous_part_of_a_run_the_cases_way(kind):
+    """data.degrade: with probability 1 a contiguous part (2 frames or more) of the run is degraded, the rest kept;
+    no_ground greys everything below a row, dark keeps 4-12 % of the light, blur smears along a line."""
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (8, 32, 64), dtype=np.uint8)
+    out = train_vo.degraded(frames, {kind: 1.0}, rng)
+    changed = np.flatnonzero([(a != b).any() for a, b in zip(frames, out)])
+    assert len(changed) >= 2 and np.all(np.diff(changed) == 1)
+    part = out[changed]
+    if kind == "no_ground":
+        bottom, top = part[:, -1], int(0.45 * 32)
+        assert (bottom == bottom[:, :1]).all() and (part[:, :top] == frames[changed][:, :top]).all()
+    elif kind == "dark":
+        assert part.mean() < 0.13 * frames[changed].mean()
+    else:
+        assert part.std() < 0.8 * frames[changed].std()
+    assert (train_vo.degraded(frames, {kind: 0.0}, rng) == frames).all()
+    with pytest.raises(train_vo.DatasetError, match="unknown kind"):
+        train_vo.degraded(frames, {"fog": 1.0}, rng)
+
+
 def test_stream_gives_the_flow_of_each_labelled_pair():
     """A flow model's samples: input k is the flow from the frame before label k's step to the frame after it,
     under the mirror and reverse augmentations and both strides. The camera steps 1 m forward and 0.1 m right

@@ -17,7 +17,11 @@ yaw and roll change sign), so turns to either side are equally common (the
 synthetic routes all turn left); with probability
 ``data.reverse`` a run is played backwards (each label becomes the inverse motion); with probability
 ``data.stop`` the camera stands still for 1-3 frames within a run (a frame repeated, each copy with its own
-photometric noise: the label is no motion), the case two-view geometry cannot measure.
+photometric noise: the label is no motion), the case two-view geometry cannot measure. ``data.degrade``
+(probability per kind): a contiguous part of a run (2 frames or more) is made hard for two-view geometry the
+way ``deep-vision evaluate vo-cases`` makes its stretches (on training frames only): ``no_ground``, everything
+below a row at 45-62 % of the height a flat grey (a hood, snow, no visible floor); ``dark``, 4-12 % of the
+light; ``blur``, a linear motion blur 3-9 pixels long.
 ``init``: weights to start from (a run's ``final.pt`` or a shipped ``models/vo.pt``; ignored when the run
 resumes from its own checkpoint) for fine-tuning on new data.
 Loss (DeepVO):
@@ -41,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deep_vision.errors import DatasetError  # noqa: E402
 from deep_vision.eval.homography_pairs import photometric  # noqa: E402
+from deep_vision.eval.vo_cases import linear_blur  # noqa: E402
 from deep_vision.geometry.transforms import euler_zyx_from_rotation, invert_transform  # noqa: E402
 from deep_vision.models.deepvo import DeepVO  # noqa: E402
 from deep_vision.models.vo_input import FlowFrontEnd, flow_front_end, normalise_frame, pair_input  # noqa: E402
@@ -113,6 +118,27 @@ def with_stop(idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([idx[: j + 1], np.repeat(idx[j], still), idx[j + 1:]])[: len(idx)]
 
 
+def degraded(frames: np.ndarray, kinds: dict[str, float], rng: np.random.Generator) -> np.ndarray:
+    """``frames`` with a contiguous part of them degraded by each kind drawn (see ``data.degrade``)."""
+    frames = frames.copy()
+    for kind, p in kinds.items():
+        if rng.random() >= p:
+            continue
+        a = int(rng.integers(0, len(frames) - 1))
+        b = int(rng.integers(a + 2, len(frames) + 1))
+        part = frames[a:b]
+        if kind == "no_ground":
+            part[:, int(rng.uniform(0.45, 0.62) * frames.shape[1]):] = int(rng.integers(60, 141))
+        elif kind == "dark":
+            frames[a:b] = (part.astype(np.float32) * rng.uniform(0.04, 0.12)).astype(np.uint8)
+        elif kind == "blur":
+            length, angle = int(rng.integers(3, 10)), float(rng.uniform(-20, 20))
+            frames[a:b] = np.stack([linear_blur(f, length, angle) for f in part])
+        else:
+            raise DatasetError(f"data.degrade: unknown kind {kind!r} (no_ground, dark, blur)")
+    return frames
+
+
 class SequenceStream(IterableDataset):
     """Endless (inputs, labels [T x 6]) samples of a fixed length per batch; inputs as :func:`network_inputs`
     (frames [T+1 x 1 x H x W], or flows [T x 2 x H x W] for a flow-input model)."""
@@ -145,6 +171,8 @@ class SequenceStream(IterableDataset):
                 frames, poses = seq["frames"][idx], seq["poses"][idx]
                 if rng.random() < c.get("mirror", 0.0):
                     frames, poses = mirror_frames(frames, seq["cx"]), mirror_poses(poses)
+                if c.get("degrade"):
+                    frames = degraded(frames, c["degrade"], rng)
                 frames = np.stack([photometric(f, rng, **c["photometric"]) for f in frames])
                 xs.append(network_inputs(frames, self.model_conf, flow))
                 ys.append(motion_labels(poses).astype(np.float32))

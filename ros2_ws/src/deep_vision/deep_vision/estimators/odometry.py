@@ -47,9 +47,13 @@ Metric scale, ``scale_source``:
   length (:class:`~deep_vision.estimators.ground_scale.GroundPlaneScale`, from
   the camera's mounting: ``ground=``). The speed is the median of the last
   ``scale_window`` frames' ground estimates; a frame without one keeps that
-  median (none in the window: the network's length, ``OdometryResult.scale``
-  says which; either lowers the frame's quality). Frames without two-view
-  geometry keep the network's step;
+  median (none in the window: the network's length, or without the network the
+  last velocity over this frame's interval, so a step over a dropped frame is
+  twice as long; ``OdometryResult.scale`` says which; either lowers the frame's
+  quality). Frames without two-view geometry keep the network's step (without
+  the network: the last velocity's). ``relative_scale=True`` fuses the ground
+  lengths with the ratio of consecutive steps' lengths from three-frame tracks
+  instead (:mod:`~deep_vision.estimators.scale_chain`);
 - ``external``: give ``process(..., scale=metres)`` per frame (wheel odometry,
   speed), for a camera mounted very differently or one that sees no ground.
 

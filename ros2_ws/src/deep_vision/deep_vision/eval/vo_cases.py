@@ -64,7 +64,8 @@ def _noise(img: np.ndarray, rng: np.random.Generator, sigma: float = 1.5) -> np.
     return np.clip(img.astype(np.float32) + rng.normal(0, sigma, img.shape), 0, 255).astype(np.uint8)
 
 
-def _linear_blur(img: np.ndarray, length: int = 25, angle_deg: float = 10.0) -> np.ndarray:
+def linear_blur(img: np.ndarray, length: int = 25, angle_deg: float = 10.0) -> np.ndarray:
+    """Motion blur along a line ``length`` pixels long at ``angle_deg`` (the cases' blur; training's too)."""
     k = np.zeros((length, length), np.float32)
     k[length // 2, :] = 1.0
     M = cv2.getRotationMatrix2D((length / 2 - 0.5, length / 2 - 0.5), angle_deg, 1.0)
@@ -161,8 +162,8 @@ class CaseSource:
                     T = T1.copy()
                     T[:3, 3] = (1 - a) * T0[:3, 3] + a * T1[:3, 3]
                     acc += self._render(T, rng)
-                return _linear_blur(np.clip(acc / 8, 0, 255).astype(np.uint8))
-            return _noise(_linear_blur(img), rng)
+                return linear_blur(np.clip(acc / 8, 0, 255).astype(np.uint8))
+            return _noise(linear_blur(img), rng)
         if case == "dark":
             return _noise(img.astype(np.float32) * 0.06, rng, sigma=1.0)
         if case == "no_ground":

@@ -29,10 +29,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 from deep_vision.errors import ConfigError
+from deep_vision.estimators.two_view import triangulate
 
 
 @dataclass
@@ -100,12 +100,9 @@ class GroundPlaneScale:
         if below.sum() < self.min_inliers:
             return None
         R_cp, t_cp = R_pc.T, -R_pc.T @ t_pc
-        P0 = K @ np.c_[np.eye(3), np.zeros(3)]
-        P1 = K @ np.c_[R_cp, t_cp]
-        Xh = cv2.triangulatePoints(P0, P1, np.asarray(p0, np.float64)[below].T, np.asarray(p1, np.float64)[below].T)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            X = (Xh[:3] / Xh[3]).T
-        ok = np.isfinite(X).all(axis=1) & (X[:, 2] > 0) & ((X @ R_cp.T + t_cp)[:, 2] > 0) & (X @ down > 0)
+        X = triangulate(R_pc, t_pc, K, np.asarray(p0, np.float64)[below], np.asarray(p1, np.float64)[below])
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(X).all(axis=1) & (X[:, 2] > 0) & ((X @ R_cp.T + t_cp)[:, 2] > 0) & (X @ down > 0)
         X = X[ok]
         if len(X) < self.min_inliers:
             return None

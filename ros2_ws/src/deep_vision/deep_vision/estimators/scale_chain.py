@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from deep_vision.estimators.two_view import rotated_residuals, triangulate
+
 #: Lucas-Kanade settings for carrying the previous step's points into the new frame (full resolution).
 LK_PARAMS = dict(winSize=(15, 15), maxLevel=3,
                  criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
@@ -27,20 +29,8 @@ LK_PARAMS = dict(winSize=(15, 15), maxLevel=3,
 def _depths(R_pc: np.ndarray, t_pc: np.ndarray, K: np.ndarray, p0: np.ndarray,
             p1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Depth of each correspondence in the previous and in the current camera, for a unit-length step."""
-    R_cp, t_cp = R_pc.T, -R_pc.T @ t_pc
-    Xh = cv2.triangulatePoints(K @ np.c_[np.eye(3), np.zeros(3)], K @ np.c_[R_cp, t_cp],
-                               np.asarray(p0, np.float64).T, np.asarray(p1, np.float64).T)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        X = (Xh[:3] / Xh[3]).T
-        return X[:, 2], (X @ R_cp.T + t_cp)[:, 2]
-
-
-def _parallax(R_pc: np.ndarray, K: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
-    """Each correspondence's displacement once the rotation is undone (pixels): the translation's parallax."""
-    H = K @ R_pc.T @ np.linalg.inv(K)
-    q = np.c_[p0, np.ones(len(p0))] @ H.T
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.linalg.norm(q[:, :2] / q[:, 2:3] - p1, axis=1)
+    X = triangulate(R_pc, t_pc, K, p0, p1)
+    return X[:, 2], ((X - t_pc) @ R_pc)[:, 2]  # current camera: R_pcᵀ (X - t_pc)
 
 
 def step_length_ratio(prev_step, step_R: np.ndarray, step_t: np.ndarray, prev_grey: np.ndarray, grey: np.ndarray,
@@ -58,7 +48,7 @@ def step_length_ratio(prev_step, step_R: np.ndarray, step_t: np.ndarray, prev_gr
         return None
     p0, p1 = np.asarray(prev_step.p0, np.float64), np.asarray(prev_step.p1, np.float64)
     _, z_a = _depths(R_a, t_a, K, p0, p1)
-    keep = np.isfinite(z_a) & (z_a > 0) & (_parallax(R_a, K, p0, p1) > min_parallax_px)
+    keep = np.isfinite(z_a) & (z_a > 0) & (rotated_residuals(R_a, K, p0, p1) > min_parallax_px)
     if keep.sum() < min_points:
         return None
     q0 = p1[keep].astype(np.float32).reshape(-1, 1, 2)
@@ -70,7 +60,7 @@ def step_length_ratio(prev_step, step_R: np.ndarray, step_t: np.ndarray, prev_gr
     R_b, t_b = np.asarray(step_R, np.float64), np.asarray(step_t, np.float64)
     a, b = q0[ok, 0].astype(np.float64), q1[ok, 0].astype(np.float64)
     z_b, _ = _depths(R_b, t_b / np.linalg.norm(t_b), K, a, b)
-    good = np.isfinite(z_b) & (z_b > 0) & (_parallax(R_b, K, a, b) > min_parallax_px)
+    good = np.isfinite(z_b) & (z_b > 0) & (rotated_residuals(R_b, K, a, b) > min_parallax_px)
     if good.sum() < min_points:
         return None
     return float(np.median(np.log(z_a[keep][ok][good] / z_b[good])))

@@ -88,7 +88,7 @@ def rotation_from_bearings(K: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> np.
     return U @ D @ Vt
 
 
-def _rotated_residuals(R_pc: np.ndarray, K: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
+def rotated_residuals(R_pc: np.ndarray, K: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
     """[N] pixel distances between ``p1`` and ``p0`` carried by the rotation alone (K R_pcᵀ K⁻¹ p0)."""
     H = K @ np.asarray(R_pc, np.float64).T @ np.linalg.inv(K)
     q = np.c_[np.asarray(p0, np.float64), np.ones(len(p0))] @ H.T
@@ -98,9 +98,22 @@ def _rotated_residuals(R_pc: np.ndarray, K: np.ndarray, p0: np.ndarray, p1: np.n
     return np.where(np.isfinite(d), d, np.inf)
 
 
+def triangulate(R_pc: np.ndarray, t_pc: np.ndarray, K: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
+    """[N x 3] points of the correspondences ``p0`` → ``p1`` in the previous camera's frame, for the step
+    (R_pc, t_pc: the current camera in the previous one's frame; lengths in units of t_pc); non-finite where the
+    rays do not meet."""
+    R_cp = np.asarray(R_pc, np.float64).T
+    t_cp = -R_cp @ np.asarray(t_pc, np.float64).reshape(3)
+    K = np.asarray(K, np.float64)
+    Xh = cv2.triangulatePoints(K @ np.c_[np.eye(3), np.zeros(3)], K @ np.c_[R_cp, t_cp],
+                               np.asarray(p0, np.float64).T, np.asarray(p1, np.float64).T)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (Xh[:3] / Xh[3]).T
+
+
 def derotated_parallax(R_pc: np.ndarray, K: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> float:
     """Median pixel displacement between ``p1`` and ``p0`` left once the rotation is undone."""
-    return float(np.median(_rotated_residuals(R_pc, K, p0, p1))) if len(p0) else 0.0
+    return float(np.median(rotated_residuals(R_pc, K, p0, p1))) if len(p0) else 0.0
 
 
 def fundamental_from_motion(R_pc: np.ndarray, t_pc: np.ndarray, K: np.ndarray,
@@ -299,14 +312,14 @@ class FeatureTracker:
         """The step as a rotation without translation when one explains the tracks (standing still, turning on
         the spot): fitted to all tracks, then to those it explains within 2 ``rotation_only_px``."""
         R = rotation_from_bearings(K, p0, p1)
-        keep = _rotated_residuals(R, K, p0, p1) < 2 * self.rotation_only_px
+        keep = rotated_residuals(R, K, p0, p1) < 2 * self.rotation_only_px
         if keep.sum() < max(8, self.min_inliers):
             return None
         R = rotation_from_bearings(K, p0[keep], p1[keep])
         residual = derotated_parallax(R, K, p0, p1)
         if residual >= self.rotation_only_px:
             return None
-        keep = _rotated_residuals(R, K, p0, p1) < 2 * self.rotation_only_px
+        keep = rotated_residuals(R, K, p0, p1) < 2 * self.rotation_only_px
         return TwoViewMotion(R, np.zeros(3), int(keep.sum()), len(p0), parallax, p0=p0[keep], p1=p1[keep],
                              translation_parallax_px=residual)
 

@@ -77,3 +77,19 @@ def test_odometry_stage_takes_camera_info_at_the_next_frame(random_vo_model):
     stage.process(Frame(T0, "cam", np.zeros((120, 320), np.uint8)))
     assert stage.vo.camera is info.camera and stage.vo.mode == "hybrid"
     assert stage.set_camera_info(None) is False and stage.counters["bad_camera_info"] == 1
+
+
+def test_odometry_stage_turns_the_scale_chain_on_with_hybrid_mode(random_vo_model):
+    """relative_scale needs the ground scale, which the stage switches on with the first camera_info: it starts
+    (a network-mode VO first) and the chain is on once hybrid mode is."""
+    from deep_vision.geometry.camera import PinholeCamera
+    from deep_vision.stages import Frame, OdometryStage
+    from deep_vision.stages.inputs import CameraInfo
+
+    stage = OdometryStage.from_params({"model_path": str(random_vo_model), "backend": "onnxruntime", "mode": "hybrid",
+                                       "relative_scale": True})
+    assert not stage.vo.relative_scale
+    stage.set_camera_info(CameraInfo(PinholeCamera.from_K(np.array([[200.0, 0, 160], [0, 200.0, 60], [0, 0, 1]]),
+                                                          320, 120), None, "plumb_bob"))
+    stage.process(Frame(T0, "cam", np.zeros((120, 320), np.uint8)))
+    assert stage.vo.mode == "hybrid" and stage.vo.scale_source == "ground" and stage.vo.relative_scale

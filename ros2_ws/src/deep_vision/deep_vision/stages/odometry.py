@@ -69,7 +69,8 @@ class OdometryStage:
 
         p = validate(node, p)
         X = camera_pose_transform(p["camera_pose"], node)
-        vo = build_odometry({**p, "mode": "network", "scale_source": "network"}, node=node)  # the model first
+        # the model first; hybrid mode, its scale source and relative_scale go on with the first camera_info
+        vo = build_odometry({**p, "mode": "network", "scale_source": "network", "relative_scale": False}, node=node)
         scale_source, ground, _ = scale_settings(p, X, node=node)
         vo.ground = ground or vo.ground
         return cls(vo, p, X, scale_source)
@@ -97,6 +98,7 @@ class OdometryStage:
             if self.want_hybrid:
                 self.vo.mode = "hybrid"
                 self.vo.scale_source = self.scale_source
+                self.vo.relative_scale = bool(self.params["relative_scale"])
 
     def set_camera_pose(self, T_base_camera: np.ndarray) -> None:
         """The camera's pose on the robot (e.g. from /tf_static); with the ground scale, its height. Raises

@@ -130,6 +130,44 @@ def test_the_nodes_feed_the_same_recording(revisit_bag, tmp_path):
     assert gap[0] < 1e-9 and gap[-1] == pytest.approx(5.54, rel=0.1)
 
 
+def test_loop_lines_wait_for_the_vo_and_forget_frames_it_dropped(tmp_path):
+    """A loop closure that reaches the recorder before the VO's position of its keyframe is drawn when the position
+    comes; one whose keyframe the VO dropped (no position ever) is not kept waiting."""
+    from types import SimpleNamespace as NS
+
+    from deep_vision.viz.recorder import RunRecorder
+
+    frame = NS(grey=np.zeros((8, 16), np.uint8))
+
+    def vo(stamp):
+        pose = np.eye(4)
+        pose[0, 3] = stamp
+        return NS(pose=pose, result=NS(points=None, reset=None))
+
+    def loop(stamp, match):
+        c = NS(match_stamp_ns=match, match_id=0, similarity=0.9, inliers=50, verified=True, verification=None)
+        return NS(stamp_ns=stamp, candidates=[c], verified=[c])
+
+    viewer = RunRecorder(tmp_path / "loops.rrd")
+    try:
+        viewer.submit("loop_closure", 5, None, loop(5, 1))  # before the VO: waits
+        viewer.submit("loop_closure", 8, None, loop(8, 2))
+        for stamp in (1, 2, 3, 4, 6, 7):  # frame 5 dropped by the VO
+            viewer.submit("vo", stamp, frame, vo(stamp))
+    finally:
+        viewer.close()
+    assert viewer.loops_drawn == 0 and viewer._loops_waiting == [(8, 2)]  # 5 forgotten, 8 still to come
+    viewer = RunRecorder(tmp_path / "loops2.rrd")
+    try:
+        viewer.submit("loop_closure", 8, None, loop(8, 2))
+        for stamp in (1, 2, 8):
+            viewer.submit("vo", stamp, frame, vo(stamp))
+    finally:
+        viewer.close()
+    assert viewer.loops_drawn == 1 and not viewer._loops_waiting
+    np.testing.assert_allclose(viewer._loops[0][:, 0], [8, 2])  # the query's and the match's VO positions
+
+
 def test_a_full_queue_drops_viewer_items_not_pipeline_frames(tmp_path):
     """submit() never blocks: with the worker held up, items past the queue's size are dropped and counted, and
     ten submits take far less than one blocked wait would (bound 1 s; a put that waits 0.2 s for room takes 1.2 s)."""

@@ -123,6 +123,7 @@ class RunRecorder:
         self.thumb_height = int(thumb_height)
         self._candidate_lines = False
         self._candidates_waiting: tuple[int, list[int]] | None = None  # (keyframe, candidates) stamps to draw
+        self._vo_last = -1  # the newest VO stamp drawn (the VO's outputs come in stamp order)
         self.path_every = max(1, int(path_every))
         self._gt = self._gt_X = self._gt_first = None
         self._gt_path: list[np.ndarray] = []
@@ -216,8 +217,9 @@ class RunRecorder:
             self.logged["camera/image/tracks"] += 1
         position = np.asarray(out.pose, float)[:3, 3]
         if out.result.reset:
-            self._vo_path = []
+            self._vo_path, self._vo_last = [], -1  # a new trajectory (its stamps may start earlier)
         self._vo[stamp_ns] = position
+        self._vo_last = max(self._vo_last, stamp_ns)
         while len(self._vo) > 10 * self.keyframes_kept:  # loop closures look this far back at most
             self._vo.pop(next(iter(self._vo)))
         self._vo_path.append(position)
@@ -304,10 +306,11 @@ class RunRecorder:
         """A line per verified loop closure, once both keyframes have a VO position: the VO may come later than
         the loop closure (the nodes run apart), so this runs again as positions arrive."""
         ready = [(q, m) for q, m in self._loops_waiting if q in self._vo and m in self._vo]
+        # a query the VO has passed without a position (a dropped frame) or a match it no longer holds: never drawn
+        self._loops_waiting = [(q, m) for q, m in self._loops_waiting if (q, m) not in ready and q > self._vo_last]
         if not ready:
             return
         self._loops.extend(np.array([self._vo[q], self._vo[m]]) for q, m in ready)
-        self._loops_waiting = [pair for pair in self._loops_waiting if pair not in ready]
         self.rec.log("world/loop_closures", self._rr.LineStrips3D(self._loops, colors=[[220, 30, 30]]))
         self.logged["world/loop_closures"] += 1
 
@@ -316,6 +319,8 @@ class RunRecorder:
         previous keyframe's)."""
         q, matches = self._candidates_waiting
         if q not in self._vo:
+            if q <= self._vo_last:  # the VO passed this keyframe without a position (a dropped frame)
+                self._candidates_waiting = None
             return
         lines = [np.array([self._vo[q], self._vo[m]]) for m in matches if m in self._vo]
         if lines or self._candidate_lines:

@@ -124,7 +124,7 @@ def test_degrade_changes_a_contiguous_part_of_a_run_the_cases_way(kind):
         assert part.std() < 0.8 * frames[changed].std()
     assert (train_vo.degraded(frames, {kind: 0.0}, rng) == frames).all()
     with pytest.raises(train_vo.DatasetError, match="unknown kind"):
-        train_vo.degraded(frames, {"fog": 1.0}, rng)
+        train_vo.degraded(frames, {"fog": 0.0}, rng)  # a misspelt kind fails even where never drawn
 
 
 def test_stream_gives_the_flow_of_each_labelled_pair():

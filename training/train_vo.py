@@ -120,6 +120,9 @@ def with_stop(idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def degraded(frames: np.ndarray, kinds: dict[str, float], rng: np.random.Generator) -> np.ndarray:
     """``frames`` with a contiguous part of them degraded by each kind drawn (see ``data.degrade``)."""
+    unknown = sorted(set(kinds) - {"no_ground", "dark", "blur"})
+    if unknown:
+        raise DatasetError(f"data.degrade: unknown kind {unknown[0]!r} (no_ground, dark, blur)")
     frames = frames.copy()
     for kind, p in kinds.items():
         if rng.random() >= p:
@@ -134,8 +137,6 @@ def degraded(frames: np.ndarray, kinds: dict[str, float], rng: np.random.Generat
         elif kind == "blur":
             length, angle = int(rng.integers(3, 10)), float(rng.uniform(-20, 20))
             frames[a:b] = np.stack([linear_blur(f, length, angle) for f in part])
-        else:
-            raise DatasetError(f"data.degrade: unknown kind {kind!r} (no_ground, dark, blur)")
     return frames
 
 

@@ -61,7 +61,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import deep_vision
     from deep_vision.pipeline.evaluate import evaluate_bag
-    from deep_vision.viz.recorder import RunRecorder
 
     print(f"deep_vision from {Path(deep_vision.__file__).parent}", flush=True)
     rows = []
@@ -70,11 +69,15 @@ def main(argv: list[str] | None = None) -> int:
             for viewing in ((False, True) if args.viewer else (False,)):
                 label = args.label + (" + viewer" if viewing else "")
                 name = f"{args.label}{'-viewer' if viewing else ''}-x{rate:g}" + (f"-{k}" if args.repeats > 1 else "")
-                viewer = RunRecorder(Path(args.out) / f"{name}.rrd") if viewing else None
+                viewer = None
+                if viewing:  # only then: an older checkout without the viewer still runs the rest
+                    from deep_vision.viz.recorder import RunRecorder
+
+                    viewer = RunRecorder(Path(args.out) / f"{name}.rrd")
                 try:
                     metrics, _ = evaluate_bag(args.bag, Path(args.out) / name, mode="realtime", params_file=args.params,
-                                              rate=rate, record=False, viewer=viewer,
-                                              command=f"bench/realtime_rates.py rate {rate:g}")
+                                              rate=rate, record=False, command=f"bench/realtime_rates.py rate {rate:g}",
+                                              **({"viewer": viewer} if viewer is not None else {}))
                 finally:
                     if viewer is not None:
                         viewer.close()

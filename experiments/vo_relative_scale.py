@@ -23,32 +23,16 @@ import cv2
 import numpy as np
 
 from deep_vision.estimators.ground_scale import GroundPlaneScale
-from deep_vision.estimators.two_view import DenseFlowTracker
+from deep_vision.estimators.scale_chain import LK_PARAMS as LK
+from deep_vision.estimators.scale_chain import step_depths
+from deep_vision.estimators.two_view import DenseFlowTracker, rotated_residuals
 from deep_vision.eval.trajectory_metrics import ate_rpe
-from deep_vision.eval.vo_eval import integrate, kitti_sequence, synthetic_sequence
+from deep_vision.eval.vo_eval import kitti_sequence, synthetic_sequence
 from deep_vision.geometry.transforms import invert_transform
 
 sys.path.insert(0, str(Path(__file__).parent))
-from vo_scale_filters import held  # noqa: E402
+from vo_scale_filters import held, poses_with_lengths  # noqa: E402
 
-LK = dict(winSize=(15, 15), maxLevel=3, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
-
-
-def depths(R_pc, t_pc, K, p0, p1):
-    """Depth in the previous camera (z) and in the current one, unit baseline, of each correspondence."""
-    R_cp, t_cp = R_pc.T, -R_pc.T @ t_pc
-    Xh = cv2.triangulatePoints(K @ np.c_[np.eye(3), np.zeros(3)], K @ np.c_[R_cp, t_cp],
-                               np.asarray(p0, np.float64).T, np.asarray(p1, np.float64).T)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        X = (Xh[:3] / Xh[3]).T
-    return X[:, 2], (X @ R_cp.T + t_cp)[:, 2]
-
-
-def derotated(R_pc, K, p0, p1):
-    """Pixel displacement left once the rotation is undone (the translation's parallax)."""
-    H = K @ R_pc.T @ np.linalg.inv(K)
-    q = np.c_[p0, np.ones(len(p0))] @ H.T
-    return np.linalg.norm(q[:, :2] / q[:, 2:3] - p1, axis=1)
 
 
 def record(seq):
@@ -83,9 +67,9 @@ def ratios(rec, K, min_parallax_px: float = 2.0, estimator: str = "median"):
         if a is None or b is None or b["track"] is None or not np.linalg.norm(a["t"]) or not np.linalg.norm(b["t"]):
             continue
         q0, q1, ok = b["track"]
-        _, za = depths(a["R"], a["t"], K, a["p0"], a["p1"])
-        zb, _ = depths(b["R"], b["t"], K, q0, q1)
-        par_a, par_b = derotated(a["R"], K, a["p0"], a["p1"]), derotated(b["R"], K, q0, q1)
+        _, za = step_depths(a["R"], a["t"], K, a["p0"], a["p1"])
+        zb, _ = step_depths(b["R"], b["t"], K, q0, q1)
+        par_a, par_b = rotated_residuals(a["R"], K, a["p0"], a["p1"]), rotated_residuals(b["R"], K, q0, q1)
         good = ok & (za > 0) & (zb > 0) & (par_a > min_parallax_px) & (par_b > min_parallax_px)
         if good.sum() < 20:
             continue
@@ -172,16 +156,9 @@ def main() -> None:
                 filters[f"chain {tag}"] = gt[0] * np.exp(np.cumsum(np.nan_to_num(np.r_[0.0, ratio[1:]])))
                 for sg, floor in ((0.076, 0.01), (0.076, 0.02), (0.15, 0.02)):
                     filters[f"fused {tag} {sg}/{floor}"] = fused(meas, ratio, spread, sg, floor)
+        steps = [None if r is None else (r["R"], r["t"]) for r in rec]
         for name, lengths in filters.items():
-            rel, last = [], np.eye(4)
-            for k, r in enumerate(rec):
-                T = last.copy()
-                if r is not None:
-                    T = np.eye(4)
-                    T[:3, :3], T[:3, 3] = r["R"], r["t"] * lengths[k]
-                rel.append(T)
-                last = T
-            poses = integrate(rel)
+            poses = poses_with_lengths(steps, lengths)
             lerr = np.log(lengths / gt)[np.isfinite(lengths) & (gt > 0.1)]
             print(f"  {name:40s} length err rms {np.sqrt(np.mean(lerr ** 2)):.3f} mean {lerr.mean():+.4f}  ATE "
                   f"SE(3) {ate_rpe(seq.poses_gt, poses, stamps)['ate_m']:.2f} m, "

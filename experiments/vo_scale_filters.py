@@ -99,6 +99,20 @@ def kalman(x: np.ndarray, dt: np.ndarray, q: float, r_rel: float = 0.076, huber:
     return held(v * dt)
 
 
+def poses_with_lengths(steps: list, lengths: np.ndarray) -> np.ndarray:
+    """Trajectory of the steps' (R, unit t) with the given lengths; a step without geometry (None) repeats the
+    previous one."""
+    rel, last = [], np.eye(4)
+    for k, step in enumerate(steps):
+        T = last.copy()
+        if step is not None:
+            T = np.eye(4)
+            T[:3, :3], T[:3, 3] = step[0], step[1] * lengths[k]
+        rel.append(T)
+        last = T
+    return integrate(rel)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="../shared/data")
@@ -123,15 +137,7 @@ def main() -> None:
         filters.update({f"Kalman q {q}{' + RTS' if sm else ''}": kalman(meas, dt, q, smooth=sm)
                         for q in (0.1, 0.2, 0.4) for sm in (False, True)})
         for name, lengths in filters.items():
-            rel, last = [], np.eye(4)
-            for k, r in enumerate(rec):
-                T = last.copy()
-                if r is not None:
-                    T = np.eye(4)
-                    T[:3, :3], T[:3, 3] = r[0], r[1] * lengths[k]
-                rel.append(T)
-                last = T
-            poses = integrate(rel)
+            poses = poses_with_lengths(rec, lengths)
             print(f"  {name:24s} ATE SE(3) {ate_rpe(seq.poses_gt, poses, stamps)['ate_m']:.2f} m, "
                   f"Sim(3) {ate_rpe(seq.poses_gt, poses, stamps, correct_scale=True)['ate_m']:.2f} m", flush=True)
 

@@ -295,11 +295,7 @@ def cmd_evaluate_bag(args: argparse.Namespace) -> int:
         return lambda n: bar.update(n - bar.n)
 
     command = "deep-vision evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
-    viewer = None
-    if args.view or args.record:
-        from deep_vision.viz.recorder import RunRecorder
-
-        viewer = RunRecorder(args.record, spawn=args.view)
+    viewer = _viewer(args.record, args.view)
     try:
         metrics, md = evaluate_bag(args.target, out, mode=args.mode, params_file=params, stages=stages,
                                    backend=None if args.backend == "auto" else args.backend, rate=args.rate,
@@ -314,9 +310,21 @@ def cmd_evaluate_bag(args: argparse.Namespace) -> int:
     print(f"report:  {md}")
     print(f"metrics: {md.parent / 'metrics.json'}")
     if args.record:
-        print(f"recording: {args.record} (open with: .venv/bin/rerun {args.record}; {viewer.dropped} viewer items "
-              "dropped)")
+        _print_rrd(args.record, viewer)
     return 0
+
+
+def _viewer(record: str | None, view: bool):
+    """The Rerun recorder for ``--record FILE.rrd`` / ``--view`` (evaluate and run), or None."""
+    if not (view or record):
+        return None
+    from deep_vision.viz.recorder import RunRecorder
+
+    return RunRecorder(record, spawn=view)
+
+
+def _print_rrd(path: str, viewer) -> None:
+    print(f"recording: {path} (open with: .venv/bin/rerun {path}; {viewer.dropped} viewer items dropped)")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -426,11 +434,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     keys = [k.strip() for k in args.nodes.split(",") if k.strip()]
     print(f"starting {', '.join(keys)} with {args.params}" + (f", playing {args.bag}" if args.bag else ""))
     rrd = args.record if args.record and str(args.record).endswith(".rrd") else None
-    viewer = None
-    if args.view or rrd:
-        from deep_vision.viz.recorder import RunRecorder
-
-        viewer = RunRecorder(rrd, spawn=args.view)
+    viewer = _viewer(rrd, args.view)
     try:
         summary = run(args.params, keys, bag=args.bag, rate=args.rate, use_sim_time=args.use_sim_time,
                       backend=args.backend, image_topic=args.image, camera_info_topic=args.camera_info,
@@ -439,7 +443,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if viewer is not None:
             viewer.close()
     if rrd:
-        print(f"recording: {rrd} (open with: .venv/bin/rerun {rrd}; {viewer.dropped} viewer items dropped)")
+        _print_rrd(rrd, viewer)
     for kind in ("played", "published"):
         for topic, n in sorted(summary[kind].items()):
             print(f"{kind:>9} {topic:<28} {n}")

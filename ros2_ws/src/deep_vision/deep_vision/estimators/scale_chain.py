@@ -5,8 +5,9 @@ KITTI, partly correlated from frame to frame. The ratio of two consecutive steps
 by the classical scale chain of monocular VO: the points step k-1 (frames k-1 → k) triangulated are tracked on
 into frame k+1 and triangulated again with step k's rotation and unit direction; both give their depth in frame
 k, and the median of the per-point log ratios is log(|t_k| / |t_k-1|) (:func:`step_length_ratio`; about 1-3 %
-RMS and unbiased on KITTI and the synthetic routes, ``bench/results/vo-relative-scale-2026-12-07/``). The ratio
-alone drifts like any scale chain; the ground alone is noisy. :class:`LengthFilter` is a Kalman filter on the log
+RMS and unbiased on the KITTI training ranges and a rendered route,
+``bench/results/vo-relative-scale-2026-12-07/``). The ratio alone drifts like any scale chain; the ground alone is
+noisy. :class:`LengthFilter` is a Kalman filter on the log
 of the step length that predicts with the ratio and corrects with the ground length (Huber-weighted): the ground
 keeps the scale metric, the ratios carry it between ground measurements and through frames without one, and a
 dropped frame (a step over twice the time) gets twice the length because the tracks say so.
@@ -26,7 +27,7 @@ LK_PARAMS = dict(winSize=(15, 15), maxLevel=3,
                  criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
 
 
-def _depths(R_pc: np.ndarray, t_pc: np.ndarray, K: np.ndarray, p0: np.ndarray,
+def step_depths(R_pc: np.ndarray, t_pc: np.ndarray, K: np.ndarray, p0: np.ndarray,
             p1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Depth of each correspondence in the previous and in the current camera, for a unit-length step."""
     X = triangulate(R_pc, t_pc, K, p0, p1)
@@ -47,7 +48,7 @@ def step_length_ratio(prev_step, step_R: np.ndarray, step_t: np.ndarray, prev_gr
             np.linalg.norm(step_t) < 1e-9:
         return None
     p0, p1 = np.asarray(prev_step.p0, np.float64), np.asarray(prev_step.p1, np.float64)
-    _, z_a = _depths(R_a, t_a, K, p0, p1)
+    _, z_a = step_depths(R_a, t_a, K, p0, p1)
     keep = np.isfinite(z_a) & (z_a > 0) & (rotated_residuals(R_a, K, p0, p1) > min_parallax_px)
     if keep.sum() < min_points:
         return None
@@ -59,7 +60,7 @@ def step_length_ratio(prev_step, step_R: np.ndarray, step_t: np.ndarray, prev_gr
         return None
     R_b, t_b = np.asarray(step_R, np.float64), np.asarray(step_t, np.float64)
     a, b = q0[ok, 0].astype(np.float64), q1[ok, 0].astype(np.float64)
-    z_b, _ = _depths(R_b, t_b / np.linalg.norm(t_b), K, a, b)
+    z_b, _ = step_depths(R_b, t_b / np.linalg.norm(t_b), K, a, b)
     good = np.isfinite(z_b) & (z_b > 0) & (rotated_residuals(R_b, K, a, b) > min_parallax_px)
     if good.sum() < min_points:
         return None

@@ -31,7 +31,7 @@ def main() -> None:
     root = Path(args.data) / "kitti" / "sequences"
     for seq in (kitti_sequence(root / "03", 0, 549), kitti_sequence(root / "00", 0, 99), synthetic_sequence(3, 300)):
         frames = list(seq.frames())
-        ground = GroundPlaneScale(seq.camera_height_m)
+        ground = GroundPlaneScale(seq.camera_height_m, max_tilt_deg=10.0)  # the bound when this probe ran
         for n in args.spans:
             tracker = DenseFlowTracker(width=400, refine=True)
             err, tried = [], 0

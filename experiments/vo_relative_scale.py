@@ -38,7 +38,8 @@ from vo_scale_filters import held, poses_with_lengths  # noqa: E402
 def record(seq):
     """Per step: the two-view step (R, t_dir, p0, p1), its ground length (nan: none) and the previous step's
     inliers tracked on into this step's frame (q0: in the previous frame, q1: in this one), or None."""
-    tracker, ground = DenseFlowTracker(width=400, refine=True), GroundPlaneScale(seq.camera_height_m)
+    tracker = DenseFlowTracker(width=400, refine=True)
+    ground = GroundPlaneScale(seq.camera_height_m, max_tilt_deg=10.0)  # the bound when this probe ran
     out, prev, prev_m = [], None, None
     K = seq.camera.K
     for frame in seq.frames():

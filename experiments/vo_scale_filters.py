@@ -31,7 +31,8 @@ from deep_vision.geometry.transforms import invert_transform
 
 def record(seq):
     """Per step: (R, t_dir, ground length or nan); None where the two-view step failed."""
-    tracker, ground, out, prev = DenseFlowTracker(width=400, refine=True), GroundPlaneScale(seq.camera_height_m), [], None
+    tracker, out, prev = DenseFlowTracker(width=400, refine=True), [], None
+    ground = GroundPlaneScale(seq.camera_height_m, max_tilt_deg=10.0)  # the bound when this probe ran
     for frame in seq.frames():
         if prev is not None:
             m = tracker.motion(prev, frame, seq.camera.K)

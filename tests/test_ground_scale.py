@@ -96,7 +96,8 @@ def test_hybrid_vo_takes_the_step_length_from_the_ground(synthetic):
     np.testing.assert_allclose(ratio["network"], 0.5, rtol=1e-6)
     assert all(r.scale == "network" for r in results["network"][1:])
     ground = results["ground"][1:]
-    assert sum(r.scale == "ground" for r in ground) >= 0.9 * len(ground)
+    # a plane on 26 of the 29 steps (27 with the 10° tilt bound of before 2026-12-07)
+    assert sum(r.scale == "ground" for r in ground) >= 0.85 * len(ground)
     held = [r for r in ground if r.scale != "ground"]  # the length not measured on this frame: trusted less
     assert all(0 < r.quality <= 0.7 for r in held) and all(0 < r.quality <= 1 for r in ground), \
         [(r.scale, r.quality) for r in ground]
@@ -152,9 +153,9 @@ def test_min_inliers_is_the_least_count_that_gives_an_estimate():
     assert g.estimate(T1[:3, :3], np.array([0.0, 0.0, 1.0]), K, None, None) is None
 
 
-@pytest.mark.parametrize(("tilt_deg", "found"), [(6.0, True), (14.0, False)])
+@pytest.mark.parametrize(("tilt_deg", "found"), [(4.0, True), (7.0, False)])
 def test_a_plane_tilted_beyond_max_tilt_is_not_the_ground(tilt_deg, found):
-    """A road rising sideways (a bank): within max_tilt_deg (10) of up it is the ground, beyond it is not."""
+    """A road rising sideways (a bank): within max_tilt_deg (5) of up it is the ground, beyond it is not."""
     rng = np.random.default_rng(4)
     x, z = rng.uniform(-3, 3, 150), rng.uniform(4, 20, 150)
     road = np.c_[x, 1.65 + np.tan(np.radians(tilt_deg)) * x, z]

@@ -90,7 +90,7 @@ def test_the_recording_holds_images_tracks_loop_closures_and_trajectories(revisi
     _assert_candidates_drawn(rows, keyframes)
     assert rows["world/pose_graph"] >= 1 and rows["world/ground_truth"] == rows["world/vo"]  # drawn together
     # the ground truth in the VO's frame: the paths start together and end the report's final drift apart
-    # (measured 5.54 against 5.58 m: base_link against camera positions; bound 10 %)
+    # (measured 6.10 against 6.17 m: base_link against camera positions; bound 10 %)
     gap = np.linalg.norm(np.array(viewer._gt_path) - np.array(viewer._vo_path), axis=1)
     assert gap[0] < 1e-9
     assert gap[-1] == pytest.approx(metrics["vo"]["final_drift_m"], rel=0.1)
@@ -124,10 +124,10 @@ def test_the_nodes_feed_the_same_recording(revisit_bag, tmp_path):
     assert viewer.loops_drawn == sum(len(k.verified) for k in keyframes) >= 1
     assert rows["world/pose_graph"] >= 1
     _assert_candidates_drawn(rows, keyframes)
-    # the bag's ground truth with the VO, as in evaluate's recording (final gap measured there: 5.54 m; 10 %)
+    # the bag's ground truth with the VO, as in evaluate's recording (final gap measured there: 6.10 m; 10 %)
     assert rows["world/ground_truth"] == rows["world/vo"] >= 2
     gap = np.linalg.norm(np.array(viewer._gt_path) - np.array(viewer._vo_path), axis=1)
-    assert gap[0] < 1e-9 and gap[-1] == pytest.approx(5.54, rel=0.1)
+    assert gap[0] < 1e-9 and gap[-1] == pytest.approx(6.10, rel=0.1)
 
 
 def test_loop_lines_wait_for_the_vo_and_forget_frames_it_dropped(tmp_path):

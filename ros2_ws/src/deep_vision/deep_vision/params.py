@@ -158,6 +158,9 @@ _ODOMETRY = [
           choices=("network", "ground")),
     Param("camera_height_m", 0.0, "scale_source ground: camera height above the ground (m); 0: the camera's "
           "height above base_frame (camera_pose or /tf_static; base_frame on the ground).", range=(0.0, 100.0)),
+    Param("ground_max_tilt_deg", 5.0, "scale_source ground: the ground plane's normal may tilt at most this "
+          "many degrees from the mounting's up axis (camera_pose or /tf_static): the road's slope relative to the "
+          "vehicle plus the mounting's error.", range=(0.5, 45.0)),
     Param("scale_window", 1, "scale_source ground: the speed is the median of this many frames' estimates (a "
           "frame without one keeps it; none in the window: the network's length).", range=(1, 1000)),
     Param("relative_scale", False, "scale_source ground: fuse each frame's ground length with the ratio of "

@@ -55,7 +55,7 @@ class GroundPlaneScale:
     height_m: float = 1.65
     up: tuple[float, float, float] | np.ndarray = (0.0, -1.0, 0.0)
     min_below_deg: float = 6.0  # only rays at least this far below the horizon are ground candidates
-    max_tilt_deg: float = 10.0  # plane normal within this angle of up
+    max_tilt_deg: float = 5.0  # plane normal within this angle of up (odometry_node: ground_max_tilt_deg)
     inlier_tol: float = 0.04  # point-to-plane distance for an inlier, fraction of the plane's distance
     min_inliers: int = 15
     iterations: int = 200

@@ -71,6 +71,7 @@ def test_settings_and_mounting():
     np.testing.assert_allclose(g._up, [0.0, -1.0, 0.0], atol=1e-12)
     assert g.height_m == pytest.approx(1.65)
     assert ground_scale_from_params({"camera_height_m": 0.4}).height_m == pytest.approx(0.4)
+    assert g.max_tilt_deg == 5.0 and ground_scale_from_params({"ground_max_tilt_deg": 8.0}).max_tilt_deg == 8.0
     # A camera pitched 10 degrees down: up tilts towards the optical axis' back.
     pitch = np.radians(10.0)
     R_base_opt = rotation_from_quaternion([0.5, -0.5, 0.5, -0.5])

@@ -166,7 +166,8 @@ def scale_settings(p: dict[str, Any], T_base_cam: np.ndarray | None = None, node
         if scale_window < 1:
             raise ConfigError(f"scale_window must be at least 1, got {scale_window}")
     except ConfigError as exc:
-        raise ConfigError(f"{node}: parameters 'camera_pose'/'camera_height_m'/'ground_max_tilt_deg'/'scale_window': {exc}") from exc
+        raise ConfigError(f"{node}: parameters 'camera_pose'/'camera_height_m'/'ground_max_tilt_deg'/"
+                          f"'scale_window': {exc}") from exc
     if p["relative_scale"] and (scale_source != "ground" or scale_window != 1):
         raise ConfigError(f"{node}: parameter 'relative_scale' fuses the ground lengths: it needs 'scale_source' "
                           f"ground and 'scale_window' 1 (got {scale_source}, {scale_window})")

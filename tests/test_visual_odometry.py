@@ -463,10 +463,11 @@ def test_a_camera_turning_on_the_spot_or_standing_still_gives_rotation_only(synt
     assert m is not None and np.linalg.norm(m.t_dir) == pytest.approx(1.0) and m.translation_parallax_px > 2.0
 
 
-def test_steps_without_translation_take_the_networks_or_none(synthetic):
-    """A hybrid step whose tracks show only a rotation takes its rotation from the tracks and its translation from
-    the network; without the network (network_fallback=False) it has none, and a frame with no two-view geometry
-    at all repeats the previous step. The network still gives the length when it is the scale source."""
+def test_steps_without_translation_get_none_with_or_without_the_network(synthetic):
+    """A hybrid step whose tracks show only a rotation takes its rotation from the tracks and no translation, with
+    the network or without (network_fallback=False): the tracks measured none, whatever the network says. Without
+    the network a frame with no two-view geometry at all repeats the previous step. The network still gives the
+    length when it is the scale source."""
     conf = DeepVO.resolve_conf(None)
     net_step = np.array([0.0, 0.0, 0.3, 0.0, 0.0, 0.0])
     b, R = _panned(synthetic, 3, 3.0)
@@ -481,7 +482,7 @@ def test_steps_without_translation_take_the_networks_or_none(synthetic):
         rs = [vo.process(f, s) for f, s in zip(frames, stamps)]
         assert rs[1].mode == "hybrid" and rs[2].mode == "hybrid_rotation"
         assert _rotation_error_deg(rs[2].relative[:3, :3], R) < 0.1
-        np.testing.assert_allclose(rs[2].relative[:3, 3], net_step[:3] if network else 0.0, atol=1e-9)
+        np.testing.assert_allclose(rs[2].relative[:3, 3], 0.0, atol=1e-9)
         t = rs[1].relative[:3, 3]
         assert np.linalg.norm(t / np.linalg.norm(t) - true_dir) < 0.05
         if scale == "network":  # the geometry's direction, the network's length
@@ -492,3 +493,28 @@ def test_steps_without_translation_take_the_networks_or_none(synthetic):
             r = vo.process(np.full_like(b, 128), stamps[2] + 100_000_000)
             assert r.mode == "constant_velocity"
             np.testing.assert_allclose(r.relative, rs[2].relative)
+
+
+def test_the_networks_length_is_calibrated_by_the_ground(synthetic):
+    """With the ground-plane scale and the network on, a frame without a ground estimate takes the network's
+    length times the ground/network ratio of the frames before: a network that reads every step at half its length
+    still gives the right length there (uncalibrated it would be half)."""
+    conf = DeepVO.resolve_conf(None)
+    motions = [np.r_[m[:3] * 0.5, m[3:]] for m in _true_motions(synthetic.kitti_poses)]
+    vo = VisualOdometry(GroundTruthBackend(motions, conf), conf, camera=synthetic.camera, mode="hybrid",
+                        scale_source="ground", ground=GroundPlaneScale(height_m=synthetic.config.camera.height_m))
+    horizon = int(synthetic.camera.cy) + 15
+    true_len = np.linalg.norm((invert_transform(synthetic.kitti_poses[:-1]) @ synthetic.kitti_poses[1:])[:, :3, 3],
+                              axis=1)
+    measured, sources = [], []
+    for i in range(16):
+        img = synthetic.image(i)
+        if i >= 12:
+            img = img.copy()
+            img[horizon:] = 90  # no ground in view
+        r = vo.process(img, int(synthetic.stamps_ns[i]))
+        sources.append(r.scale)
+        if i >= 12:
+            measured.append(np.linalg.norm(r.relative[:3, 3]) / true_len[i - 1])
+    assert sources[1:12].count("ground") >= 8 and sources[12:] == ["network"] * 4, sources
+    np.testing.assert_allclose(measured, 1.0, atol=0.15)

@@ -132,9 +132,10 @@ _ODOMETRY = [
           "length from scale_source; network: the network's 6-DoF motion alone (docs/visual_odometry.md: which "
           "mode for which robot).", choices=("network", "hybrid")),
     Param("use_network", False, "Hybrid mode: run the network for the frames two-view geometry cannot measure "
-          "(too few inliers: its step; no translation parallax: its translation; no ground plane: its step "
-          "length); false: no network (the previous step, no translation, the last measured length). Network "
-          "mode, and hybrid mode until camera_info arrives, always run it."),
+          "(too few inliers: its step; no ground plane: its step length; with scale_source ground, in its metres "
+          "calibrated by the ground); false: no network (the previous step, the last measured length). Either way "
+          "a frame without translation parallax has no translation. Network mode, and hybrid mode until "
+          "camera_info arrives, always run it."),
     Param("geometry", "dense_flow", "Hybrid mode's correspondences: dense_flow (DIS optical flow checked both ways, "
           "one point per grid cell, refined at full resolution) or features (Shi-Tomasi corners + Lucas-Kanade).",
           choices=("dense_flow", "features")),

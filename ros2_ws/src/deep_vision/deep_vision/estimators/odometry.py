@@ -28,15 +28,20 @@ Modes:
   rotations agree with RANSAC's: median disagreement over the last
   ``prior_window`` frames under ``prior_max_disagreement_deg``.
   Where two-view geometry cannot measure the step, the network carries it:
-  a frame with too few inliers keeps the network's step; a frame whose
-  inliers move by less than ``min_translation_parallax_px`` once the rotation
-  is undone (standing still, turning on the spot) takes its rotation from the
-  tracked rays (:func:`~deep_vision.estimators.two_view.rotation_from_bearings`)
-  and its translation from the network (``mode`` ``hybrid_rotation``).
+  a frame with too few inliers keeps the network's step, and with the
+  ground-plane scale a frame without a ground estimate takes the network's
+  length. With ``scale_source="ground"`` the network's metres are calibrated
+  by the ground: its lengths are multiplied by the median ratio of ground to
+  network length over the last ``CALIBRATION_FRAMES`` frames that had both.
+  A frame whose inliers move by less than ``min_translation_parallax_px`` once
+  the rotation is undone (standing still, turning on the spot) takes its
+  rotation from the tracked rays
+  (:func:`~deep_vision.estimators.two_view.rotation_from_bearings`) and no
+  translation (``mode`` ``hybrid_rotation``): the tracks measured none.
   ``network_fallback=False`` (hybrid mode; odometry_node ``use_network: false``)
-  runs no network at all: such frames repeat the previous step or get no
-  translation, and a frame without a ground estimate keeps the last measured
-  length (``deep-vision evaluate vo-cases`` measures both).
+  runs no network at all: frames without geometry repeat the previous step, and
+  a frame without a ground estimate keeps the last measured length
+  (``deep-vision evaluate vo-cases`` measures both).
 
 Metric scale, ``scale_source``:
 
@@ -112,14 +117,15 @@ class OdometryResult:
     valid: bool  # a motion was estimated for this frame (False on the first frame)
     reset: str | None = None  # why this frame started a new trajectory
     # network | hybrid (geometry) | hybrid_prior (network step confirmed by the tracks) | hybrid_rotation (rotation
-    # from the rays, translation unobservable: the network's) | constant_velocity (no network, no geometry) | none
+    # from the rays, no translation: standing still or turning on the spot) | constant_velocity (no network, no
+    # geometry) | none
     mode: str = "network"
     quality: float = 1.0  # in (0, 1]: low values inflate the covariance
     distance_m: float = 0.0  # travelled along the trajectory
     timings_ms: dict[str, float] = field(default_factory=dict)
     scale: str = "network"  # where the step length came from: network | ground | ground_held | external |
     # previous_step | constant_velocity (network_fallback=False) | ground_chain (relative_scale: no ground length
-    # on this frame, the last one carried by the tracks' length ratio)
+    # on this frame, the last one carried by the tracks' length ratio) | none (hybrid_rotation: no translation)
     points: np.ndarray | None = None  # [N x 2] the two-view step's inliers in this frame (pixels; hybrid mode)
 
 
@@ -130,6 +136,7 @@ def image_quality(grey: np.ndarray, reference_contrast: float = 25.0) -> float:
 
 
 SCALE_SOURCES = ("network", "ground", "external")
+CALIBRATION_FRAMES = 20  # frames with both a ground and a network length over which the network's metres are calibrated
 
 #: hybrid mode's correspondence front ends (``geometry=``)
 GEOMETRY_FRONT_ENDS = {"dense_flow": DenseFlowTracker,
@@ -209,6 +216,7 @@ class VisualOdometry:
         self._cov_local = np.zeros((6, 6))
         self.distance = 0.0
         self._ground_speeds: deque[float | None] = deque(maxlen=self.scale_window)
+        self._network_log_ratio: deque[float] = deque(maxlen=CALIBRATION_FRAMES)  # log(ground / network length)
         self._lengths = LengthFilter()
         self._chain_from = None  # the last step's two-view motion, where it measured a translation
         self._last_dt = None
@@ -261,6 +269,9 @@ class VisualOdometry:
             self._h, self._c = out["h1"].astype(np.float32), out["c1"].astype(np.float32)
             motion = np.asarray(out["motion"], dtype=np.float64).reshape(6)
             t_net, R_net = motion[:3], rotation_from_euler_zyx(motion[3:])
+            t_net_raw = t_net
+            if self._network_log_ratio:  # the network's metres, calibrated by the ground lately
+                t_net = t_net * float(np.exp(np.median(self._network_log_ratio)))
         # What a frame takes where the images cannot measure it: the network's step, or the previous step.
         dt = (stamp_ns - prev_stamp) / 1e9
         if fallback_network:
@@ -277,6 +288,9 @@ class VisualOdometry:
                 self._two_view(prev_grey, grey, (R_fb, t_fb))
             if tv is not None and R_net is not None:
                 self._disagreement.append(rotation_angle(R_net.T @ tv.R_geometry))
+            if ground is not None and t_net is not None and np.linalg.norm(t_net_raw) > 0.05 and \
+                    tv.translation_parallax_px >= self.min_translation_parallax_px:
+                self._network_log_ratio.append(float(np.log(ground.scale_m / np.linalg.norm(t_net_raw))))
             if tv is not None and tv.translation_parallax_px >= self.min_translation_parallax_px:
                 if self.scale_source == "ground" and self.relative_scale:
                     length = self._lengths.update(dt, None if ground is None else ground.scale_m, log_ratio)
@@ -300,7 +314,7 @@ class VisualOdometry:
                 self._chain_from = tv
             elif tv is not None:  # standing still or turning on the spot: no translation to measure
                 R_step, mode = rotation_from_bearings(self.camera.K, tv.p0, tv.p1), "hybrid_rotation"
-                t_step = t_fb if fallback_network else np.zeros(3)
+                t_step, scale_from = np.zeros(3), "none"
                 quality *= 0.7
                 self._chain_interrupted()
             else:

@@ -17,13 +17,14 @@ into which a stretch of ``STRETCH`` frames of one hard case is put:
   guess; a stop it cannot see breaks that guess.
 
 Each case is run ``repeats`` times, the stretch starting at a different frame each time, by two configurations
-that differ only in the network: **with** (``use_network: true``; frames without two-view geometry take the network's step,
-frames without a ground plane its step length, both in the network's metres calibrated by the ground) and
-**without** (``use_network: false``: the previous step, the last measured length — what a classical monocular VO
-does); frames without translation parallax have no translation in both. Figures: the error of the relative pose across the stretch (from the frame before
-it to the frame after it: translation in metres, rotation in degrees) and the sequence's ATE (Sim(3)); mean and
-spread (standard deviation) over the repeats. The network *earns its place* in a case where the without-network
-error exceeds the with-network error by more than both spreads.
+that differ only in the network: **with** (``use_network: true``; frames without two-view geometry take the
+network's step, frames without a ground plane its step length, both in the network's metres calibrated by the
+ground) and **without** (``use_network: false``: the previous step, the last measured length — what a classical
+monocular VO does); frames without translation parallax have no translation in both. Figures: the error of the
+relative pose across the stretch (from the frame before it to the frame after it: translation in metres, rotation
+in degrees) and the sequence's ATE (Sim(3)); mean and spread (standard deviation) over the repeats. The network
+*earns its place* in a case where the without-network error exceeds the with-network error by more than both
+spreads.
 """
 
 from __future__ import annotations

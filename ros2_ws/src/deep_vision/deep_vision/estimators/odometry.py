@@ -288,10 +288,9 @@ class VisualOdometry:
                 self._two_view(prev_grey, grey, (R_fb, t_fb))
             if tv is not None and R_net is not None:
                 self._disagreement.append(rotation_angle(R_net.T @ tv.R_geometry))
-            if ground is not None and t_net is not None and np.linalg.norm(t_net_raw) > 0.05 and \
-                    tv.translation_parallax_px >= self.min_translation_parallax_px:
-                self._network_log_ratio.append(float(np.log(ground.scale_m / np.linalg.norm(t_net_raw))))
             if tv is not None and tv.translation_parallax_px >= self.min_translation_parallax_px:
+                if ground is not None and t_net is not None and np.linalg.norm(t_net_raw) > 0.05:
+                    self._network_log_ratio.append(float(np.log(ground.scale_m / np.linalg.norm(t_net_raw))))
                 if self.scale_source == "ground" and self.relative_scale:
                     length = self._lengths.update(dt, None if ground is None else ground.scale_m, log_ratio)
                     scale_from = "ground" if ground is not None else "ground_chain" if log_ratio is not None \

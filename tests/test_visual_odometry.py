@@ -496,9 +496,11 @@ def test_steps_without_translation_get_none_with_or_without_the_network(syntheti
 
 
 def test_the_networks_length_is_calibrated_by_the_ground(synthetic):
-    """With the ground-plane scale and the network on, a frame without a ground estimate takes the network's
-    length times the ground/network ratio of the frames before: a network that reads every step at half its length
-    still gives the right length there (uncalibrated it would be half)."""
+    """With the ground-plane scale and the network on, frames without a ground estimate hold the last measured
+    speed and the network's length, times the ground/network ratio of the frames before, corrects it: a network
+    that reads every step at half its length still brings the length to the true one. Here the last ground length
+    before the blind stretch is 17 % long; over 18 blind frames the network's calibrated length takes it to within
+    5 % of the truth over the last 4 (measured 2-3 %); uncalibrated: over 20 % short by then, going towards half."""
     conf = DeepVO.resolve_conf(None)
     motions = [np.r_[m[:3] * 0.5, m[3:]] for m in _true_motions(synthetic.kitti_poses)]
     vo = VisualOdometry(GroundTruthBackend(motions, conf), conf, camera=synthetic.camera, mode="hybrid",
@@ -507,7 +509,7 @@ def test_the_networks_length_is_calibrated_by_the_ground(synthetic):
     true_len = np.linalg.norm((invert_transform(synthetic.kitti_poses[:-1]) @ synthetic.kitti_poses[1:])[:, :3, 3],
                               axis=1)
     measured, sources = [], []
-    for i in range(16):
+    for i in range(30):
         img = synthetic.image(i)
         if i >= 12:
             img = img.copy()
@@ -516,5 +518,29 @@ def test_the_networks_length_is_calibrated_by_the_ground(synthetic):
         sources.append(r.scale)
         if i >= 12:
             measured.append(np.linalg.norm(r.relative[:3, 3]) / true_len[i - 1])
-    assert sources[1:12].count("ground") >= 8 and sources[12:] == ["network"] * 4, sources
-    np.testing.assert_allclose(measured, 1.0, atol=0.15)
+    assert sources[1:12].count("ground") >= 8 and sources[12:] == ["network_filtered"] * 18, sources
+    np.testing.assert_allclose(measured[-4:], 1.0, atol=0.05, err_msg=str(measured))
+
+
+def test_stopped_in_the_dark_the_network_does_not_move_the_car(synthetic):
+    """With the network and the ground scale: the car stops (the same view twice: no translation), then the lights
+    go out (blank frames, no geometry) while the network says it drives on at the speed before. The frames without
+    geometry keep the measured standing still: the network's speed there is as poor as the image (quality 0.05),
+    so each step stays under 5 mm (measured under 0.3 mm; a network trusted as on a good image: 1.5 mm growing
+    to 31 mm by the sixth frame)."""
+    conf = DeepVO.resolve_conf(None)
+    motions = _true_motions(synthetic.kitti_poses)
+    vo = VisualOdometry(GroundTruthBackend(motions[:9] + [motions[8]] * 8, conf), conf, camera=synthetic.camera,
+                        mode="hybrid", scale_source="ground",
+                        ground=GroundPlaneScale(height_m=synthetic.config.camera.height_m))
+    stamps = [int(s) for s in synthetic.stamps_ns[:10]]
+    rs = [vo.process(synthetic.image(i), stamps[i]) for i in range(10)]
+    assert [r.scale for r in rs[1:]].count("ground") >= 6  # calibrated the network
+    dt = stamps[1] - stamps[0]
+    rs.append(vo.process(synthetic.image(9), stamps[9] + dt))  # stopped
+    assert rs[-1].mode == "hybrid_rotation"
+    dark = [vo.process(np.zeros_like(synthetic.image(9)), stamps[9] + k * dt) for k in range(2, 8)]
+    assert all(r.mode == "constant_velocity" and r.scale == "network_filtered" for r in dark), \
+        [(r.mode, r.scale) for r in dark]
+    lengths = [float(np.linalg.norm(r.relative[:3, 3])) for r in dark]
+    assert max(lengths) < 0.005, lengths

@@ -168,6 +168,10 @@ _ODOMETRY = [
           "consecutive step lengths, measured on points tracked over three frames (a Kalman filter on the log "
           "length); it also carries the length through frames without a ground estimate and over dropped "
           "frames. Needs scale_window 1."),
+    Param("acceleration_std_mps2", 1.0, "scale_source ground, use_network: how fast the platform's speed changes "
+          "(standard deviation of its acceleration, m/s^2; a car: about 1). A frame without a ground length holds "
+          "the last measured speed; the network's calibrated length moves it as far as this allows.",
+          range=(0.01, 100.0)),
     Param("odom_frame", "odom", "Frame of the published pose (REP 105)."),
     Param("base_frame", "base_link", "Robot body frame (child frame of the odometry)."),
     Param("publish_tf", True, "Publish odom -> base_link on /tf (tf2_msgs/TFMessage)."),

@@ -90,7 +90,7 @@ import numpy as np
 from deep_vision.errors import ConfigError
 from deep_vision.estimators.ground_scale import GroundEstimate, GroundPlaneScale
 from deep_vision.estimators.homography import to_grey
-from deep_vision.estimators.scale_chain import LengthFilter, step_length_ratio
+from deep_vision.estimators.scale_chain import LengthFilter, SpeedFilter, step_length_ratio
 from deep_vision.estimators.two_view import DenseFlowTracker, FeatureTracker, rotation_from_bearings
 from deep_vision.geometry.camera import PinholeCamera
 from deep_vision.geometry.transforms import (
@@ -117,15 +117,16 @@ class OdometryResult:
     valid: bool  # a motion was estimated for this frame (False on the first frame)
     reset: str | None = None  # why this frame started a new trajectory
     # network | hybrid (geometry) | hybrid_prior (network step confirmed by the tracks) | hybrid_rotation (rotation
-    # from the rays, no translation: standing still or turning on the spot) | constant_velocity (no network, no
-    # geometry) | none
+    # from the rays, no translation: standing still or turning on the spot) | constant_velocity (no geometry: the
+    # previous step's rotation and direction; with the network and the ground scale too) | none
     mode: str = "network"
     quality: float = 1.0  # in (0, 1]: low values inflate the covariance
     distance_m: float = 0.0  # travelled along the trajectory
     timings_ms: dict[str, float] = field(default_factory=dict)
     scale: str = "network"  # where the step length came from: network | ground | ground_held | external |
     # previous_step | constant_velocity (network_fallback=False) | ground_chain (relative_scale: no ground length
-    # on this frame, the last one carried by the tracks' length ratio) | none (hybrid_rotation: no translation)
+    # on this frame, the last one carried by the tracks' length ratio) | network_filtered (no ground length: the
+    # last measured speed corrected by the network's calibrated length) | none (hybrid_rotation: no translation)
     points: np.ndarray | None = None  # [N x 2] the two-view step's inliers in this frame (pixels; hybrid mode)
 
 
@@ -137,10 +138,19 @@ def image_quality(grey: np.ndarray, reference_contrast: float = 25.0) -> float:
 
 SCALE_SOURCES = ("network", "ground", "external")
 CALIBRATION_FRAMES = 20  # frames with both a ground and a network length over which the network's metres are calibrated
+CALIBRATION_MIN_FRAMES = 3  # ... needed before the calibrated length corrects the carried speed
+NETWORK_MIN_SPREAD = 0.05  # the calibrated network speed's relative noise is taken as at least this
+JITTER_FRAMES = 6  # frames over which the network's frame-to-frame jitter is measured
+NETWORK_SPEED_FLOOR_MPS = 0.05  # ... plus this (m/s): a network that says "standing still" is not exact either
 
 #: hybrid mode's correspondence front ends (``geometry=``)
 GEOMETRY_FRONT_ENDS = {"dense_flow": DenseFlowTracker,
                        "features": lambda **kw: FeatureTracker(max_corners=800, **kw)}
+
+
+def _robust_std(x: np.ndarray) -> float:
+    """1.4826 × the median absolute deviation (0 for fewer than 3 values)."""
+    return 1.4826 * float(np.median(np.abs(x - np.median(x)))) if len(x) >= 3 else 0.0
 
 
 class VisualOdometry:
@@ -153,7 +163,8 @@ class VisualOdometry:
                  track_width: int = 400, refine_geometry: bool = True, prior_window: int = 20,
                  prior_max_disagreement_deg: float = 0.0, ground: GroundPlaneScale | None = None,
                  scale_window: int = 1, min_translation_parallax_px: float = 1.0,
-                 network_fallback: bool = True, relative_scale: bool = False) -> None:
+                 network_fallback: bool = True, relative_scale: bool = False,
+                 acceleration_std_mps2: float = 1.0) -> None:
         if mode not in ("network", "hybrid"):
             raise ConfigError(f"VO mode must be network or hybrid, got {mode!r}")
         if mode == "hybrid" and camera is None:
@@ -167,6 +178,9 @@ class VisualOdometry:
         if relative_scale and (scale_source != "ground" or scale_window != 1):
             raise ConfigError("relative_scale fuses each frame's ground length with the tracks' length ratio: it "
                               f"needs scale_source ground and scale_window 1 (got {scale_source}, {scale_window})")
+        if not acceleration_std_mps2 > 0:
+            raise ConfigError(f"acceleration_std_mps2 must be positive, got {acceleration_std_mps2}")
+        self.acceleration_std = float(acceleration_std_mps2)
         self.relative_scale = bool(relative_scale)
         self.network_fallback = bool(network_fallback)
         self.min_translation_parallax_px = float(min_translation_parallax_px)
@@ -218,6 +232,8 @@ class VisualOdometry:
         self._ground_speeds: deque[float | None] = deque(maxlen=self.scale_window)
         self._network_log_ratio: deque[float] = deque(maxlen=CALIBRATION_FRAMES)  # log(ground / network length)
         self._lengths = LengthFilter()
+        self._speed = SpeedFilter(self.acceleration_std)
+        self._network_log_speeds: deque[float] = deque(maxlen=JITTER_FRAMES)  # log of the network's raw speeds
         self._chain_from = None  # the last step's two-view motion, where it measured a translation
         self._last_dt = None
         self._pending_reset = reason
@@ -272,20 +288,27 @@ class VisualOdometry:
             t_net_raw = t_net
             if self._network_log_ratio:  # the network's metres, calibrated by the ground lately
                 t_net = t_net * float(np.exp(np.median(self._network_log_ratio)))
-        # What a frame takes where the images cannot measure it: the network's step, or the previous step.
+            if np.linalg.norm(t_net) > 1e-3:
+                self._network_log_speeds.append(float(np.log(np.linalg.norm(t_net_raw) / max(stamp_ns - prev_stamp, 1)
+                                                             * 1e9)))
+        # What a frame takes where the images cannot measure it. With the ground scale: the previous step's rotation
+        # and direction at the speed the filter carries (with the network: corrected by its calibrated length).
+        # Otherwise the network's step, or without it the previous step.
         dt = (stamp_ns - prev_stamp) / 1e9
-        if fallback_network:
+        carried = self.mode == "hybrid" and self.scale_source == "ground" and not self.relative_scale
+        if fallback_network and not carried:
             t_fb, R_fb, mode, scale_from = t_net, R_net, "network", "network"
         else:  # the last step's velocity over this frame's interval (a dropped frame: twice the step)
             t_fb, R_fb = self._constant_velocity(dt)
             mode = scale_from = "constant_velocity"
+        t_ref = t_net if t_net is not None else t_fb  # which way is forward
         t1 = time.perf_counter()
         quality = image_quality(grey)
         t_step, R_step = t_fb, R_fb
         tv = None
         if self.mode == "hybrid":
             tv, ground, log_ratio = pending.result() if pending is not None else \
-                self._two_view(prev_grey, grey, (R_fb, t_fb))
+                self._two_view(prev_grey, grey, (R_fb, t_fb) if R_net is None else (R_net, t_net))
             if tv is not None and R_net is not None:
                 self._disagreement.append(rotation_angle(R_net.T @ tv.R_geometry))
             if tv is not None and tv.translation_parallax_px >= self.min_translation_parallax_px:
@@ -301,22 +324,32 @@ class VisualOdometry:
                     if scale_from != "ground":
                         quality *= 0.7
                 elif self.scale_source == "ground":
-                    length, scale_from = self._ground_length(ground, dt, float(np.linalg.norm(t_fb)))
+                    length, scale_from = self._ground_length(ground, dt, t_net, t_fb, quality)
                     if scale_from != "ground":
                         quality *= 0.7  # the length was not measured on this frame
                 elif self.scale_source == "network":
                     length, scale_from = float(np.linalg.norm(t_net)), "network"
                 else:  # external: replaced below
                     length = float(np.linalg.norm(t_fb))
-                t_dir = tv.t_dir if tv.t_dir @ t_fb >= 0 else -tv.t_dir
+                t_dir = tv.t_dir if tv.t_dir @ t_ref >= 0 else -tv.t_dir
                 t_step, R_step, mode = t_dir * length, tv.R, "hybrid" if tv.source == "geometry" else "hybrid_prior"
                 self._chain_from = tv
             elif tv is not None:  # standing still or turning on the spot: no translation to measure
                 R_step, mode = rotation_from_bearings(self.camera.K, tv.p0, tv.p1), "hybrid_rotation"
                 t_step, scale_from = np.zeros(3), "none"
+                self._speed.measured(0.0)
                 quality *= 0.7
                 self._chain_interrupted()
             else:
+                if carried and self._speed.speed is None and t_net is not None:  # nothing measured yet
+                    t_step, R_step, mode, scale_from = t_net, R_net, "network", "network"
+                elif carried:  # no geometry: the previous step's rotation and direction, the carried speed
+                    length, scale_from = self._carried_length(dt, t_net, t_fb, quality)
+                    n_fb = np.linalg.norm(t_fb)
+                    direction = t_fb / n_fb if n_fb > 1e-9 else \
+                        t_net / np.linalg.norm(t_net) if t_net is not None and np.linalg.norm(t_net) > 1e-9 \
+                        else np.zeros(3)
+                    t_step = direction * length
                 quality *= 0.5  # geometry not confirmed: trust the step less
                 self._chain_interrupted()
         if self.scale_source == "external":
@@ -367,14 +400,38 @@ class VisualOdometry:
         f = dt / self._last_dt
         return t * f, cv2.Rodrigues(cv2.Rodrigues(R)[0] * f)[0]
 
-    def _ground_length(self, ground: GroundEstimate | None, dt: float, fallback: float) -> tuple[float, str]:
-        """(step length, its source): the median speed of the last ``scale_window`` ground estimates × ``dt``."""
+    def _ground_length(self, ground: GroundEstimate | None, dt: float, t_net: np.ndarray | None, t_fb: np.ndarray,
+                       quality: float) -> tuple[float, str]:
+        """(step length, its source): the median speed of the last ``scale_window`` ground estimates × ``dt``; none in
+        the window: the carried speed (:meth:`_carried_length`)."""
         dt = max(dt, 1e-3)
         self._ground_speeds.append(None if ground is None else ground.scale_m / dt)
         speeds = [v for v in self._ground_speeds if v is not None]
         if not speeds:
-            return fallback, "network" if self.network_fallback or self.mode != "hybrid" else "previous_step"
+            return self._carried_length(dt, t_net, t_fb, quality)
+        self._speed.measured(float(np.median(speeds)))
         return float(np.median(speeds)) * dt, "ground" if ground is not None else "ground_held"
+
+    def _carried_length(self, dt: float, t_net: np.ndarray | None, t_fb: np.ndarray,
+                        quality: float) -> tuple[float, str]:
+        """(length, source) of a step whose length nothing measured: the last measured speed, corrected by the
+        network's calibrated length where it runs (:class:`~deep_vision.estimators.scale_chain.SpeedFilter`). The
+        network's noise, relative to the speed: the larger of the spread of its log ratio to the ground lately and
+        its own frame-to-frame jitter lately (a network off its training domain jumps), divided by the frame's image
+        quality."""
+        dt = max(dt, 1e-3)
+        speed = self._speed.predict(dt)
+        if t_net is not None and len(self._network_log_ratio) >= CALIBRATION_MIN_FRAMES:
+            z = float(np.linalg.norm(t_net)) / dt
+            rel = max(NETWORK_MIN_SPREAD, _robust_std(np.asarray(self._network_log_ratio)),
+                      _robust_std(np.diff(np.asarray(self._network_log_speeds))) / np.sqrt(2.0))
+            reference = max(speed, z) if speed is not None else z  # a low reading is not more precise
+            speed = self._speed.fuse(z, (reference * rel + NETWORK_SPEED_FLOOR_MPS) / max(quality, 0.05))
+            return speed * dt, "network_filtered"
+        if speed is None:  # nothing measured yet: the network's length, or the previous step's
+            return (float(np.linalg.norm(t_net)), "network") if t_net is not None else \
+                (float(np.linalg.norm(t_fb)), "previous_step")
+        return speed * dt, "previous_step"
 
     def step_covariance(self, T_step: np.ndarray, quality: float) -> np.ndarray:
         """[6 x 6] noise of one step (its own frame): std ``rel·size + abs`` per axis, divided by ``quality``."""

@@ -123,3 +123,52 @@ class LengthFilter:
                 self._P *= 1 - gain
         self._dt = dt
         return self.length
+
+
+@dataclass
+class SpeedFilter:
+    """The speed (m/s) carried through frames whose length nothing measured (hybrid mode, ground scale).
+
+    A measured step (a ground length, or the tracks' "no translation") sets the speed. A frame without one predicts
+    it unchanged with the variance of ``acceleration_std`` × the frame's interval added (a platform's speed changes
+    at most about that fast); where the network runs, its calibrated speed corrects the prediction with the noise
+    its lengths show (:meth:`fuse`). Without the network the speed is held: the last
+    measured step's, as before the filter. Linear in speed, so standing still (0 m/s) is a state like any other."""
+
+    acceleration_std: float = 1.0
+    huber: float = 2.0
+
+    def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.speed: float | None = None
+        self._P = 0.0
+
+    def measured(self, speed: float, rel_sigma: float = 0.05) -> None:
+        """A step whose speed was measured (``rel_sigma``: its relative noise)."""
+        self.speed = float(speed)
+        self._P = (rel_sigma * self.speed) ** 2
+
+    def predict(self, dt: float) -> float | None:
+        """The speed over a step of ``dt`` seconds with nothing measured (None before any measurement)."""
+        if self.speed is not None:
+            self._P += (self.acceleration_std * max(float(dt), 0.0)) ** 2
+        return self.speed
+
+    def fuse(self, speed: float, sigma: float) -> float:
+        """Correct the predicted speed with a measurement of std ``sigma`` (m/s), down-weighted beyond ``huber``
+        sigma (one wild reading does not take the speed with it); returns the new speed."""
+        if self.speed is None:
+            self.speed, self._P = float(speed), float(sigma) ** 2
+            return self.speed
+        R = float(sigma) ** 2
+        if self._P + R <= 0:
+            return self.speed
+        k = abs(float(speed) - self.speed) / np.sqrt(self._P + R)
+        if k > self.huber:
+            R *= k / self.huber
+        gain = self._P / (self._P + R)
+        self.speed = max(0.0, self.speed + gain * (float(speed) - self.speed))
+        self._P *= 1.0 - gain
+        return self.speed

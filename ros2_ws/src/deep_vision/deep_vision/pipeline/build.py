@@ -200,6 +200,7 @@ def build_odometry(p: dict[str, Any], camera: PinholeCamera | None = None, node:
             path, backend=p["backend"], threads=_threads(p), camera=camera, mode=mode,
             scale_source=scale_source, ground=ground, scale_window=scale_window,
             network_fallback=bool(p["use_network"]), relative_scale=bool(p["relative_scale"]),
+            acceleration_std_mps2=float(p["acceleration_std_mps2"]),
             trans_rel=float(p["trans_noise_rel"]), trans_abs=float(p["trans_noise_abs"]),
             rot_rel=float(p["rot_noise_rel"]), rot_abs=float(p["rot_noise_abs"]),
             geometry=p["geometry"], track_width=int(p["track_width"]),

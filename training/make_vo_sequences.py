@@ -12,6 +12,10 @@ INTER_AREA exactly as the estimator does at run time.
 Each KITTI range ``SEQ:FIRST:LAST`` of ``--kitti-frames`` (inclusive; default KITTI 00 frames 0-99 and
 KITTI 03 frames 0-549, from ../shared/data) is added as one sequence; ``''``: none. Evaluate only on frames
 outside those ranges (``deep-vision evaluate vo`` holds out KITTI 00 100-159 and KITTI 03 550-800).
+``--kitti-labels odometry`` labels those frames without ground truth (self-supervised): the poses stored are
+what the shipped odometry (config/perception.yaml's odometry_node, two-view geometry with the ground plane's
+scale, without the network) estimates on the full-resolution frames, so a camera with no ground truth can be
+trained on. ``--seeds ''``: no synthetic routes.
 """
 
 from __future__ import annotations
@@ -27,12 +31,22 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deep_vision.eval.vo_eval import kitti_ranges  # noqa: E402
+from deep_vision.eval.vo_eval import VOSequence, integrate, kitti_ranges, shipped_factory  # noqa: E402
 from deep_vision.io.kitti import KittiSequence  # noqa: E402
 from deep_vision.synthetic import SyntheticSequence, SyntheticWorldConfig  # noqa: E402
 from deep_vision.synthetic.route import vary_route  # noqa: E402
 
 from training.make_synthetic_images import parse_seeds  # noqa: E402
+
+
+def odometry_poses(seq: KittiSequence, idx: list[int]) -> np.ndarray:
+    """[N x 4 x 4] camera poses of the KITTI frames ``idx`` as the shipped odometry estimates them without the
+    network (the first frame's camera is the origin; KITTI's camera height); the ground truth is not read."""
+    vo = shipped_factory()(seq.camera, VOSequence.camera_height_m, use_network=False)
+    stamps = np.round(seq.times[idx] * 1e9).astype(np.int64)
+    relatives = [vo.process(seq.image(i), int(s)).relative
+                 for i, s in zip(tqdm(idx, desc="shipped odometry", unit="frame"), stamps)][1:]
+    return integrate(relatives)
 
 
 def main() -> int:
@@ -44,6 +58,8 @@ def main() -> int:
     parser.add_argument("--kitti-root", default=str(ROOT.parent / "shared" / "data" / "kitti" / "sequences"))
     parser.add_argument("--kitti-frames", default="00:0:99,03:0:549",
                         help="KITTI ranges SEQ:FIRST:LAST (inclusive), comma-separated; '' for none")
+    parser.add_argument("--kitti-labels", choices=("gt", "odometry"), default="gt",
+                        help="KITTI poses: the ground truth, or the shipped odometry's estimate (no ground truth)")
     parser.add_argument("--vary-routes", action="store_true", help="each synthetic seed drives a route of its own")
     args = parser.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
@@ -66,13 +82,17 @@ def main() -> int:
             print(f"no KITTI sequence {name} under {args.kitti_root}: left out", file=sys.stderr)
             continue
         seq = KittiSequence(folder)
-        if seq.poses is None:
+        if seq.poses is None and args.kitti_labels == "gt":
             raise SystemExit(f"KITTI {name}: no ground-truth poses (poses/{name}.txt)")
         idx = list(range(first, min(last, len(seq) - 1) + 1))
         frames = np.stack([cv2.resize(seq.image(i), (w, h), interpolation=cv2.INTER_AREA)
                            for i in tqdm(idx, desc=f"KITTI {name}", unit="frame")])
-        np.savez_compressed(out / f"kitti_{name}_{first:04d}_{idx[-1]:04d}.npz", frames=frames,
-                            poses=seq.poses[idx], times=seq.times[idx], cx=seq.camera.scaled(w / seq.camera.width).cx)
+        if args.kitti_labels == "odometry":
+            poses, suffix = odometry_poses(seq, idx), "_odometry"
+        else:
+            poses, suffix = seq.poses[idx], ""
+        np.savez_compressed(out / f"kitti_{name}_{first:04d}_{idx[-1]:04d}{suffix}.npz", frames=frames,
+                            poses=poses, times=seq.times[idx], cx=seq.camera.scaled(w / seq.camera.width).cx)
     return 0
 
 

@@ -66,13 +66,15 @@ logger = logging.getLogger("train_vo")
 
 
 def load_sequences(folders: list[str]) -> list[dict[str, np.ndarray]]:
-    """Every .npz under each folder: frames, poses, name and the principal point's column ``cx`` in the stored
-    frames (files written before make_vo_sequences.py stored it: the image centre)."""
+    """Every .npz under each folder (or matching each pattern such as ``training_data/vo/synthetic_*.npz``):
+    frames, poses, name and the principal point's column ``cx`` in the stored frames (files written before
+    make_vo_sequences.py stored it: the image centre)."""
     seqs = []
     for folder in folders:
-        files = sorted(resolve(folder).glob("*.npz"))
+        root = resolve(folder)
+        files = sorted(root.glob("*.npz")) if root.is_dir() else sorted(root.parent.glob(root.name))
         if not files:
-            raise DatasetError(f"Could not find any .npz sequence in root: {resolve(folder)}")
+            raise DatasetError(f"Could not find any .npz sequence in root: {root}")
         for f in files:
             with np.load(f) as z:
                 cx = float(z["cx"]) if "cx" in z.files else (z["frames"].shape[2] - 1) / 2.0

@@ -544,3 +544,21 @@ def test_stopped_in_the_dark_the_network_does_not_move_the_car(synthetic):
         [(r.mode, r.scale) for r in dark]
     lengths = [float(np.linalg.norm(r.relative[:3, 3])) for r in dark]
     assert max(lengths) < 0.005, lengths
+
+
+def test_a_network_reading_a_crawl_as_reversing_does_not_turn_the_car_round(synthetic):
+    """The sign of the two-view direction follows the last step: a network that reads slow forward motion as
+    reversing (as a candidate network did on KITTI 03's slow frames) leaves the steps pointing forward. Before
+    anything moved, the network's way decides (test_hybrid_step_points_the_networks_way)."""
+    from deep_vision.estimators.two_view import TwoViewMotion
+
+    class Reversed:
+        def motion(self, prev, curr, K, prior=None):
+            return TwoViewMotion(np.eye(3), np.array([0.0, 0.0, -1.0]), inliers=100, tracked=100, parallax_px=5.0)
+
+    conf = DeepVO.resolve_conf(None)
+    forward, crawl_back = np.array([0.0, 0.0, 0.5, 0.0, 0.0, 0.0]), np.array([0.0, 0.0, -0.05, 0.0, 0.0, 0.0])
+    vo = VisualOdometry(GroundTruthBackend([forward, forward, crawl_back, crawl_back], conf), conf,
+                        camera=synthetic.camera, mode="hybrid", tracker=Reversed())
+    steps = [vo.process(synthetic.image(i), i * 100_000_000).relative[2, 3] for i in range(5)][1:]
+    np.testing.assert_allclose(steps, [0.5, 0.5, 0.05, 0.05], atol=1e-9)

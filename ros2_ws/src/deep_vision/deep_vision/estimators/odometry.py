@@ -27,12 +27,18 @@ Modes:
   nearly interchangeable), so the prior is only offered while the network's
   rotations agree with RANSAC's: median disagreement over the last
   ``prior_window`` frames under ``prior_max_disagreement_deg``.
-  Where two-view geometry cannot measure the step, the network carries it:
-  a frame with too few inliers keeps the network's step, and with the
-  ground-plane scale a frame without a ground estimate takes the network's
-  length. With ``scale_source="ground"`` the network's metres are calibrated
-  by the ground: its lengths are multiplied by the median ratio of ground to
-  network length over the last ``CALIBRATION_FRAMES`` frames that had both.
+  Where two-view geometry cannot measure the step, the network helps carry it.
+  With the ground-plane scale a frame with too few inliers takes the previous
+  step's rotation and direction (the network's whole step only before anything
+  was measured), and its length, like that of a frame without a ground
+  estimate, comes from a Kalman filter on the speed
+  (:class:`~deep_vision.estimators.scale_chain.SpeedFilter`): the last measured
+  speed, held with ``acceleration_std_mps2`` of uncertainty per second and
+  corrected by the network's length in metres calibrated by the ground (the
+  median ratio of ground to network length over the last ``CALIBRATION_FRAMES``
+  frames that had both), as far as the network's measured noise and the frame's
+  image quality allow. Without the ground scale such a frame keeps the
+  network's step.
   A frame whose inliers move by less than ``min_translation_parallax_px`` once
   the rotation is undone (standing still, turning on the spot) takes its
   rotation from the tracked rays
@@ -52,11 +58,11 @@ Metric scale, ``scale_source``:
   length (:class:`~deep_vision.estimators.ground_scale.GroundPlaneScale`, from
   the camera's mounting: ``ground=``). The speed is the median of the last
   ``scale_window`` frames' ground estimates; a frame without one keeps that
-  median (none in the window: the network's length, or without the network the
-  last velocity over this frame's interval, so a step over a dropped frame is
-  twice as long; ``OdometryResult.scale`` says which; either lowers the frame's
-  quality). Frames without two-view geometry keep the network's step (without
-  the network: the last velocity's). ``relative_scale=True`` fuses the ground
+  median (none in the window: the carried speed above, or before any
+  measurement the network's length, or without the network the last velocity
+  over this frame's interval, so a step over a dropped frame is twice as long;
+  ``OdometryResult.scale`` says which; either lowers the frame's quality).
+  ``relative_scale=True`` fuses the ground
   lengths with the ratio of consecutive steps' lengths from three-frame tracks
   instead (:mod:`~deep_vision.estimators.scale_chain`);
 - ``external``: give ``process(..., scale=metres)`` per frame (wheel odometry,
@@ -301,7 +307,11 @@ class VisualOdometry:
         else:  # the last step's velocity over this frame's interval (a dropped frame: twice the step)
             t_fb, R_fb = self._constant_velocity(dt)
             mode = scale_from = "constant_velocity"
-        t_ref = t_net if t_net is not None else t_fb  # which way is forward
+        # Which way is forward (two-view geometry knows the direction up to its sign): the last step's way, since a
+        # vehicle does not reverse between two frames without stopping, and a network off its training domain can
+        # read a crawl as reversing; after a stop or a reset the network's way, if it runs.
+        last_t = self._last_step[:3, 3]
+        t_ref = last_t if np.linalg.norm(last_t) > 1e-6 else t_net if t_net is not None else t_fb
         t1 = time.perf_counter()
         quality = image_quality(grey)
         t_step, R_step = t_fb, R_fb

@@ -132,8 +132,9 @@ _ODOMETRY = [
           "length from scale_source; network: the network's 6-DoF motion alone (docs/visual_odometry.md: which "
           "mode for which robot).", choices=("network", "hybrid")),
     Param("use_network", False, "Hybrid mode: run the network for the frames two-view geometry cannot measure "
-          "(too few inliers: its step; no ground plane: its step length; with scale_source ground, in its metres "
-          "calibrated by the ground); false: no network (the previous step, the last measured length). Either way "
+          "(with scale_source ground: its length, in metres calibrated by the ground, corrects the carried speed by "
+          "its measured noise; otherwise too few inliers take its step, no ground plane its length); false: no "
+          "network (the previous step, the last measured length). Either way "
           "a frame without translation parallax has no translation. Network mode, and hybrid mode until "
           "camera_info arrives, always run it."),
     Param("geometry", "dense_flow", "Hybrid mode's correspondences: dense_flow (DIS optical flow checked both ways, "

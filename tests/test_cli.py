@@ -64,3 +64,12 @@ def test_logs_are_quiet_one_line_per_event(tmp_path):
     assert all(line.split(" ")[1].startswith("deep_vision") for line in logged), logged
     assert len([line for line in logged if line.startswith("INFO")]) <= 6, logged
     assert "swigfaiss" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_reports_quote_the_command_line_as_a_shell_needs_it(monkeypatch):
+    """An empty argument (``--kitti-frames ''``) stays in the command a report prints, so it can be rerun."""
+    from deep_vision.eval.progress import cli_command
+
+    monkeypatch.setattr(sys, "argv", ["/x/.venv/bin/deep-vision", "evaluate", "vo-cases", "--kitti-frames", "",
+                                      "--out", "a b"])
+    assert cli_command() == "deep-vision evaluate vo-cases --kitti-frames '' --out 'a b'"

@@ -277,6 +277,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_evaluate_bag(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from deep_vision.eval.progress import cli_command
     from deep_vision.pipeline.evaluate import evaluate_bag, format_table
 
     params = args.params
@@ -294,7 +295,7 @@ def cmd_evaluate_bag(args: argparse.Namespace) -> int:
         bars.append(bar)
         return lambda n: bar.update(n - bar.n)
 
-    command = "deep-vision evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
+    command = cli_command() if len(sys.argv) > 2 else ""
     viewer = _viewer(args.record, args.view)
     try:
         metrics, md = evaluate_bag(args.target, out, mode=args.mode, params_file=params, stages=stages,
@@ -360,6 +361,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from deep_vision.estimators.homography import HomographyEstimator
     from deep_vision.eval.homography_eval import evaluate, update_card
+    from deep_vision.eval.progress import cli_command
 
     model = args.model
     if model is None:
@@ -375,8 +377,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         bars.append(bar)
         return lambda n: bar.update(n - bar.n)
 
-    command = "deep-vision " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("deep-vision") else \
-        "deep-vision evaluate " + " ".join(a for a in sys.argv[2:])
+    command = cli_command()
     md = evaluate(estimator, Path(args.data), Path(args.out), pairs=args.pairs, seed=args.seed, command=command,
                   progress_factory=progress_factory)
     for bar in bars:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,7 +34,8 @@ def progress_bars() -> Iterator[Progress]:
 
 
 def cli_command() -> str:
-    """The ``deep-vision evaluate ...`` command line that is running (for reports)."""
+    """The ``deep-vision evaluate ...`` command line that is running (for reports), quoted as a shell would need
+    it (an empty ``--kitti-frames ''`` stays visible)."""
     if sys.argv[0].endswith("deep-vision"):
-        return "deep-vision " + " ".join(sys.argv[1:])
-    return "deep-vision evaluate " + " ".join(sys.argv[2:])
+        return "deep-vision " + shlex.join(sys.argv[1:])
+    return "deep-vision evaluate " + shlex.join(sys.argv[2:])

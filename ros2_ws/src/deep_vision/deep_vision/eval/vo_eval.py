@@ -299,9 +299,8 @@ def kitti_ranges(spec: str) -> list[tuple[str, int, int]]:
 
 def evaluate_from_cli(args) -> int:
     """``deep-vision evaluate vo``: the model (``--model``, or ``none`` for the classical baseline only)."""
-    import sys
-
     from deep_vision.estimators.odometry import VisualOdometry
+    from deep_vision.eval.progress import cli_command
 
     sequences: list[VOSequence] = []
     for name, first, last in kitti_ranges(args.kitti_frames):
@@ -330,7 +329,7 @@ def evaluate_from_cli(args) -> int:
 
         shipped = shipped_factory(args.params, model, args.threads)
 
-    md = evaluate(factory, sequences, Path(args.out), command="deep-vision " + " ".join(sys.argv[1:]),
+    md = evaluate(factory, sequences, Path(args.out), command=cli_command(),
                   model_label=label, shipped=shipped)
     print(md.read_text())
     print(f"report: {md}")

@@ -128,7 +128,7 @@ _ODOMETRY = [
             "1 leaves the other core of a 2-core CPU to the hybrid mode's two-view geometry, which runs beside "
             "the network."),
     Param("mode", "hybrid", "hybrid: rotation and direction from the essential matrix of tracked points (needs "
-          "camera_info; the network's step until it arrives and for frames without two-view geometry), step "
+          "camera_info; the network's step until it arrives; frames without two-view geometry: use_network), step "
           "length from scale_source; network: the network's 6-DoF motion alone (docs/visual_odometry.md: which "
           "mode for which robot).", choices=("network", "hybrid")),
     Param("use_network", False, "Hybrid mode: run the network for the frames two-view geometry cannot measure "
@@ -164,7 +164,7 @@ _ODOMETRY = [
           "many degrees from the mounting's up axis (camera_pose or /tf_static): the road's slope relative to the "
           "vehicle plus the mounting's error.", range=(0.5, 45.0)),
     Param("scale_window", 1, "scale_source ground: the speed is the median of this many frames' estimates (a "
-          "frame without one keeps it; none in the window: the network's length).", range=(1, 1000)),
+          "frame without one keeps it; none in the window: the carried speed, see use_network).", range=(1, 1000)),
     Param("relative_scale", False, "scale_source ground: fuse each frame's ground length with the ratio of "
           "consecutive step lengths, measured on points tracked over three frames (a Kalman filter on the log "
           "length); it also carries the length through frames without a ground estimate and over dropped "

@@ -180,3 +180,45 @@ def test_a_frame_without_tracks_in_hybrid_ground_mode(synthetic):
     assert r.valid and r.mode == "network" and r.scale == "network" and r.quality <= 0.5 * 0.05 + 1e-9
     assert GroundPlaneScale().estimate(np.eye(3), np.zeros(3), synthetic.camera.K, np.zeros((40, 2)),
                                        np.zeros((40, 2))) is None  # no translation: no scale
+
+
+def verge_scene(rng: np.random.Generator, road_points: int = 80) -> np.ndarray:
+    """A road 1.65 m below a level camera, 3 m either side, and a wider, raised verge beside it (5-9 m to the
+    right, 0.25 m above the road; 300 points) with more points than the road: a level plane too, which RANSAC prefers."""
+    road = np.c_[rng.uniform(-3, 3, road_points), np.full(road_points, 1.65), rng.uniform(4, 20, road_points)]
+    verge = np.c_[rng.uniform(5, 9, 300), np.full(300, 1.40), rng.uniform(4, 12, 300)]
+    return np.r_[road, verge]
+
+
+def test_the_sideways_bound_keeps_the_road_not_the_verge():
+    rng = np.random.default_rng(7)
+    X = verge_scene(rng)
+    T1 = make_transform(np.eye(3), [0.0, 0.0, 0.8])
+    p0, p1 = project(X, np.eye(4)), project(X, T1)
+    t = np.array([0.0, 0.0, 1.0])
+    unbounded = GroundPlaneScale().estimate(T1[:3, :3], t, K, p0, p1)
+    bounded = GroundPlaneScale(max_lateral_m=4.0).estimate(T1[:3, :3], t, K, p0, p1)
+    # Without the bound the verge's points outvote the road's and pull the plane up: the step reads over 5 % long.
+    assert unbounded.scale_m > 0.8 * 1.05
+    # Within 4 m of the camera's side only the road is left: the exact length, from the road's points alone.
+    assert bounded.scale_m == pytest.approx(0.8, rel=1e-6) and bounded.candidates <= 80
+    # A bound narrower than the road keeps the road points within it.
+    assert GroundPlaneScale(max_lateral_m=2.0).estimate(T1[:3, :3], t, K, p0, p1).scale_m == \
+        pytest.approx(0.8, rel=1e-6)
+
+
+def test_the_sideways_bound_falls_back_to_all_candidates():
+    """Too few road points within the bound (a textureless lane): the plane comes from all of them, as without it."""
+    rng = np.random.default_rng(8)
+    X = verge_scene(rng, road_points=10)
+    T1 = make_transform(np.eye(3), [0.0, 0.0, 0.8])
+    p0, p1 = project(X, np.eye(4)), project(X, T1)
+    t = np.array([0.0, 0.0, 1.0])
+    bounded = GroundPlaneScale(max_lateral_m=4.0).estimate(T1[:3, :3], t, K, p0, p1)
+    assert bounded is not None
+    assert bounded.scale_m == pytest.approx(GroundPlaneScale().estimate(T1[:3, :3], t, K, p0, p1).scale_m, rel=1e-9)
+    with pytest.raises(ConfigError, match="max_lateral_m"):
+        GroundPlaneScale(max_lateral_m=-1.0)
+    # The parameter reaches the plane; a camera looking straight down still has a sideways axis.
+    assert ground_scale_from_params({"ground_max_lateral_m": 4.0}).max_lateral_m == 4.0
+    assert np.allclose(np.abs(GroundPlaneScale(up=(0.0, 0.0, -1.0))._right), [1.0, 0.0, 0.0])

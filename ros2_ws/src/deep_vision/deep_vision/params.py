@@ -163,6 +163,9 @@ _ODOMETRY = [
     Param("ground_max_tilt_deg", 5.0, "scale_source ground: the ground plane's normal may tilt at most this "
           "many degrees from the mounting's up axis (camera_pose or /tf_static): the road's slope relative to the "
           "vehicle plus the mounting's error.", range=(0.5, 45.0)),
+    Param("ground_max_lateral_m", 0.0, "scale_source ground: fit the ground plane first to the points at most "
+          "this far to the side of the camera (the road around the vehicle, not the verges, kerbs and parked cars "
+          "beside it); where they give no plane, to all. 0: no bound.", range=(0.0, 1000.0)),
     Param("scale_window", 1, "scale_source ground: the speed is the median of this many frames' estimates (a "
           "frame without one keeps it; none in the window: the carried speed, see use_network).", range=(1, 1000)),
     Param("relative_scale", False, "scale_source ground: fuse each frame's ground length with the ratio of "

@@ -43,6 +43,25 @@ def test_motion_is_smooth_and_kitti_like(default_route):
     assert angle.max() < 8.0
 
 
+def test_a_route_whose_speed_swings():
+    """speed_change_mps: the speed follows speed_mps + change x sin(2 pi t / period), speeding up first; the route
+    and its laps are the default's."""
+    steady = SyntheticSequence(SyntheticWorldConfig(frames=300))
+    swing = SyntheticSequence(from_dict(SyntheticWorldConfig, {"frames": 300, "route": {"speed_change_mps": 4.0}}))
+    t = swing.trajectory.times
+    speed = np.diff(swing.trajectory.distance) / np.diff(t)
+    expected = 10.0 + 4.0 * np.sin(2 * np.pi * (t[:-1] + t[1:]) / 2 / 15.0)
+    np.testing.assert_allclose(speed, expected, atol=0.01)
+    assert speed[:10].mean() > 10.0 and speed.min() == pytest.approx(6.0, abs=0.05)
+    assert speed.max() == pytest.approx(14.0, abs=0.05)
+    np.testing.assert_allclose(np.diff(steady.trajectory.distance) / np.diff(t), 10.0, atol=1e-9)
+    # The same place on the route gives the same pose: only the timing differs.
+    np.testing.assert_allclose(swing.trajectory.distance[0], steady.trajectory.distance[0])
+    for bad in ({"speed_change_mps": -1.0}, {"speed_change_mps": 10.0}, {"speed_period_s": 0.0}):
+        with pytest.raises(ConfigError, match="speed_"):
+            from_dict(SyntheticWorldConfig, {"route": bad})
+
+
 def test_kitti_pose_convention(default_route):
     poses = default_route.kitti_poses
     np.testing.assert_allclose(poses[0], np.eye(4), atol=1e-12)

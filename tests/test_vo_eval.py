@@ -90,3 +90,19 @@ def test_kitti_ranges():
         with pytest.raises(ConfigError, match="--kitti-frames"):
             kitti_ranges(bad)
 
+
+
+def test_speed_change_reaches_the_evaluations_synthetic_routes():
+    """--speed-change: evaluate vo's and vo-cases' synthetic routes swing their speed, named so."""
+    import argparse
+
+    from deep_vision.eval.vo_cases import sources_from_cli
+
+    seq = synthetic_sequence(9005, 40, speed_change_mps=4.0)
+    steps = np.linalg.norm(np.diff(seq.poses_gt[:, :3, 3], axis=0), axis=1)
+    assert seq.name == "synthetic_seed9005_speed+-4" and steps[-1] > 1.25 > 1.05 > steps[0] > 0.95
+    args = argparse.Namespace(kitti_frames="", data="../shared/data", synthetic_seeds="9005", synthetic_frames=3,
+                              speed_change=4.0)
+    (source,) = sources_from_cli(args)
+    assert source.name == seq.name and source.synthetic.config.route.speed_change_mps == 4.0
+    np.testing.assert_allclose(source.seq.poses_gt, seq.poses_gt[:3], atol=1e-9)

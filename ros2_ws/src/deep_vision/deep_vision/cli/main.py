@@ -620,6 +620,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "different frame each time (default 3)")
     p.add_argument("--varied-seeds", default="", help="vo: held-out synthetic worlds driven on a route of their "
                    "own (vary_route: turn rates spread), e.g. 9101,9102 (default none)")
+    p.add_argument("--speed-change", type=float, default=0.0, help="vo, vo-cases: the synthetic routes' speed swings "
+                   "by this many m/s either side of 10 m/s over 15 s (traffic; default 0: steady)")
     p.set_defaults(func=cmd_evaluate)
     return parser
 

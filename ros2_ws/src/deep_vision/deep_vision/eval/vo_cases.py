@@ -306,7 +306,7 @@ def _plot(results, path: Path) -> Path:
 
 
 def sources_from_cli(args) -> list[CaseSource]:
-    from deep_vision.eval.vo_eval import kitti_ranges, kitti_sequence
+    from deep_vision.eval.vo_eval import kitti_ranges, kitti_sequence, synthetic_world
 
     sources = []
     for name, first, last in kitti_ranges(args.kitti_frames):
@@ -315,12 +315,9 @@ def sources_from_cli(args) -> list[CaseSource]:
             sources.append(CaseSource(kitti_sequence(folder, first, last)))
         else:
             logger.warning("no KITTI sequence %s under %s: left out", name, folder.parent)
-    from deep_vision.synthetic import SyntheticSequence, SyntheticWorldConfig
-
     for seed in (int(s) for s in args.synthetic_seeds.split(",") if s):
-        syn = SyntheticSequence(SyntheticWorldConfig(seed=seed, frames=args.synthetic_frames))
-        seq = VOSequence(f"synthetic_seed{seed}", syn.images, syn.stamps_ns, syn.kitti_poses, syn.camera,
-                         syn.config.camera.height_m)
+        name, syn = synthetic_world(seed, args.synthetic_frames, speed_change_mps=args.speed_change)
+        seq = VOSequence(name, syn.images, syn.stamps_ns, syn.kitti_poses, syn.camera, syn.config.camera.height_m)
         sources.append(CaseSource(seq, synthetic=syn))
     return sources
 

@@ -263,17 +263,25 @@ def kitti_sequence(seq_dir: Path, first: int, last: int) -> VOSequence:
                       1.65)  # KITTI's cameras sit 1.65 m above the road (Geiger et al., IJRR 2013)
 
 
-def synthetic_sequence(seed: int, frames: int, varied: bool = False) -> VOSequence:
-    """World ``seed``'s route: the default one, or with ``varied`` a geometry of its own (``vary_route``)."""
+def synthetic_world(seed: int, frames: int, varied: bool = False, speed_change_mps: float = 0.0):
+    """(name, SyntheticSequence) of world ``seed``'s route: the default one, or with ``varied`` a geometry of its
+    own (``vary_route``); with ``speed_change_mps`` the speed swings by that much (``RouteConfig``)."""
     from deep_vision.synthetic import SyntheticSequence, SyntheticWorldConfig
     from deep_vision.synthetic.route import vary_route
 
     config = SyntheticWorldConfig(seed=seed, frames=frames)
     if varied:
         vary_route(config.route, np.random.default_rng([seed, 31]))
-    s = SyntheticSequence(config)
-    return VOSequence(f"synthetic_seed{seed}{'_varied' if varied else ''}", s.images, s.stamps_ns, s.kitti_poses,
-                      s.camera, config.camera.height_m)
+    config.route = replace(config.route, speed_change_mps=float(speed_change_mps))  # checked
+    name = f"synthetic_seed{seed}{'_varied' if varied else ''}" + \
+        (f"_speed+-{speed_change_mps:g}" if speed_change_mps else "")
+    return name, SyntheticSequence(config)
+
+
+def synthetic_sequence(seed: int, frames: int, varied: bool = False, speed_change_mps: float = 0.0) -> VOSequence:
+    """World ``seed``'s route as a VOSequence (:func:`synthetic_world`)."""
+    name, s = synthetic_world(seed, frames, varied, speed_change_mps)
+    return VOSequence(name, s.images, s.stamps_ns, s.kitti_poses, s.camera, s.config.camera.height_m)
 
 
 def kitti_ranges(spec: str) -> list[tuple[str, int, int]]:
@@ -310,9 +318,10 @@ def evaluate_from_cli(args) -> int:
         else:
             logger.warning("no KITTI sequence %s under %s: left out", name, kitti.parent)
     for seed in (int(s) for s in args.synthetic_seeds.split(",") if s):
-        sequences.append(synthetic_sequence(seed, args.synthetic_frames))
+        sequences.append(synthetic_sequence(seed, args.synthetic_frames, speed_change_mps=args.speed_change))
     for seed in (int(s) for s in args.varied_seeds.split(",") if s):
-        sequences.append(synthetic_sequence(seed, args.synthetic_frames, varied=True))
+        sequences.append(synthetic_sequence(seed, args.synthetic_frames, varied=True,
+                                            speed_change_mps=args.speed_change))
     factory = shipped = None
     label = ""
     if args.model != "none":

@@ -36,6 +36,10 @@ class RouteConfig:
     corners: list[list[float]] = field(default_factory=lambda: [[0.0, 0.0], [90.0, 0.0], [90.0, 45.0], [0.0, 45.0]])
     corner_radius_m: float = 10.0  # radius of the rounded corners
     speed_mps: float = 10.0  # driving speed (36 km/h: about 1 m per frame at 10 Hz, as in KITTI)
+    # The speed swings by this much either side of speed_mps (speed_mps + change * sin(2 pi t / period)), from the
+    # start, speeding up first: traffic. 0 (the default): a steady speed.
+    speed_change_mps: float = 0.0
+    speed_period_s: float = 15.0
     # Lateral offset of each lap from the centre line (m, left positive); laps beyond the list repeat it.
     lap_offsets_m: list[float] = field(default_factory=lambda: [0.0, 1.0, -0.6])
     offset_ramp_m: float = 25.0  # distance over which the car changes to the next lap's offset
@@ -48,6 +52,11 @@ class RouteConfig:
             raise ConfigError(f"route.corners needs at least 3 points, got {len(self.corners)}")
         if self.speed_mps <= 0:
             raise ConfigError(f"route.speed_mps must be positive, got {self.speed_mps}")
+        if not 0 <= self.speed_change_mps < self.speed_mps:
+            raise ConfigError(f"route.speed_change_mps must be in [0, speed_mps) (the car never stops or reverses), "
+                              f"got {self.speed_change_mps}")
+        if not self.speed_period_s > 0:
+            raise ConfigError(f"route.speed_period_s must be positive, got {self.speed_period_s}")
         if not self.lap_offsets_m:
             raise ConfigError("route.lap_offsets_m must not be empty")
         if max(abs(o) for o in self.lap_offsets_m) >= self.corner_radius_m:

@@ -119,10 +119,12 @@ def _lateral_offset(distance: np.ndarray, route_length: float, conf: RouteConfig
 
 
 def drive(route: ClosedRoute, conf: RouteConfig, frames: int, fps: float, seed: int) -> VehicleTrajectory:
-    """base_link poses of ``frames`` frames driven at ``conf.speed_mps`` around ``route``."""
+    """base_link poses of ``frames`` frames driven at ``conf.speed_mps`` around ``route`` (swinging by
+    ``conf.speed_change_mps`` over ``conf.speed_period_s``)."""
     rng = np.random.default_rng([seed, 7])
     times = np.arange(frames) / fps
-    distance = conf.speed_mps * times
+    w = 2 * np.pi / conf.speed_period_s
+    distance = conf.speed_mps * times + conf.speed_change_mps / w * (1 - np.cos(w * times))
 
     def planar(d: np.ndarray) -> np.ndarray:
         centre, tangent = route.centre(d)

@@ -67,6 +67,16 @@ def step_length_ratio(prev_step, step_R: np.ndarray, step_t: np.ndarray, prev_gr
     return float(np.median(np.log(z_a[keep][ok][good] / z_b[good])))
 
 
+def huber_update(x: float, P: float, z: float, R: float, huber: float) -> tuple[float, float]:
+    """(state, variance) of a scalar Kalman filter after measurement ``z`` of variance ``R``; a measurement beyond
+    ``huber`` sigma of the prediction has its variance scaled up by how far beyond it is (Huber weight)."""
+    k = abs(z - x) / np.sqrt(P + R)
+    if k > huber:
+        R *= k / huber
+    gain = P / (P + R)
+    return x + gain * (z - x), P * (1.0 - gain)
+
+
 @dataclass
 class LengthFilter:
     """Kalman filter on the log of the step length (see the module docstring).
@@ -114,13 +124,7 @@ class LengthFilter:
                 self._x += float(np.log(dt / self._dt))
                 self._P += self.gap_sigma ** 2
             if z is not None:
-                R = self.ground_sigma ** 2
-                k = abs(z - self._x) / np.sqrt(self._P + R)
-                if k > self.huber:
-                    R *= k / self.huber
-                gain = self._P / (self._P + R)
-                self._x += gain * (z - self._x)
-                self._P *= 1 - gain
+                self._x, self._P = huber_update(self._x, self._P, float(z), self.ground_sigma ** 2, self.huber)
         self._dt = dt
         return self.length
 
@@ -165,10 +169,6 @@ class SpeedFilter:
         R = float(sigma) ** 2
         if self._P + R <= 0:
             return self.speed
-        k = abs(float(speed) - self.speed) / np.sqrt(self._P + R)
-        if k > self.huber:
-            R *= k / self.huber
-        gain = self._P / (self._P + R)
-        self.speed = max(0.0, self.speed + gain * (float(speed) - self.speed))
-        self._P *= 1.0 - gain
+        speed, self._P = huber_update(self.speed, self._P, float(speed), R, self.huber)
+        self.speed = max(0.0, speed)
         return self.speed

@@ -197,25 +197,39 @@ def ground_fit_image(R, t, K, p0, p1, height_m, up, min_below_deg=6.0, max_tilt_
     return height_m * np.linalg.norm(mb) if (resid(mb[None])[0] < px).sum() >= min_inliers else None
 
 
+def training_ranges(root: Path) -> list:
+    """The probes' training sequences: KITTI 03 frames 0-549, KITTI 00 frames 0-99, synthetic worlds 1-3."""
+    return [kitti_sequence(root / "03", 0, 549), kitti_sequence(root / "00", 0, 99)] + \
+        [synthetic_sequence(s, 300) for s in (1, 2, 3)]
+
+
+def recorded_steps(seq, cache: Path):
+    """(the cached two-view steps, the ground truth's step lengths, the steps' (R, unit t) or None)."""
+    rec = record(seq, cache)
+    rel = [invert_transform(seq.poses_gt[k]) @ seq.poses_gt[k + 1] for k in range(len(rec))]
+    gt = np.array([np.linalg.norm(T[:3, 3]) for T in rel])
+    return rec, gt, [None if r is None else (r[0], r[1]) for r in rec]
+
+
+def report_lengths(seq, steps, name: str, est: np.ndarray, gt: np.ndarray) -> None:
+    """Per-frame error of the lengths ``est`` and the ATE of the steps' trajectory with them."""
+    stamps = (seq.stamps_ns - seq.stamps_ns[0]) / 1e9
+    poses = poses_with_lengths(steps, held(est))
+    sim3 = ate_rpe(seq.poses_gt, poses, stamps, correct_scale=True)["ate_m"]
+    se3 = ate_rpe(seq.poses_gt, poses, stamps)["ate_m"]
+    stats(f"{name}: ATE Sim(3) {sim3:.2f} SE(3) {se3:.2f}", est, gt)
+
+
 def settings(root: Path, cache: Path) -> None:
     """Tilt bound and minimum angle below the horizon (several: the first that finds a plane), and the image-space
     fit: per-frame error and the ATE of the trajectory with those lengths."""
-    seqs = [kitti_sequence(root / "03", 0, 549), kitti_sequence(root / "00", 0, 99)] + \
-        [synthetic_sequence(s, 300) for s in (1, 2, 3)]
-    for seq in seqs:
-        rec = record(seq, cache)
-        rel = [invert_transform(seq.poses_gt[k]) @ seq.poses_gt[k + 1] for k in range(len(rec))]
-        gt = np.array([np.linalg.norm(T[:3, 3]) for T in rel])
-        stamps = (seq.stamps_ns - seq.stamps_ns[0]) / 1e9
-        steps = [None if r is None else (r[0], r[1]) for r in rec]
+    for seq in training_ranges(root):
+        rec, gt, steps = recorded_steps(seq, cache)
         K, up = seq.camera.K, GroundPlaneScale(seq.camera_height_m)._up
         print(f"{seq.name} (settings):", flush=True)
 
-        def report(name, est):
-            poses = poses_with_lengths(steps, held(est))
-            sim3 = ate_rpe(seq.poses_gt, poses, stamps, correct_scale=True)["ate_m"]
-            se3 = ate_rpe(seq.poses_gt, poses, stamps)["ate_m"]
-            stats(f"{name}: ATE Sim(3) {sim3:.2f} SE(3) {se3:.2f}", est, gt)
+        def report(name, est, seq=seq, steps=steps, gt=gt):
+            report_lengths(seq, steps, name, est, gt)
 
         for below in ((6,), (7,), (8,), (8, 6), (9, 6)):
             for tilt in (10, 5, 4):

@@ -19,13 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from deep_vision.estimators.ground_scale import GroundPlaneScale
-from deep_vision.eval.trajectory_metrics import ate_rpe
-from deep_vision.eval.vo_eval import kitti_sequence, synthetic_sequence
-from deep_vision.geometry.transforms import invert_transform
 
 sys.path.insert(0, str(Path(__file__).parent))
-from vo_ground_diagnosis import record, stats  # noqa: E402
-from vo_scale_filters import held, poses_with_lengths  # noqa: E402
+from vo_ground_diagnosis import recorded_steps, report_lengths, training_ranges  # noqa: E402
 
 
 def lateral_mask(K: np.ndarray, p: np.ndarray, up: np.ndarray, bound_m: float, height_m: float) -> np.ndarray:
@@ -47,14 +43,8 @@ def main() -> None:
     root = Path(args.data) / "kitti" / "sequences"
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    seqs = [kitti_sequence(root / "03", 0, 549), kitti_sequence(root / "00", 0, 99)] + \
-        [synthetic_sequence(s, 300) for s in (1, 2, 3)]
-    for seq in seqs:
-        rec = record(seq, cache)
-        rel = [invert_transform(seq.poses_gt[k]) @ seq.poses_gt[k + 1] for k in range(len(rec))]
-        gt = np.array([np.linalg.norm(T[:3, 3]) for T in rel])
-        stamps = (seq.stamps_ns - seq.stamps_ns[0]) / 1e9
-        steps = [None if r is None else (r[0], r[1]) for r in rec]
+    for seq in training_ranges(root):
+        rec, gt, steps = recorded_steps(seq, cache)
         ground = GroundPlaneScale(seq.camera_height_m)  # the shipped settings
         K = seq.camera.K
         print(f"{seq.name}:", flush=True)
@@ -68,10 +58,7 @@ def main() -> None:
                     if e is not None:
                         est[k] = e.scale_m
                         break
-            poses = poses_with_lengths(steps, held(est))
-            sim3 = ate_rpe(seq.poses_gt, poses, stamps, correct_scale=True)["ate_m"]
-            se3 = ate_rpe(seq.poses_gt, poses, stamps)["ate_m"]
-            stats(f"sideways <= {spec} m: ATE Sim(3) {sim3:.2f} SE(3) {se3:.2f}", est, gt)
+            report_lengths(seq, steps, f"sideways <= {spec} m", est, gt)
 
 
 if __name__ == "__main__":

@@ -152,7 +152,8 @@ class SequenceStream(IterableDataset):
 
     def __iter__(self):
         info = get_worker_info()
-        rng = np.random.default_rng([self.seed, self.rank, info.id if info else 0, int(time.time() * 1e3) % 10**6])
+        # the seed, rank and worker decide every draw: a run repeats, a resumed one (seed + step) draws anew
+        rng = np.random.default_rng([self.seed, self.rank, info.id if info else 0])
         c = self.conf
         flow = flow_front_end(self.model_conf)
         extra = 0 if flow else 1  # frames per run beyond its labels

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from deep_vision.errors import ConfigError
-from deep_vision.estimators.ground_scale import GroundPlaneScale
+from deep_vision.estimators.ground_scale import GroundPlaneScale, GroundTopView
 from deep_vision.estimators.odometry import VisualOdometry
 from deep_vision.geometry.transforms import (
     invert_transform,
@@ -13,7 +13,8 @@ from deep_vision.geometry.transforms import (
     rotation_from_quaternion,
 )
 from deep_vision.models.deepvo import DeepVO
-from deep_vision.pipeline.build import build_odometry, ground_scale_from_params
+from deep_vision.params import DEFAULT_CAMERA_POSE
+from deep_vision.pipeline.build import build_odometry, camera_pose_transform, ground_scale_from_params
 from test_visual_odometry import GroundTruthBackend, _true_motions
 
 K = np.array([[700.0, 0.0, 600.0], [0.0, 700.0, 180.0], [0.0, 0.0, 1.0]])
@@ -222,3 +223,53 @@ def test_the_sideways_bound_falls_back_to_all_candidates():
     # The parameter reaches the plane; a camera looking straight down still has a sideways axis.
     assert ground_scale_from_params({"ground_max_lateral_m": 4.0}).max_lateral_m == 4.0
     assert np.allclose(np.abs(GroundPlaneScale(up=(0.0, 0.0, -1.0))._right), [1.0, 0.0, 0.0])
+
+
+def _gt_lengths(synthetic) -> np.ndarray:
+    P = synthetic.kitti_poses
+    return np.array([np.linalg.norm((invert_transform(a) @ b)[:3, 3]) for a, b in zip(P[:-1], P[1:])])
+
+
+def test_top_views_of_the_road_measure_the_step_length(synthetic):
+    """Aligning two frames' top views of the road 3-8 m ahead gives the step's length in metres. On the small
+    rendered world (620 x 188) with the true rotation: all 29 steps aligned, measured error at most 3.8 %
+    (1.1 % median); bound 6 % each. A missing view (a blank frame) gives no length."""
+    X = camera_pose_transform([0.0, 0.0, synthetic.config.camera.height_m, *DEFAULT_CAMERA_POSE[3:]])
+    top, K, P = GroundTopView(X), synthetic.camera.K, synthetic.kitti_poses
+    lengths = []
+    for k in range(len(synthetic) - 1):
+        R = (invert_transform(P[k]) @ P[k + 1])[:3, :3]
+        lengths.append(top.length(R, K, synthetic.image(k), synthetic.image(k + 1)))
+    assert None not in lengths
+    err = np.array(lengths) / _gt_lengths(synthetic) - 1
+    assert np.abs(err).max() < 0.06 and np.median(np.abs(err)) < 0.03, err.round(3)
+    assert top.length(np.eye(3), K, synthetic.image(0), np.zeros_like(synthetic.image(1))) is None
+
+
+def test_the_top_views_length_is_averaged_only_where_it_agrees():
+    top = GroundTopView(camera_pose_transform(DEFAULT_CAMERA_POSE))
+    assert top.fused(1.0, 1.1) == pytest.approx(np.sqrt(1.1))  # within exp(0.2): the geometric mean
+    assert top.fused(1.0, 1.0 / 1.1) == pytest.approx(np.sqrt(1.0 / 1.1))
+    assert top.fused(1.0, 1.3) == 1.0 and top.fused(1.0, 0.7) == 1.0  # beyond it: the plane's
+    assert top.fused(1.0, None) == 1.0 and top.fused(1.0, float("nan")) == 1.0
+    with pytest.raises(ConfigError, match="gate"):
+        GroundTopView(camera_pose_transform(DEFAULT_CAMERA_POSE), gate=0.0)
+
+
+def test_hybrid_vo_with_the_top_views_length(synthetic):
+    """odometry_node's ground_topview reaches the VO. On the small world the plane alone reads 6 % short in median
+    (12.9 % RMS of log length); with the top views 2.9 % short (7.9 % RMS). Bound: RMS under 10 %, median within
+    5 %; with the fusion broken (the plane's length alone) both fail."""
+    gt = _gt_lengths(synthetic)
+    ratios = {}
+    for topview in (False, True):
+        vo = build_odometry({"mode": "hybrid", "scale_source": "ground", "use_network": False,
+                             "ground_topview": topview}, synthetic.camera)
+        assert (vo.ground.topview is not None) == topview
+        rs = [vo.process(synthetic.image(i), int(synthetic.stamps_ns[i])) for i in range(len(synthetic))]
+        ratios[topview] = np.array([np.linalg.norm(r.relative[:3, 3]) for r in rs[1:]]) / gt
+    rms = {k: float(np.sqrt(np.mean(np.log(r) ** 2))) for k, r in ratios.items()}
+    assert rms[True] < 0.10 < rms[False], rms
+    assert abs(np.median(ratios[True]) - 1) < 0.05 < abs(np.median(ratios[False]) - 1), ratios
+    assert vo.ground.topview.T_base_cam[2, 3] == pytest.approx(1.65)
+    assert ground_scale_from_params({"ground_topview": True, "camera_height_m": 2.0}).topview.T_base_cam[2, 3] == 2.0

@@ -28,6 +28,14 @@ frames 0-549: 6.5 -> 5.6 % RMS) and the drift, but not on the held-out
 sequences, so it is off by default
 (``bench/results/vo-ground-lateral-2026-12-07/``).
 
+With ``topview`` (:class:`GroundTopView`) the length is also measured a second way, by aligning top views of
+the road a few metres ahead in the two frames (the loop closures' photometric ground alignment,
+:func:`~deep_vision.estimators.loop_scale.align_ground`, with the step's yaw as its prior): about as accurate per
+frame, but its errors are nearly independent from one frame to the next, where the triangulated plane's persist
+over several frames (the same road points stay in view) and so drift. Where the two agree within a factor
+``exp(gate)`` the step length is their geometric mean; otherwise the plane's alone
+(``bench/results/vo-topview-2026-12-07/``).
+
 Assumes what the method needs: the ground near the vehicle is roughly planar
 and visible in the lower image, and the camera's height above it is known and
 stays about the same (a car's pitch and bounce change it by a few
@@ -37,12 +45,14 @@ needs another source (``VisualOdometry(scale_source="external")``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from deep_vision.errors import ConfigError
+from deep_vision.estimators.loop_scale import GroundView, align_ground
 from deep_vision.estimators.two_view import triangulate
+from deep_vision.geometry.transforms import invert_transform
 
 
 @dataclass
@@ -51,6 +61,55 @@ class GroundEstimate:
     height: float  # the plane's distance from the previous camera, in units of the step
     inliers: int  # points on the plane
     candidates: int  # triangulated points below the horizon
+    normal: np.ndarray | None = None  # the plane's unit normal in the previous camera's frame, pointing down
+    plane_m: float | None = None  # the plane's own length where scale_m fuses it with the top view's
+    topview_m: float | None = None  # the top views' length (None: not measured or not aligned)
+
+
+@dataclass
+class GroundTopView:
+    """The step length from aligning the two frames' top views of the road (see the module docstring).
+
+    ``T_base_cam``: the camera's pose on the robot (base_link on the ground); ``forward_m``, ``lateral_m``,
+    ``resolution_m``: the top view (the road from 3 to 8 m ahead, 4 m to either side, 3 cm cells, chosen on
+    the training ranges); ``gate``: the largest |log| ratio of the two lengths that are averaged."""
+
+    T_base_cam: np.ndarray
+    forward_m: tuple[float, float] = (3.0, 8.0)
+    lateral_m: float = 4.0
+    resolution_m: float = 0.03
+    gate: float = 0.2
+    search_m: float = 3.0  # the coarse search's reach: a step of up to 3 m (30 m/s at 10 Hz)
+    yaw_sigma: float = 0.002  # the two-view step's yaw as the alignment's prior (rad)
+    view: GroundView = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.T_base_cam = np.asarray(self.T_base_cam, np.float64)
+        if not self.gate > 0:
+            raise ConfigError(f"ground top view: gate must be positive, got {self.gate}")
+        self.view = GroundView(self.T_base_cam, forward_m=tuple(self.forward_m), lateral_m=self.lateral_m,
+                               resolution_m=self.resolution_m)
+
+    def length(self, R_pc: np.ndarray, K: np.ndarray, prev_grey: np.ndarray, grey: np.ndarray) -> float | None:
+        """The camera's step length (m) between two grey frames whose rotation is ``R_pc``; None where the views
+        do not align."""
+        X = self.T_base_cam
+        R_base = X[:3, :3] @ np.asarray(R_pc, np.float64) @ X[:3, :3].T
+        a = align_ground(self.view.render(grey, K), self.view.render(prev_grey, K), self.view,
+                         float(np.arctan2(R_base[1, 0], R_base[0, 0])), search_m=self.search_m,
+                         yaw_sigma=self.yaw_sigma)
+        if a is None:
+            return None
+        T = np.eye(4)  # the current base_link in the previous one, then the cameras on it
+        c, s = np.cos(a.theta), np.sin(a.theta)
+        T[:2, :2], T[:2, 3] = [[c, -s], [s, c]], a.t
+        return float(np.linalg.norm((invert_transform(X) @ T @ X)[:3, 3]))
+
+    def fused(self, plane_m: float, topview_m: float | None) -> float:
+        """The geometric mean of the two lengths where they agree within ``exp(gate)``, else the plane's."""
+        if topview_m is None or not topview_m > 0 or abs(np.log(topview_m / plane_m)) >= self.gate:
+            return plane_m
+        return float(np.sqrt(plane_m * topview_m))
 
 
 @dataclass
@@ -71,6 +130,7 @@ class GroundPlaneScale:
     iterations: int = 200
     seed: int = 0
     max_lateral_m: float = 0.0  # fit first to the ground this close to the side (0: no bound; ground_max_lateral_m)
+    topview: GroundTopView | None = None  # fuse the top views' length (odometry_node: ground_topview)
     _up: np.ndarray = field(init=False, repr=False)
     _right: np.ndarray = field(init=False, repr=False)
 
@@ -97,18 +157,33 @@ class GroundPlaneScale:
         self._right /= np.linalg.norm(self._right)
 
     @classmethod
-    def from_extrinsic(cls, T_base_cam: np.ndarray, height_m: float | None = None, **kwargs) -> GroundPlaneScale:
+    def from_extrinsic(cls, T_base_cam: np.ndarray, height_m: float | None = None, topview: bool = False,
+                       **kwargs) -> GroundPlaneScale:
         """From the camera's pose on the robot (``T_base_cam``, base_link z up): up = the base's z axis in the
         camera frame; the height is the camera's z above base_link (base_link on the ground, as the default
-        camera_pose assumes) unless ``height_m`` > 0 is given."""
+        camera_pose assumes) unless ``height_m`` > 0 is given. ``topview``: fuse the top views' length
+        (:class:`GroundTopView` at that height)."""
         T = np.asarray(T_base_cam, dtype=np.float64)
         h = float(T[2, 3]) if height_m is None or height_m <= 0 else float(height_m)
+        if topview:
+            T_top = T.copy()
+            T_top[2, 3] = h
+            kwargs["topview"] = GroundTopView(T_top)
         return cls(height_m=h, up=T[:3, :3].T @ np.array([0.0, 0.0, 1.0]), **kwargs)
 
     def estimate(self, R_pc: np.ndarray, t_pc: np.ndarray, K: np.ndarray, p0: np.ndarray,
-                 p1: np.ndarray) -> GroundEstimate | None:
+                 p1: np.ndarray, images: tuple[np.ndarray, np.ndarray] | None = None) -> GroundEstimate | None:
         """Scale of the step (R_pc, unit t_pc: the current camera in the previous one's frame) from the
-        correspondences ``p0`` → ``p1`` (the step's inliers, pixels, [N x 2])."""
+        correspondences ``p0`` → ``p1`` (the step's inliers, pixels, [N x 2]); with ``topview`` and ``images``
+        (the previous and the current grey frame, undistorted), fused with the top views' length."""
+        found = self._plane(R_pc, t_pc, K, p0, p1)
+        if found is None or self.topview is None or images is None:
+            return found
+        top = self.topview.length(R_pc, K, *images)
+        return replace(found, scale_m=self.topview.fused(found.scale_m, top), plane_m=found.scale_m, topview_m=top)
+
+    def _plane(self, R_pc: np.ndarray, t_pc: np.ndarray, K: np.ndarray, p0: np.ndarray,
+               p1: np.ndarray) -> GroundEstimate | None:
         if p0 is None or len(p0) < self.min_inliers:
             return None
         R_pc, t_pc = np.asarray(R_pc, np.float64), np.asarray(t_pc, np.float64).reshape(3)
@@ -143,11 +218,11 @@ class GroundPlaneScale:
         plane = self._ransac(X, down)
         if plane is None:
             return None
-        dist, inliers = plane
-        return GroundEstimate(self.height_m / dist, dist, inliers, len(X))
+        dist, inliers, normal = plane
+        return GroundEstimate(self.height_m / dist, dist, inliers, len(X), normal)
 
-    def _ransac(self, X: np.ndarray, down: np.ndarray) -> tuple[float, int] | None:
-        """(the plane's distance from the camera, its inlier count) or None."""
+    def _ransac(self, X: np.ndarray, down: np.ndarray) -> tuple[float, int, np.ndarray] | None:
+        """(the plane's distance from the camera, its inlier count, its unit normal towards the plane) or None."""
         rng = np.random.default_rng(self.seed)
         idx = np.argsort(rng.random((self.iterations, len(X))), axis=1)[:, :3]
         a, b, c = X[idx[:, 0]], X[idx[:, 1]], X[idx[:, 2]]
@@ -175,4 +250,4 @@ class GroundPlaneScale:
             if d <= 0 or normal @ down < np.cos(np.radians(self.max_tilt_deg)):
                 return None
         inliers = int((np.abs(X @ normal - d) < self.inlier_tol * d).sum())
-        return (d, inliers) if inliers >= self.min_inliers else None
+        return (d, inliers, normal) if inliers >= self.min_inliers else None

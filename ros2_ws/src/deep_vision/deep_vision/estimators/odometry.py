@@ -390,7 +390,7 @@ class VisualOdometry:
         tv = self.tracker.motion(prev, curr, self.camera.K, prior=prior)
         ground = log_ratio = None
         if tv is not None and self.scale_source == "ground":
-            ground = self.ground.estimate(tv.R, tv.t_dir, self.camera.K, tv.p0, tv.p1)
+            ground = self.ground.estimate(tv.R, tv.t_dir, self.camera.K, tv.p0, tv.p1, images=(prev, curr))
         if tv is not None and self.relative_scale and self._chain_from is not None and \
                 tv.translation_parallax_px >= self.min_translation_parallax_px:
             log_ratio = step_length_ratio(self._chain_from, tv.R, tv.t_dir, prev, curr, self.camera.K)

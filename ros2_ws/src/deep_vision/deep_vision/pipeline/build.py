@@ -143,8 +143,8 @@ def camera_pose_transform(pose: Any, node: str = "") -> np.ndarray:
 def ground_scale_from_params(p: dict[str, Any], T_base_cam: np.ndarray | None = None,
                              node: str = "odometry_node"):
     """GroundPlaneScale from odometry_node's ``camera_pose`` (or ``T_base_cam``, e.g. from /tf_static) and
-    ``camera_height_m`` (0: the camera's height above base_link), the plane's tilt bound ``ground_max_tilt_deg`` and
-    sideways bound ``ground_max_lateral_m``."""
+    ``camera_height_m`` (0: the camera's height above base_link), the plane's tilt bound ``ground_max_tilt_deg``,
+    sideways bound ``ground_max_lateral_m`` and the top views' length ``ground_topview``."""
     p = validate(node, p)
     from deep_vision.estimators.ground_scale import GroundPlaneScale
 
@@ -152,7 +152,8 @@ def ground_scale_from_params(p: dict[str, Any], T_base_cam: np.ndarray | None = 
         T_base_cam = camera_pose_transform(p["camera_pose"])
     return GroundPlaneScale.from_extrinsic(T_base_cam, float(p["camera_height_m"]),
                                            max_tilt_deg=float(p["ground_max_tilt_deg"]),
-                                           max_lateral_m=float(p["ground_max_lateral_m"]))
+                                           max_lateral_m=float(p["ground_max_lateral_m"]),
+                                           topview=bool(p["ground_topview"]))
 
 
 def scale_settings(p: dict[str, Any], T_base_cam: np.ndarray | None = None, node: str = "odometry_node"):
@@ -169,7 +170,7 @@ def scale_settings(p: dict[str, Any], T_base_cam: np.ndarray | None = None, node
             raise ConfigError(f"scale_window must be at least 1, got {scale_window}")
     except ConfigError as exc:
         raise ConfigError(f"{node}: parameters 'camera_pose'/'camera_height_m'/'ground_max_tilt_deg'/"
-                          f"'ground_max_lateral_m'/'scale_window': {exc}") from exc
+                          f"'ground_max_lateral_m'/'ground_topview'/'scale_window': {exc}") from exc
     if p["relative_scale"] and (scale_source != "ground" or scale_window != 1):
         raise ConfigError(f"{node}: parameter 'relative_scale' fuses the ground lengths: it needs 'scale_source' "
                           f"ground and 'scale_window' 1 (got {scale_source}, {scale_window})")

@@ -5,7 +5,8 @@ Times, in one run on the same frames (KITTI 00 frames 100-159, 1241x376, as a st
 ``VisualOdometry.process`` in network mode, in hybrid mode (dense-flow geometry with the network's step length;
 also with twice the ONNX Runtime threads and without the non-linear refinement of the geometry; and the
 corner-tracking front end with the network prior, the hybrid of earlier releases), as the shipped
-config/perception.yaml builds it (ground-plane scale, no network; and with ``use_network: true``), and the classical
+config/perception.yaml builds it (ground-plane scale fused with the top views, no network; without the top views;
+and with ``use_network: true``), and the classical
 baseline of ``deep-vision evaluate vo`` (Shi-Tomasi + Lucas-Kanade at full resolution + essential matrix), each
 timed as ``deep-vision evaluate vo`` times it (``run_vo``, ``run_classical``).
 The cases take turns in ``--repeats`` rounds, so a change in the shared host's speed reaches every case
@@ -54,8 +55,10 @@ def main() -> int:
     cases = {
         "network mode": lambda: vo(mode="network"),
         "hybrid, dense flow (default: refined geometry)": lambda: vo(mode="hybrid"),
-        "shipped (config/perception.yaml: hybrid, ground scale, no network)":
+        "shipped (config/perception.yaml: hybrid, ground plane + top views, no network)":
             lambda: run_vo(shipped(seq.camera, seq.camera_height_m), seq)[1][1:],
+        "shipped without the top views (ground_topview: false)":
+            lambda: run_vo(shipped(seq.camera, seq.camera_height_m, ground_topview=False), seq)[1][1:],
         "shipped with use_network: true": lambda: run_vo(shipped(seq.camera, seq.camera_height_m, use_network=True),
                                                          seq)[1][1:],
         "hybrid, dense flow, geometry not refined": lambda: vo(mode="hybrid", refine_geometry=False),

@@ -203,6 +203,15 @@ def training_ranges(root: Path) -> list:
         [synthetic_sequence(s, 300) for s in (1, 2, 3)]
 
 
+def training_steps(data: str, cache: str):
+    """For each training range: (sequence, cached two-view steps, ground-truth step lengths, steps' (R, unit t));
+    the steps cached under ``cache`` (:func:`recorded_steps`)."""
+    cache_dir = Path(cache)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    for seq in training_ranges(Path(data) / "kitti" / "sequences"):
+        yield (seq, *recorded_steps(seq, cache_dir))
+
+
 def recorded_steps(seq, cache: Path):
     """(the cached two-view steps, the ground truth's step lengths, the steps' (R, unit t) or None)."""
     rec = record(seq, cache)
@@ -223,8 +232,7 @@ def report_lengths(seq, steps, name: str, est: np.ndarray, gt: np.ndarray) -> No
 def settings(root: Path, cache: Path) -> None:
     """Tilt bound and minimum angle below the horizon (several: the first that finds a plane), and the image-space
     fit: per-frame error and the ATE of the trajectory with those lengths."""
-    for seq in training_ranges(root):
-        rec, gt, steps = recorded_steps(seq, cache)
+    for seq, rec, gt, steps in training_steps(str(root.parents[1]), str(cache)):
         K, up = seq.camera.K, GroundPlaneScale(seq.camera_height_m)._up
         print(f"{seq.name} (settings):", flush=True)
 

@@ -21,7 +21,7 @@ import numpy as np
 from deep_vision.estimators.ground_scale import GroundPlaneScale
 
 sys.path.insert(0, str(Path(__file__).parent))
-from vo_ground_diagnosis import recorded_steps, report_lengths, training_ranges  # noqa: E402
+from vo_ground_diagnosis import report_lengths, training_steps  # noqa: E402
 
 
 def lateral_mask(K: np.ndarray, p: np.ndarray, up: np.ndarray, bound_m: float, height_m: float) -> np.ndarray:
@@ -40,11 +40,7 @@ def main() -> None:
     ap.add_argument("--bounds", default="2,3,4,6,inf,3+inf,4+inf,3+6+inf",
                     help="sideways bounds (m); a+b: bound a, where that finds no plane bound b")
     args = ap.parse_args()
-    root = Path(args.data) / "kitti" / "sequences"
-    cache = Path(args.cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    for seq in training_ranges(root):
-        rec, gt, steps = recorded_steps(seq, cache)
+    for seq, rec, gt, steps in training_steps(args.data, args.cache):
         ground = GroundPlaneScale(seq.camera_height_m)  # the shipped settings
         K = seq.camera.K
         print(f"{seq.name}:", flush=True)

@@ -31,7 +31,7 @@ from deep_vision.pipeline.build import camera_pose_transform
 from deep_vision.params import DEFAULT_CAMERA_POSE
 
 sys.path.insert(0, str(Path(__file__).parent))
-from vo_ground_diagnosis import recorded_steps, report_lengths, training_ranges  # noqa: E402
+from vo_ground_diagnosis import report_lengths, training_steps  # noqa: E402
 
 
 def levelled(X: np.ndarray, up: np.ndarray) -> np.ndarray:
@@ -76,6 +76,37 @@ def fused(plane: np.ndarray, top: np.ndarray, kind: str, g: float, w: float = 0.
     return out
 
 
+def bias_kalman(plane: np.ndarray, top: np.ndarray, rho: float, bias_sigma: float, plane_sigma: float = 0.04,
+                top_sigma: float = 0.045, q: float = 0.02, huber: float = 2.0) -> np.ndarray:
+    """Causal Kalman filter on (log length, the plane's persistent error): the plane measures their sum, the top
+    view the length alone; the plane's error is AR(1) (``rho`` per frame, stationary std ``bias_sigma``), the
+    length a random walk (``q`` per frame). Huber weights beyond ``huber`` sigma. Steps of equal duration assumed."""
+    out = np.full_like(plane, np.nan)
+    x = P = None
+    F = np.diag([1.0, rho])
+    Q = np.diag([q ** 2, bias_sigma ** 2 * (1 - rho ** 2)])
+    for k, (p, t) in enumerate(zip(plane, top)):
+        if x is None:
+            if not np.isfinite(p):
+                continue
+            x, P = np.array([np.log(p), 0.0]), np.diag([plane_sigma ** 2 + bias_sigma ** 2, bias_sigma ** 2])
+        else:
+            x, P = F @ x, F @ P @ F.T + Q
+        for z, H, r in ((p, np.array([1.0, 1.0]), plane_sigma), (t, np.array([1.0, 0.0]), top_sigma)):
+            if not (np.isfinite(z) and z > 0):
+                continue
+            R = r ** 2
+            nu = np.log(z) - H @ x
+            S = H @ P @ H + R
+            if abs(nu) / np.sqrt(S) > huber:
+                R *= abs(nu) / np.sqrt(S) / huber
+                S = H @ P @ H + R
+            G = P @ H / S
+            x, P = x + G * nu, P - np.outer(G, H @ P)
+        out[k] = np.exp(x[0])
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="../shared/data")
@@ -84,15 +115,13 @@ def main() -> None:
     ap.add_argument("--resolution", type=float, default=0.03, help="top-view cell (m)")
     ap.add_argument("--gates", default="0.05,0.1,0.2", help="G values (log ratio) for the gated fusions")
     ap.add_argument("--weights", default="0.5", help="the top view's weights in the mean fusions")
-    ap.add_argument("--kinds", default="gate,mean,top-gate")
+    ap.add_argument("--kinds", default="gate,mean,top-gate", help="also: kalman (bias_kalman over --rhos)")
+    ap.add_argument("--rhos", default="0.6,0.8", help="kalman: the plane error's lag-1 correlation")
+    ap.add_argument("--bias-sigmas", default="0.03,0.05", help="kalman: the plane error's persistent part (log)")
     ap.add_argument("--level", action="store_true",
                     help="the top view's mounting levelled to the median ground-plane normal over the sequence")
     args = ap.parse_args()
-    root = Path(args.data) / "kitti" / "sequences"
-    cache = Path(args.cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    for seq in training_ranges(root):
-        rec, gt, steps = recorded_steps(seq, cache)
+    for seq, rec, gt, steps in training_steps(args.data, args.cache):
         ground = GroundPlaneScale(seq.camera_height_m)  # the shipped settings
         found = [None if r is None else ground.estimate(r[0], r[1], seq.camera.K, r[2], r[3]) for r in rec]
         plane = np.array([np.nan if e is None else e.scale_m for e in found])
@@ -107,6 +136,11 @@ def main() -> None:
         report_lengths(seq, steps, "plane", plane, gt)
         report_lengths(seq, steps, "top", top, gt)
         for kind in args.kinds.split(","):
+            if kind == "kalman":
+                for rho in (float(x) for x in args.rhos.split(",")):
+                    for bs in (float(x) for x in args.bias_sigmas.split(",")):
+                        report_lengths(seq, steps, f"kalman rho {rho} bias {bs}", bias_kalman(plane, top, rho, bs), gt)
+                continue
             for g in (float(x) for x in args.gates.split(",")):
                 for w in (float(x) for x in args.weights.split(",")) if kind == "mean" else (1.0,):
                     name = f"{kind} {g}" + (f" w {w}" if kind == "mean" else "")

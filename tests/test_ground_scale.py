@@ -254,6 +254,9 @@ def test_the_top_views_length_is_averaged_only_where_it_agrees():
     assert top.fused(1.0, None) == 1.0 and top.fused(1.0, float("nan")) == 1.0
     with pytest.raises(ConfigError, match="gate"):
         GroundTopView(camera_pose_transform(DEFAULT_CAMERA_POSE), gate=0.0)
+    with pytest.raises(ConfigError, match="0.10 m above the ground"):
+        ground_scale_from_params({"ground_topview": True, "camera_height_m": 0.1})
+    assert ground_scale_from_params({"ground_topview": False, "camera_height_m": 0.1}).topview is None
 
 
 def test_hybrid_vo_with_the_top_views_length(synthetic):

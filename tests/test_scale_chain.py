@@ -101,7 +101,7 @@ def _dropping_vo(synthetic, relative_scale: bool, no_ground_at: set[int]) -> tup
                         ground=GroundPlaneScale(height_m=synthetic.config.camera.height_m), network_fallback=False,
                         relative_scale=relative_scale)
     estimate, current = vo.ground.estimate, {"frame": None}
-    vo.ground.estimate = lambda *a: None if current["frame"] in no_ground_at else estimate(*a)
+    vo.ground.estimate = lambda *a, **k: None if current["frame"] in no_ground_at else estimate(*a, **k)
     results = []
     for i in [k for k in range(12) if k != 6]:
         current["frame"] = i

@@ -87,6 +87,9 @@ class GroundTopView:
         self.T_base_cam = np.asarray(self.T_base_cam, np.float64)
         if not self.gate > 0:
             raise ConfigError(f"ground top view: gate must be positive, got {self.gate}")
+        if not self.T_base_cam[2, 3] > 0.2:
+            raise ConfigError(f"ground top view: the camera is {self.T_base_cam[2, 3]:.2f} m above the ground; a top "
+                              "view of the road needs it higher than 0.2 m")
         self.view = GroundView(self.T_base_cam, forward_m=tuple(self.forward_m), lateral_m=self.lateral_m,
                                resolution_m=self.resolution_m)
 
@@ -165,11 +168,12 @@ class GroundPlaneScale:
         (:class:`GroundTopView` at that height)."""
         T = np.asarray(T_base_cam, dtype=np.float64)
         h = float(T[2, 3]) if height_m is None or height_m <= 0 else float(height_m)
+        ground = cls(height_m=h, up=T[:3, :3].T @ np.array([0.0, 0.0, 1.0]), **kwargs)  # checks the height first
         if topview:
             T_top = T.copy()
             T_top[2, 3] = h
-            kwargs["topview"] = GroundTopView(T_top)
-        return cls(height_m=h, up=T[:3, :3].T @ np.array([0.0, 0.0, 1.0]), **kwargs)
+            ground.topview = GroundTopView(T_top)
+        return ground
 
     def estimate(self, R_pc: np.ndarray, t_pc: np.ndarray, K: np.ndarray, p0: np.ndarray,
                  p1: np.ndarray, images: tuple[np.ndarray, np.ndarray] | None = None) -> GroundEstimate | None:

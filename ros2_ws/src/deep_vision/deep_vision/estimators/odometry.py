@@ -56,7 +56,9 @@ Metric scale, ``scale_source``:
 - ``ground`` (hybrid mode): the step's inliers are triangulated and the ground
   plane fitted below the horizon; the camera's known height over it gives the
   length (:class:`~deep_vision.estimators.ground_scale.GroundPlaneScale`, from
-  the camera's mounting: ``ground=``). The speed is the median of the last
+  the camera's mounting: ``ground=``; with its ``topview``, odometry_node's
+  ``ground_topview``, fused with the length from aligning the two frames' top
+  views of the road). The speed is the median of the last
   ``scale_window`` frames' ground estimates; a frame without one keeps that
   median (none in the window: the carried speed above, or before any
   measurement the network's length, or without the network the last velocity

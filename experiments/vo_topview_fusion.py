@@ -45,11 +45,12 @@ def levelled(X: np.ndarray, up: np.ndarray) -> np.ndarray:
     return out
 
 
-def topview_lengths(seq, rec, forward_m: float, resolution_m: float, up: np.ndarray | None = None
-                    ) -> tuple[np.ndarray, float]:
+def topview_lengths(seq, rec, forward_m: float, resolution_m: float, up: np.ndarray | None = None,
+                    near_m: float = 3.0, lateral_m: float = 4.0) -> tuple[np.ndarray, float]:
     """Per step: the top views' length (``GroundTopView.length``; nan where they do not align); ms per step p50."""
     X = camera_pose_transform([0.0, 0.0, seq.camera_height_m, *DEFAULT_CAMERA_POSE[3:]])
-    top = GroundTopView(X if up is None else levelled(X, up), forward_m=(3.0, forward_m), resolution_m=resolution_m)
+    top = GroundTopView(X if up is None else levelled(X, up), forward_m=(near_m, forward_m), lateral_m=lateral_m,
+                        resolution_m=resolution_m)
     K, out, times, prev = seq.camera.K, np.full(len(rec), np.nan), [], None
     for k, frame in enumerate(seq.frames()):
         if k > 0 and rec[k - 1] is not None:
@@ -113,6 +114,8 @@ def main() -> None:
     ap.add_argument("--cache", default="/tmp/gdiag")
     ap.add_argument("--forward", type=float, default=8.0, help="top view from 3 m to this far ahead (m)")
     ap.add_argument("--resolution", type=float, default=0.03, help="top-view cell (m)")
+    ap.add_argument("--near", type=float, default=3.0, help="top view from this far ahead (m)")
+    ap.add_argument("--lateral", type=float, default=4.0, help="top view this far to either side (m)")
     ap.add_argument("--gates", default="0.05,0.1,0.2", help="G values (log ratio) for the gated fusions")
     ap.add_argument("--weights", default="0.5", help="the top view's weights in the mean fusions")
     ap.add_argument("--kinds", default="gate,mean,top-gate", help="also: kalman (bias_kalman over --rhos)")
@@ -131,7 +134,7 @@ def main() -> None:
             up /= np.linalg.norm(up)
             print(f"{seq.name}: median ground normal {-up.round(4)} (pitch {np.degrees(np.arctan2(-up[2], -up[1])):+.2f}"
                   f" deg, roll {np.degrees(np.arctan2(up[0], -up[1])):+.2f} deg)")
-        top, ms = topview_lengths(seq, rec, args.forward, args.resolution, up)
+        top, ms = topview_lengths(seq, rec, args.forward, args.resolution, up, args.near, args.lateral)
         print(f"{seq.name} (top view {ms:.1f} ms per step p50):", flush=True)
         report_lengths(seq, steps, "plane", plane, gt)
         report_lengths(seq, steps, "top", top, gt)

@@ -46,8 +46,9 @@ def levelled(X: np.ndarray, up: np.ndarray) -> np.ndarray:
 
 
 def topview_lengths(seq, rec, forward_m: float, resolution_m: float, up: np.ndarray | None = None,
-                    near_m: float = 3.0, lateral_m: float = 4.0) -> tuple[np.ndarray, float]:
-    """Per step: the top views' length (``GroundTopView.length``; nan where they do not align); ms per step p50."""
+                    near_m: float = 3.0, lateral_m: float = 4.0, ups: list | None = None) -> tuple[np.ndarray, float]:
+    """Per step: the top views' length (``GroundTopView.length``; nan where they do not align); ms per step p50.
+    ``up``: the mounting levelled to it; ``ups``: per step (None: the nominal mounting)."""
     X = camera_pose_transform([0.0, 0.0, seq.camera_height_m, *DEFAULT_CAMERA_POSE[3:]])
     top = GroundTopView(X if up is None else levelled(X, up), forward_m=(near_m, forward_m), lateral_m=lateral_m,
                         resolution_m=resolution_m)
@@ -55,6 +56,9 @@ def topview_lengths(seq, rec, forward_m: float, resolution_m: float, up: np.ndar
     for k, frame in enumerate(seq.frames()):
         if k > 0 and rec[k - 1] is not None:
             t0 = time.perf_counter()
+            if ups is not None:
+                top = GroundTopView(X if ups[k - 1] is None else levelled(X, ups[k - 1]), forward_m=(near_m, forward_m),
+                                    lateral_m=lateral_m, resolution_m=resolution_m)
             length = top.length(rec[k - 1][0], K, prev, frame)
             times.append((time.perf_counter() - t0) * 1e3)
             out[k - 1] = np.nan if length is None else length
@@ -123,6 +127,8 @@ def main() -> None:
     ap.add_argument("--bias-sigmas", default="0.03,0.05", help="kalman: the plane error's persistent part (log)")
     ap.add_argument("--level", action="store_true",
                     help="the top view's mounting levelled to the median ground-plane normal over the sequence")
+    ap.add_argument("--level-frames", type=int, default=0,
+                    help="levelled per step to the median normal of the last N ground planes (causal; 0: off)")
     args = ap.parse_args()
     for seq, rec, gt, steps in training_steps(args.data, args.cache):
         ground = GroundPlaneScale(seq.camera_height_m)  # the shipped settings
@@ -134,7 +140,15 @@ def main() -> None:
             up /= np.linalg.norm(up)
             print(f"{seq.name}: median ground normal {-up.round(4)} (pitch {np.degrees(np.arctan2(-up[2], -up[1])):+.2f}"
                   f" deg, roll {np.degrees(np.arctan2(up[0], -up[1])):+.2f} deg)")
-        top, ms = topview_lengths(seq, rec, args.forward, args.resolution, up, args.near, args.lateral)
+        ups = None
+        if args.level_frames:
+            normals = [None if e is None else e.normal for e in found]
+            ups = []
+            for k in range(len(found)):
+                last = [n for n in normals[max(0, k - args.level_frames + 1):k + 1] if n is not None]
+                u = -np.median(last, axis=0) if last else None
+                ups.append(None if u is None else u / np.linalg.norm(u))
+        top, ms = topview_lengths(seq, rec, args.forward, args.resolution, up, args.near, args.lateral, ups)
         print(f"{seq.name} (top view {ms:.1f} ms per step p50):", flush=True)
         report_lengths(seq, steps, "plane", plane, gt)
         report_lengths(seq, steps, "top", top, gt)

@@ -257,6 +257,9 @@ def test_the_top_views_length_is_averaged_only_where_it_agrees():
     with pytest.raises(ConfigError, match="0.10 m above the ground"):
         ground_scale_from_params({"ground_topview": True, "camera_height_m": 0.1})
     assert ground_scale_from_params({"ground_topview": False, "camera_height_m": 0.1}).topview is None
+    assert ground_scale_from_params({"ground_topview_cell_m": 0.05}).topview.resolution_m == 0.05
+    with pytest.raises(ConfigError, match="ground_topview_cell_m"):
+        ground_scale_from_params({"ground_topview_cell_m": 0.0})
 
 
 def test_hybrid_vo_with_the_top_views_length(synthetic):
@@ -276,3 +279,18 @@ def test_hybrid_vo_with_the_top_views_length(synthetic):
     assert abs(np.median(ratios[True]) - 1) < 0.05 < abs(np.median(ratios[False]) - 1), ratios
     assert vo.ground.topview.T_base_cam[2, 3] == pytest.approx(1.65)
     assert ground_scale_from_params({"ground_topview": True, "camera_height_m": 2.0}).topview.T_base_cam[2, 3] == 2.0
+
+
+def test_the_top_view_loads_its_search_at_start_up():
+    """align_ground's coarse search imports scipy.signal on first use (about 1 s): a GroundTopView pays it when it
+    is built, not on the first frame (in real time that frame was late and the next ones dropped). Checked in a
+    fresh interpreter, where nothing else has imported it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from deep_vision.estimators.ground_scale import GroundTopView; "
+            "from deep_vision.pipeline.build import camera_pose_transform; "
+            "from deep_vision.params import DEFAULT_CAMERA_POSE; before = 'scipy.signal' in sys.modules; "
+            "GroundTopView(camera_pose_transform(DEFAULT_CAMERA_POSE)); print(before, 'scipy.signal' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True"], out

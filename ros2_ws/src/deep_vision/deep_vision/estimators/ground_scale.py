@@ -87,11 +87,16 @@ class GroundTopView:
         self.T_base_cam = np.asarray(self.T_base_cam, np.float64)
         if not self.gate > 0:
             raise ConfigError(f"ground top view: gate must be positive, got {self.gate}")
+        if not 0 < self.resolution_m <= 0.5:
+            raise ConfigError(f"ground top view: the cell must be in (0, 0.5] m, got {self.resolution_m}")
         if not self.T_base_cam[2, 3] > 0.2:
             raise ConfigError(f"ground top view: the camera is {self.T_base_cam[2, 3]:.2f} m above the ground; a top "
                               "view of the road needs it higher than 0.2 m")
         self.view = GroundView(self.T_base_cam, forward_m=tuple(self.forward_m), lateral_m=self.lateral_m,
                                resolution_m=self.resolution_m)
+        # align_ground's coarse search imports scipy.signal on first use (about 1 s): here, at start-up, so that
+        # the first frames are not late (in real time they were dropped)
+        import scipy.signal  # noqa: F401
 
     def length(self, R_pc: np.ndarray, K: np.ndarray, prev_grey: np.ndarray, grey: np.ndarray) -> float | None:
         """The camera's step length (m) between two grey frames whose rotation is ``R_pc``; None where the views
@@ -160,19 +165,19 @@ class GroundPlaneScale:
         self._right /= np.linalg.norm(self._right)
 
     @classmethod
-    def from_extrinsic(cls, T_base_cam: np.ndarray, height_m: float | None = None, topview: bool = False,
+    def from_extrinsic(cls, T_base_cam: np.ndarray, height_m: float | None = None, topview: float = 0.0,
                        **kwargs) -> GroundPlaneScale:
         """From the camera's pose on the robot (``T_base_cam``, base_link z up): up = the base's z axis in the
         camera frame; the height is the camera's z above base_link (base_link on the ground, as the default
-        camera_pose assumes) unless ``height_m`` > 0 is given. ``topview``: fuse the top views' length
-        (:class:`GroundTopView` at that height)."""
+        camera_pose assumes) unless ``height_m`` > 0 is given. ``topview`` > 0: fuse the top views' length
+        (:class:`GroundTopView` at that height, cells of ``topview`` metres; 0: no top views)."""
         T = np.asarray(T_base_cam, dtype=np.float64)
         h = float(T[2, 3]) if height_m is None or height_m <= 0 else float(height_m)
         ground = cls(height_m=h, up=T[:3, :3].T @ np.array([0.0, 0.0, 1.0]), **kwargs)  # checks the height first
         if topview:
             T_top = T.copy()
             T_top[2, 3] = h
-            ground.topview = GroundTopView(T_top)
+            ground.topview = GroundTopView(T_top, resolution_m=float(topview))
         return ground
 
     def estimate(self, R_pc: np.ndarray, t_pc: np.ndarray, K: np.ndarray, p0: np.ndarray,

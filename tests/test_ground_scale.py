@@ -282,9 +282,9 @@ def test_hybrid_vo_with_the_top_views_length(synthetic):
 
 
 def test_the_top_view_loads_its_search_at_start_up():
-    """align_ground's coarse search imports scipy.signal on first use (about 1 s): a GroundTopView pays it when it
-    is built, not on the first frame (in real time that frame was late and the next ones dropped). Checked in a
-    fresh interpreter, where nothing else has imported it."""
+    """align_ground's coarse search needs scipy.signal (about 1 s to import): a GroundView (the VO's top view, the
+    loop closures' ground alignment) loads it when it is built, not on the first alignment (in real time the VO's
+    first frames were late and dropped). Checked in a fresh interpreter, where nothing else has imported it."""
     import subprocess
     import sys
 

@@ -94,9 +94,6 @@ class GroundTopView:
                               "view of the road needs it higher than 0.2 m")
         self.view = GroundView(self.T_base_cam, forward_m=tuple(self.forward_m), lateral_m=self.lateral_m,
                                resolution_m=self.resolution_m)
-        # align_ground's coarse search imports scipy.signal on first use (about 1 s): here, at start-up, so that
-        # the first frames are not late (in real time they were dropped)
-        import scipy.signal  # noqa: F401
 
     def length(self, R_pc: np.ndarray, K: np.ndarray, prev_grey: np.ndarray, grey: np.ndarray) -> float | None:
         """The camera's step length (m) between two grey frames whose rotation is ``R_pc``; None where the views

@@ -56,6 +56,9 @@ class GroundView:
         if not T[2, 3] > 0.2:
             raise ConfigError(f"the camera is {T[2, 3]:.2f} m above base_link: the ground cannot give a loop "
                               "closure's scale (base_link on the ground, the camera above it)")
+        # align_ground's coarse search needs scipy.signal (about 1 s to import): load it with the view, at start-up,
+        # not on the first alignment (in real time the VO's first frames were late and dropped)
+        import scipy.signal  # noqa: F401
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -78,8 +78,8 @@ def main() -> None:
             steps.append(steps[-1] @ step if steps and len(ids) > 1 else ref[-1] if not steps else steps[-1])
         stamps = (seq.stamps_ns - seq.stamps_ns[0]) / 1e9
         line = []
-        for label, P in (("shipped" if args.gt_steps_noise <= 0 else "noisy steps", np.stack(raw)), ("windowed", np.stack(ref)),
-                         ("window steps", np.stack(steps))):
+        first = "shipped" if args.gt_steps_noise <= 0 else "noisy steps"
+        for label, P in ((first, np.stack(raw)), ("windowed", np.stack(ref)), ("window steps", np.stack(steps))):
             se3 = ate_rpe(gt, P, stamps)["ate_m"]
             sim3 = ate_rpe(gt, P, stamps, correct_scale=True)["ate_m"]
             lg = np.linalg.norm(np.diff(gt[:, :3, 3], axis=0), axis=1)

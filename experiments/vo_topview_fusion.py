@@ -138,7 +138,8 @@ def main() -> None:
         if args.level:
             up = -np.median([e.normal for e in found if e is not None], axis=0)
             up /= np.linalg.norm(up)
-            print(f"{seq.name}: median ground normal {-up.round(4)} (pitch {np.degrees(np.arctan2(-up[2], -up[1])):+.2f}"
+            pitch = np.degrees(np.arctan2(-up[2], -up[1]))
+            print(f"{seq.name}: median ground normal {-up.round(4)} (pitch {pitch:+.2f}"
                   f" deg, roll {np.degrees(np.arctan2(up[0], -up[1])):+.2f} deg)")
         ups = None
         if args.level_frames:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from deep_vision.errors import ConfigError
 from deep_vision.estimators.ground_scale import GroundPlaneScale, GroundTopView
+from deep_vision.estimators.loop_scale import GroundView
 from deep_vision.estimators.odometry import VisualOdometry
 from deep_vision.geometry.transforms import (
     invert_transform,
@@ -185,7 +186,8 @@ def test_a_frame_without_tracks_in_hybrid_ground_mode(synthetic):
 
 def verge_scene(rng: np.random.Generator, road_points: int = 80) -> np.ndarray:
     """A road 1.65 m below a level camera, 3 m either side, and a wider, raised verge beside it (5-9 m to the
-    right, 0.25 m above the road; 300 points) with more points than the road: a level plane too, which RANSAC prefers."""
+    right, 0.25 m above the road; 300 points) with more points than the road: a level plane too, which RANSAC
+    prefers."""
     road = np.c_[rng.uniform(-3, 3, road_points), np.full(road_points, 1.65), rng.uniform(4, 20, road_points)]
     verge = np.c_[rng.uniform(5, 9, 300), np.full(300, 1.40), rng.uniform(4, 12, 300)]
     return np.r_[road, verge]
@@ -294,3 +296,17 @@ def test_the_top_view_loads_its_search_at_start_up():
             "GroundTopView(camera_pose_transform(DEFAULT_CAMERA_POSE)); print(before, 'scipy.signal' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "True"], out
+
+
+def test_each_frame_is_rendered_into_a_top_view_once(synthetic, monkeypatch):
+    """Along a stream the previous step's current frame is the next step's previous one: its top view is kept,
+    not rendered again, and the lengths are those of views rendered afresh."""
+    X = camera_pose_transform([0.0, 0.0, synthetic.config.camera.height_m, *DEFAULT_CAMERA_POSE[3:]])
+    K, frames = synthetic.camera.K, [synthetic.image(i) for i in range(5)]
+    fresh = [GroundTopView(X).length(np.eye(3), K, a, b) for a, b in zip(frames[:-1], frames[1:])]
+    top = GroundTopView(X)
+    renders = []
+    render = GroundView.render
+    monkeypatch.setattr(GroundView, "render", lambda view, grey, K: renders.append(grey) or render(view, grey, K))
+    assert [top.length(np.eye(3), K, a, b) for a, b in zip(frames[:-1], frames[1:])] == fresh
+    assert len(renders) == len(frames)

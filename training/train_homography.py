@@ -69,7 +69,8 @@ class PairStream(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         wid = info.id if info is not None else 0
-        rng = np.random.default_rng([self.seed, self.rank, wid])  # a run repeats; a resumed one (seed + step) draws anew
+        # the seed, rank and worker decide every draw: a run repeats, a resumed one (seed + step) draws anew
+        rng = np.random.default_rng([self.seed, self.rank, wid])
         cache: dict[int, np.ndarray] = {}
         c = self.conf
         while True:

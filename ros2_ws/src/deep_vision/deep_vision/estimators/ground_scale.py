@@ -62,8 +62,6 @@ class GroundEstimate:
     inliers: int  # points on the plane
     candidates: int  # triangulated points below the horizon
     normal: np.ndarray | None = None  # the plane's unit normal in the previous camera's frame, pointing down
-    plane_m: float | None = None  # the plane's own length where scale_m fuses it with the top view's
-    topview_m: float | None = None  # the top views' length (None: not measured or not aligned)
 
 
 @dataclass
@@ -82,6 +80,7 @@ class GroundTopView:
     search_m: float = 3.0  # the coarse search's reach: a step of up to 3 m (30 m/s at 10 Hz)
     yaw_sigma: float = 0.002  # the two-view step's yaw as the alignment's prior (rad)
     view: GroundView = field(init=False, repr=False)
+    _last: tuple | None = field(default=None, init=False, repr=False)  # (grey, K, its view): the next previous frame
 
     def __post_init__(self) -> None:
         self.T_base_cam = np.asarray(self.T_base_cam, np.float64)
@@ -100,9 +99,13 @@ class GroundTopView:
         do not align."""
         X = self.T_base_cam
         R_base = X[:3, :3] @ np.asarray(R_pc, np.float64) @ X[:3, :3].T
-        a = align_ground(self.view.render(grey, K), self.view.render(prev_grey, K), self.view,
-                         float(np.arctan2(R_base[1, 0], R_base[0, 0])), search_m=self.search_m,
-                         yaw_sigma=self.yaw_sigma)
+        last = self._last
+        prev_top = last[2] if last is not None and last[0] is prev_grey and np.array_equal(last[1], K) else \
+            self.view.render(prev_grey, K)  # the previous step's current frame is not rendered again
+        top = self.view.render(grey, K)
+        self._last = (grey, np.array(K, dtype=np.float64), top)
+        a = align_ground(top, prev_top, self.view, float(np.arctan2(R_base[1, 0], R_base[0, 0])),
+                         search_m=self.search_m, yaw_sigma=self.yaw_sigma)
         if a is None:
             return None
         T = np.eye(4)  # the current base_link in the previous one, then the cameras on it
@@ -162,19 +165,19 @@ class GroundPlaneScale:
         self._right /= np.linalg.norm(self._right)
 
     @classmethod
-    def from_extrinsic(cls, T_base_cam: np.ndarray, height_m: float | None = None, topview: float = 0.0,
+    def from_extrinsic(cls, T_base_cam: np.ndarray, height_m: float | None = None, topview_cell_m: float = 0.0,
                        **kwargs) -> GroundPlaneScale:
         """From the camera's pose on the robot (``T_base_cam``, base_link z up): up = the base's z axis in the
         camera frame; the height is the camera's z above base_link (base_link on the ground, as the default
-        camera_pose assumes) unless ``height_m`` > 0 is given. ``topview`` > 0: fuse the top views' length
-        (:class:`GroundTopView` at that height, cells of ``topview`` metres; 0: no top views)."""
+        camera_pose assumes) unless ``height_m`` > 0 is given. ``topview_cell_m`` > 0: fuse the top views' length
+        (:class:`GroundTopView` at that height, cells of that many metres; 0: no top views)."""
         T = np.asarray(T_base_cam, dtype=np.float64)
         h = float(T[2, 3]) if height_m is None or height_m <= 0 else float(height_m)
         ground = cls(height_m=h, up=T[:3, :3].T @ np.array([0.0, 0.0, 1.0]), **kwargs)  # checks the height first
-        if topview:
+        if topview_cell_m:
             T_top = T.copy()
             T_top[2, 3] = h
-            ground.topview = GroundTopView(T_top, resolution_m=float(topview))
+            ground.topview = GroundTopView(T_top, resolution_m=float(topview_cell_m))
         return ground
 
     def estimate(self, R_pc: np.ndarray, t_pc: np.ndarray, K: np.ndarray, p0: np.ndarray,
@@ -186,7 +189,7 @@ class GroundPlaneScale:
         if found is None or self.topview is None or images is None:
             return found
         top = self.topview.length(R_pc, K, *images)
-        return replace(found, scale_m=self.topview.fused(found.scale_m, top), plane_m=found.scale_m, topview_m=top)
+        return replace(found, scale_m=self.topview.fused(found.scale_m, top))
 
     def _plane(self, R_pc: np.ndarray, t_pc: np.ndarray, K: np.ndarray, p0: np.ndarray,
                p1: np.ndarray) -> GroundEstimate | None:

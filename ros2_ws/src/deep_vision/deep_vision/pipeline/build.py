@@ -151,10 +151,10 @@ def ground_scale_from_params(p: dict[str, Any], T_base_cam: np.ndarray | None = 
 
     if T_base_cam is None:
         T_base_cam = camera_pose_transform(p["camera_pose"])
+    cell = float(p["ground_topview_cell_m"]) if p["ground_topview"] else 0.0
     return GroundPlaneScale.from_extrinsic(T_base_cam, float(p["camera_height_m"]),
                                            max_tilt_deg=float(p["ground_max_tilt_deg"]),
-                                           max_lateral_m=float(p["ground_max_lateral_m"]),
-                                           topview=float(p["ground_topview_cell_m"]) if p["ground_topview"] else 0.0)
+                                           max_lateral_m=float(p["ground_max_lateral_m"]), topview_cell_m=cell)
 
 
 def scale_settings(p: dict[str, Any], T_base_cam: np.ndarray | None = None, node: str = "odometry_node"):
@@ -171,7 +171,8 @@ def scale_settings(p: dict[str, Any], T_base_cam: np.ndarray | None = None, node
             raise ConfigError(f"scale_window must be at least 1, got {scale_window}")
     except ConfigError as exc:
         raise ConfigError(f"{node}: parameters 'camera_pose'/'camera_height_m'/'ground_max_tilt_deg'/"
-                          f"'ground_max_lateral_m'/'ground_topview'/'ground_topview_cell_m'/'scale_window': {exc}") from exc
+                          f"'ground_max_lateral_m'/'ground_topview'/'ground_topview_cell_m'/'scale_window': "
+                          f"{exc}") from exc
     if p["relative_scale"] and (scale_source != "ground" or scale_window != 1):
         raise ConfigError(f"{node}: parameter 'relative_scale' fuses the ground lengths: it needs 'scale_source' "
                           f"ground and 'scale_window' 1 (got {scale_source}, {scale_window})")

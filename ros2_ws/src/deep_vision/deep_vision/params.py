@@ -172,6 +172,10 @@ _ODOMETRY = [
           "more per frame)."),
     Param("ground_topview_cell_m", 0.03, "ground_topview: the top view's cell size (m); coarser is faster (0.05: "
           "about half the time) and about as accurate on the training ranges.", range=(0.01, 0.2)),
+    Param("ground_topview_pitch_frames", 0, "ground_topview: draw the top views levelled to the road, the mounting "
+          "turned by the camera's pitch against it: the median angle of the last N steps' direction of travel above "
+          "the mounting's forward axis (a car pitches when it brakes or accelerates; a mounting's pitch is rarely "
+          "known to a degree). 0: the mounting as given.", range=(0, 1000)),
     Param("scale_window", 1, "scale_source ground: the speed is the median of this many frames' estimates (a "
           "frame without one keeps it; none in the window: the carried speed, see use_network).", range=(1, 1000)),
     Param("relative_scale", False, "scale_source ground: fuse each frame's ground length with the ratio of "

@@ -45,6 +45,7 @@ needs another source (``VisualOdometry(scale_source="external")``).
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -70,7 +71,15 @@ class GroundTopView:
 
     ``T_base_cam``: the camera's pose on the robot (base_link on the ground); ``forward_m``, ``lateral_m``,
     ``resolution_m``: the top view (the road from 3 to 8 m ahead, 4 m to either side, 3 cm cells, chosen on
-    the training ranges); ``gate``: the largest |log| ratio of the two lengths that are averaged."""
+    the training ranges); ``gate``: the largest |log| ratio of the two lengths that are averaged.
+
+    ``pitch_frames`` > 0: the view is levelled to the road the car drives on rather than drawn from the mounting
+    alone. A car pitches on its suspension (braking, accelerating: a degree or so over seconds) and a mounting's
+    pitch is rarely known to a degree; a top view drawn with the wrong pitch reads distances ahead wrong by several
+    per cent per degree, for as long as the pitch lasts, which drifts. The step's direction of travel, measured
+    by the two-view geometry, runs along the road: its angle above the mounting's forward axis is the camera's
+    pitch against the road. The view is drawn with the mounting turned by the median of that angle over the last
+    ``pitch_frames`` steps (steps more than ``max_pitch_deg`` off are left out)."""
 
     T_base_cam: np.ndarray
     forward_m: tuple[float, float] = (3.0, 8.0)
@@ -79,8 +88,11 @@ class GroundTopView:
     gate: float = 0.2
     search_m: float = 3.0  # the coarse search's reach: a step of up to 3 m (30 m/s at 10 Hz)
     yaw_sigma: float = 0.002  # the two-view step's yaw as the alignment's prior (rad)
+    pitch_frames: int = 0  # level the view to the median pitch of the last N steps' direction of travel (0: off)
+    max_pitch_deg: float = 10.0  # a step whose direction is further above or below the mounting's is left out
     view: GroundView = field(init=False, repr=False)
-    _last: tuple | None = field(default=None, init=False, repr=False)  # (grey, K, its view): the next previous frame
+    _last: tuple | None = field(default=None, init=False, repr=False)  # (grey, K, mounting, its view)
+    _pitches: deque = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.T_base_cam = np.asarray(self.T_base_cam, np.float64)
@@ -91,20 +103,46 @@ class GroundTopView:
         if not self.T_base_cam[2, 3] > 0.2:
             raise ConfigError(f"ground top view: the camera is {self.T_base_cam[2, 3]:.2f} m above the ground; a top "
                               "view of the road needs it higher than 0.2 m")
+        if not (isinstance(self.pitch_frames, (int, np.integer)) and self.pitch_frames >= 0):
+            raise ConfigError(f"ground top view: pitch_frames must be a whole number >= 0, got {self.pitch_frames}")
         self.view = GroundView(self.T_base_cam, forward_m=tuple(self.forward_m), lateral_m=self.lateral_m,
                                resolution_m=self.resolution_m)
+        self._pitches = deque(maxlen=max(int(self.pitch_frames), 1))
 
-    def length(self, R_pc: np.ndarray, K: np.ndarray, prev_grey: np.ndarray, grey: np.ndarray) -> float | None:
-        """The camera's step length (m) between two grey frames whose rotation is ``R_pc``; None where the views
-        do not align."""
-        X = self.T_base_cam
+    def mounting(self, t_pc: np.ndarray | None = None) -> np.ndarray:
+        """The mounting the views are drawn with: ``T_base_cam``, or with ``pitch_frames`` turned about its
+        sideways axis to the median pitch of the recent steps' direction of travel, this step's (the current
+        camera's unit direction in the previous one's frame, either sign) included."""
+        if not self.pitch_frames:
+            return self.T_base_cam
+        fwd, side, up = self.T_base_cam[:3, :3]  # the base's axes in the camera frame
+        if t_pc is not None:
+            t = np.asarray(t_pc, np.float64).reshape(3)
+            along = float(t @ fwd)
+            if np.isfinite(t).all() and abs(along) > 0.5 * np.linalg.norm(t):  # mostly forward or backward
+                a = float(np.arctan(float(t @ up) / along))
+                if abs(a) <= np.radians(self.max_pitch_deg):
+                    self._pitches.append(a)
+        if not self._pitches:
+            return self.T_base_cam
+        a = float(np.median(self._pitches))
+        X = self.T_base_cam.copy()
+        X[:3, :3] = np.stack([np.cos(a) * fwd + np.sin(a) * up, side, np.cos(a) * up - np.sin(a) * fwd])
+        return X
+
+    def length(self, R_pc: np.ndarray, K: np.ndarray, prev_grey: np.ndarray, grey: np.ndarray,
+               t_pc: np.ndarray | None = None) -> float | None:
+        """The camera's step length (m) between two grey frames whose rotation is ``R_pc`` (and unit direction
+        ``t_pc``: with ``pitch_frames``, it levels the views); None where the views do not align."""
+        X = self.mounting(t_pc)
+        view = self.view if X is self.T_base_cam else replace(self.view, T_base_cam=X)
         R_base = X[:3, :3] @ np.asarray(R_pc, np.float64) @ X[:3, :3].T
         last = self._last
-        prev_top = last[2] if last is not None and last[0] is prev_grey and np.array_equal(last[1], K) else \
-            self.view.render(prev_grey, K)  # the previous step's current frame is not rendered again
-        top = self.view.render(grey, K)
-        self._last = (grey, np.array(K, dtype=np.float64), top)
-        a = align_ground(top, prev_top, self.view, float(np.arctan2(R_base[1, 0], R_base[0, 0])),
+        prev_top = last[3] if last is not None and last[0] is prev_grey and np.array_equal(last[1], K) and \
+            np.array_equal(last[2], X) else view.render(prev_grey, K)  # the previous current frame: not again
+        top = view.render(grey, K)
+        self._last = (grey, np.array(K, dtype=np.float64), X, top)
+        a = align_ground(top, prev_top, view, float(np.arctan2(R_base[1, 0], R_base[0, 0])),
                          search_m=self.search_m, yaw_sigma=self.yaw_sigma)
         if a is None:
             return None
@@ -166,18 +204,20 @@ class GroundPlaneScale:
 
     @classmethod
     def from_extrinsic(cls, T_base_cam: np.ndarray, height_m: float | None = None, topview_cell_m: float = 0.0,
-                       **kwargs) -> GroundPlaneScale:
+                       topview_pitch_frames: int = 0, **kwargs) -> GroundPlaneScale:
         """From the camera's pose on the robot (``T_base_cam``, base_link z up): up = the base's z axis in the
         camera frame; the height is the camera's z above base_link (base_link on the ground, as the default
         camera_pose assumes) unless ``height_m`` > 0 is given. ``topview_cell_m`` > 0: fuse the top views' length
-        (:class:`GroundTopView` at that height, cells of that many metres; 0: no top views)."""
+        (:class:`GroundTopView` at that height, cells of that many metres, levelled over ``topview_pitch_frames``
+        steps; 0: no top views)."""
         T = np.asarray(T_base_cam, dtype=np.float64)
         h = float(T[2, 3]) if height_m is None or height_m <= 0 else float(height_m)
         ground = cls(height_m=h, up=T[:3, :3].T @ np.array([0.0, 0.0, 1.0]), **kwargs)  # checks the height first
         if topview_cell_m:
             T_top = T.copy()
             T_top[2, 3] = h
-            ground.topview = GroundTopView(T_top, resolution_m=float(topview_cell_m))
+            ground.topview = GroundTopView(T_top, resolution_m=float(topview_cell_m),
+                                           pitch_frames=int(topview_pitch_frames))
         return ground
 
     def estimate(self, R_pc: np.ndarray, t_pc: np.ndarray, K: np.ndarray, p0: np.ndarray,
@@ -188,7 +228,7 @@ class GroundPlaneScale:
         found = self._plane(R_pc, t_pc, K, p0, p1)
         if found is None or self.topview is None or images is None:
             return found
-        top = self.topview.length(R_pc, K, *images)
+        top = self.topview.length(R_pc, K, *images, t_pc=t_pc)
         return replace(found, scale_m=self.topview.fused(found.scale_m, top))
 
     def _plane(self, R_pc: np.ndarray, t_pc: np.ndarray, K: np.ndarray, p0: np.ndarray,

@@ -145,7 +145,7 @@ def ground_scale_from_params(p: dict[str, Any], T_base_cam: np.ndarray | None = 
     """GroundPlaneScale from odometry_node's ``camera_pose`` (or ``T_base_cam``, e.g. from /tf_static) and
     ``camera_height_m`` (0: the camera's height above base_link), the plane's tilt bound ``ground_max_tilt_deg``,
     sideways bound ``ground_max_lateral_m`` and the top views' length ``ground_topview`` (cell
-    ``ground_topview_cell_m``)."""
+    ``ground_topview_cell_m``, levelled over ``ground_topview_pitch_frames`` steps)."""
     p = validate(node, p)
     from deep_vision.estimators.ground_scale import GroundPlaneScale
 
@@ -154,7 +154,8 @@ def ground_scale_from_params(p: dict[str, Any], T_base_cam: np.ndarray | None = 
     cell = float(p["ground_topview_cell_m"]) if p["ground_topview"] else 0.0
     return GroundPlaneScale.from_extrinsic(T_base_cam, float(p["camera_height_m"]),
                                            max_tilt_deg=float(p["ground_max_tilt_deg"]),
-                                           max_lateral_m=float(p["ground_max_lateral_m"]), topview_cell_m=cell)
+                                           max_lateral_m=float(p["ground_max_lateral_m"]), topview_cell_m=cell,
+                                           topview_pitch_frames=int(p["ground_topview_pitch_frames"]))
 
 
 def scale_settings(p: dict[str, Any], T_base_cam: np.ndarray | None = None, node: str = "odometry_node"):
@@ -171,7 +172,8 @@ def scale_settings(p: dict[str, Any], T_base_cam: np.ndarray | None = None, node
             raise ConfigError(f"scale_window must be at least 1, got {scale_window}")
     except ConfigError as exc:
         raise ConfigError(f"{node}: parameters 'camera_pose'/'camera_height_m'/'ground_max_tilt_deg'/"
-                          f"'ground_max_lateral_m'/'ground_topview'/'ground_topview_cell_m'/'scale_window': "
+                          f"'ground_max_lateral_m'/'ground_topview'/'ground_topview_cell_m'/"
+                          f"'ground_topview_pitch_frames'/'scale_window': "
                           f"{exc}") from exc
     if p["relative_scale"] and (scale_source != "ground" or scale_window != 1):
         raise ConfigError(f"{node}: parameter 'relative_scale' fuses the ground lengths: it needs 'scale_source' "

@@ -71,18 +71,23 @@ def main() -> None:
     ap.add_argument("--smooth", type=int, default=21, help="frames in the moving average of the slow error")
     ap.add_argument("--pitch-frames", default="1,5,15", help="levelled top views: median pitch of the last N steps")
     ap.add_argument("--gains", default="1", help="levelled top views: the step's pitch times each gain")
+    ap.add_argument("--relative", default="", help="levelled top views: the median pitch of the last N steps less "
+                    "that of the last M steps, for each M given (comma-separated): the slow change of pitch only")
     ap.add_argument("--only", default="", help="comma-separated sequence names (default: all training ranges)")
     ap.add_argument("--dump", default="", help="folder: per sequence, the lengths and features as .npz")
     ap.add_argument("--package", default="", help="also the package's own path (GroundPlaneScale.from_extrinsic, "
-                    "topview_pitch_frames N), for each N given (comma-separated; 0: not levelled)")
+                    "topview_pitch_frames N, or N/M: less the last M steps' median), for each given (comma-separated; "
+                    "0: not levelled)")
     ap.add_argument("--package-only", action="store_true", help="only the package's path")
     args = ap.parse_args()
     for seq, rec, gt, steps in training_steps(args.data, args.cache):
         if args.only and seq.name not in args.only.split(","):
             continue
         X = camera_pose_transform([0.0, 0.0, seq.camera_height_m, *DEFAULT_CAMERA_POSE[3:]])
-        for n in (int(x) for x in args.package.split(",") if x):
-            shipped = GroundPlaneScale.from_extrinsic(X, topview_cell_m=0.03, topview_pitch_frames=n)
+        for spec in (x for x in args.package.split(",") if x):
+            n, m = (int(v) for v in (spec.split("/") + ["0"])[:2])
+            shipped = GroundPlaneScale.from_extrinsic(X, topview_cell_m=0.03, topview_pitch_frames=n,
+                                                      topview_pitch_reference_frames=m)
             lengths, prev = np.full(len(rec), np.nan), None
             for k, frame in enumerate(seq.frames()):
                 r = rec[k - 1] if k > 0 else None
@@ -91,7 +96,8 @@ def main() -> None:
                     lengths[k - 1] = np.nan if e is None else e.scale_m
                 prev = frame
             print(f"{seq.name}:", flush=True)
-            report_lengths(seq, steps, f"package, topview_pitch_frames {n}", lengths, gt)
+            report_lengths(seq, steps, f"package, topview_pitch_frames {n}" + (f" less {m}" if m else ""), lengths,
+                           gt)
         if args.package_only:
             continue
         ground = GroundPlaneScale(seq.camera_height_m)
@@ -123,7 +129,10 @@ def main() -> None:
         report_lengths(seq, steps, "plane", plane, gt)
         report_lengths(seq, steps, "fused (shipped)", fuse, gt)
         dump = {"plane": plane, "top": top, "gt": gt, **{k.replace(" ", "_"): v for k, v in feats.items()}}
-        for n, gain in ((int(x), float(g)) for x in args.pitch_frames.split(",") if x for g in args.gains.split(",")):
+        levels = [(int(x), float(g), 0) for x in args.pitch_frames.split(",") if x for g in args.gains.split(",")]
+        levels += [(int(x), 1.0, int(m)) for x in args.pitch_frames.split(",") if x
+                   for m in args.relative.split(",") if m]
+        for n, gain, m in levels:
             ups = []
             for k in range(len(rec)):
                 ts = [r[1] for r in rec[max(0, k - n + 1):k + 1] if r is not None]
@@ -131,17 +140,21 @@ def main() -> None:
                     ups.append(None)
                     continue
                 a = gain * np.radians(np.median([step_pitch(X, t) for t in ts]))
+                if m:
+                    a -= np.radians(np.median([step_pitch(X, r[1]) for r in rec[max(0, k - m + 1):k + 1]
+                                               if r is not None]))
                 t = np.cos(a) * (X[:3, :3].T @ [1.0, 0, 0]) + np.sin(a) * (X[:3, :3].T @ [0, 0, 1.0])
                 ups.append(pitched_up(X, t))
             top_l, _ = topview_lengths(seq, rec, 8.0, 0.03, ups=ups)
-            dump[f"top_levelled_{n}_{gain}"] = top_l
+            tag = f"{n}, x{gain}" + (f", less the last {m}" if m else "")
+            dump[f"top_levelled_{n}_{gain}_{m}"] = top_l
             e = np.where(ok, np.log(top_l / np.where(ok, gt, 1.0)), np.nan)
             e = np.where(np.abs(e) < 0.3, e, np.nan)
-            print(f"  levelled ({n} steps, gain {gain}): corr raw/slow with est pitch "
+            print(f"  levelled ({tag}): corr raw/slow with est pitch "
                   f"{corr(e, feats['est pitch deg']):+.2f}/"
                   f"{corr(smooth(e, args.smooth), smooth(feats['est pitch deg'], args.smooth)):+.2f}")
-            report_lengths(seq, steps, f"top levelled to the step's pitch ({n}, x{gain})", top_l, gt)
-            report_lengths(seq, steps, f"fused, top levelled ({n}, x{gain})", fused(plane, top_l, "mean", 0.2), gt)
+            report_lengths(seq, steps, f"top levelled to the step's pitch ({tag})", top_l, gt)
+            report_lengths(seq, steps, f"fused, top levelled ({tag})", fused(plane, top_l, "mean", 0.2), gt)
         if args.dump:
             Path(args.dump).mkdir(parents=True, exist_ok=True)
             np.savez(Path(args.dump) / f"{seq.name}.npz", **dump)

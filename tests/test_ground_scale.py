@@ -365,8 +365,17 @@ def test_the_levelling_follows_the_median_pitch_of_recent_steps():
     M = top.mounting(None)
     assert np.allclose(M[:3, :3] @ M[:3, :3].T, np.eye(3)) and np.allclose(M[:3, 3], X[:3, 3])
     assert np.allclose(M[1, :3], X[1, :3])  # turned about the sideways axis only
+    relative = GroundTopView(X, pitch_frames=2, pitch_reference_frames=4)  # the change of pitch only
+    for deg in (1.0, 1.0, 1.0):
+        assert angle(relative.mounting(pitch(deg))) == pytest.approx(0.0)  # a steady pitch: the mounting's mean
+    assert angle(relative.mounting(pitch(2.0))) == pytest.approx(0.5)  # 1.5 (last 2) less 1.0 (last 4)
+    assert angle(relative.mounting(pitch(2.0))) == pytest.approx(0.5)  # 2.0 less 1.5
     with pytest.raises(ConfigError, match="pitch_frames"):
         GroundTopView(X, pitch_frames=-1)
+    with pytest.raises(ConfigError, match="pitch_reference_frames"):
+        GroundTopView(X, pitch_frames=15, pitch_reference_frames=-3)
+    assert ground_scale_from_params({"ground_topview_pitch_frames": 15, "ground_topview_pitch_reference_frames": 300}
+                                    ).topview.pitch_reference_frames == 300
     assert ground_scale_from_params({"ground_topview_pitch_frames": 15}).topview.pitch_frames == 15
     with pytest.raises(ConfigError, match="ground_topview_pitch_frames"):
         ground_scale_from_params({"ground_topview_pitch_frames": -1})

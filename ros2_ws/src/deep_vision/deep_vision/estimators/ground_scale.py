@@ -79,7 +79,10 @@ class GroundTopView:
     per cent per degree, for as long as the pitch lasts, which drifts. The step's direction of travel, measured
     by the two-view geometry, runs along the road: its angle above the mounting's forward axis is the camera's
     pitch against the road. The view is drawn with the mounting turned by the median of that angle over the last
-    ``pitch_frames`` steps (steps more than ``max_pitch_deg`` off are left out)."""
+    ``pitch_frames`` steps (steps more than ``max_pitch_deg`` off are left out). With ``pitch_reference_frames``
+    > 0, by that median less the median over the last ``pitch_reference_frames`` steps: only the change of pitch
+    (braking, accelerating) is corrected and the mounting's mean pitch kept, since the estimated direction of
+    travel carries a small bias of its own that would otherwise move the metric scale."""
 
     T_base_cam: np.ndarray
     forward_m: tuple[float, float] = (3.0, 8.0)
@@ -89,6 +92,7 @@ class GroundTopView:
     search_m: float = 3.0  # the coarse search's reach: a step of up to 3 m (30 m/s at 10 Hz)
     yaw_sigma: float = 0.002  # the two-view step's yaw as the alignment's prior (rad)
     pitch_frames: int = 0  # level the view to the median pitch of the last N steps' direction of travel (0: off)
+    pitch_reference_frames: int = 0  # less the median pitch of the last M steps (0: the absolute pitch)
     max_pitch_deg: float = 10.0  # a step whose direction is further above or below the mounting's is left out
     view: GroundView = field(init=False, repr=False)
     _last: tuple | None = field(default=None, init=False, repr=False)  # (grey, K, mounting, its view)
@@ -103,16 +107,19 @@ class GroundTopView:
         if not self.T_base_cam[2, 3] > 0.2:
             raise ConfigError(f"ground top view: the camera is {self.T_base_cam[2, 3]:.2f} m above the ground; a top "
                               "view of the road needs it higher than 0.2 m")
-        if not (isinstance(self.pitch_frames, (int, np.integer)) and self.pitch_frames >= 0):
-            raise ConfigError(f"ground top view: pitch_frames must be a whole number >= 0, got {self.pitch_frames}")
+        for name in ("pitch_frames", "pitch_reference_frames"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, np.integer)) and value >= 0):
+                raise ConfigError(f"ground top view: {name} must be a whole number >= 0, got {value}")
         self.view = GroundView(self.T_base_cam, forward_m=tuple(self.forward_m), lateral_m=self.lateral_m,
                                resolution_m=self.resolution_m)
-        self._pitches = deque(maxlen=max(int(self.pitch_frames), 1))
+        self._pitches = deque(maxlen=max(int(self.pitch_frames), int(self.pitch_reference_frames), 1))
 
     def mounting(self, t_pc: np.ndarray | None = None) -> np.ndarray:
         """The mounting the views are drawn with: ``T_base_cam``, or with ``pitch_frames`` turned about its
-        sideways axis to the median pitch of the recent steps' direction of travel, this step's (the current
-        camera's unit direction in the previous one's frame, either sign) included."""
+        sideways axis to the median pitch of the recent steps' direction of travel (less the longer median with
+        ``pitch_reference_frames``), this step's (the current camera's unit direction in the previous one's frame,
+        either sign) included."""
         if not self.pitch_frames:
             return self.T_base_cam
         fwd, side, up = self.T_base_cam[:3, :3]  # the base's axes in the camera frame
@@ -125,7 +132,10 @@ class GroundTopView:
                     self._pitches.append(a)
         if not self._pitches:
             return self.T_base_cam
-        a = float(np.median(self._pitches))
+        recent = list(self._pitches)
+        a = float(np.median(recent[-self.pitch_frames:]))
+        if self.pitch_reference_frames:
+            a -= float(np.median(recent[-self.pitch_reference_frames:]))
         X = self.T_base_cam.copy()
         X[:3, :3] = np.stack([np.cos(a) * fwd + np.sin(a) * up, side, np.cos(a) * up - np.sin(a) * fwd])
         return X
@@ -204,12 +214,13 @@ class GroundPlaneScale:
 
     @classmethod
     def from_extrinsic(cls, T_base_cam: np.ndarray, height_m: float | None = None, topview_cell_m: float = 0.0,
-                       topview_pitch_frames: int = 0, **kwargs) -> GroundPlaneScale:
+                       topview_pitch_frames: int = 0, topview_pitch_reference_frames: int = 0,
+                       **kwargs) -> GroundPlaneScale:
         """From the camera's pose on the robot (``T_base_cam``, base_link z up): up = the base's z axis in the
         camera frame; the height is the camera's z above base_link (base_link on the ground, as the default
         camera_pose assumes) unless ``height_m`` > 0 is given. ``topview_cell_m`` > 0: fuse the top views' length
         (:class:`GroundTopView` at that height, cells of that many metres, levelled over ``topview_pitch_frames``
-        steps; 0: no top views)."""
+        steps less ``topview_pitch_reference_frames``; 0: no top views)."""
         T = np.asarray(T_base_cam, dtype=np.float64)
         h = float(T[2, 3]) if height_m is None or height_m <= 0 else float(height_m)
         ground = cls(height_m=h, up=T[:3, :3].T @ np.array([0.0, 0.0, 1.0]), **kwargs)  # checks the height first
@@ -217,7 +228,8 @@ class GroundPlaneScale:
             T_top = T.copy()
             T_top[2, 3] = h
             ground.topview = GroundTopView(T_top, resolution_m=float(topview_cell_m),
-                                           pitch_frames=int(topview_pitch_frames))
+                                           pitch_frames=int(topview_pitch_frames),
+                                           pitch_reference_frames=int(topview_pitch_reference_frames))
         return ground
 
     def estimate(self, R_pc: np.ndarray, t_pc: np.ndarray, K: np.ndarray, p0: np.ndarray,

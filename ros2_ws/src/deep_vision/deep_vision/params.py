@@ -178,7 +178,7 @@ _ODOMETRY = [
           "known to a degree). 0: the mounting as given.", range=(0, 1000)),
     Param("ground_topview_pitch_reference_frames", 0, "ground_topview_pitch_frames: level by the change of pitch "
           "only, the median of the last N steps less that of the last M (this many) steps, keeping the mounting's "
-          "mean pitch (the estimated direction's own bias then does not move the metric scale). 0: the whole "
+          "mean pitch (a bias of the estimated direction then cannot move the metric scale). 0: the whole "
           "pitch.", range=(0, 100000)),
     Param("scale_window", 1, "scale_source ground: the speed is the median of this many frames' estimates (a "
           "frame without one keeps it; none in the window: the carried speed, see use_network).", range=(1, 1000)),

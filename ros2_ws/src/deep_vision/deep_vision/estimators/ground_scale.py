@@ -81,8 +81,9 @@ class GroundTopView:
     pitch against the road. The view is drawn with the mounting turned by the median of that angle over the last
     ``pitch_frames`` steps (steps more than ``max_pitch_deg`` off are left out). With ``pitch_reference_frames``
     > 0, by that median less the median over the last ``pitch_reference_frames`` steps: only the change of pitch
-    (braking, accelerating) is corrected and the mounting's mean pitch kept, since the estimated direction of
-    travel carries a small bias of its own that would otherwise move the metric scale."""
+    (braking, accelerating) is corrected and the mounting's mean pitch kept, so that a bias of the estimated
+    direction cannot move the metric scale. Neither is on by default: held out, both lowered the drift on KITTI
+    but lost on a rendered route (``bench/results/vo-topview-pitch-2026-12-07/``)."""
 
     T_base_cam: np.ndarray
     forward_m: tuple[float, float] = (3.0, 8.0)

@@ -51,10 +51,9 @@ def corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a[ok], b[ok])[0, 1]) if ok.sum() > 5 and np.std(b[ok]) > 0 else float("nan")
 
 
-def pitched_up(X: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """The road's up axis in the camera if the base's forward axis points along the unit step ``t`` in pitch."""
+def pitched_up(X: np.ndarray, a: float) -> np.ndarray:
+    """The road's up axis in the camera if the base's forward axis points ``a`` radians above the mounting's."""
     fwd0, up0 = X[:3, :3].T @ np.array([1.0, 0.0, 0.0]), X[:3, :3].T @ np.array([0.0, 0.0, 1.0])
-    a = np.arctan2(t @ up0, t @ fwd0)
     return -np.sin(a) * fwd0 + np.cos(a) * up0
 
 
@@ -143,8 +142,7 @@ def main() -> None:
                 if m:
                     a -= np.radians(np.median([step_pitch(X, r[1]) for r in rec[max(0, k - m + 1):k + 1]
                                                if r is not None]))
-                t = np.cos(a) * (X[:3, :3].T @ [1.0, 0, 0]) + np.sin(a) * (X[:3, :3].T @ [0, 0, 1.0])
-                ups.append(pitched_up(X, t))
+                ups.append(pitched_up(X, a))
             top_l, _ = topview_lengths(seq, rec, 8.0, 0.03, ups=ups)
             tag = f"{n}, x{gain}" + (f", less the last {m}" if m else "")
             dump[f"top_levelled_{n}_{gain}_{m}"] = top_l

@@ -91,7 +91,8 @@ def test_nodes_over_dds_publish_what_evaluate_writes(loop_bag, evaluated, tmp_pa
     from deep_vision.nodes.runner import run
 
     params, eval_dir = evaluated
-    # At the bag's own rate: at twice it a host half as fast as CI's filled the nodes' frame queues and dropped frames
+    # At the bag's own rate: at twice it, a host half as fast as that of the committed latency figures filled the
+    # nodes' frame queues and dropped frames
     summary = run(params, DEFAULT_NODES, bag=loop_bag, rate=1.0, drain_s=60.0, record=tmp_path / "nodes")
     assert summary["played"]["/camera/image_raw"] == FRAMES
     nodes, ev = _read(tmp_path / "nodes"), _read(eval_dir / "outputs")

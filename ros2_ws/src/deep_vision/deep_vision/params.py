@@ -167,8 +167,8 @@ _ODOMETRY = [
           "this far to the side of the camera (the road around the vehicle, not the verges, kerbs and parked cars "
           "beside it); where they give no plane, to all. 0: no bound.", range=(0.0, 1000.0)),
     Param("ground_topview", True, "scale_source ground: also measure each step's length by aligning the two "
-          "frames' top views of the road 3-8 m ahead, and where it agrees with the ground plane's within about 20 %, take "
-          "their geometric mean (its errors do not persist from frame to frame as the plane's do; about 15-20 ms "
+          "frames' top views of the road 3-8 m ahead, and where it agrees with the ground plane's within about 20 %, "
+          "take their geometric mean (its errors do not persist from frame to frame as the plane's do; about 15-20 ms "
           "more per frame)."),
     Param("ground_topview_cell_m", 0.03, "ground_topview: the top view's cell size (m); coarser is faster (0.05: "
           "about half the time) and about as accurate on the training ranges.", range=(0.01, 0.2)),

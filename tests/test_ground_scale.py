@@ -298,6 +298,24 @@ def test_the_top_view_loads_its_search_at_start_up():
     assert out == ["False", "True"], out
 
 
+def test_a_top_view_seen_whole_aligns():
+    """A camera that sees all of the VO's top view (3-8 m ahead, 4 m to either side at 3 cm: 44,589 cells; a camera
+    pitched down or with a tall field of view) once made every alignment raise in cv2.remap, which takes fewer
+    than 32,767 points in a row. Two views of a textured road 30 cells (0.90 m) apart: measured 0.9004 m; bound
+    1 cm."""
+    import cv2
+
+    from deep_vision.estimators.loop_scale import align_ground
+
+    view = GroundTopView(camera_pose_transform([0.0, 0.0, 1.65, *DEFAULT_CAMERA_POSE[3:]])).view
+    rows, cols = view.shape
+    assert rows * cols > 32767
+    road = cv2.GaussianBlur(np.random.default_rng(0).uniform(0, 255, (rows + 20, cols + 60)), (0, 0), 2)
+    match, query = (road[10:10 + rows, s:s + cols].astype(np.uint8) for s in (10, 40))
+    a = align_ground(query, match, view, 0.0, search_m=3.0, yaw_sigma=0.002)
+    assert a is not None and abs(a.t[0] - 0.90) < 0.01 and abs(a.t[1]) < 0.01, a
+
+
 def test_each_frame_is_rendered_into_a_top_view_once(synthetic, monkeypatch):
     """Along a stream the previous step's current frame is the next step's previous one: its top view is kept,
     not rendered again, and the lengths are those of views rendered afresh."""

@@ -290,6 +290,19 @@ class _QueryLevel:
         self.Dr = np.stack([px * py / h, (py**2 + h**2) / h], axis=-1)  # d p' / d roll
 
 
+def _sample_points(stack: np.ndarray, u: np.ndarray, v: np.ndarray, width: int = 16384) -> np.ndarray:
+    """[n x channels]: ``stack`` bilinearly sampled at the n points (u, v) (pixels; NaN outside). cv2.remap takes
+    maps under 32767 columns: the points go in rows of ``width`` (a view seen whole at 3 cm has 44,589)."""
+    n = len(u)
+    rows = max(1, -(-n // width))
+    cols = min(n, width) if rows == 1 else width
+    pad = rows * cols - n
+    grid = [np.pad(a, (0, pad), constant_values=-1.0).reshape(rows, cols) for a in (u, v)]
+    out = cv2.remap(stack, grid[0], grid[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                    borderValue=(np.nan,) * 4)
+    return out.reshape(rows * cols, -1)[:n]
+
+
 def _gauss_newton(ql: _QueryLevel, m: _Level, view, res, x, prior_mean, prior_sigma, pixel_correlation):
     """One Gauss-Newton step over x = (yaw, tx, ty, pitch, roll) and a gain and offset: residual
     gain * match(R p' + t) + offset - query(p), where p' is the ground point the query's top-view pixel p shows
@@ -301,9 +314,7 @@ def _gauss_newton(ql: _QueryLevel, m: _Level, view, res, x, prior_mean, prior_si
     p = pe @ R.T + t
     u = ((p[:, 0] - view.forward_m[0]) / res - 0.5).astype(np.float32)
     v = ((view.lateral_m - p[:, 1]) / res - 0.5).astype(np.float32)
-    sampled = cv2.remap(m.stack, u[None], v[None], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                        borderValue=(np.nan,) * 4)[0]
-    s, gx, gy, seen = sampled.T
+    s, gx, gy, seen = _sample_points(m.stack, u, v).T
     # d/dx (forward); d/dy (left: image rows grow to the right)
     ok = np.isfinite(s) & np.isfinite(gx) & np.isfinite(gy) & (seen > 0.99)
     n = int(ok.sum())

@@ -72,11 +72,13 @@ def main() -> None:
     ap.add_argument("--gains", default="1", help="levelled top views: the step's pitch times each gain")
     ap.add_argument("--relative", default="", help="levelled top views: the median pitch of the last N steps less "
                     "that of the last M steps, for each M given (comma-separated): the slow change of pitch only")
+    ap.add_argument("--deadbands", default="0", help="levelled top views: each angle moved towards 0 by this many "
+                    "degrees (comma-separated; 0 where smaller): a steady camera is left as mounted")
     ap.add_argument("--only", default="", help="comma-separated sequence names (default: all training ranges)")
     ap.add_argument("--dump", default="", help="folder: per sequence, the lengths and features as .npz")
     ap.add_argument("--package", default="", help="also the package's own path (GroundPlaneScale.from_extrinsic, "
-                    "topview_pitch_frames N, or N/M: less the last M steps' median), for each given (comma-separated; "
-                    "0: not levelled)")
+                    "topview_pitch_frames N, or N/M: less the last M steps' median, or N/M/B: with a dead band of B "
+                    "degrees), for each given (comma-separated; 0: not levelled)")
     ap.add_argument("--package-only", action="store_true", help="only the package's path")
     args = ap.parse_args()
     for seq, rec, gt, steps in training_steps(args.data, args.cache):
@@ -84,9 +86,10 @@ def main() -> None:
             continue
         X = camera_pose_transform([0.0, 0.0, seq.camera_height_m, *DEFAULT_CAMERA_POSE[3:]])
         for spec in (x for x in args.package.split(",") if x):
-            n, m = (int(v) for v in (spec.split("/") + ["0"])[:2])
+            n, m, band = (spec.split("/") + ["0", "0"])[:3]
+            n, m, band = int(n), int(m), float(band)
             shipped = GroundPlaneScale.from_extrinsic(X, topview_cell_m=0.03, topview_pitch_frames=n,
-                                                      topview_pitch_reference_frames=m)
+                                                      topview_pitch_reference_frames=m, topview_pitch_deadband_deg=band)
             lengths, prev = np.full(len(rec), np.nan), None
             for k, frame in enumerate(seq.frames()):
                 r = rec[k - 1] if k > 0 else None
@@ -95,8 +98,8 @@ def main() -> None:
                     lengths[k - 1] = np.nan if e is None else e.scale_m
                 prev = frame
             print(f"{seq.name}:", flush=True)
-            report_lengths(seq, steps, f"package, topview_pitch_frames {n}" + (f" less {m}" if m else ""), lengths,
-                           gt)
+            report_lengths(seq, steps, f"package, topview_pitch_frames {n}" + (f" less {m}" if m else "")
+                           + (f", dead band {band:g} deg" if band else ""), lengths, gt)
         if args.package_only:
             continue
         ground = GroundPlaneScale(seq.camera_height_m)
@@ -128,10 +131,11 @@ def main() -> None:
         report_lengths(seq, steps, "plane", plane, gt)
         report_lengths(seq, steps, "fused (shipped)", fuse, gt)
         dump = {"plane": plane, "top": top, "gt": gt, **{k.replace(" ", "_"): v for k, v in feats.items()}}
-        levels = [(int(x), float(g), 0) for x in args.pitch_frames.split(",") if x for g in args.gains.split(",")]
-        levels += [(int(x), 1.0, int(m)) for x in args.pitch_frames.split(",") if x
-                   for m in args.relative.split(",") if m]
-        for n, gain, m in levels:
+        levels = [(int(x), float(g), 0, float(b)) for x in args.pitch_frames.split(",") if x
+                  for g in args.gains.split(",") for b in args.deadbands.split(",")]
+        levels += [(int(x), 1.0, int(m), float(b)) for x in args.pitch_frames.split(",") if x
+                   for m in args.relative.split(",") if m for b in args.deadbands.split(",")]
+        for n, gain, m, band in levels:
             ups = []
             for k in range(len(rec)):
                 ts = [r[1] for r in rec[max(0, k - n + 1):k + 1] if r is not None]
@@ -142,10 +146,11 @@ def main() -> None:
                 if m:
                     a -= np.radians(np.median([step_pitch(X, r[1]) for r in rec[max(0, k - m + 1):k + 1]
                                                if r is not None]))
+                a = np.sign(a) * max(abs(a) - np.radians(band), 0.0)
                 ups.append(pitched_up(X, a))
             top_l, _ = topview_lengths(seq, rec, 8.0, 0.03, ups=ups)
-            tag = f"{n}, x{gain}" + (f", less the last {m}" if m else "")
-            dump[f"top_levelled_{n}_{gain}_{m}"] = top_l
+            tag = f"{n}, x{gain}" + (f", less the last {m}" if m else "") + (f", dead band {band} deg" if band else "")
+            dump[f"top_levelled_{n}_{gain}_{m}_{band}"] = top_l
             e = np.where(ok, np.log(top_l / np.where(ok, gt, 1.0)), np.nan)
             e = np.where(np.abs(e) < 0.3, e, np.nan)
             print(f"  levelled ({tag}): corr raw/slow with est pitch "

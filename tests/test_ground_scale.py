@@ -388,6 +388,12 @@ def test_the_levelling_follows_the_median_pitch_of_recent_steps():
         assert angle(relative.mounting(pitch(deg))) == pytest.approx(0.0)  # a steady pitch: the mounting's mean
     assert angle(relative.mounting(pitch(2.0))) == pytest.approx(0.5)  # 1.5 (last 2) less 1.0 (last 4)
     assert angle(relative.mounting(pitch(2.0))) == pytest.approx(0.5)  # 2.0 less 1.5
+    banded = GroundTopView(X, pitch_frames=1, pitch_deadband_deg=0.3)  # small angles: the mounting as given
+    assert banded.mounting(pitch(0.2)) is banded.T_base_cam and banded.mounting(-pitch(-0.25)) is banded.T_base_cam
+    assert angle(banded.mounting(pitch(1.0))) == pytest.approx(0.7)  # larger ones: moved towards 0 by the band
+    assert angle(banded.mounting(pitch(-0.5))) == pytest.approx(-0.2)
+    with pytest.raises(ConfigError, match="pitch_deadband_deg"):
+        GroundTopView(X, pitch_frames=15, pitch_deadband_deg=float("nan"))
     with pytest.raises(ConfigError, match="pitch_frames"):
         GroundTopView(X, pitch_frames=-1)
     with pytest.raises(ConfigError, match="pitch_reference_frames"):
@@ -395,5 +401,6 @@ def test_the_levelling_follows_the_median_pitch_of_recent_steps():
     assert ground_scale_from_params({"ground_topview_pitch_frames": 15, "ground_topview_pitch_reference_frames": 300}
                                     ).topview.pitch_reference_frames == 300
     assert ground_scale_from_params({"ground_topview_pitch_frames": 15}).topview.pitch_frames == 15
+    assert ground_scale_from_params({"ground_topview_pitch_deadband_deg": 0.2}).topview.pitch_deadband_deg == 0.2
     with pytest.raises(ConfigError, match="ground_topview_pitch_frames"):
         ground_scale_from_params({"ground_topview_pitch_frames": -1})

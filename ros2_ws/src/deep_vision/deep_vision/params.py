@@ -180,6 +180,9 @@ _ODOMETRY = [
           "only, the median of the last N steps less that of the last M (this many) steps, keeping the mounting's "
           "mean pitch (a bias of the estimated direction then cannot move the metric scale). 0: the whole "
           "pitch.", range=(0, 100000)),
+    Param("ground_topview_pitch_deadband_deg", 0.0, "ground_topview_pitch_frames: a levelling angle within this many "
+          "degrees of 0 is 0, a larger one is moved towards 0 by it: a camera that does not pitch keeps its mounting "
+          "rather than the direction estimate's noise.", range=(0.0, 5.0)),
     Param("scale_window", 1, "scale_source ground: the speed is the median of this many frames' estimates (a "
           "frame without one keeps it; none in the window: the carried speed, see use_network).", range=(1, 1000)),
     Param("relative_scale", False, "scale_source ground: fuse each frame's ground length with the ratio of "

@@ -82,7 +82,9 @@ class GroundTopView:
     ``pitch_frames`` steps (steps more than ``max_pitch_deg`` off are left out). With ``pitch_reference_frames``
     > 0, by that median less the median over the last ``pitch_reference_frames`` steps: only the change of pitch
     (braking, accelerating) is corrected and the mounting's mean pitch kept, so that a bias of the estimated
-    direction cannot move the metric scale. Neither is on by default: held out, both lowered the drift on KITTI
+    direction cannot move the metric scale. ``pitch_deadband_deg``: the angle moved that much towards 0 (0 where
+    smaller), so that a camera that does not pitch keeps its mounting rather than the estimate's noise (the
+    rendered worlds' direction of travel, smoothed, varies by 0.03-0.04 degrees; KITTI's by 0.3-0.5). Neither is on by default: held out, both lowered the drift on KITTI
     but lost on a rendered route (``bench/results/vo-topview-pitch-2026-12-07/``)."""
 
     T_base_cam: np.ndarray
@@ -94,6 +96,7 @@ class GroundTopView:
     yaw_sigma: float = 0.002  # the two-view step's yaw as the alignment's prior (rad)
     pitch_frames: int = 0  # level the view to the median pitch of the last N steps' direction of travel (0: off)
     pitch_reference_frames: int = 0  # less the median pitch of the last M steps (0: the absolute pitch)
+    pitch_deadband_deg: float = 0.0  # levelling angles within this of 0 are 0, larger ones moved towards 0 by it
     max_pitch_deg: float = 10.0  # a step whose direction is further above or below the mounting's is left out
     view: GroundView = field(init=False, repr=False)
     _last: tuple | None = field(default=None, init=False, repr=False)  # (grey, K, mounting, its view)
@@ -112,6 +115,9 @@ class GroundTopView:
             value = getattr(self, name)
             if not (isinstance(value, (int, np.integer)) and value >= 0):
                 raise ConfigError(f"ground top view: {name} must be a whole number >= 0, got {value}")
+        if not (np.isfinite(self.pitch_deadband_deg) and 0 <= self.pitch_deadband_deg < self.max_pitch_deg):
+            raise ConfigError(f"ground top view: pitch_deadband_deg must be in [0, {self.max_pitch_deg:g}), got "
+                              f"{self.pitch_deadband_deg}")
         self.view = GroundView(self.T_base_cam, forward_m=tuple(self.forward_m), lateral_m=self.lateral_m,
                                resolution_m=self.resolution_m)
         self._pitches = deque(maxlen=max(int(self.pitch_frames), int(self.pitch_reference_frames), 1))
@@ -137,6 +143,9 @@ class GroundTopView:
         a = float(np.median(recent[-self.pitch_frames:]))
         if self.pitch_reference_frames:
             a -= float(np.median(recent[-self.pitch_reference_frames:]))
+        a = float(np.sign(a)) * max(abs(a) - np.radians(self.pitch_deadband_deg), 0.0)
+        if a == 0.0:
+            return self.T_base_cam
         X = self.T_base_cam.copy()
         X[:3, :3] = np.stack([np.cos(a) * fwd + np.sin(a) * up, side, np.cos(a) * up - np.sin(a) * fwd])
         return X
@@ -216,12 +225,13 @@ class GroundPlaneScale:
     @classmethod
     def from_extrinsic(cls, T_base_cam: np.ndarray, height_m: float | None = None, topview_cell_m: float = 0.0,
                        topview_pitch_frames: int = 0, topview_pitch_reference_frames: int = 0,
-                       **kwargs) -> GroundPlaneScale:
+                       topview_pitch_deadband_deg: float = 0.0, **kwargs) -> GroundPlaneScale:
         """From the camera's pose on the robot (``T_base_cam``, base_link z up): up = the base's z axis in the
         camera frame; the height is the camera's z above base_link (base_link on the ground, as the default
         camera_pose assumes) unless ``height_m`` > 0 is given. ``topview_cell_m`` > 0: fuse the top views' length
         (:class:`GroundTopView` at that height, cells of that many metres, levelled over ``topview_pitch_frames``
-        steps less ``topview_pitch_reference_frames``; 0: no top views)."""
+        steps less ``topview_pitch_reference_frames``, with a dead band of ``topview_pitch_deadband_deg``; 0: no top
+        views)."""
         T = np.asarray(T_base_cam, dtype=np.float64)
         h = float(T[2, 3]) if height_m is None or height_m <= 0 else float(height_m)
         ground = cls(height_m=h, up=T[:3, :3].T @ np.array([0.0, 0.0, 1.0]), **kwargs)  # checks the height first
@@ -230,7 +240,8 @@ class GroundPlaneScale:
             T_top[2, 3] = h
             ground.topview = GroundTopView(T_top, resolution_m=float(topview_cell_m),
                                            pitch_frames=int(topview_pitch_frames),
-                                           pitch_reference_frames=int(topview_pitch_reference_frames))
+                                           pitch_reference_frames=int(topview_pitch_reference_frames),
+                                           pitch_deadband_deg=float(topview_pitch_deadband_deg))
         return ground
 
     def estimate(self, R_pc: np.ndarray, t_pc: np.ndarray, K: np.ndarray, p0: np.ndarray,

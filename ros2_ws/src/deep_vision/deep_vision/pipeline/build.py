@@ -146,7 +146,7 @@ def ground_scale_from_params(p: dict[str, Any], T_base_cam: np.ndarray | None = 
     ``camera_height_m`` (0: the camera's height above base_link), the plane's tilt bound ``ground_max_tilt_deg``,
     sideways bound ``ground_max_lateral_m`` and the top views' length ``ground_topview`` (cell
     ``ground_topview_cell_m``, levelled over ``ground_topview_pitch_frames`` steps less
-    ``ground_topview_pitch_reference_frames``)."""
+    ``ground_topview_pitch_reference_frames``, dead band ``ground_topview_pitch_deadband_deg``)."""
     p = validate(node, p)
     from deep_vision.estimators.ground_scale import GroundPlaneScale
 
@@ -158,7 +158,8 @@ def ground_scale_from_params(p: dict[str, Any], T_base_cam: np.ndarray | None = 
                                            max_lateral_m=float(p["ground_max_lateral_m"]), topview_cell_m=cell,
                                            topview_pitch_frames=int(p["ground_topview_pitch_frames"]),
                                            topview_pitch_reference_frames=int(
-                                               p["ground_topview_pitch_reference_frames"]))
+                                               p["ground_topview_pitch_reference_frames"]),
+                                           topview_pitch_deadband_deg=float(p["ground_topview_pitch_deadband_deg"]))
 
 
 def scale_settings(p: dict[str, Any], T_base_cam: np.ndarray | None = None, node: str = "odometry_node"):
@@ -176,7 +177,8 @@ def scale_settings(p: dict[str, Any], T_base_cam: np.ndarray | None = None, node
     except ConfigError as exc:
         raise ConfigError(f"{node}: parameters 'camera_pose'/'camera_height_m'/'ground_max_tilt_deg'/"
                           f"'ground_max_lateral_m'/'ground_topview'/'ground_topview_cell_m'/"
-                          f"'ground_topview_pitch_frames'/'ground_topview_pitch_reference_frames'/'scale_window': "
+                          f"'ground_topview_pitch_frames'/'ground_topview_pitch_reference_frames'/"
+                          f"'ground_topview_pitch_deadband_deg'/'scale_window': "
                           f"{exc}") from exc
     if p["relative_scale"] and (scale_source != "ground" or scale_window != 1):
         raise ConfigError(f"{node}: parameter 'relative_scale' fuses the ground lengths: it needs 'scale_source' "

@@ -84,8 +84,9 @@ class GroundTopView:
     (braking, accelerating) is corrected and the mounting's mean pitch kept, so that a bias of the estimated
     direction cannot move the metric scale. ``pitch_deadband_deg``: the angle moved that much towards 0 (0 where
     smaller), so that a camera that does not pitch keeps its mounting rather than the estimate's noise (the
-    rendered worlds' direction of travel, smoothed, varies by 0.03-0.04 degrees; KITTI's by 0.3-0.5). Neither is on by default: held out, both lowered the drift on KITTI
-    but lost on a rendered route (``bench/results/vo-topview-pitch-2026-12-07/``)."""
+    rendered worlds' direction of travel, smoothed, varies by 0.03-0.04 degrees; KITTI's by 0.3-0.5). None is on by
+    default: held out, the levelling lowered the drift on KITTI but lost on a rendered route
+    (``bench/results/vo-topview-pitch-2026-12-07/``)."""
 
     T_base_cam: np.ndarray
     forward_m: tuple[float, float] = (3.0, 8.0)

@@ -86,7 +86,8 @@ class GroundTopView:
     smaller), so that a camera that does not pitch keeps its mounting rather than the estimate's noise (the
     rendered worlds' direction of travel, smoothed, varies by 0.03-0.04 degrees; KITTI's by 0.3-0.5). None is on by
     default: held out, the levelling lowered the drift on KITTI but lost on a rendered route
-    (``bench/results/vo-topview-pitch-2026-12-07/``)."""
+    (``bench/results/vo-topview-pitch-2026-12-07/``); with the dead band the rendered routes held, but KITTI 03's
+    metric scale got worse (``bench/results/vo-topview-pitch-deadband-2026-12-07/``)."""
 
     T_base_cam: np.ndarray
     forward_m: tuple[float, float] = (3.0, 8.0)

@@ -137,15 +137,19 @@ def align_ground(query: np.ndarray, match: np.ndarray, view: GroundView, theta0:
                  search_m: float = 12.0, pixel_correlation: float = 4.0, tilt_sigma_rad: float = 0.003,
                  tilt_prior_rad: float = 0.03, min_correlation: float = 0.5, min_overlap: float = 0.15,
                  yaw_sigma: float | None = None, direction: np.ndarray | None = None,
-                 cone_deg: float = 20.0, free_radius_m: float = 1.5) -> GroundAlignment | None:
+                 cone_deg: float = 20.0, free_radius_m: float = 1.5,
+                 max_points: int | None = None) -> GroundAlignment | None:
     """The pose of the query keyframe's base_link in the match keyframe's (see the module docstring).
 
     ``query``, ``match``: top views (:meth:`GroundView.render`); ``theta0``: the yaw from the essential matrix,
     with ``yaw_sigma`` (rad) its prior's standard deviation (None: no prior); ``direction``: the essential
     matrix's unit direction from the query camera to the match camera (query base_link axes), which the
     translation must agree with (:func:`_cone`); ``tilt_prior_rad``: the prior on the relative pitch and roll;
-    ``tilt_sigma_rad``: the match view's own tilt, which the alignment cannot see (added to the covariance).
-    None when the views do not overlap enough, do not correlate after alignment or disagree with ``direction``.
+    ``tilt_sigma_rad``: the match view's own tilt, which the alignment cannot see (added to the covariance);
+    ``max_points``: at most about this many of the query's seen cells per level (every k-th: a camera that sees
+    the whole view then costs about what one that sees a part of it does), their residuals counted as k times less
+    correlated. None when the views do not overlap enough, do not correlate after alignment or disagree with
+    ``direction``.
     """
     h = float(view.T_base_cam[2, 3])
     x = np.array([float(theta0), 0.0, 0.0, 0.0, 0.0])  # yaw, x, y, query pitch, query roll (against the match)
@@ -169,9 +173,10 @@ def align_ground(query: np.ndarray, match: np.ndarray, view: GroundView, theta0:
             if t is None:
                 return None
             x[1:3] = t
-        ql = _QueryLevel(q, pts, h)
+        ql = _QueryLevel(q, pts, h, max_points)
+        corr_px = pixel_correlation / ql.stride  # every k-th cell: neighbouring residuals k cells apart
         for _ in range(8 if factor > 1 else 15):
-            step = _gauss_newton(ql, m, view, res, x, prior_mean, prior_sigma, pixel_correlation)
+            step = _gauss_newton(ql, m, view, res, x, prior_mean, prior_sigma, corr_px)
             if step is None:
                 return None
             delta, fit = step
@@ -181,17 +186,17 @@ def align_ground(query: np.ndarray, match: np.ndarray, view: GroundView, theta0:
             if abs(delta[0]) < 2e-5 * factor and np.linalg.norm(delta[1:3]) < 0.005 * factor * res:
                 break
     query_f = q  # the last level is the full resolution
-    step = _gauss_newton(ql, m, view, res, x, prior_mean, prior_sigma, pixel_correlation)
+    step = _gauss_newton(ql, m, view, res, x, prior_mean, prior_sigma, corr_px)
     if step is None:
         return None
     _, best = step
     JtJ, sigma2, corr, n = best
-    if n < min_overlap * np.isfinite(query_f).sum() or corr < min_correlation:
+    if n < min_overlap * len(ql.values) or corr < min_correlation:
         return None
     theta, t = float(x[0]), x[1:3].copy()
     if allowed is not None and not allowed(t[None])[0]:
         return None  # refined away from the essential matrix's direction
-    cov = np.linalg.inv(JtJ + 1e-12 * np.eye(len(JtJ)))[:5, :5] * sigma2 * pixel_correlation
+    cov = np.linalg.inv(JtJ + 1e-12 * np.eye(len(JtJ)))[:5, :5] * sigma2 * corr_px
     order = [1, 2, 0, 3, 4]  # (yaw, x, y, pitch, roll) -> (x, y, yaw, pitch, roll)
     cov = cov[np.ix_(order, order)]
     # The query's tilt against the match's is estimated; the match's own tilt against the ground (suspension,
@@ -281,8 +286,14 @@ class _Level:
 class _QueryLevel:
     """A query view at one pyramid level: its seen pixels' values, ground points and tilt derivatives."""
 
-    def __init__(self, q: np.ndarray, pts: np.ndarray, h: float) -> None:
+    def __init__(self, q: np.ndarray, pts: np.ndarray, h: float, max_points: int | None = None) -> None:
         self.valid = np.isfinite(q)
+        seen = int(self.valid.sum())
+        self.stride = 1 if not max_points or seen <= max_points else -(-seen // int(max_points))
+        if self.stride > 1:  # every k-th seen cell, row by row
+            keep = np.zeros(q.size, dtype=bool)
+            keep[np.flatnonzero(self.valid)[::self.stride]] = True
+            self.valid = keep.reshape(q.shape)
         self.values = q[self.valid]
         self.pts = pts[self.valid]
         px, py = self.pts[:, 0], self.pts[:, 1]

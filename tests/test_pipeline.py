@@ -148,6 +148,33 @@ def test_realtime_counts_every_frame_as_processed_dropped_or_skipped(loop_bag, v
     assert 70 <= out.stats["loop_closure"].skipped <= 85
 
 
+def test_a_frame_an_estimator_fails_on_is_counted_and_the_stream_goes_on(loop_bag, vo_model, caplog):
+    """As the nodes' frame queues do, offline and realtime alike: a frame whose estimator raises (here OpenCV's
+    error, which is not a ValueError: offline runs once died of one) is logged in one line and counted, and the
+    next frames go on."""
+    import cv2
+    from deep_vision.io.bag import BagSequence
+
+    path, seq = loop_bag
+    for mode in ("offline", "realtime"):
+        pipe = _pipeline(vo_model, seq, stages=("vo",))
+        calls, process = [], pipe.vo.process
+
+        def failing(frame, calls=calls, process=process):
+            calls.append(frame)
+            if len(calls) == 5:
+                raise cv2.error("remap: the map is too wide")
+            return process(frame)
+
+        pipe.vo.process = failing
+        caplog.clear()
+        out = pipe.run(BagSequence(path), mode, limit=20)
+        s = out.stats["vo"]
+        assert s.errors == 1 and s.processed + s.dropped == 19 and len(out.odometry) == s.processed, (mode, s)
+        assert mode == "realtime" or s.processed == 19
+        assert "vo: frame 4" in caplog.text and "error: remap: the map is too wide" in caplog.text, caplog.text
+
+
 def test_realtime_at_bag_rate_keeps_up_on_small_frames(loop_bag, vo_model):
     from deep_vision.io.bag import BagSequence
 

@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 
 from deep_vision.errors import ConfigError, ImageEncodingError
 from deep_vision.io.bag import GPS_TOPIC, TF_STATIC_TOPIC
@@ -219,9 +218,9 @@ class Pipeline:
         try:
             output = {"homography": self._homography, "loop_closure": self._loop_closure, "vo": self._vo}[stage](
                 frame, f.stamp_ns)
-        except (ValueError, np.linalg.LinAlgError) as exc:
+        except Exception as exc:  # noqa: BLE001 - as the nodes' queues: one failed frame must not stop the stream
             s.errors += 1
-            logger.warning("%s: frame %d (%d ns) failed: %s", stage, f.index, f.stamp_ns, exc)
+            logger.error("%s: frame %d (%d ns) failed: %s: %s", stage, f.index, f.stamp_ns, type(exc).__name__, exc)
             return
         t1 = time.perf_counter()
         s.processed += 1

@@ -5,7 +5,8 @@ sees. KITTI's cameras see the road only from about 6 m; a camera with a taller f
 it. Per camera (KITTI 00 / 03's first frame; the small rendered world at KITTI's size, at 640 x 480 with a 400 px
 focal length, at 1280 x 720 with 640 px): the seen cells, and per step (true rotation) the time of
 ``GroundTopView.length`` and its length over the true one, with the shipped bound on the cells used
-(``--max-points``, 0: none).
+(``--max-points``, 0: none); and the shipped VO's other parts per step: the tracker (dense flow at
+``track_width``, essential matrix) and the ground plane.
 
     .venv/bin/python experiments/topview_camera_cost.py [--max-points 0]
 """
@@ -24,7 +25,7 @@ import numpy as np
 from deep_vision.estimators.ground_scale import GroundTopView
 from deep_vision.geometry.transforms import invert_transform
 from deep_vision.params import DEFAULT_CAMERA_POSE
-from deep_vision.pipeline.build import camera_pose_transform
+from deep_vision.pipeline.build import build_odometry, camera_pose_transform
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from conftest import small_world_config  # noqa: E402
@@ -69,6 +70,17 @@ def main() -> None:
         print(f"{name}: {int((top.view.render(images[0], K) > 0).sum())} cells seen; length {np.median(ms[1:]):.1f} "
               f"ms p50 (first {ms[0]:.1f}); length / true: median {np.nanmedian(ratio):.3f}, "
               f"{np.isfinite(ratio).sum()}/{len(ratio)} found")
+        vo = build_odometry({}, seq.camera)
+        vo.ground.topview = None  # the plane alone: the top view is timed above
+        tracker_ms, plane_ms = [], []
+        for k in range(len(seq) - 1):
+            t0 = time.perf_counter()
+            tv = vo.tracker.motion(images[k], images[k + 1], K)
+            t1 = time.perf_counter()
+            vo.ground.estimate(tv.R, tv.t_dir, K, tv.p0, tv.p1)
+            tracker_ms.append((t1 - t0) * 1e3)
+            plane_ms.append((time.perf_counter() - t1) * 1e3)
+        print(f"  the VO's tracker {np.median(tracker_ms[1:]):.1f} ms p50, plane {np.median(plane_ms[1:]):.1f} ms p50")
 
 
 if __name__ == "__main__":

@@ -97,7 +97,7 @@ class GroundTopView:
     search_m: float = 3.0  # the coarse search's reach: a step of up to 3 m (30 m/s at 10 Hz)
     yaw_sigma: float = 0.002  # the two-view step's yaw as the alignment's prior (rad)
     # the alignment uses at most about this many seen cells: KITTI's cameras see 15,753 (00) and 18,690 (03) of the
-    # view's 44,589, a 640 x 480 camera of 62 degrees' height 41,011, which without a bound took twice as long
+    # view's 44,589 (first frames), a 640 x 480 camera 62 degrees high 41,011, which unbounded took about twice as long
     max_points: int = 20000
     pitch_frames: int = 0  # level the view to the median pitch of the last N steps' direction of travel (0: off)
     pitch_reference_frames: int = 0  # less the median pitch of the last M steps (0: the absolute pitch)

@@ -171,8 +171,9 @@ def test_a_frame_an_estimator_fails_on_is_counted_and_the_stream_goes_on(loop_ba
         out = pipe.run(BagSequence(path), mode, limit=20)
         s = out.stats["vo"]
         assert s.errors == 1 and s.processed + s.dropped == 19 and len(out.odometry) == s.processed, (mode, s)
-        assert mode == "realtime" or s.processed == 19
-        assert "vo: frame 4" in caplog.text and "error: remap: the map is too wide" in caplog.text, caplog.text
+        assert mode == "realtime" or s.processed == 19  # realtime may also drop a frame on a slow host
+        assert f"vo: frame {4 if mode == 'offline' else ''}" in caplog.text, caplog.text
+        assert "failed: error: remap: the map is too wide" in caplog.text, caplog.text
 
 
 def test_realtime_at_bag_rate_keeps_up_on_small_frames(loop_bag, vo_model):

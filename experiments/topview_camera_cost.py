@@ -24,6 +24,7 @@ import numpy as np
 
 from deep_vision.estimators.ground_scale import GroundTopView
 from deep_vision.geometry.transforms import invert_transform
+from deep_vision.io.kitti import read_calib
 from deep_vision.params import DEFAULT_CAMERA_POSE
 from deep_vision.pipeline.build import build_odometry, camera_pose_transform
 
@@ -50,8 +51,7 @@ def main() -> None:
         if not frames:
             print(f"KITTI {s}: not in {root}")
             continue
-        P = [float(x) for x in (root / "calib.txt").read_text().split("\n")[0].split() if not x.endswith(":")][:12]
-        K = np.array(P).reshape(3, 4)[:, :3]
+        K = read_calib(root / "calib.txt")["P0"][:, :3]
         print(f"KITTI {s}: {int((top.view.render(cv2.imread(str(frames[0]), 0), K) > 0).sum())} of "
               f"{top.view.shape[0] * top.view.shape[1]} cells seen")
     for name, (w, h, f, cy) in CAMERAS.items():

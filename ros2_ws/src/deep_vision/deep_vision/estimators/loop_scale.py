@@ -305,8 +305,7 @@ def _sample_points(stack: np.ndarray, u: np.ndarray, v: np.ndarray, width: int =
     """[n x channels]: ``stack`` bilinearly sampled at the n points (u, v) (pixels; NaN outside). cv2.remap takes
     maps under 32767 columns: the points go in rows of ``width`` (a view seen whole at 3 cm has 44,589)."""
     n = len(u)
-    rows = max(1, -(-n // width))
-    cols = min(n, width) if rows == 1 else width
+    rows, cols = max(1, -(-n // width)), min(n, width)
     pad = rows * cols - n
     grid = [np.pad(a, (0, pad), constant_values=-1.0).reshape(rows, cols) for a in (u, v)]
     out = cv2.remap(stack, grid[0], grid[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,

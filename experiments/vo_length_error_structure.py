@@ -80,6 +80,8 @@ def main() -> None:
                     "topview_pitch_frames N, or N/M: less the last M steps' median, or N/M/B: with a dead band of B "
                     "degrees), for each given (comma-separated; 0: not levelled)")
     ap.add_argument("--package-only", action="store_true", help="only the package's path")
+    ap.add_argument("--oracle", action="store_true", help="levelled top views: the ground truth's directions of travel "
+                    "instead of the estimated steps' (how far levelling could go with a perfect pitch)")
     args = ap.parse_args()
     for seq, rec, gt, steps in training_steps(args.data, args.cache):
         if args.only and seq.name not in args.only.split(","):
@@ -137,19 +139,22 @@ def main() -> None:
                    for m in args.relative.split(",") if m for b in args.deadbands.split(",")]
         for n, gain, m, band in levels:
             ups = []
+            dirs = [r[1] if r is not None else None for r in rec]
+            if args.oracle:
+                dirs = [T[:3, 3] / np.linalg.norm(T[:3, 3]) if np.linalg.norm(T[:3, 3]) > 0.1 else None for T in rel]
             for k in range(len(rec)):
-                ts = [r[1] for r in rec[max(0, k - n + 1):k + 1] if r is not None]
+                ts = [t for t in dirs[max(0, k - n + 1):k + 1] if t is not None]
                 if not ts:
                     ups.append(None)
                     continue
                 a = gain * np.radians(np.median([step_pitch(X, t) for t in ts]))
                 if m:
-                    a -= np.radians(np.median([step_pitch(X, r[1]) for r in rec[max(0, k - m + 1):k + 1]
-                                               if r is not None]))
+                    a -= np.radians(np.median([step_pitch(X, t) for t in dirs[max(0, k - m + 1):k + 1]
+                                               if t is not None]))
                 a = np.sign(a) * max(abs(a) - np.radians(band), 0.0)
                 ups.append(pitched_up(X, a))
             top_l, _ = topview_lengths(seq, rec, 8.0, 0.03, ups=ups)
-            tag = f"{n}, x{gain}" + (f", less the last {m}" if m else "") + (f", dead band {band} deg" if band else "")
+            tag = ("oracle " if args.oracle else "") + f"{n}, x{gain}" + (f", less the last {m}" if m else "") + (f", dead band {band} deg" if band else "")
             dump[f"top_levelled_{n}_{gain}_{m}_{band}"] = top_l
             e = np.where(ok, np.log(top_l / np.where(ok, gt, 1.0)), np.nan)
             e = np.where(np.abs(e) < 0.3, e, np.nan)

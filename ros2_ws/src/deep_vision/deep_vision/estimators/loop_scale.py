@@ -56,9 +56,9 @@ class GroundView:
         if not T[2, 3] > 0.2:
             raise ConfigError(f"the camera is {T[2, 3]:.2f} m above base_link: the ground cannot give a loop "
                               "closure's scale (base_link on the ground, the camera above it)")
-        # align_ground's coarse search needs scipy.signal (about 1 s to import): load it with the view, at start-up,
+        # align_ground's coarse search needs scipy.fft (about 0.5 s to import): load it with the view, at start-up,
         # not on the first alignment (in real time the VO's first frames were late and dropped)
-        import scipy.signal  # noqa: F401
+        import scipy.fft  # noqa: F401
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -233,7 +233,7 @@ def _search(q, m, pts, qv, view, res, theta, search_m, allowed=None, min_overlap
     The match view is resampled once, rotated by ``theta``, over the query's grid grown by ``search_m``; then
     every shift's masked correlation comes from five FFT correlations (sums over the overlap of q, q², m, m², qm).
     """
-    from scipy.signal import correlate
+    from scipy import fft
 
     n = int(round(search_m / res))
     R = _rot2(theta)
@@ -246,13 +246,19 @@ def _search(q, m, pts, qv, view, res, theta, search_m, allowed=None, min_overlap
     w = qv.astype(np.float64)
     a = np.where(qv, q, 0.0).astype(np.float64)
 
-    def corr(x, y):
-        return correlate(x, y, mode="valid", method="fft")
+    # "valid" correlations of the grown match-side images with the query-side ones, each image transformed once
+    shape = [fft.next_fast_len(bs + qs - 1, real=True) for bs, qs in zip(b.shape, a.shape)]
+    valid = tuple(slice(qs - 1, bs) for bs, qs in zip(b.shape, a.shape))
+    big_side = [fft.rfft2(x, shape) for x in (bm, b, b * b)]
+    query_side = [fft.rfft2(x[::-1, ::-1], shape) for x in (w, a, a * a)]
 
-    count = corr(bm, w)
-    sa, saa = corr(bm, a), corr(bm, a * a)
-    sb, sbb = corr(b, w), corr(b * b, w)
-    sab = corr(b, a)
+    def corr(i, j):
+        return fft.irfft2(big_side[i] * query_side[j], shape)[valid]
+
+    count = corr(0, 0)
+    sa, saa = corr(0, 1), corr(0, 2)
+    sb, sbb = corr(1, 0), corr(2, 0)
+    sab = corr(1, 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         cov = sab - sa * sb / count
         var = (saa - sa**2 / count) * (sbb - sb**2 / count)
@@ -295,10 +301,11 @@ class _QueryLevel:
             keep[np.flatnonzero(self.valid)[::self.stride]] = True
             self.valid = keep.reshape(q.shape)
         self.values = q[self.valid]
-        self.pts = pts[self.valid]
-        px, py = self.pts[:, 0], self.pts[:, 1]
-        self.Dp = np.stack([-(px**2 + h**2) / h, -px * py / h], axis=-1)  # d p' / d pitch (nose down)
-        self.Dr = np.stack([px * py / h, (py**2 + h**2) / h], axis=-1)  # d p' / d roll
+        # the seen cells' ground points and their derivatives, one contiguous array per coordinate
+        self.px, self.py = (np.ascontiguousarray(c) for c in pts[self.valid].T)
+        px, py = self.px, self.py
+        self.Dp = (-(px**2 + h**2) / h, -px * py / h)  # d p' / d pitch (nose down): (x, y)
+        self.Dr = (px * py / h, (py**2 + h**2) / h)  # d p' / d roll
 
 
 def _sample_points(stack: np.ndarray, u: np.ndarray, v: np.ndarray, width: int = 16384) -> np.ndarray:
@@ -307,7 +314,10 @@ def _sample_points(stack: np.ndarray, u: np.ndarray, v: np.ndarray, width: int =
     n = len(u)
     rows, cols = max(1, -(-n // width)), min(n, width)
     pad = rows * cols - n
-    grid = [np.pad(a, (0, pad), constant_values=-1.0).reshape(rows, cols) for a in (u, v)]
+    if pad:
+        grid = [np.concatenate([a, np.full(pad, -1.0, np.float32)]).reshape(rows, cols) for a in (u, v)]
+    else:
+        grid = [a.reshape(rows, cols) for a in (u, v)]
     out = cv2.remap(stack, grid[0], grid[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                     borderValue=(np.nan,) * 4)
     return out.reshape(rows * cols, -1)[:n]
@@ -320,14 +330,14 @@ def _gauss_newton(ql: _QueryLevel, m: _Level, view, res, x, prior_mean, prior_si
     ``prior_sigma``; inf: none, 0: held) in the residuals' units."""
     theta, t, tp, tr = x[0], x[1:3], x[3], x[4]
     R = _rot2(theta)
-    pe = ql.pts + tp * ql.Dp + tr * ql.Dr
-    p = pe @ R.T + t
-    u = ((p[:, 0] - view.forward_m[0]) / res - 0.5).astype(np.float32)
-    v = ((view.lateral_m - p[:, 1]) / res - 0.5).astype(np.float32)
+    px = ql.px + tp * ql.Dp[0] + tr * ql.Dr[0]  # p', the ground point the query pixel shows when tilted
+    py = ql.py + tp * ql.Dp[1] + tr * ql.Dr[1]
+    u = ((R[0, 0] * px + R[0, 1] * py + (t[0] - view.forward_m[0])) / res - 0.5).astype(np.float32)
+    v = ((view.lateral_m - t[1] - (R[1, 0] * px + R[1, 1] * py)) / res - 0.5).astype(np.float32)
     s, gx, gy, seen = _sample_points(m.stack, u, v).T
     # d/dx (forward); d/dy (left: image rows grow to the right)
-    ok = np.isfinite(s) & np.isfinite(gx) & np.isfinite(gy) & (seen > 0.99)
-    n = int(ok.sum())
+    ok = np.flatnonzero(np.isfinite(s) & np.isfinite(gx) & np.isfinite(gy) & (seen > 0.99))
+    n = len(ok)
     if n < 50:
         return None
     sv, qv_, gxv, gyv = s[ok], ql.values[ok], gx[ok] / res, -gy[ok] / res
@@ -339,14 +349,14 @@ def _gauss_newton(ql: _QueryLevel, m: _Level, view, res, x, prior_mean, prior_si
     gain, offset = (n * sq - s1 * q1) / det, (s2 * q1 - s1 * sq) / det
     r = gain * sv + offset - qv_
     # d residual / d parameter, for a displacement d (query ground frame) of the sample point: gain grad·(R d)
-    gR = gain * (np.c_[gxv, gyv] @ R)  # gain grad^T R, per pixel
-    pe_ok, Dp, Dr = pe[ok], ql.Dp[ok], ql.Dr[ok]
+    gR0 = gain * (gxv * R[0, 0] + gyv * R[1, 0])  # gain grad^T R, per pixel
+    gR1 = gain * (gxv * R[0, 1] + gyv * R[1, 1])
     J = np.empty((n, 7))
-    J[:, 0] = gR[:, 1] * pe_ok[:, 0] - gR[:, 0] * pe_ok[:, 1]  # d(R p')/dθ = R [-y, x]
+    J[:, 0] = gR1 * px[ok] - gR0 * py[ok]  # d(R p')/dθ = R [-y, x]
     J[:, 1] = gain * gxv
     J[:, 2] = gain * gyv
-    J[:, 3] = gR[:, 0] * Dp[:, 0] + gR[:, 1] * Dp[:, 1]
-    J[:, 4] = gR[:, 0] * Dr[:, 0] + gR[:, 1] * Dr[:, 1]
+    J[:, 3] = gR0 * ql.Dp[0][ok] + gR1 * ql.Dp[1][ok]
+    J[:, 4] = gR0 * ql.Dr[0][ok] + gR1 * ql.Dr[1][ok]
     J[:, 5] = sv
     J[:, 6] = 1.0
     JtJ = J.T @ J

@@ -124,11 +124,9 @@ class OdometryResult:
     relative: np.ndarray  # [4 x 4] T_prev_curr (identity on the first frame of a trajectory)
     valid: bool  # a motion was estimated for this frame (False on the first frame)
     reset: str | None = None  # why this frame started a new trajectory
-    # network | hybrid (geometry) | hybrid_prior (network step confirmed by the tracks) | hybrid_heading (RANSAC's
-    # direction turned implausibly far: the way the camera has been going, held, explains the tracks) |
-    # hybrid_rotation (rotation from the rays, no translation: standing still or turning on the spot) |
-    # constant_velocity (no geometry: the previous step's rotation and direction; with the network and the ground
-    # scale too) | none
+    # network | hybrid (geometry) | hybrid_prior (network step confirmed by the tracks) | hybrid_rotation (rotation
+    # from the rays, no translation: standing still or turning on the spot) | constant_velocity (no geometry: the
+    # previous step's rotation and direction; with the network and the ground scale too) | none
     mode: str = "network"
     quality: float = 1.0  # in (0, 1]: low values inflate the covariance
     distance_m: float = 0.0  # travelled along the trajectory
@@ -151,7 +149,6 @@ CALIBRATION_FRAMES = 20  # frames with both a ground and a network length over w
 CALIBRATION_MIN_FRAMES = 3  # ... needed before the calibrated length corrects the carried speed
 NETWORK_MIN_SPREAD = 0.05  # the calibrated network speed's relative noise is taken as at least this
 JITTER_FRAMES = 6  # frames over which the network's frame-to-frame jitter is measured
-HEADING_FRAMES = 10  # the way forward: the camera's steps over this many frames, summed in its own axes (process)
 NETWORK_SPEED_FLOOR_MPS = 0.05  # ... plus this (m/s): a network that says "standing still" is not exact either
 
 #: hybrid mode's correspondence front ends (``geometry=``)
@@ -246,7 +243,6 @@ class VisualOdometry:
         self._speed = SpeedFilter(self.acceleration_std)
         self._network_log_speeds: deque[float] = deque(maxlen=JITTER_FRAMES)  # log of the network's raw speeds
         self._chain_from = None  # the last step's two-view motion, where it measured a translation
-        self._recent_steps: deque[np.ndarray] = deque(maxlen=HEADING_FRAMES)  # translations, each in its camera
         self._last_dt = None
         self._pending_reset = reason
 
@@ -288,7 +284,7 @@ class VisualOdometry:
         if self.mode == "hybrid" and not self.prior_trusted():
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="vo_geometry")
-            pending = self._pool.submit(self._two_view, prev_grey, grey, None, self._heading())
+            pending = self._pool.submit(self._two_view, prev_grey, grey)
         fallback_network = self.network_fallback or self.mode != "hybrid"  # network mode always runs it
         t_net = R_net = None
         if fallback_network or self.scale_source == "network":
@@ -313,22 +309,18 @@ class VisualOdometry:
         else:  # the last step's velocity over this frame's interval (a dropped frame: twice the step)
             t_fb, R_fb = self._constant_velocity(dt)
             mode = scale_from = "constant_velocity"
-        # Which way is forward (two-view geometry knows the direction up to its sign): the way the camera has been
-        # going over the last HEADING_FRAMES frames, since a vehicle does not reverse without stopping, and a network
-        # off its training domain can read a crawl as reversing; after a stop or a reset the network's way, if it
-        # runs. Not the last step's alone: wrong directions (over 90 degrees off, in turns) turned every step after
-        # them round (rendered routes seen by a 640 x 480 camera drove backwards from such steps on).
-        heading = self._heading()
+        # Which way is forward (two-view geometry knows the direction up to its sign): the last step's way, since a
+        # vehicle does not reverse between two frames without stopping, and a network off its training domain can
+        # read a crawl as reversing; after a stop or a reset the network's way, if it runs.
         last_t = self._last_step[:3, 3]
-        t_ref = heading if heading is not None else last_t if np.linalg.norm(last_t) > 1e-6 else \
-            t_net if t_net is not None else t_fb
+        t_ref = last_t if np.linalg.norm(last_t) > 1e-6 else t_net if t_net is not None else t_fb
         t1 = time.perf_counter()
         quality = image_quality(grey)
         t_step, R_step = t_fb, R_fb
         tv = None
         if self.mode == "hybrid":
             tv, ground, log_ratio = pending.result() if pending is not None else \
-                self._two_view(prev_grey, grey, (R_fb, t_fb) if R_net is None else (R_net, t_net), heading)
+                self._two_view(prev_grey, grey, (R_fb, t_fb) if R_net is None else (R_net, t_net))
             if tv is not None and R_net is not None:
                 self._disagreement.append(rotation_angle(R_net.T @ tv.R_geometry))
             if tv is not None and tv.translation_parallax_px >= self.min_translation_parallax_px:
@@ -352,8 +344,7 @@ class VisualOdometry:
                 else:  # external: replaced below
                     length = float(np.linalg.norm(t_fb))
                 t_dir = tv.t_dir if tv.t_dir @ t_ref >= 0 else -tv.t_dir
-                t_step, R_step = t_dir * length, tv.R
-                mode = {"geometry": "hybrid", "heading": "hybrid_heading"}.get(tv.source, "hybrid_prior")
+                t_step, R_step, mode = t_dir * length, tv.R, "hybrid" if tv.source == "geometry" else "hybrid_prior"
                 self._chain_from = tv
             elif tv is not None:  # standing still or turning on the spot: no translation to measure
                 R_step, mode = rotation_from_bearings(self.camera.K, tv.p0, tv.p1), "hybrid_rotation"
@@ -385,7 +376,6 @@ class VisualOdometry:
         T_step[:3, :3], T_step[:3, 3] = R_step, t_step
         self._propagate(T_step, quality)
         self.pose = self.pose @ T_step
-        self._recent_steps.append(t_step.copy())
         self._last_step, self._last_dt = T_step, dt
         self.distance += float(np.linalg.norm(t_step))
         self._prev = (grey, x, stamp_ns)
@@ -395,19 +385,11 @@ class VisualOdometry:
                               quality, self.distance, {"network_ms": (t1 - t0) * 1e3, "total_ms": (t2 - t0) * 1e3},
                               scale_from, None if tv is None else tv.p1)
 
-    def _heading(self) -> np.ndarray | None:
-        """The way the camera has been going: its last HEADING_FRAMES steps' translations summed, each in its own
-        camera's axes (a camera fixed on a vehicle goes the same way in its own axes while the vehicle turns; the
-        positions' chord would lag a turn by half its angle); None before it moved."""
-        heading = np.sum(self._recent_steps, axis=0) if self._recent_steps else np.zeros(3)
-        return heading if np.linalg.norm(heading) > 1e-6 else None
-
-    def _two_view(self, prev: np.ndarray, curr: np.ndarray, prior: tuple[np.ndarray, np.ndarray] | None = None,
-                  heading: np.ndarray | None = None):
+    def _two_view(self, prev: np.ndarray, curr: np.ndarray, prior: tuple[np.ndarray, np.ndarray] | None = None):
         """(two-view motion, its ground-plane scale or None, log of its length over the previous step's or None):
         the tracker works at most ``track_width`` pixels wide; the motion is checked against the ``prior``
-        (R_pc, t_pc) and the ``heading`` (the way the camera has been going)."""
-        tv = self.tracker.motion(prev, curr, self.camera.K, prior=prior, heading=heading)
+        (R_pc, t_pc)."""
+        tv = self.tracker.motion(prev, curr, self.camera.K, prior=prior)
         ground = log_ratio = None
         if tv is not None and self.scale_source == "ground":
             ground = self.ground.estimate(tv.R, tv.t_dir, self.camera.K, tv.p0, tv.p1, images=(prev, curr))

@@ -59,9 +59,7 @@ class TwoViewMotion:
     inliers: int
     tracked: int
     parallax_px: float  # median feature displacement (low parallax: direction unreliable)
-    # geometry | prior (rotation re-estimated on the prior's tracks, prior direction) | heading (the same with the
-    # way the camera has been going, where RANSAC's direction turned implausibly far from it)
-    source: str = "geometry"
+    source: str = "geometry"  # geometry | prior (rotation re-estimated on the prior's tracks, prior direction)
     prior_support: float | None = None  # tracks the prior explains / tracks the RANSAC solution explains
     R_geometry: np.ndarray | None = None  # RANSAC's rotation (R itself when source is geometry)
     # RANSAC's inlier correspondences ([N x 2] full-size pixels in the previous / current frame)
@@ -241,10 +239,6 @@ class FeatureTracker:
     estimator: str = "ransac"  # essential-matrix robust estimator: ransac (OpenCV RANSAC) or magsac (USAC MAGSAC++)
     refine: bool = False  # refine rotation and direction on RANSAC's inliers (Sampson distance, 5 DoF)
     rotation_only_px: float = 1.0  # a rotation alone explaining the tracks to this median (px): no translation
-    # a direction further than this from the way the camera has been going (``heading``) is checked against that
-    # way held (0: no check), which is taken where it explains this fraction of the tracks RANSAC's motion does
-    max_turn_deg: float = 30.0
-    heading_support: float = 0.6
     _small: tuple | None = field(default=None, init=False, repr=False, compare=False)  # (frame, its downscaled copy)
 
     def __post_init__(self) -> None:
@@ -279,13 +273,10 @@ class FeatureTracker:
         return upscale_points(pts[ok, 0], s), upscale_points(nxt[ok, 0], s)
 
     def motion(self, prev: np.ndarray, curr: np.ndarray, K: np.ndarray,
-               prior: tuple[np.ndarray, np.ndarray] | None = None,
-               heading: np.ndarray | None = None) -> TwoViewMotion | None:
+               prior: tuple[np.ndarray, np.ndarray] | None = None) -> TwoViewMotion | None:
         """Relative rotation and translation direction, or None when the geometry is not determined.
 
-        ``prior``: (R_pc, t_pc), a guess of the same motion (see the module docstring). ``heading``: the way the
-        camera has been going (previous camera frame, either sign): RANSAC's direction more than ``max_turn_deg``
-        off it is checked against it (:meth:`_check_heading`).
+        ``prior``: (R_pc, t_pc), a guess of the same motion (see the module docstring).
         """
         p0, p1 = self.track(prev, curr)
         if len(p0) < max(8, self.min_inliers):
@@ -313,38 +304,9 @@ class FeatureTracker:
             R_pc, t_pc = refine_motion(R_pc, t_pc, K, p0[inl], p1[inl], self.ransac_px)
         geometry = TwoViewMotion(R_pc, t_pc, n, len(p0), parallax, p0=p0[inl], p1=p1[inl],
                                  translation_parallax_px=derotated_parallax(R_pc, K, p0[inl], p1[inl]))
-        if heading is not None and self.max_turn_deg > 0 and np.linalg.norm(heading) > 1e-9:
-            checked = self._check_heading(geometry, p0, p1, K, np.asarray(heading, np.float64).reshape(3))
-            if checked is not geometry:
-                return checked
         if prior is None or np.linalg.norm(prior[1]) < 1e-9:
             return geometry
         return self._check_prior(geometry, p0, p1, K, prior)
-
-    def _check_heading(self, geometry: TwoViewMotion, p0: np.ndarray, p1: np.ndarray, K: np.ndarray,
-                       heading: np.ndarray) -> TwoViewMotion:
-        """A vehicle's direction of travel turns by a few degrees between frames. Where RANSAC's direction is
-        more than ``max_turn_deg`` off the ``heading``, a turn seen over far points can have been read as a
-        sideways step (the tracks' shift explained by translation instead of rotation: a rendered route's 3.4
-        degree turn came out as a 90 degree sideways step 3.8 degrees off in rotation): the rotation is fitted
-        to all tracks with the heading held (:func:`refine_rotation`, from RANSAC's), and that motion is taken
-        (source ``heading``) where it explains at least ``heading_support`` of the tracks RANSAC's explains
-        (Sampson distance under ``ransac_px``)."""
-        h = heading / np.linalg.norm(heading)
-        if np.degrees(np.arccos(min(1.0, abs(float(geometry.t_dir @ h))))) <= self.max_turn_deg:
-            return geometry
-        h = h if float(geometry.t_dir @ h) >= 0 else -h  # the sign is chosen by the caller, as for RANSAC's
-
-        def support(R: np.ndarray, t: np.ndarray) -> np.ndarray:
-            return np.abs(sampson_error(fundamental_from_motion(R, t, K), p0, p1)) < self.ransac_px
-
-        R = refine_rotation(geometry.R, h, K, p0, p1, self.prior_inlier_px)
-        held = support(R, h)
-        ratio = float(held.sum()) / max(1, int(support(geometry.R, geometry.t_dir).sum()))
-        if ratio < self.heading_support or held.sum() < self.min_inliers:
-            return geometry
-        return TwoViewMotion(R, h, int(held.sum()), geometry.tracked, geometry.parallax_px, "heading", ratio,
-                             geometry.R, p0[held], p1[held], derotated_parallax(R, K, p0[held], p1[held]))
 
     def _rotation_only(self, K: np.ndarray, p0: np.ndarray, p1: np.ndarray, parallax: float) -> TwoViewMotion | None:
         """The step as a rotation without translation when one explains the tracks (standing still, turning on

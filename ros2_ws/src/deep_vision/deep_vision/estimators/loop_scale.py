@@ -233,7 +233,8 @@ def _search(q, m, pts, qv, view, res, theta, search_m, allowed=None, min_overlap
     """The translation (x, y) with the highest zero-mean normalised correlation over a grid of ±search_m.
 
     The match view is resampled once, rotated by ``theta``, over the query's grid grown by ``search_m``; then
-    every shift's masked correlation comes from five FFT correlations (sums over the overlap of q, q², m, m², qm).
+    every shift's masked correlation comes from six correlations (over the overlap: the count and the sums of q,
+    q², m, m², qm), whose six images are each Fourier-transformed once.
     """
     from scipy import fft
 

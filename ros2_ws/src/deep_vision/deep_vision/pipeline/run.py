@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-
 from deep_vision.errors import ConfigError, ImageEncodingError
 from deep_vision.io.bag import GPS_TOPIC, TF_STATIC_TOPIC
 from deep_vision.params import validate
